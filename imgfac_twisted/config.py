@@ -1,0 +1,209 @@
+"""The daemon's settings: defaults in code, then the JSON file, then the command line.
+
+Every option has one entry in ``OPTIONS``; the command-line parser and the
+config file checker are both made from that table, so they cannot drift.
+All mistakes are collected and reported together in one ConfigError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "/etc/imagefactory/imagefactory.conf"
+DEFAULT_STATE_DIR = "/var/lib/imagefactory"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its name (as in the file), kind, default and help."""
+
+    name: str
+    kind: str  # "bool", "int", "float", "str", "path", "secrets"
+    default: Any
+    help: str
+    secret: bool = False
+    #: Settable on the command line too (``clients`` lives only in the file).
+    cli: bool = True
+    optional: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("rest", "bool", False, "Serve the REST API over HTTP(S)."),
+    Option("port", "int", 8075, "Port the REST API listens on.", minimum=0, maximum=65535),
+    Option("address", "str", "0.0.0.0", "Address the REST API listens on."),
+    Option("no_ssl", "bool", False, "Serve plain HTTP instead of HTTPS."),
+    Option("ssl_pem", "path", None, "PEM file with the TLS certificate and key "
+           "(default: a self-signed one generated in the state directory).", optional=True),
+    Option("no_oauth", "bool", False, "Accept write requests without OAuth signatures."),
+    Option("state_dir", "path", DEFAULT_STATE_DIR, "Directory for the store, images and generated key."),
+    Option("clients", "secrets", {}, "OAuth consumer keys and their shared secrets.", secret=True, cli=False),
+    Option("oauth_timestamp_window", "int", 300,
+           "Seconds an OAuth timestamp may be away from the server's clock.", minimum=1),
+    Option("max_body_bytes", "int", 2 * 1024 * 1024, "Largest request body accepted, in bytes.", minimum=1024),
+    Option("template_fetch_timeout", "float", 30.0,
+           "Seconds allowed to fetch a template given as a URL.", minimum=0.1),
+    Option("max_concurrent_builds", "int", 4, "Builds that run at once; the rest wait PENDING.", minimum=1),
+    Option("max_concurrent_pushes", "int", 4, "Pushes that run at once; the rest wait PENDING.", minimum=1),
+    Option("mock_duration", "float", 3.0, "Seconds a mock build or push takes.", minimum=0),
+    Option("access_log", "path", None, "File for an HTTP access log (default: none).", optional=True),
+)
+
+OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The merged settings the daemon runs with."""
+
+    rest: bool = False
+    port: int = 8075
+    address: str = "0.0.0.0"
+    no_ssl: bool = False
+    ssl_pem: str | None = None
+    no_oauth: bool = False
+    state_dir: str = DEFAULT_STATE_DIR
+    clients: Mapping[str, str] = field(default_factory=dict, repr=False)
+    oauth_timestamp_window: int = 300
+    max_body_bytes: int = 2 * 1024 * 1024
+    template_fetch_timeout: float = 30.0
+    max_concurrent_builds: int = 4
+    max_concurrent_pushes: int = 4
+    mock_duration: float = 3.0
+    access_log: str | None = None
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict fit for a log: secrets replaced by a count."""
+        shown = dataclasses.asdict(self)
+        for option in OPTIONS:
+            if option.secret:
+                shown[option.name] = f"<{len(getattr(self, option.name))} redacted>"
+        return shown
+
+
+def _check_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("must be true or false")
+    return value
+
+
+def _check_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("must be an integer")
+    return value
+
+
+def _check_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("must be a number")
+    return float(value)
+
+
+def _check_str(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError("must be a non-empty string")
+    return value
+
+
+def _check_secrets(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise TypeError("must be an object mapping consumer keys to secrets")
+    bad = [key for key, secret in value.items() if not isinstance(secret, str) or not secret]
+    if bad:
+        # Name the keys, never the secrets.
+        raise TypeError(f"secrets must be non-empty strings (check {', '.join(map(repr, sorted(bad)))})")
+    return dict(value)
+
+
+_CHECKERS: dict[str, Callable[[Any], Any]] = {
+    "bool": _check_bool,
+    "int": _check_int,
+    "float": _check_float,
+    "str": _check_str,
+    "path": _check_str,
+    "secrets": _check_secrets,
+}
+
+
+def _parse_cli_text(option: Option, text: str) -> Any:
+    """Turn a command-line string into the option's kind."""
+    if option.kind == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise TypeError("must be an integer") from None
+    if option.kind == "float":
+        try:
+            return float(text)
+        except ValueError:
+            raise TypeError("must be a number") from None
+    return text
+
+
+def _validate(option: Option, value: Any) -> Any:
+    if value is None and option.optional:
+        return None
+    checked = _CHECKERS[option.kind](value)
+    if option.minimum is not None and checked < option.minimum:
+        raise TypeError(f"must be at least {option.minimum:g}")
+    if option.maximum is not None and checked > option.maximum:
+        raise TypeError(f"must be at most {option.maximum:g}")
+    return checked
+
+
+def read_config_file(path: str, named: bool) -> dict[str, Any]:
+    """The JSON object in ``path``; ``{}`` when the default file is missing.
+
+    A file named on the command line must exist.
+    """
+    try:
+        with open(path, encoding="utf-8") as stream:
+            text = stream.read()
+    except FileNotFoundError:
+        if named:
+            raise ConfigError(f"config file {path} does not exist") from None
+        return {}
+    except OSError as error:
+        raise ConfigError(f"config file {path} cannot be read: {error.strerror}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        raise ConfigError(f"config file {path} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object")
+    return data
+
+
+def merge_config(file_values: Mapping[str, Any], cli_values: Mapping[str, Any], source: str = "config file") -> Config:
+    """Check and merge: defaults, then ``file_values``, then ``cli_values``.
+
+    ``cli_values`` holds only the options given on the command line, as the
+    strings (or True for flags) the parser produced.  Every problem found is
+    reported in one ConfigError.
+    """
+    problems: list[str] = []
+    settings: dict[str, Any] = {}
+    for key in sorted(set(file_values) - set(OPTIONS_BY_NAME)):
+        problems.append(f"{source}: unknown option {key!r}")
+    for option in OPTIONS:
+        for where, values, from_text in ((source, file_values, False), ("command line", cli_values, True)):
+            if option.name not in values:
+                continue
+            value = values[option.name]
+            try:
+                if from_text and isinstance(value, str):
+                    value = _parse_cli_text(option, value)
+                settings[option.name] = _validate(option, value)
+            except TypeError as error:
+                problems.append(f"{where}: option {option.name!r} {error}")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    config = Config(**settings)
+    return dataclasses.replace(config, state_dir=os.path.abspath(config.state_dir))

@@ -1,0 +1,51 @@
+"""Named doors through which blocking work leaves the reactor thread.
+
+A door runs a plain function somewhere else and hands back a Deferred of its
+result.  The store uses a one-thread door (SQLite connections belong to one
+thread); cloud SDK calls will use a bounded pool.  Tests use
+``imgfac_twisted.testing.InlineDoor``, which runs the function at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+from zope.interface import Interface, implementer
+
+T = TypeVar("T")
+
+
+class IDoor(Interface):
+    """Runs blocking functions away from the reactor thread."""
+
+    def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred:
+        """Call ``fn(*args, **kwargs)`` elsewhere; fire with its result or failure."""
+
+
+@implementer(IDoor)
+class ThreadDoor(Service):
+    """A bounded thread pool, started and stopped with the service tree."""
+
+    def __init__(self, reactor: Any, name: str, threads: int = 1) -> None:
+        self._reactor = reactor
+        self._pool = ThreadPool(minthreads=threads, maxthreads=threads, name=name)
+        self.setName(f"door-{name}")
+
+    def startService(self) -> None:
+        super().startService()
+        self._pool.start()
+
+    def stopService(self) -> Deferred | None:
+        super().stopService()
+        # Joining waits for the running function to return, so a store write
+        # in progress is finished, not cut, when the daemon stops.
+        self._pool.stop()
+        return None
+
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred:
+        """Call ``fn`` on one of the pool's threads."""
+        return deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)

@@ -1,0 +1,1 @@
+"""Turning requests into builders and running them: the dispatcher and its helpers."""

@@ -1,0 +1,295 @@
+"""The dispatcher: turns build and push requests into builders and runs them.
+
+A request is checked, recorded in the store and answered at once; each
+builder then runs in the background through the same states whatever its
+target or provider: NEW -> PENDING (waiting for a slot) -> BUILDING or
+PUSHING -> COMPLETED or FAILED.  Every change goes through BuilderUpdater.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore, ensureDeferred
+from twisted.logger import Logger
+
+from ..errors import ImageFactoryError, InvalidRequest, UnknownObject
+from ..model import (
+    Build,
+    Builder,
+    Image,
+    Operation,
+    ProviderImage,
+    Status,
+    TargetImage,
+    new_id,
+)
+from ..providers import Credentials, Provider
+from ..store import IStore
+from ..targets import Target
+from ..template import Template, parse_template, template_looks_like_xml
+from .fetch import TemplateFetcher
+from .index import BuilderIndex
+from .updates import BuilderUpdater
+
+UUID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+RESTART_REASON = "the daemon restarted while this builder was {status}; start the work again"
+STOP_REASON = "the daemon stopped while this builder was running"
+CANCEL_REASON = "cancelled by a client"
+
+
+@dataclass(frozen=True)
+class StartedBuild:
+    """What a build request made: the image, its new build and one target image per target."""
+
+    image: Image
+    build: Build
+    target_images: list[TargetImage]
+
+
+@dataclass
+class Job:
+    """One builder's work, as handed to a target or provider plug-in."""
+
+    builder: Builder
+    work_dir: str
+    reactor: Any
+    report: Callable[[int], Deferred]
+    template: Template | None = None
+    target_builder: Builder | None = None
+
+    def progress(self, percent: int) -> Deferred:
+        """Record how far the work got (0..100)."""
+        return self.report(percent)
+
+
+@dataclass
+class _Running:
+    deferred: Deferred
+    stop_reason: list[str] = field(default_factory=list)
+
+
+def parse_targets(text: str, known: list[str]) -> list[str]:
+    """The distinct target names of a comma-separated list, each one known."""
+    names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    if not names:
+        raise InvalidRequest("parameter 'targets' names no target (give a comma-separated list)")
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise InvalidRequest(
+            f"unknown target {', '.join(map(repr, unknown))}: known targets are {', '.join(sorted(known))}"
+        )
+    return names
+
+
+class Dispatcher(Service):
+    """Starts, runs, cancels and recovers builders."""
+
+    log = Logger()
+    name = "dispatcher"
+
+    def __init__(
+        self,
+        reactor: Any,
+        store: IStore,
+        updater: BuilderUpdater,
+        index: BuilderIndex,
+        targets: dict[str, Target],
+        providers: dict[str, Provider],
+        state_dir: str,
+        fetcher: TemplateFetcher,
+        build_slots: int,
+        push_slots: int,
+    ) -> None:
+        self._reactor = reactor
+        self._store = store
+        self._updater = updater
+        self._index = index
+        self._targets = targets
+        self._providers = providers
+        self._state_dir = state_dir
+        self._fetcher = fetcher
+        self._build_slots = DeferredSemaphore(build_slots)
+        self._push_slots = DeferredSemaphore(push_slots)
+        self._running: dict[str, _Running] = {}
+
+    # -- requests --------------------------------------------------------
+
+    async def start_build(self, template_text: str | None, targets_text: str, image_id: str | None = None) -> StartedBuild:
+        """Record a new build (of a new image, or of ``image_id``) and start its builders."""
+        target_names = parse_targets(targets_text, list(self._targets))
+        image = await self._store.get_image(image_id) if image_id is not None else None
+        if template_text is None or not template_text.strip():
+            if image is None:
+                raise InvalidRequest("parameter 'template' is missing (give TDL XML, an image UUID or a URL)")
+            template = parse_template((await self._store.get_template(image.template_id)).xml)
+        else:
+            template = await self._resolve_template(template_text.strip())
+        now = self._reactor.seconds()
+        stored = await self._store.add_template(template.xml, now)
+        new_image = image is None
+        if image is None:
+            image = Image(id=new_id(), template_id=stored.id, name=template.name, description=template.description,
+                          os_name=template.os_name, os_version=template.os_version, os_arch=template.os_arch,
+                          created=now)
+        build = Build(id=new_id(), image_id=image.id, template_id=stored.id, created=now)
+        target_images = [TargetImage(id=new_id(), build_id=build.id, image_id=image.id, target=name, created=now)
+                         for name in target_names]
+        builders = [Builder(id=target_image.id, operation=Operation.BUILD, status=Status.NEW, completed=0,
+                            image_id=image.id, build_id=build.id, target=target_image.target,
+                            created=now, updated=now)
+                    for target_image in target_images]
+        await self._store.record_build(image, build, target_images, builders, new_image)
+        await self._updater.created(builders)
+        for builder in builders:
+            self._launch(builder, self._build_slots, Status.BUILDING, self._build_work(builder, template))
+        return StartedBuild(image=image, build=build, target_images=target_images)
+
+    async def start_push(
+        self,
+        target_image_id: str,
+        provider_name: str,
+        credentials_xml: str,
+        image_id: str | None = None,
+        build_id: str | None = None,
+    ) -> ProviderImage:
+        """Record a push of a COMPLETED target image to ``provider_name`` and start it."""
+        target_image = await self._store.get_target_image(target_image_id)
+        if (image_id, build_id) != (None, None) and (target_image.image_id, target_image.build_id) != (image_id, build_id):
+            raise UnknownObject(f"no target image {target_image_id!r} in build {build_id!r} of image {image_id!r}")
+        provider = self._provider(provider_name)
+        target_builder = self._index.get(target_image_id) or await self._store.get_builder(target_image_id)
+        if target_builder.status != Status.COMPLETED:
+            raise InvalidRequest(
+                f"target image {target_image_id} is {target_builder.status.value}: only a COMPLETED target image can be pushed"
+            )
+        credentials = provider.parse_credentials(credentials_xml)
+        now = self._reactor.seconds()
+        provider_image = ProviderImage(id=new_id(), target_image_id=target_image.id, build_id=target_image.build_id,
+                                       image_id=target_image.image_id, provider=provider_name,
+                                       provider_account_identifier=credentials.account_identifier, created=now)
+        builder = Builder(id=provider_image.id, operation=Operation.PUSH, status=Status.NEW, completed=0,
+                          image_id=target_image.image_id, build_id=target_image.build_id, target=target_image.target,
+                          provider=provider_name, target_image_id=target_image.id,
+                          provider_account_identifier=credentials.account_identifier, created=now, updated=now)
+        await self._store.record_push(provider_image, builder)
+        await self._updater.created([builder])
+        self._launch(builder, self._push_slots, Status.PUSHING,
+                     self._push_work(builder, target_builder, provider, credentials))
+        return provider_image
+
+    def cancel(self, builder_id: str) -> bool:
+        """Stop a running builder, which then ends FAILED; False when it is not running."""
+        return self._stop(builder_id, CANCEL_REASON)
+
+    def known_targets(self) -> list[str]:
+        """The names of the targets this daemon can build."""
+        return sorted(self._targets)
+
+    # -- service ---------------------------------------------------------
+
+    def startService(self) -> None:
+        """Fail the builders a previous run of the daemon left unfinished."""
+        super().startService()
+        for builder in self._index.all():
+            if not builder.status.is_final:
+                reason = RESTART_REASON.format(status=builder.status.value)
+                self._track(builder.id, ensureDeferred(self._fail(builder.id, reason)))
+
+    def stopService(self) -> Deferred:
+        """Stop every running builder and wait until each is recorded FAILED."""
+        super().stopService()
+        for builder_id in list(self._running):
+            self._stop(builder_id, STOP_REASON)
+        return DeferredList([running.deferred for running in self._running.values()])
+
+    # -- running ---------------------------------------------------------
+
+    async def _resolve_template(self, text: str) -> Template:
+        if template_looks_like_xml(text):
+            return parse_template(text)
+        if UUID_PATTERN.match(text):
+            try:
+                image = await self._store.get_image(text)
+            except UnknownObject:
+                raise InvalidRequest(f"parameter 'template' names no known image ({text})") from None
+            return parse_template((await self._store.get_template(image.template_id)).xml)
+        if text.startswith(("http://", "https://")):
+            return parse_template(await self._fetcher.fetch(text))
+        raise InvalidRequest("parameter 'template' must be TDL XML, the UUID of a known image, or an http(s) URL")
+
+    def _provider(self, name: str) -> Provider:
+        for provider in self._providers.values():
+            if provider.serves(name):
+                return provider
+        raise InvalidRequest(f"unknown provider {name!r}: known providers are {', '.join(sorted(self._providers))}")
+
+    def _job(self, builder: Builder, status: Status, **extra: Any) -> Job:
+        work_dir = os.path.join(self._state_dir, "builders", builder.id)
+        os.makedirs(work_dir, exist_ok=True)
+        return Job(builder=builder, work_dir=work_dir, reactor=self._reactor,
+                   report=lambda percent: self._updater.move(builder.id, status, percent), **extra)
+
+    def _build_work(self, builder: Builder, template: Template) -> Callable[[], Awaitable[dict[str, Any]]]:
+        async def work() -> dict[str, Any]:
+            target = self._targets[builder.target]
+            path = await target.build(self._job(builder, Status.BUILDING, template=template))
+            return {"artifact_path": path}
+
+        return work
+
+    def _push_work(self, builder: Builder, target_builder: Builder, provider: Provider,
+                   credentials: Credentials) -> Callable[[], Awaitable[dict[str, Any]]]:
+        async def work() -> dict[str, Any]:
+            job = self._job(builder, Status.PUSHING, target_builder=target_builder)
+            return {"identifier_on_provider": await provider.push(job, credentials)}
+
+        return work
+
+    def _launch(self, builder: Builder, slots: DeferredSemaphore, active: Status,
+                work: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        running = _Running(deferred=Deferred())
+        self._running[builder.id] = running
+        running.deferred = ensureDeferred(self._run(builder.id, slots, active, work, running))
+        self._track(builder.id, running.deferred)
+        running.deferred.addBoth(lambda _: self._running.pop(builder.id, None))
+
+    async def _run(self, builder_id: str, slots: DeferredSemaphore, active: Status,
+                   work: Callable[[], Awaitable[dict[str, Any]]], running: _Running) -> None:
+        try:
+            await self._updater.move(builder_id, Status.PENDING)
+            await slots.acquire()
+            try:
+                await self._updater.move(builder_id, active, 0)
+                changes = await work()
+            finally:
+                slots.release()
+            await self._updater.move(builder_id, Status.COMPLETED, 100, **changes)
+        except CancelledError:
+            await self._fail(builder_id, running.stop_reason[0] if running.stop_reason else CANCEL_REASON)
+        except ImageFactoryError as error:
+            await self._fail(builder_id, error.message)
+        except Exception:
+            self.log.failure("builder {builder_id} failed unexpectedly", builder_id=builder_id)
+            await self._fail(builder_id, f"unexpected error in the factory; its log has the details (builder {builder_id})")
+
+    async def _fail(self, builder_id: str, reason: str) -> None:
+        await self._updater.move(builder_id, Status.FAILED, status_detail=reason)
+
+    def _stop(self, builder_id: str, reason: str) -> bool:
+        running = self._running.get(builder_id)
+        if running is None:
+            return False
+        running.stop_reason.append(reason)
+        running.deferred.cancel()
+        return True
+
+    def _track(self, builder_id: str, deferred: Deferred) -> None:
+        """Log what a background Deferred fails with, so no failure passes unseen."""
+        deferred.addErrback(lambda failure: self.log.failure(
+            "background work for builder {builder_id} failed", failure, builder_id=builder_id))

@@ -1,0 +1,65 @@
+"""Fetching a template given as an http(s) URL, without blocking, within limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import treq
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.internet.error import ConnectError, DNSLookupError
+from twisted.web.client import ResponseFailed
+
+from ..errors import InvalidTemplate
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class TemplateFetcher:
+    """Fetches template text by URL with a size cap and an overall time limit."""
+
+    def __init__(self, reactor: Any, timeout: float, max_bytes: int, http_client: Any = treq) -> None:
+        self._reactor = reactor
+        self._timeout = timeout
+        self._max_bytes = max_bytes
+        self._http = http_client
+
+    async def fetch(self, url: str) -> str:
+        """The body of ``url`` as text; InvalidTemplate naming the URL when it cannot be had."""
+        try:
+            fetching = self._get(url)
+            fetching.addTimeout(self._timeout, self._reactor)
+            return await fetching
+        except _TooLarge:
+            raise InvalidTemplate(f"template at {url} is larger than {self._max_bytes} bytes") from None
+        except (DeferredTimeout, CancelledError):
+            raise InvalidTemplate(f"template at {url} could not be fetched within {self._timeout:g} s") from None
+        except (ConnectError, DNSLookupError, ResponseFailed) as error:
+            raise InvalidTemplate(f"template at {url} could not be fetched: {error.__class__.__name__}") from None
+
+    def _get(self, url: str) -> Deferred:
+        return ensureDeferred(self._get_body(url))
+
+    async def _get_body(self, url: str) -> str:
+        response = await self._http.get(url)
+        if response.code != 200:
+            raise InvalidTemplate(f"template at {url} could not be fetched: HTTP {response.code}")
+        # The collector raises once the cap is passed; treq then drops the
+        # connection, so an endless body costs at most max_bytes.
+        chunks: list[bytes] = []
+        received = 0
+
+        def collect(data: bytes) -> None:
+            nonlocal received
+            received += len(data)
+            if received > self._max_bytes:
+                raise _TooLarge()
+            chunks.append(data)
+
+        await treq.collect(response, collect)
+        try:
+            return b"".join(chunks).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidTemplate(f"template at {url} is not UTF-8 text") from None

@@ -1,0 +1,184 @@
+"""The factory's objects, their statuses and the transitions a builder may make.
+
+Plain data only: nothing here does I/O, knows HTTP or touches the reactor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import uuid
+from dataclasses import dataclass
+
+from .errors import InvalidTransition
+
+
+def new_id() -> str:
+    """Return a fresh random UUID string, the id of every factory object."""
+    return str(uuid.uuid4())
+
+
+class Status(str, enum.Enum):
+    """The life of a builder.  Values are the spec's status strings."""
+
+    #: Recorded, not yet handed to the dispatcher.
+    NEW = "NEW"
+    #: Waiting for a free slot (or, for a push, for its turn).
+    PENDING = "PENDING"
+    #: A build step is running (operation ``build``).
+    BUILDING = "BUILDING"
+    #: A push step is running (operation ``push``).
+    PUSHING = "PUSHING"
+    #: Finished; the target or provider image exists.  Final.
+    COMPLETED = "COMPLETED"
+    #: Ended without an image; ``status_detail`` says why.  Final.
+    FAILED = "FAILED"
+
+    @property
+    def is_final(self) -> bool:
+        """True for COMPLETED and FAILED, which a builder never leaves."""
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED})
+
+#: Every move a builder may make.  Any status but a final one may fail
+#: (an error, a cancellation, a restart of the daemon).
+ALLOWED_TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.NEW: frozenset({Status.PENDING, Status.FAILED}),
+    Status.PENDING: frozenset({Status.BUILDING, Status.PUSHING, Status.FAILED}),
+    Status.BUILDING: frozenset({Status.COMPLETED, Status.FAILED}),
+    Status.PUSHING: frozenset({Status.COMPLETED, Status.FAILED}),
+    Status.COMPLETED: frozenset(),
+    Status.FAILED: frozenset(),
+}
+
+
+def check_transition(old: Status, new: Status) -> None:
+    """Raise InvalidTransition unless a builder may move from ``old`` to ``new``.
+
+    Staying in the same status is allowed: that is a progress update.
+    """
+    if old == new and not old.is_final:
+        return
+    if new not in ALLOWED_TRANSITIONS[old]:
+        raise InvalidTransition(f"a builder cannot go from {old.value} to {new.value}")
+
+
+class Operation(str, enum.Enum):
+    """What a builder does."""
+
+    BUILD = "build"
+    PUSH = "push"
+
+
+@dataclass(frozen=True)
+class StoredTemplate:
+    """A distinct TDL template, kept once however many images use it."""
+
+    id: str
+    xml: str
+    created: float
+
+
+@dataclass(frozen=True)
+class Image:
+    """What a template describes; rebuilt as new builds over time."""
+
+    id: str
+    template_id: str
+    name: str
+    description: str | None
+    os_name: str
+    os_version: str
+    os_arch: str
+    created: float
+
+
+@dataclass(frozen=True)
+class Build:
+    """One run of an image's template: one base image, several targets."""
+
+    id: str
+    image_id: str
+    template_id: str
+    created: float
+
+
+@dataclass(frozen=True)
+class TargetImage:
+    """A build's output for one target (``mock``, ``ec2``, ...)."""
+
+    id: str
+    build_id: str
+    image_id: str
+    target: str
+    created: float
+
+
+@dataclass(frozen=True)
+class ProviderImage:
+    """A target image pushed to one provider account."""
+
+    id: str
+    target_image_id: str
+    build_id: str
+    image_id: str
+    provider: str
+    provider_account_identifier: str | None
+    created: float
+
+
+@dataclass(frozen=True)
+class Builder:
+    """The unit of work behind a target image (build) or provider image (push).
+
+    Its id is the id of the target or provider image it makes.
+    """
+
+    id: str
+    operation: Operation
+    status: Status
+    completed: int
+    image_id: str
+    build_id: str
+    target: str
+    provider: str | None = None
+    target_image_id: str | None = None
+    provider_account_identifier: str | None = None
+    status_detail: str | None = None
+    #: Where the image this builder made lies, once COMPLETED.
+    artifact_path: str | None = None
+    #: The image's id on the provider (e.g. an AMI id), once a push COMPLETED.
+    identifier_on_provider: str | None = None
+    created: float = 0.0
+    updated: float = 0.0
+
+    def moved(self, status: Status, completed: int | None = None, *, now: float, **changes: object) -> Builder:
+        """Return a copy in ``status``, after checking the move is allowed."""
+        check_transition(self.status, status)
+        if completed is None:
+            completed = 100 if status == Status.COMPLETED else self.completed
+        if not 0 <= completed <= 100:
+            raise ValueError(f"completed must be within 0..100, not {completed}")
+        return dataclasses.replace(self, status=status, completed=completed, updated=now, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class BuilderChange:
+    """One change of one builder: what the event bus publishes.
+
+    ``old`` is None when the builder was just created.
+    """
+
+    old: Builder | None
+    new: Builder
+
+    @property
+    def kind(self) -> str:
+        """``STATUS``, ``PERCENTAGE`` or ``FAILURE``, as the original factory named its events."""
+        if self.new.status == Status.FAILED:
+            return "FAILURE"
+        if self.old is not None and self.old.status == self.new.status:
+            return "PERCENTAGE"
+        return "STATUS"

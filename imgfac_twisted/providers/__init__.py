@@ -1,0 +1,57 @@
+"""Providers: how a target image is pushed to a cloud account.
+
+A provider plug-in says which provider names it ``serves`` (``mock``,
+``ec2-us-east-1``, ...), turns the credentials XML of a push request into
+credentials (``parse_credentials``, in memory only: never stored, logged or
+returned) and pushes (``push(job, credentials)``), firing with the image's
+identifier on the provider.  Plug-ins are found by entry point (group
+``imgfac_twisted.providers``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+
+from ..model import Builder
+
+#: Credentials XML is small; anything bigger is a mistake or an attack.
+MAX_CREDENTIALS_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Provider credentials, kept in memory for one push only."""
+
+    #: Shown as the builder's ``provider_account_identifier``.
+    account_identifier: str
+    #: The secret parts; never stored, logged or returned.
+    secrets: dict[str, str] = field(repr=False, default_factory=dict)
+
+
+class PushJob(Protocol):
+    """What a provider plug-in is given for one push (the dispatcher implements it)."""
+
+    builder: Builder
+    #: The pushed target image's builder (COMPLETED, with its artifact path).
+    target_builder: Builder
+    work_dir: str
+    reactor: Any
+
+    def progress(self, percent: int) -> Deferred:
+        """Record how far the push got (0..100)."""
+
+
+class Provider(Protocol):
+    """What the dispatcher needs of a provider plug-in."""
+
+    def serves(self, provider_name: str) -> bool:
+        """True when this plug-in pushes to the provider so named."""
+
+    def parse_credentials(self, xml: str) -> Credentials:
+        """Credentials from the push request's XML; InvalidCredentials when unusable."""
+
+    def push(self, job: PushJob, credentials: Credentials) -> Deferred:
+        """Push the target image; fire with its identifier on the provider."""

@@ -1,0 +1,133 @@
+"""Builds the daemon's service tree from a Config; owns start-up order and shutdown.
+
+Start-up work that may fail for an operator's reason (state directory,
+certificate, database file, plug-ins) runs here, before the reactor, so the
+daemon refuses to start with a clear message instead of half-starting.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
+from twisted.logger import Logger
+
+from .config import Config
+from .errors import ConfigError
+from .events.inprocess import InProcessBus
+from .jobs.dispatcher import Dispatcher
+from .jobs.fetch import TemplateFetcher
+from .jobs.index import BuilderIndex
+from .jobs.updates import BuilderUpdater
+from .registry import PROVIDERS_GROUP, TARGETS_GROUP, load_plugins
+from .store.sqlite import SQLiteStore
+from .template import MAX_TEMPLATE_BYTES
+from .web import tls
+from .web.factory import FactoryAPI, FactoryRoot
+from .web.oauth import OAuthVerifier
+from .web.site import make_site
+
+log = Logger()
+
+
+class OrderedServices(MultiService):
+    """Starts children in the order added and stops them in reverse, each after the last has stopped.
+
+    MultiService stops all children at once; here the web stops before the
+    dispatcher, which records its builders FAILED before the store closes.
+    """
+
+    def stopService(self) -> Deferred:
+        Service.stopService(self)
+
+        async def stop_in_turn() -> None:
+            for child in reversed(list(self)):
+                try:
+                    await maybeDeferred(child.stopService)
+                except Exception:
+                    log.failure("stopping {service} failed", service=child.name)
+
+        return ensureDeferred(stop_in_turn())
+
+
+class _StoreCloser(Service):
+    """Closes the store at shutdown, after everything that writes to it has stopped."""
+
+    name = "store"
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        return self._store.close()
+
+
+def make_service(config: Config, reactor: Any) -> IService:
+    """The root service of a daemon configured by ``config``."""
+    _make_state_dir(config.state_dir)
+    root = OrderedServices()
+    store, door = SQLiteStore.on_own_thread(reactor, os.path.join(config.state_dir, "imagefactory.sqlite"))
+    # Opened before the reactor runs: the index must be full before the
+    # first request, and a broken database should stop the start.
+    try:
+        store.thd_open()
+        index = BuilderIndex(store.thd_list_builders())
+    except Exception as error:
+        raise ConfigError(f"the store in {config.state_dir} cannot be opened: {error}") from None
+    updater = BuilderUpdater(store, InProcessBus(), index, reactor)
+    dispatcher = Dispatcher(
+        reactor, store, updater, index,
+        targets=load_plugins(TARGETS_GROUP, config),
+        providers=load_plugins(PROVIDERS_GROUP, config),
+        state_dir=config.state_dir,
+        fetcher=TemplateFetcher(reactor, config.template_fetch_timeout, MAX_TEMPLATE_BYTES),
+        build_slots=config.max_concurrent_builds,
+        push_slots=config.max_concurrent_pushes,
+    )
+    door.setServiceParent(root)
+    _StoreCloser(store).setServiceParent(root)
+    dispatcher.setServiceParent(root)
+    if config.rest:
+        _web_service(config, reactor, dispatcher, index).setServiceParent(root)
+    log.info("imagefactory configured: {settings}", settings=config.redacted())
+    return root
+
+
+def _make_state_dir(path: str) -> None:
+    try:
+        os.makedirs(os.path.join(path, "builders"), mode=0o750, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"state directory {path} cannot be created: {error.strerror}") from None
+
+
+def _web_service(config: Config, reactor: Any, dispatcher: Dispatcher, index: BuilderIndex) -> IService:
+    verifier = None if config.no_oauth else OAuthVerifier(config.clients, reactor, config.oauth_timestamp_window)
+    if verifier is not None and not config.clients:
+        log.warn("OAuth is on but the config names no clients: every write request will be refused")
+    api = FactoryAPI(dispatcher, index, verifier)
+    site = make_site(FactoryRoot(api, api.app.resource()), config.max_body_bytes, config.access_log)
+    # Both endpoints take an IPv6 interface too ("::"), despite their names.
+    if config.no_ssl:
+        endpoint = TCP4ServerEndpoint(reactor, config.port, interface=config.address)
+        scheme = "http"
+    else:
+        pem = config.ssl_pem or tls.ensure_self_signed_pem(config.state_dir, socket.gethostname())
+        context = tls.server_context_factory(pem)
+        endpoint = SSL4ServerEndpoint(reactor, config.port, context, interface=config.address)
+        scheme = "https"
+        log.info("TLS certificate {pem}, SHA-256 fingerprint {fingerprint}",
+                 pem=pem, fingerprint=tls.certificate_fingerprint(pem))
+    service = StreamServerEndpointService(endpoint, site)
+    # Fail the start at once (port taken, address unknown) rather than log
+    # the error and run a daemon that serves nothing.
+    service._raiseSynchronously = True
+    service.setName("web")
+    log.info("REST API on {scheme}://{address}:{port}/imagefactory (OAuth {oauth})", scheme=scheme,
+             address=config.address, port=config.port, oauth="off" if verifier is None else "on")
+    return service

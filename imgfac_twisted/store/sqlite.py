@@ -1,0 +1,239 @@
+"""The embedded store: one SQLite file in the state directory.
+
+All SQL runs on one dedicated thread (``thd_*`` methods), because a SQLite
+connection belongs to the thread that opened it and one writer at a time is
+what SQLite wants anyway.  WAL journaling keeps a killed daemon's database
+intact: what a committed transaction wrote survives ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import sqlite3
+from typing import Any, Iterable
+
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+
+from ..doors import IDoor, ThreadDoor
+from ..errors import InvalidTransition, UnknownObject
+from ..model import (
+    FINAL_STATUSES,
+    Build,
+    Builder,
+    Image,
+    Operation,
+    ProviderImage,
+    Status,
+    StoredTemplate,
+    TargetImage,
+    new_id,
+)
+from . import IStore
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS templates (
+    id TEXT PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, xml TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id TEXT PRIMARY KEY, template_id TEXT NOT NULL REFERENCES templates(id),
+    name TEXT NOT NULL, description TEXT, os_name TEXT NOT NULL, os_version TEXT NOT NULL,
+    os_arch TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS builds (
+    id TEXT PRIMARY KEY, image_id TEXT NOT NULL REFERENCES images(id),
+    template_id TEXT NOT NULL REFERENCES templates(id), created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS target_images (
+    id TEXT PRIMARY KEY, build_id TEXT NOT NULL REFERENCES builds(id),
+    image_id TEXT NOT NULL REFERENCES images(id), target TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS provider_images (
+    id TEXT PRIMARY KEY, target_image_id TEXT NOT NULL REFERENCES target_images(id),
+    build_id TEXT NOT NULL, image_id TEXT NOT NULL, provider TEXT NOT NULL,
+    provider_account_identifier TEXT, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS builders (
+    id TEXT PRIMARY KEY, operation TEXT NOT NULL, status TEXT NOT NULL,
+    completed INTEGER NOT NULL, image_id TEXT NOT NULL, build_id TEXT NOT NULL,
+    target TEXT NOT NULL, provider TEXT, target_image_id TEXT,
+    provider_account_identifier TEXT, status_detail TEXT, artifact_path TEXT,
+    identifier_on_provider TEXT, created REAL NOT NULL, updated REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS builders_status ON builders(status);
+"""
+
+_TABLES: dict[type, str] = {
+    StoredTemplate: "templates",
+    Image: "images",
+    Build: "builds",
+    TargetImage: "target_images",
+    ProviderImage: "provider_images",
+    Builder: "builders",
+}
+
+
+def _columns(kind: type) -> list[str]:
+    return [field.name for field in dataclasses.fields(kind)]
+
+
+def _row_values(obj: Any) -> list[Any]:
+    """The column values of a model object, enums stored as their strings."""
+    values = []
+    for name in _columns(type(obj)):
+        value = getattr(obj, name)
+        values.append(value.value if isinstance(value, (Status, Operation)) else value)
+    return values
+
+
+def _from_row(kind: type, row: sqlite3.Row) -> Any:
+    values = {name: row[name] for name in _columns(kind)}
+    if kind is Builder:
+        values["status"] = Status(values["status"])
+        values["operation"] = Operation(values["operation"])
+    return kind(**values)
+
+
+def _insert_sql(kind: type) -> str:
+    names = _columns(kind)
+    return f"INSERT INTO {_TABLES[kind]} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+
+
+@implementer(IStore)
+class SQLiteStore:
+    """IStore on a SQLite file, reached through a one-thread door."""
+
+    def __init__(self, path: str, door: IDoor) -> None:
+        self._path = path
+        self._door = door
+        self._connection: sqlite3.Connection | None = None
+
+    @classmethod
+    def on_own_thread(cls, reactor: Any, path: str) -> tuple["SQLiteStore", ThreadDoor]:
+        """A store with its own one-thread door; start the door before the store."""
+        door = ThreadDoor(reactor, "sqlite", threads=1)
+        return cls(path, door), door
+
+    # -- lifetime --------------------------------------------------------
+
+    def open(self) -> Deferred:
+        """Open the database and create missing tables."""
+        return self._door.run(self.thd_open)
+
+    def close(self) -> Deferred:
+        """Close the database connection."""
+        return self._door.run(self.thd_close)
+
+    def thd_open(self) -> None:
+        connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        connection.row_factory = sqlite3.Row
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        connection.executescript(SCHEMA)
+        self._connection = connection
+
+    def thd_close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise RuntimeError("the store is not open")
+        return self._connection
+
+    def _transaction(self, statements: Iterable[tuple[str, list[Any]]]) -> None:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, values in statements:
+                db.execute(sql, values)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _inserts(self, objects: Iterable[Any]) -> list[tuple[str, list[Any]]]:
+        return [(_insert_sql(type(obj)), _row_values(obj)) for obj in objects]
+
+    def _get(self, kind: type, object_id: str, what: str) -> Any:
+        row = self._db().execute(f"SELECT * FROM {_TABLES[kind]} WHERE id = ?", [object_id]).fetchone()
+        if row is None:
+            raise UnknownObject(f"no {what} with id {object_id!r}")
+        return _from_row(kind, row)
+
+    # -- IStore ----------------------------------------------------------
+
+    def add_template(self, xml: str, now: float) -> Deferred:
+        return self._door.run(self.thd_add_template, xml, now)
+
+    def thd_add_template(self, xml: str, now: float) -> StoredTemplate:
+        digest = hashlib.sha256(xml.encode("utf-8")).hexdigest()
+        db = self._db()
+        row = db.execute("SELECT * FROM templates WHERE sha256 = ?", [digest]).fetchone()
+        if row is None:
+            template = StoredTemplate(id=new_id(), xml=xml, created=now)
+            db.execute(
+                "INSERT INTO templates (id, sha256, xml, created) VALUES (?, ?, ?, ?)",
+                [template.id, digest, xml, now],
+            )
+            return template
+        return _from_row(StoredTemplate, row)
+
+    def get_template(self, template_id: str) -> Deferred:
+        return self._door.run(self._get, StoredTemplate, template_id, "template")
+
+    def record_build(
+        self,
+        image: Image,
+        build: Build,
+        target_images: list[TargetImage],
+        builders: list[Builder],
+        new_image: bool,
+    ) -> Deferred:
+        objects = ([image] if new_image else []) + [build, *target_images, *builders]
+        return self._door.run(self._transaction, self._inserts(objects))
+
+    def record_push(self, provider_image: ProviderImage, builder: Builder) -> Deferred:
+        return self._door.run(self._transaction, self._inserts([provider_image, builder]))
+
+    def save_builder(self, builder: Builder, expected_status: Status) -> Deferred:
+        return self._door.run(self.thd_save_builder, builder, expected_status)
+
+    def thd_save_builder(self, builder: Builder, expected_status: Status) -> None:
+        names = [name for name in _columns(Builder) if name != "id"]
+        values = dict(zip(_columns(Builder), _row_values(builder)))
+        cursor = self._db().execute(
+            f"UPDATE builders SET {', '.join(f'{name} = ?' for name in names)} WHERE id = ? AND status = ?",
+            [values[name] for name in names] + [builder.id, expected_status.value],
+        )
+        if cursor.rowcount != 1:
+            raise InvalidTransition(
+                f"builder {builder.id} is no longer {expected_status.value}: another writer moved it"
+            )
+
+    def get_image(self, image_id: str) -> Deferred:
+        return self._door.run(self._get, Image, image_id, "image")
+
+    def get_build(self, build_id: str) -> Deferred:
+        return self._door.run(self._get, Build, build_id, "build")
+
+    def get_target_image(self, target_image_id: str) -> Deferred:
+        return self._door.run(self._get, TargetImage, target_image_id, "target image")
+
+    def get_provider_image(self, provider_image_id: str) -> Deferred:
+        return self._door.run(self._get, ProviderImage, provider_image_id, "provider image")
+
+    def get_builder(self, builder_id: str) -> Deferred:
+        return self._door.run(self._get, Builder, builder_id, "builder")
+
+    def list_builders(self) -> Deferred:
+        return self._door.run(self.thd_list_builders)
+
+    def thd_list_builders(self) -> list[Builder]:
+        """Every builder, oldest first (blocking: for start-up, before the reactor runs)."""
+        return self._select_builders("1 = 1", [])
+
+    def list_unfinished_builders(self) -> Deferred:
+        finals = [status.value for status in FINAL_STATUSES]
+        return self._door.run(self._select_builders, "status NOT IN (?, ?)", finals)
+
+    def _select_builders(self, where: str, values: list[Any]) -> list[Builder]:
+        rows = self._db().execute(f"SELECT * FROM builders WHERE {where} ORDER BY created, rowid", values)
+        return [_from_row(Builder, row) for row in rows]

@@ -1,0 +1,316 @@
+"""The Image Factory v1 REST API (JSON) as a Klein app.
+
+Routes are thin: check auth and parameters, ask the dispatcher, shape the
+answer.  Reads of builders are answered from the in-memory index; the
+``FactoryRoot`` resource serves those same reads without Klein's routing,
+because clients poll them hard (see ``READ_SHAPES``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, Callable
+
+from klein import Klein
+from twisted.internet.defer import ensureDeferred
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+
+from .. import API_NAME, API_VERSION
+from ..errors import InvalidRequest, UnknownObject
+from ..jobs.dispatcher import Dispatcher
+from ..jobs.index import BuilderIndex
+from ..model import Builder, Operation
+from . import representations as shapes
+from .errors import Conflict, UnsupportedMediaType, error_body, json_body, render_failure
+from .oauth import OAuthVerifier
+
+FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
+JSON_TYPE = b"application/json"
+
+
+def base_url(request: IRequest) -> str:
+    """``scheme://host[:port]`` as the client addressed this daemon."""
+    host = request.getHeader(b"host")
+    if host is None:
+        address = request.getHost()
+        host = f"{address.host}:{address.port}".encode("ascii")
+    return ("https://" if request.isSecure() else "http://") + host.decode("ascii", "replace")
+
+
+def read_params(request: IRequest) -> dict[str, str]:
+    """The request's parameters: a JSON object body, or form fields and query arguments."""
+    content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+    if content_type == JSON_TYPE:
+        request.content.seek(0)
+        try:
+            document = json.loads(request.content.read() or b"{}")
+        except ValueError as error:
+            raise InvalidRequest(f"request body is not valid JSON: {error}") from None
+        if not isinstance(document, dict):
+            raise InvalidRequest("request body must be a JSON object")
+        wrong = sorted(name for name, value in document.items() if not isinstance(value, str))
+        if wrong:
+            raise InvalidRequest(f"parameters must be strings: {', '.join(wrong)}")
+        return document
+    request.content.seek(0, 2)
+    if request.content.tell() and content_type not in FORM_TYPES:
+        raise UnsupportedMediaType(
+            f"request body of type {content_type.decode('ascii', 'replace') or 'unknown'} is not supported: "
+            "send application/x-www-form-urlencoded, multipart/form-data or application/json"
+        )
+    params = {}
+    for name, values in (request.args or {}).items():
+        try:
+            params[name.decode("utf-8")] = values[-1].decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequest("parameters must be UTF-8 text") from None
+    return params
+
+
+def required(params: dict[str, str], *names: str) -> list[str]:
+    """The values of ``names``; InvalidRequest naming every one missing or empty."""
+    missing = [name for name in names if not params.get(name, "").strip()]
+    if missing:
+        raise InvalidRequest(f"missing parameter{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
+    return [params[name].strip() for name in names]
+
+
+def signed(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """Refuse the request (401) unless it carries a valid OAuth signature."""
+
+    @functools.wraps(handler)
+    def check_then_handle(self: FactoryAPI, request: IRequest, *args: Any, **kwargs: Any) -> Any:
+        self.authenticate(request)
+        return handler(self, request, *args, **kwargs)
+
+    return check_then_handle
+
+
+class FactoryAPI:
+    """The factory's routes, holding the collaborators they use (nothing per request)."""
+
+    app = Klein()
+
+    def __init__(self, dispatcher: Dispatcher, index: BuilderIndex, verifier: OAuthVerifier | None) -> None:
+        self._dispatcher = dispatcher
+        self._index = index
+        self._verifier = verifier
+
+    def authenticate(self, request: IRequest) -> None:
+        """Raise AuthenticationFailed unless OAuth is off or the request is correctly signed."""
+        if self._verifier is None:
+            return
+        request.content.seek(0)
+        body = request.content.read()
+        headers = {name.decode("latin-1"): values[-1].decode("latin-1")
+                   for name, values in request.requestHeaders.getAllRawHeaders()}
+        uri = base_url(request) + request.uri.decode("ascii", "replace")
+        self._verifier.verify(request.method.decode("ascii"), uri, headers, body)
+
+    # -- errors ----------------------------------------------------------
+
+    @app.handle_errors(Exception)
+    def error(self, request: IRequest, failure: Failure) -> bytes:
+        return render_failure(request, failure)
+
+    # -- reads -----------------------------------------------------------
+
+    @app.route("/imagefactory", methods=["GET"])
+    def version(self, request: IRequest) -> bytes:
+        return json_body(request, 200, {"version": API_VERSION, "name": API_NAME})
+
+    @app.route("/imagefactory/builders", methods=["GET"])
+    def builders(self, request: IRequest) -> bytes:
+        base = base_url(request)
+        return json_body(request, 200, {
+            "_type": "builders",
+            "href": base + shapes.PREFIX + "/builders",
+            "builders": [shapes.builder_document(builder, "builder", base + shapes.builder_path(builder.id))
+                         for builder in self._index.all()],
+        })
+
+    @app.route("/imagefactory/builders/<builder_id>", methods=["GET"])
+    def builder(self, request: IRequest, builder_id: str) -> bytes:
+        found = self._builder(builder_id)
+        return self._detail(request, found, "builder", shapes.builder_path(found.id))
+
+    @app.route("/imagefactory/builders/<builder_id>/status", methods=["GET"])
+    def builder_status(self, request: IRequest, builder_id: str) -> bytes:
+        found = self._builder(builder_id)
+        return self._status(request, found, "builder_status", shapes.builder_path(found.id))
+
+    @app.route("/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>", methods=["GET"])
+    def target_image(self, request: IRequest, image_id: str, build_id: str, target_image_id: str) -> bytes:
+        found = self._target_builder(image_id, build_id, target_image_id)
+        return self._detail(request, found, "target_image_status", shapes.object_path(found))
+
+    @app.route("/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>/status",
+               methods=["GET"])
+    def target_image_status(self, request: IRequest, image_id: str, build_id: str, target_image_id: str) -> bytes:
+        found = self._target_builder(image_id, build_id, target_image_id)
+        return self._status(request, found, "target_image_status", shapes.object_path(found))
+
+    @app.route("/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>"
+               "/provider_images/<provider_image_id>", methods=["GET"])
+    def provider_image(self, request: IRequest, image_id: str, build_id: str, target_image_id: str,
+                       provider_image_id: str) -> bytes:
+        found = self._push_builder(image_id, build_id, target_image_id, provider_image_id)
+        return self._detail(request, found, "provider_image_status", shapes.object_path(found))
+
+    @app.route("/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>"
+               "/provider_images/<provider_image_id>/status", methods=["GET"])
+    def provider_image_status(self, request: IRequest, image_id: str, build_id: str, target_image_id: str,
+                              provider_image_id: str) -> bytes:
+        found = self._push_builder(image_id, build_id, target_image_id, provider_image_id)
+        return self._status(request, found, "provider_image_status", shapes.object_path(found))
+
+    def _detail(self, request: IRequest, builder: Builder, _type: str, path: str) -> bytes:
+        return json_body(request, 200, shapes.builder_document(builder, _type, base_url(request) + path))
+
+    def _status(self, request: IRequest, builder: Builder, _type: str, path: str) -> bytes:
+        return json_body(request, 200, shapes.status_document(builder, _type, base_url(request) + path + "/status"))
+
+    def _builder(self, builder_id: str) -> Builder:
+        found = self._index.get(builder_id)
+        if found is None:
+            raise UnknownObject(f"no builder with id {builder_id!r}")
+        return found
+
+    def _target_builder(self, image_id: str, build_id: str, target_image_id: str) -> Builder:
+        found = self._index.get(target_image_id)
+        if found is None or found.operation != Operation.BUILD or (found.image_id, found.build_id) != (image_id, build_id):
+            raise UnknownObject(f"no target image {target_image_id!r} in build {build_id!r} of image {image_id!r}")
+        return found
+
+    def _push_builder(self, image_id: str, build_id: str, target_image_id: str, provider_image_id: str) -> Builder:
+        found = self._index.get(provider_image_id)
+        if (found is None or found.operation != Operation.PUSH
+                or (found.image_id, found.build_id, found.target_image_id) != (image_id, build_id, target_image_id)):
+            raise UnknownObject(f"no provider image {provider_image_id!r} of target image {target_image_id!r} "
+                                f"in build {build_id!r} of image {image_id!r}")
+        return found
+
+    # -- writes ----------------------------------------------------------
+
+    @app.route("/imagefactory/images", methods=["POST"])
+    @signed
+    def create_image(self, request: IRequest) -> Any:
+        params = read_params(request)
+        (targets,) = required(params, "targets")
+        required(params, "template")
+        return self._started(request, self._dispatcher.start_build(params["template"], targets))
+
+    @app.route("/imagefactory/images/<image_id>", methods=["PUT"])
+    @signed
+    def rebuild_image(self, request: IRequest, image_id: str) -> Any:
+        params = read_params(request)
+        (targets,) = required(params, "targets")
+        return self._started(request, self._dispatcher.start_build(params.get("template"), targets, image_id))
+
+    @app.route("/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>/provider_images",
+               methods=["POST"])
+    @signed
+    def push_target_image(self, request: IRequest, image_id: str, build_id: str, target_image_id: str) -> Any:
+        provider, credentials = required(read_params(request), "provider", "credentials")
+        return self._pushed(request, self._dispatcher.start_push(target_image_id, provider, credentials,
+                                                                 image_id, build_id))
+
+    @app.route("/imagefactory/provider_images", methods=["POST"])
+    @signed
+    def push(self, request: IRequest) -> Any:
+        params = read_params(request)
+        image_id, build_id, target_image_id, provider, credentials = required(
+            params, "image_id", "build_id", "target_image_id", "provider", "credentials")
+
+        async def start() -> Any:
+            try:
+                return await self._dispatcher.start_push(target_image_id, provider, credentials, image_id, build_id)
+            except UnknownObject as error:
+                # Here the ids are parameters, not the URL: a bad one is a bad request.
+                raise InvalidRequest(error.message) from None
+
+        return self._pushed(request, start())
+
+    @app.route("/imagefactory/builders/<builder_id>", methods=["DELETE"])
+    @signed
+    def cancel_builder(self, request: IRequest, builder_id: str) -> bytes:
+        found = self._builder(builder_id)
+        if not self._dispatcher.cancel(builder_id):
+            raise Conflict(f"builder {builder_id} is {found.status.value}: only a running builder can be cancelled")
+        return json_body(request, 202, shapes.status_document(
+            found, "builder_status", base_url(request) + shapes.builder_path(builder_id) + "/status"))
+
+    def _started(self, request: IRequest, starting: Any) -> Any:
+        base = base_url(request)
+        return ensureDeferred(starting).addCallback(
+            lambda started: json_body(request, 202, shapes.started_build_document(base, started)))
+
+    def _pushed(self, request: IRequest, starting: Any) -> Any:
+        base = base_url(request)
+
+        def answer(provider_image: Any) -> bytes:
+            path = shapes.provider_image_path(provider_image.image_id, provider_image.build_id,
+                                              provider_image.target_image_id, provider_image.id)
+            return json_body(request, 202, {"_type": "provider_image", "id": provider_image.id, "href": base + path})
+
+        return ensureDeferred(starting).addCallback(answer)
+
+
+#: The reads ``FactoryRoot`` answers without Klein: (segment count, fixed
+#: segments by position, FactoryAPI method, positions of the arguments).
+READ_SHAPES: tuple[tuple[int, dict[int, str], str, tuple[int, ...]], ...] = (
+    (3, {1: "builders"}, "builder", (2,)),
+    (4, {1: "builders", 3: "status"}, "builder_status", (2,)),
+    (7, {1: "images", 3: "builds", 5: "target_images"}, "target_image", (2, 4, 6)),
+    (8, {1: "images", 3: "builds", 5: "target_images", 7: "status"}, "target_image_status", (2, 4, 6)),
+    (9, {1: "images", 3: "builds", 5: "target_images", 7: "provider_images"}, "provider_image", (2, 4, 6, 8)),
+    (10, {1: "images", 3: "builds", 5: "target_images", 7: "provider_images", 9: "status"},
+     "provider_image_status", (2, 4, 6, 8)),
+)
+
+
+class FactoryRoot(Resource):
+    """The site's root: builder reads straight from the index, everything else through Klein.
+
+    Clients poll builder status many times a second; Klein's per-request
+    routing roughly halves what twisted.web can serve, so the handful of
+    read shapes in READ_SHAPES are matched here by segment and handed to the
+    very methods Klein would call.  Klein still owns those routes too (for
+    405s and for anything that does not match exactly).
+    """
+
+    isLeaf = True
+
+    def __init__(self, api: FactoryAPI, fallback: Resource) -> None:
+        super().__init__()
+        self._api = api
+        self._fallback = fallback
+        self._shapes: dict[int, list[tuple[dict[int, bytes], Callable[..., bytes], tuple[int, ...]]]] = {}
+        for count, fixed, method, positions in READ_SHAPES:
+            encoded = {index: value.encode("ascii") for index, value in fixed.items()}
+            self._shapes.setdefault(count, []).append((encoded, getattr(api, method), positions))
+
+    def render(self, request: IRequest) -> Any:
+        if getattr(request, "too_large", False):
+            return error_body(request, 413, f"request body is larger than {request.max_body_bytes} bytes")
+        if request.method in (b"GET", b"HEAD"):
+            answer = self._fast_read(request)
+            if answer is not None:
+                return answer
+        return self._fallback.render(request)
+
+    def _fast_read(self, request: IRequest) -> bytes | None:
+        segments = request.postpath
+        if not segments or segments[0] != b"imagefactory":
+            return None
+        for fixed, method, positions in self._shapes.get(len(segments), ()):
+            if all(segments[index] == value for index, value in fixed.items()):
+                try:
+                    arguments = [segments[index].decode("utf-8") for index in positions]
+                    return method(request, *arguments)
+                except Exception:
+                    return render_failure(request, Failure())
+        return None

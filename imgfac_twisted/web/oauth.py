@@ -1,0 +1,437 @@
+"""Two-legged OAuth 1.0a verification of write requests.
+
+Clients sign each write request with a consumer key and its shared secret
+(no request or access tokens: "two-legged" OAuth 1.0a, RFC 5849 with an
+empty token). :class:`OAuthVerifier` checks such a signature with
+oauthlib's :class:`~oauthlib.oauth1.SignatureOnlyEndpoint` and a
+:class:`~oauthlib.oauth1.RequestValidator` of our own, which
+
+* accepts HMAC-SHA1 and HMAC-SHA256 only;
+* accepts consumer keys and nonces of any length and alphabet (a key is
+  whatever the configuration file names);
+* judges timestamps against the clock it is given (the reactor, or a
+  :class:`twisted.internet.task.Clock` in tests), not ``time.time()``;
+* refuses a nonce already used by the same consumer inside the window, and
+  forgets nonces once their timestamp has left the window, so memory stays
+  bounded.
+
+Every failure raises :class:`~imgfac_twisted.errors.AuthenticationFailed`
+with a message meant for the client. Messages never contain a secret, and
+an unknown consumer key is reported exactly like a bad signature, so that
+neither the message nor the timing (oauthlib's dummy client) tells a caller
+which keys exist.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import secrets
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from oauthlib.common import CaseInsensitiveDict, Request, urldecode
+from oauthlib.oauth1 import (
+    SIGNATURE_HMAC_SHA1,
+    SIGNATURE_HMAC_SHA256,
+    RequestValidator,
+    SignatureOnlyEndpoint,
+)
+from oauthlib.oauth1.rfc5849 import signature as oauth_signature
+from oauthlib.oauth1.rfc5849 import utils as oauth_utils
+from twisted.internet.interfaces import IReactorTime
+
+from imgfac_twisted.errors import AuthenticationFailed
+
+__all__ = ["OAuthVerifier"]
+
+_FORM_URLENCODED = "application/x-www-form-urlencoded"
+_ALLOWED_METHODS = (SIGNATURE_HMAC_SHA1, SIGNATURE_HMAC_SHA256)
+
+# Key under which our validator leaves, in the oauthlib request's
+# ``validator_log`` (a dict oauthlib creates afresh for every request), why
+# the timestamp/nonce check failed. Per-request state lives there, never on
+# the verifier, because one verifier serves every request.
+_LOG_KEY = "imgfac_timestamp_nonce"
+_STALE = "stale"
+_REPLAY = "replay"
+_BAD_TIMESTAMP = "bad_timestamp"
+
+# Longest client-supplied value echoed back in a message: enough to
+# recognise it, short enough that a hostile value cannot bloat the reply.
+_ECHO_LIMIT = 40
+
+_MISSING_SIGNATURE = (
+    "missing OAuth signature: write requests must be signed with "
+    "two-legged OAuth 1.0a"
+)
+_BAD_SIGNATURE = "invalid signature or unknown consumer key"
+_REPLAYED = "nonce already used (replayed request)"
+_TOKEN_GIVEN = (
+    "OAuth tokens are not accepted: sign with the consumer key and secret "
+    "only (two-legged OAuth 1.0a)"
+)
+_BAD_TIMESTAMP_MESSAGE = (
+    "malformed timestamp: oauth_timestamp must be a 10-digit count of "
+    "seconds since the epoch"
+)
+_MIXED_SOURCES = (
+    "malformed OAuth request: OAuth parameters must come from exactly one of "
+    "the Authorization header, the query string or the form body"
+)
+_DUPLICATED = "malformed OAuth request: duplicated OAuth parameters"
+_MALFORMED_HEADER = "malformed OAuth Authorization header"
+_MALFORMED_QUERY = (
+    "malformed query string: it cannot be parsed as "
+    "application/x-www-form-urlencoded"
+)
+_MALFORMED_FORM = (
+    "malformed form body: a body sent as application/x-www-form-urlencoded "
+    "must be valid UTF-8 and validly URL-encoded"
+)
+_MALFORMED = "malformed OAuth request"
+
+
+def _echo(value: str) -> str:
+    """Return a client-supplied value shortened for use in a message."""
+    if len(value) > _ECHO_LIMIT:
+        return value[:_ECHO_LIMIT] + "..."
+    return value
+
+
+class _NonceMemory:
+    """Nonces already used, per consumer key, each until its expiry time.
+
+    A dict answers "was this (key, nonce) used?" in O(1); a heap ordered by
+    expiry lets pruning stop at the first live entry, so forgetting costs
+    O(log n) per forgotten nonce and nothing when nothing expired.
+    """
+
+    def __init__(self) -> None:
+        self._expiries: dict[tuple[str, str], float] = {}
+        self._heap: list[tuple[float, str, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._expiries)
+
+    def __contains__(self, key_and_nonce: object) -> bool:
+        return key_and_nonce in self._expiries
+
+    def remember(self, client_key: str, nonce: str, expiry: float) -> None:
+        """Remember that ``client_key`` used ``nonce``, until ``expiry``."""
+        entry = (client_key, nonce)
+        # The replay check makes a second insertion impossible today; keeping
+        # the later expiry makes the structure safe even if that changes.
+        if self._expiries.get(entry, -math.inf) >= expiry:
+            return
+        self._expiries[entry] = expiry
+        heapq.heappush(self._heap, (expiry, client_key, nonce))
+
+    def forget_expired(self, now: float) -> None:
+        """Forget every nonce whose expiry is before ``now``."""
+        heap = self._heap
+        while heap and heap[0][0] < now:
+            expiry, client_key, nonce = heapq.heappop(heap)
+            entry = (client_key, nonce)
+            # Only drop the dict entry if this heap entry is the live one
+            # (an older, superseded heap entry must not erase a newer one).
+            if self._expiries.get(entry) == expiry:
+                del self._expiries[entry]
+
+
+class _TwoLeggedValidator(RequestValidator):
+    """oauthlib validator for consumer-key-only (two-legged) OAuth 1.0a."""
+
+    def __init__(
+        self,
+        clients: Mapping[str, str],
+        clock: IReactorTime,
+        timestamp_window: int,
+        nonces: _NonceMemory,
+    ) -> None:
+        super().__init__()
+        self._clients = dict(clients)
+        self._clock = clock
+        self._window = timestamp_window
+        self._nonces = nonces
+        # Random per process, so nobody can produce a signature that verifies
+        # against the dummy client oauthlib substitutes for unknown keys.
+        self._dummy_secret = secrets.token_urlsafe(32)
+
+    # -- policy knobs read by oauthlib ------------------------------------
+
+    @property
+    def allowed_signature_methods(self) -> tuple[str, ...]:
+        """Return the accepted signature methods: HMAC-SHA1 and HMAC-SHA256."""
+        return _ALLOWED_METHODS
+
+    @property
+    def enforce_ssl(self) -> bool:
+        """Return False: the daemon decides about TLS itself (--no_ssl)."""
+        return False
+
+    @property
+    def timestamp_lifetime(self) -> float:
+        """Return infinity, which disables oauthlib's own timestamp check.
+
+        oauthlib compares the timestamp with ``time.time()``; we compare it
+        with the injected clock in :meth:`validate_timestamp_and_nonce`, and
+        two clocks must not both have a say.
+        """
+        return math.inf
+
+    @property
+    def dummy_client(self) -> str:
+        """Return the key oauthlib uses in place of an unknown one."""
+        return "imgfac-dummy-client"
+
+    @property
+    def dummy_access_token(self) -> str:
+        """Return a placeholder token (tokens are refused anyway)."""
+        return "imgfac-dummy-token"
+
+    def check_client_key(self, client_key: str) -> bool:
+        """Accept any consumer key: keys are whatever the config names."""
+        return True
+
+    def check_nonce(self, nonce: str) -> bool:
+        """Accept any nonce: clients choose their own format and length."""
+        return True
+
+    # -- lookups ----------------------------------------------------------
+
+    def validate_client_key(self, client_key: str, request: Request) -> bool:
+        """Return whether ``client_key`` is a configured consumer."""
+        return client_key in self._clients
+
+    def get_client_secret(self, client_key: str, request: Request) -> str:
+        """Return the consumer's secret, or the dummy secret if unknown."""
+        # Same dict lookup either way, so timing does not reveal the keys.
+        return self._clients.get(client_key, self._dummy_secret)
+
+    def get_access_token_secret(
+        self, client_key: str, token: str, request: Request
+    ) -> str:
+        """Return a secret no client knows: tokens are never issued."""
+        return self._dummy_secret
+
+    def validate_timestamp_and_nonce(
+        self,
+        client_key: str,
+        timestamp: str,
+        nonce: str,
+        request: Request,
+        request_token: str | None = None,
+        access_token: str | None = None,
+    ) -> bool:
+        """Return whether the timestamp is in the window and the nonce unused.
+
+        oauthlib calls this before it checks the signature, so it only looks
+        the nonce up; :meth:`OAuthVerifier.verify` records it once the whole
+        request verified, so a forged request cannot burn a nonce.
+        """
+        # oauthlib checked "10 characters, int() accepts it"; int() also
+        # accepts signs, underscores and non-ASCII digits, which we refuse.
+        if not (timestamp.isascii() and timestamp.isdigit()):
+            request.validator_log[_LOG_KEY] = _BAD_TIMESTAMP
+            return False
+        if abs(self._clock.seconds() - int(timestamp)) > self._window:
+            request.validator_log[_LOG_KEY] = _STALE
+            return False
+        if (client_key, nonce) in self._nonces:
+            request.validator_log[_LOG_KEY] = _REPLAY
+            return False
+        return True
+
+
+class OAuthVerifier:
+    """Verifies two-legged OAuth 1.0a signatures of write requests."""
+
+    def __init__(
+        self,
+        clients: Mapping[str, str],
+        clock: IReactorTime,
+        timestamp_window: int = 300,
+    ) -> None:
+        """Verify against ``clients`` (consumer key -> shared secret).
+
+        ``clients`` is copied: later changes to the mapping have no effect.
+        Timestamps more than ``timestamp_window`` seconds away from
+        ``clock.seconds()`` are refused, and used nonces are remembered for
+        as long as their timestamp stays inside that window.
+        """
+        self._clock = clock
+        self._window = timestamp_window
+        self._nonces = _NonceMemory()
+        self._validator = _TwoLeggedValidator(
+            clients, clock, timestamp_window, self._nonces
+        )
+        self._endpoint = SignatureOnlyEndpoint(self._validator)
+
+    def remembered_nonces(self) -> int:
+        """Return how many used nonces are currently remembered."""
+        return len(self._nonces)
+
+    def verify(
+        self,
+        method: str,
+        uri: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+    ) -> str:
+        """Return the consumer key of a correctly signed request; raise AuthenticationFailed(message) otherwise."""
+        # Pruning here keeps memory bounded without a timer: the work is
+        # proportional to what expired since the previous request.
+        self._nonces.forget_expired(self._clock.seconds())
+
+        oauth_headers, form_body = self._prepare(headers, body)
+        try:
+            valid, request = self._endpoint.validate_request(
+                uri, http_method=method, body=form_body, headers=oauth_headers
+            )
+        except ValueError:
+            # oauthlib lets ValueError escape for an Authorization header it
+            # cannot parse (including non-OAuth schemes) and for a query
+            # string that is not validly URL-encoded.
+            raise AuthenticationFailed(self._unparsable_reason(oauth_headers))
+        if request is None:
+            raise AuthenticationFailed(
+                self._unusable_reason(uri, oauth_headers, form_body)
+            )
+        if request.resource_owner_key:
+            raise AuthenticationFailed(_TOKEN_GIVEN)
+        if not valid:
+            raise AuthenticationFailed(self._rejection_reason(request))
+
+        # Only now, with the signature verified, is the nonce spent.
+        self._nonces.remember(
+            request.client_key, request.nonce, int(request.timestamp) + self._window
+        )
+        return request.client_key
+
+    # -- helpers ----------------------------------------------------------
+
+    @staticmethod
+    def _prepare(
+        headers: Mapping[str, str], body: bytes | None
+    ) -> tuple[dict[str, str], str | None]:
+        """Return the headers and body to hand to oauthlib.
+
+        The Content-Type is canonicalised: oauthlib includes the body in the
+        signature only when it finds the exact lower-case media type in the
+        header, whereas HTTP (and Twisted's form parser) match it without
+        regard to case. Whatever the daemon will parse as a form must be
+        covered by the signature, so a form body is always signed.
+        """
+        oauth_headers = {
+            name: value
+            for name, value in headers.items()
+            if name.lower() != "content-type"
+        }
+        content_type = CaseInsensitiveDict(dict(headers)).get("Content-Type", "")
+        media_type = content_type.split(";", 1)[0].strip().lower()
+        if media_type != _FORM_URLENCODED:
+            # Other bodies (JSON, images) are not part of an OAuth 1.0a
+            # signature; not decoding them keeps large uploads cheap.
+            return oauth_headers, None
+        oauth_headers["Content-Type"] = _FORM_URLENCODED
+        try:
+            text = (body or b"").decode("utf-8")
+            # oauthlib silently drops a form body it cannot parse from the
+            # signature; refusing it instead stops unsigned parameters from
+            # reaching the form parser.
+            urldecode(text)
+        except ValueError:
+            raise AuthenticationFailed(_MALFORMED_FORM)
+        return oauth_headers, text
+
+    @staticmethod
+    def _unparsable_reason(headers: Mapping[str, str]) -> str:
+        """Say why oauthlib raised ValueError while collecting parameters."""
+        authorization = CaseInsensitiveDict(dict(headers)).get("Authorization")
+        if authorization is None:
+            return _MALFORMED_QUERY
+        if authorization[:6].lower() == "oauth ":
+            return _MALFORMED_HEADER
+        # Another scheme (Basic, Bearer...): the request is simply unsigned.
+        return _MISSING_SIGNATURE
+
+    @staticmethod
+    def _unusable_reason(
+        uri: str, headers: Mapping[str, str], form_body: str | None
+    ) -> str:
+        """Say why oauthlib could not build a request from the parameters.
+
+        oauthlib only reports "False, None" here; its three causes are no
+        OAuth parameters at all, parameters in more than one place, and
+        duplicated parameters, which we tell apart from the parsed sources.
+        """
+        sources = (
+            oauth_signature.collect_parameters(
+                headers=headers, exclude_oauth_signature=False
+            ),
+            oauth_signature.collect_parameters(
+                body=form_body, exclude_oauth_signature=False
+            ),
+            oauth_signature.collect_parameters(
+                uri_query=urlsplit(uri).query, exclude_oauth_signature=False
+            ),
+        )
+        with_oauth = [oauth_utils.filter_oauth_params(s) for s in sources]
+        with_oauth = [params for params in with_oauth if params]
+        if not with_oauth:
+            return _MISSING_SIGNATURE
+        if len(with_oauth) > 1:
+            return _MIXED_SOURCES
+        return _DUPLICATED
+
+    def _rejection_reason(self, request: Request) -> str:
+        """Say why oauthlib refused a request it could parse."""
+        reason = request.validator_log.get(_LOG_KEY)
+        if reason == _STALE:
+            return (
+                f"stale timestamp: outside the {self._window} s window "
+                "(check the client's clock)"
+            )
+        if reason == _REPLAY:
+            return _REPLAYED
+        if reason == _BAD_TIMESTAMP:
+            return _BAD_TIMESTAMP_MESSAGE
+        if "signature" in request.validator_log:
+            # The signature was checked: either the key is unknown or the
+            # signature is wrong. One message for both, so that the reply
+            # does not reveal which consumer keys exist.
+            return _BAD_SIGNATURE
+        # oauthlib stopped in its mandatory-parameter checks, before our
+        # validator was asked anything.
+        return self._parameter_reason(request)
+
+    @staticmethod
+    def _parameter_reason(request: Request) -> str:
+        """Say which of oauthlib's mandatory-parameter checks failed."""
+        if not request.signature:
+            return _MISSING_SIGNATURE
+        missing = [
+            name
+            for name, value in (
+                ("oauth_consumer_key", request.client_key),
+                ("oauth_signature_method", request.signature_method),
+                ("oauth_timestamp", request.timestamp),
+                ("oauth_nonce", request.nonce),
+            )
+            if not value
+        ]
+        if missing:
+            return "incomplete OAuth request: missing " + ", ".join(missing)
+        if request.signature_method not in _ALLOWED_METHODS:
+            return (
+                f"unsupported signature method {_echo(request.signature_method)}"
+                " (use HMAC-SHA1 or HMAC-SHA256)"
+            )
+        version = request.oauth_params.get("oauth_version", "1.0")
+        if version != "1.0":
+            return f"unsupported OAuth version {_echo(version)} (use 1.0)"
+        timestamp = request.timestamp
+        if len(timestamp) != 10 or not (timestamp.isascii() and timestamp.isdigit()):
+            return _BAD_TIMESTAMP_MESSAGE
+        return _MALFORMED

@@ -1,0 +1,89 @@
+"""The JSON documents of the factory API, shaped as the spec's examples."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..model import Builder, Operation
+from ..jobs.dispatcher import StartedBuild
+
+PREFIX = "/imagefactory"
+
+
+def image_path(image_id: str) -> str:
+    return f"{PREFIX}/images/{image_id}"
+
+
+def build_path(image_id: str, build_id: str) -> str:
+    return f"{image_path(image_id)}/builds/{build_id}"
+
+
+def target_image_path(image_id: str, build_id: str, target_image_id: str) -> str:
+    return f"{build_path(image_id, build_id)}/target_images/{target_image_id}"
+
+
+def provider_image_path(image_id: str, build_id: str, target_image_id: str, provider_image_id: str) -> str:
+    return f"{target_image_path(image_id, build_id, target_image_id)}/provider_images/{provider_image_id}"
+
+
+def builder_path(builder_id: str) -> str:
+    return f"{PREFIX}/builders/{builder_id}"
+
+
+def object_path(builder: Builder) -> str:
+    """The target or provider image URL path of the image a builder makes."""
+    if builder.operation == Operation.PUSH:
+        assert builder.target_image_id is not None
+        return provider_image_path(builder.image_id, builder.build_id, builder.target_image_id, builder.id)
+    return target_image_path(builder.image_id, builder.build_id, builder.id)
+
+
+def object_type(builder: Builder) -> str:
+    """``target_image`` or ``provider_image``."""
+    return "provider_image" if builder.operation == Operation.PUSH else "target_image"
+
+
+def builder_document(builder: Builder, _type: str, href: str) -> dict[str, Any]:
+    """A builder's details (the spec's builder and target image examples)."""
+    document: dict[str, Any] = {
+        "status": builder.status.value,
+        "_type": _type,
+        "completed": builder.completed,
+        "provider_account_identifier": builder.provider_account_identifier,
+        "image_id": builder.image_id,
+        "href": href,
+        "operation": builder.operation.value,
+        "id": builder.id,
+        "build_id": builder.build_id,
+        "target": builder.target,
+        "provider": builder.provider,
+        "target_image_id": builder.target_image_id,
+        "status_detail": builder.status_detail,
+    }
+    if builder.operation == Operation.PUSH:
+        document["identifier_on_provider"] = builder.identifier_on_provider
+    return document
+
+
+def status_document(builder: Builder, _type: str, href: str) -> dict[str, Any]:
+    """Just a builder's status (the spec's ``.../status`` examples)."""
+    return {"status": builder.status.value, "_type": _type, "href": href, "id": builder.id}
+
+
+def started_build_document(base: str, started: StartedBuild) -> dict[str, Any]:
+    """The answer to a build request: the image, its build and the target images."""
+    image, build = started.image, started.build
+    return {
+        "_type": "image",
+        "href": base + image_path(image.id),
+        "id": image.id,
+        "build": {
+            "target_images": [
+                {"_type": "target_image", "href": base + target_image_path(image.id, build.id, target.id), "id": target.id}
+                for target in started.target_images
+            ],
+            "_type": "build",
+            "href": base + build_path(image.id, build.id),
+            "id": build.id,
+        },
+    }

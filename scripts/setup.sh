@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine for this project: system packages, then
+# a virtualenv in .venv with the project (and its test tools) installed.
+# Usage: scripts/setup.sh [--test]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v python3 >/dev/null || need_apt+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+if [ "${1:-}" = "--test" ]; then
+    command -v wrk >/dev/null || need_apt+=(wrk)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+if [ "${1:-}" = "--test" ]; then
+    # A regular (not editable) install: the tests exercise what a user gets.
+    .venv/bin/python -m pip install -q --force-reinstall --no-deps . >/dev/null
+    .venv/bin/python -m pip install -q '.[test]'
+else
+    .venv/bin/python -m pip install -q --force-reinstall --no-deps . >/dev/null
+    .venv/bin/python -m pip install -q .
+fi
