@@ -30,12 +30,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# The package is not installed in the venv: make it importable whichever
-# way pytest is started (and from any working directory).
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
 from twisted.internet.ssl import CertificateOptions  # noqa: E402
 
 from imgfac_twisted.errors import ConfigError  # noqa: E402
@@ -478,9 +472,6 @@ def tls_server(tmp_path) -> Iterator[Callable[[str], int]]:
 
     def start(pem_path: str) -> int:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-        )
         stderr = tempfile.TemporaryFile(dir=tmp_path)
         proc = subprocess.Popen(
             [sys.executable, "-c", _SERVER_SCRIPT, pem_path],
