@@ -1,0 +1,109 @@
+"""Fakes for fast unit tests: no threads, no sockets, time driven by a Clock.
+
+They implement the same interfaces as the real pieces and the real pieces'
+conformance suites run against them where both exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from zope.interface import implementer
+
+from .doors import IDoor
+from .model import BuilderChange
+
+SPEC_TEMPLATE = (
+    "<template><name>f14jeos</name><os><name>Fedora</name><version>14</version><arch>x86_64</arch>"
+    "<install type='url'><url>http://download.fedoraproject.org/pub/fedora/linux/releases/14/Fedora/x86_64/os/</url>"
+    "</install><rootpw>p@55w0rd!</rootpw></os><description>Fedora 14</description></template>"
+)
+
+
+def template_named(name: str) -> str:
+    """The spec's example template under another name (``FAIL`` makes mock builds fail)."""
+    return SPEC_TEMPLATE.replace("<name>f14jeos</name>", f"<name>{name}</name>")
+
+
+@implementer(IDoor)
+class InlineDoor:
+    """A door that runs the function at once, on the calling thread."""
+
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred:
+        try:
+            return succeed(fn(*args, **kwargs))
+        except BaseException:
+            return fail()
+
+
+class RecordingBus:
+    """An event bus that keeps what it was given, for assertions."""
+
+    def __init__(self) -> None:
+        self.changes: list[BuilderChange] = []
+
+    def publish(self, change: BuilderChange) -> Deferred:
+        self.changes.append(change)
+        return succeed(None)
+
+    def subscribe(self, subscriber: Callable[[BuilderChange], None]) -> Callable[[], None]:
+        raise NotImplementedError("RecordingBus only records")
+
+
+class FakeReactor(Clock):
+    """A Clock standing in for the reactor where only time is used."""
+
+
+class Stack:
+    """The daemon's pieces wired together on fakes: a SQLite file, an inline door, a Clock."""
+
+    def __init__(self, state_dir: str, **settings: Any) -> None:
+        from .config import Config
+        from .jobs.dispatcher import Dispatcher
+        from .jobs.fetch import TemplateFetcher
+        from .jobs.index import BuilderIndex
+        from .jobs.updates import BuilderUpdater
+        from .providers.mock import MockProvider
+        from .store.sqlite import SQLiteStore
+        from .targets.mock import MockTarget
+
+        settings.setdefault("mock_duration", 1.0)
+        self.config = Config(state_dir=state_dir, **settings)
+        self.clock = FakeReactor()
+        self.store = SQLiteStore(f"{state_dir}/imagefactory.sqlite", InlineDoor())
+        self.store.thd_open()
+        self.index = BuilderIndex(self.store.thd_list_builders())
+        self.bus = RecordingBus()
+        self.updater = BuilderUpdater(self.store, self.bus, self.index, self.clock)
+        self.dispatcher = Dispatcher(
+            self.clock, self.store, self.updater, self.index,
+            targets={"mock": MockTarget(self.config)},
+            providers={"mock": MockProvider(self.config)},
+            state_dir=state_dir,
+            fetcher=TemplateFetcher(self.clock, 5.0, 1024 * 1024),
+            build_slots=self.config.max_concurrent_builds,
+            push_slots=self.config.max_concurrent_pushes,
+        )
+
+    def run_for(self, seconds: float, step: float = 0.05) -> None:
+        """Advance the clock in small steps so every timer on the way fires."""
+        for _ in range(int(seconds / step) + 1):
+            self.clock.advance(step)
+
+    def close(self) -> None:
+        self.store.thd_close()
+
+
+def result_of(deferred: Deferred) -> Any:
+    """The result of a Deferred that has already fired; raise its failure if it failed."""
+    outcome: list[Any] = []
+    deferred.addBoth(outcome.append)
+    if not outcome:
+        raise AssertionError(f"{deferred!r} has not fired")
+    from twisted.python.failure import Failure
+
+    if isinstance(outcome[0], Failure):
+        outcome[0].raiseException()
+    return outcome[0]

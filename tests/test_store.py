@@ -1,0 +1,121 @@
+"""The store contract: every IStore implementation must pass these tests.
+
+Only the SQLite store exists so far; the PostgreSQL store joins the
+``store`` fixture's parameters when it lands.
+"""
+
+import sqlite3
+
+import pytest
+
+from imgfac_twisted.errors import InvalidTransition, UnknownObject
+from imgfac_twisted.model import Build, Builder, Image, Operation, ProviderImage, Status, TargetImage
+from imgfac_twisted.store import IStore
+from imgfac_twisted.store.sqlite import SQLiteStore
+from imgfac_twisted.testing import InlineDoor, result_of
+
+
+@pytest.fixture(params=["sqlite"])
+def store(request, tmp_path):
+    instance = SQLiteStore(str(tmp_path / "store.sqlite"), InlineDoor())
+    instance.thd_open()
+    yield instance
+    instance.thd_close()
+
+
+def record_one_build(store, target="mock"):
+    template = result_of(store.add_template("<template/>", 1.0))
+    image = Image("img", template.id, "name", "desc", "Fedora", "14", "x86_64", 1.0)
+    build = Build("bld", image.id, template.id, 1.0)
+    target_image = TargetImage("ti", build.id, image.id, target, 1.0)
+    builder = Builder("ti", Operation.BUILD, Status.NEW, 0, image.id, build.id, target, created=1.0, updated=1.0)
+    result_of(store.record_build(image, build, [target_image], [builder], True))
+    return image, build, target_image, builder
+
+
+def test_provides_the_interface(store):
+    """The implementation declares IStore."""
+    assert IStore.providedBy(store)
+
+
+def test_templates_are_kept_once_per_distinct_text(store):
+    """The same template text gives back the same stored template; another text a new one."""
+    first = result_of(store.add_template("<template>a</template>", 1.0))
+    again = result_of(store.add_template("<template>a</template>", 2.0))
+    other = result_of(store.add_template("<template>b</template>", 3.0))
+    assert first.id == again.id and first.id != other.id
+    assert result_of(store.get_template(first.id)).xml == "<template>a</template>"
+
+
+def test_recorded_build_reads_back(store):
+    """An image, its build, target image and builder read back equal to what was recorded."""
+    image, build, target_image, builder = record_one_build(store)
+    assert result_of(store.get_image(image.id)) == image
+    assert result_of(store.get_build(build.id)) == build
+    assert result_of(store.get_target_image(target_image.id)) == target_image
+    assert result_of(store.get_builder(builder.id)) == builder
+    assert result_of(store.list_builders()) == [builder]
+
+
+def test_unknown_ids_fail_with_unknown_object(store):
+    """Every getter fails with UnknownObject naming the id."""
+    for getter in (store.get_image, store.get_build, store.get_target_image, store.get_provider_image,
+                   store.get_builder, store.get_template):
+        with pytest.raises(UnknownObject, match="nope"):
+            result_of(getter("nope"))
+
+
+def test_save_builder_is_guarded_by_the_expected_status(store):
+    """A write expecting a status the builder no longer has is refused and changes nothing."""
+    *_, builder = record_one_build(store)
+    pending = builder.moved(Status.PENDING, now=2.0)
+    result_of(store.save_builder(pending, Status.NEW))
+    building = pending.moved(Status.BUILDING, 10, now=3.0)
+    with pytest.raises(InvalidTransition):
+        result_of(store.save_builder(building, Status.NEW))
+    assert result_of(store.get_builder(builder.id)) == pending
+
+
+def test_unfinished_builders(store):
+    """Only builders not COMPLETED or FAILED are listed as unfinished."""
+    *_, builder = record_one_build(store)
+    assert [b.id for b in result_of(store.list_unfinished_builders())] == [builder.id]
+    failed = builder.moved(Status.FAILED, now=2.0, status_detail="why")
+    result_of(store.save_builder(failed, Status.NEW))
+    assert result_of(store.list_unfinished_builders()) == []
+
+
+def test_record_push(store):
+    """A provider image and its push builder are recorded together."""
+    image, build, target_image, _ = record_one_build(store)
+    provider_image = ProviderImage("pi", target_image.id, build.id, image.id, "mock", "user", 2.0)
+    builder = Builder("pi", Operation.PUSH, Status.NEW, 0, image.id, build.id, "mock", provider="mock",
+                      target_image_id=target_image.id, provider_account_identifier="user", created=2.0, updated=2.0)
+    result_of(store.record_push(provider_image, builder))
+    assert result_of(store.get_provider_image("pi")) == provider_image
+    assert result_of(store.get_builder("pi")) == builder
+
+
+def test_failed_transaction_records_nothing(store):
+    """A build whose records cannot all be written leaves none of them behind."""
+    image, build, target_image, builder = record_one_build(store)
+    second = Build("bld2", image.id, image.template_id, 2.0)
+    duplicate = Builder(builder.id, Operation.BUILD, Status.NEW, 0, image.id, second.id, "mock")
+    with pytest.raises(Exception):
+        result_of(store.record_build(image, second, [], [duplicate], False))
+    with pytest.raises(UnknownObject):
+        result_of(store.get_build("bld2"))
+
+
+def test_sqlite_survives_reopening(tmp_path):
+    """What was committed is there after the store is closed and opened again."""
+    path = str(tmp_path / "store.sqlite")
+    first = SQLiteStore(path, InlineDoor())
+    first.thd_open()
+    *_, builder = record_one_build(first)
+    first.thd_close()
+    second = SQLiteStore(path, InlineDoor())
+    second.thd_open()
+    assert result_of(second.get_builder(builder.id)) == builder
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    second.thd_close()
