@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+from urllib.parse import parse_qsl
 from typing import Any, Callable
 
 from klein import Klein
@@ -55,19 +56,23 @@ def read_params(request: IRequest) -> dict[str, str]:
         if wrong:
             raise InvalidRequest(f"parameters must be strings: {', '.join(wrong)}")
         return document
-    request.content.seek(0, 2)
-    if request.content.tell() and content_type not in FORM_TYPES:
+    request.content.seek(0)
+    body = request.content.read()
+    if body and content_type not in FORM_TYPES:
         raise UnsupportedMediaType(
             f"request body of type {content_type.decode('ascii', 'replace') or 'unknown'} is not supported: "
             "send application/x-www-form-urlencoded, multipart/form-data or application/json"
         )
-    params = {}
-    for name, values in (request.args or {}).items():
-        try:
-            params[name.decode("utf-8")] = values[-1].decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidRequest("parameters must be UTF-8 text") from None
-    return params
+    if content_type == FORM_TYPES[0]:
+        # twisted.web parses form bodies of POST only; PUT carries them too.
+        _, _, query = request.uri.partition(b"?")
+        pairs = parse_qsl(query, keep_blank_values=True) + parse_qsl(body, keep_blank_values=True)
+    else:
+        pairs = [(name, values[-1]) for name, values in (request.args or {}).items()]
+    try:
+        return {name.decode("utf-8"): value.decode("utf-8") for name, value in pairs}
+    except UnicodeDecodeError:
+        raise InvalidRequest("parameters must be UTF-8 text") from None
 
 
 def required(params: dict[str, str], *names: str) -> list[str]:
@@ -199,9 +204,8 @@ class FactoryAPI:
     @signed
     def create_image(self, request: IRequest) -> Any:
         params = read_params(request)
-        (targets,) = required(params, "targets")
-        required(params, "template")
-        return self._started(request, self._dispatcher.start_build(params["template"], targets))
+        targets, template = required(params, "targets", "template")
+        return self._started(request, self._dispatcher.start_build(template, targets))
 
     @app.route("/imagefactory/images/<image_id>", methods=["PUT"])
     @signed

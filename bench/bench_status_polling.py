@@ -1,0 +1,479 @@
+"""Benchmark: status polling of the daemon against a bare twisted.web resource.
+
+Measures requests/second and p50/p99 latency of
+``GET /imagefactory/images/<i>/builds/<b>/target_images/<t>/status`` for 64
+concurrent keep-alive pollers (wrk, 2 threads) while 20 mock builds run, with
+the daemon started as the README starts it (HTTPS with its generated
+self-signed certificate, OAuth on, twistd's default logging to stdout), and
+in the same run the same load against ``bare_status_server.py`` (a bare
+twisted.web resource returning the same JSON over TLS with the same
+certificate).  Runs alternate between the two for ``--rounds`` rounds so
+that machine noise hits both; the per-round ratio daemon/bare of throughput
+and its median are printed.  Target: a ratio of at least 0.8.
+
+This is a benchmark, not a test: it exits 0 whatever the ratio, and
+non-zero only when something broke (the daemon did not start or died, a
+build was not BUILDING, wrk saw non-2xx responses or socket errors, ...).
+
+Usage: ``.venv/bin/python bench/bench_status_polling.py [--duration 10] [--rounds 3]``
+(``--help`` for the rest).  Needs ``wrk``; installs it with apt-get when
+missing and running as root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests_oauthlib import OAuth1
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BARE_SERVER = os.path.join(HERE, "bare_status_server.py")
+
+CLIENT_KEY = "bench"
+CLIENT_SECRET = "bench-secret-not-for-production"
+BUILDS = 20
+CONNECTIONS = 64
+THREADS = 2
+TEMPLATE = ("<template><name>bench</name><os><name>Fedora</name><version>14</version><arch>x86_64</arch>"
+            "<install type='url'><url>http://example.invalid/</url></install></os></template>")
+TARGET_RATIO = 0.8
+
+
+class BenchError(Exception):
+    """Something broke: the figures would not mean anything."""
+
+
+# -- processes --------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(argv: list[str], log_path: str, cwd: str) -> subprocess.Popen:
+    """Start ``argv`` in a process group of its own, stdout and stderr to ``log_path``."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def stop(process: subprocess.Popen | None, grace: float = 15.0) -> None:
+    """SIGTERM the process group of ``process``; SIGKILL it if it is not gone within ``grace`` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+
+
+def tail(path: str, lines: int = 30) -> str:
+    """The last ``lines`` lines of a file, for error reports."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as stream:
+            return "".join(stream.readlines()[-lines:])
+    except OSError as error:
+        return f"({path} cannot be read: {error.strerror})"
+
+
+def count_lines(path: str) -> int:
+    """Lines in a file (0 when it does not exist)."""
+    try:
+        with open(path, "rb") as stream:
+            return sum(1 for _ in stream)
+    except FileNotFoundError:
+        return 0
+
+
+def wait_until_serving(url: str, process: subprocess.Popen, log_path: str, ca: str | None,
+                       timeout: float = 60.0) -> None:
+    """Poll ``url`` until it answers 200; BenchError if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchError(f"{process.args[0]} exited with {process.returncode} before serving; "
+                             f"last lines of {log_path}:\n{tail(log_path)}")
+        try:
+            answer = requests.get(url, verify=ca if ca else True, timeout=2)
+            if answer.status_code == 200:
+                return
+            last = f"HTTP {answer.status_code}"
+        except requests.RequestException as error:
+            last = str(error)
+        time.sleep(0.2)
+    raise BenchError(f"{url} did not answer within {timeout:g}s ({last}); last lines of {log_path}:\n{tail(log_path)}")
+
+
+def ensure_wrk() -> str:
+    """The path of wrk, installing Debian's package first when it is missing and we are root."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise BenchError("wrk is not installed and this is not root: install it (apt-get install wrk) and rerun")
+    print("bench: wrk is missing; installing it with apt-get", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "-qq", "wrk"]
+    if subprocess.run(install, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=False)
+        subprocess.run(install, env=env, stdout=subprocess.DEVNULL, check=False)
+    found = shutil.which("wrk")
+    if not found:
+        raise BenchError("wrk could not be installed with apt-get; install it by hand and rerun")
+    return found
+
+
+# -- the daemon ---------------------------------------------------------------
+
+
+def certificate_only(pem_path: str, out_path: str) -> str:
+    """Write the CERTIFICATE blocks of ``pem_path`` (key + certificate) to ``out_path``, for clients to trust."""
+    with open(pem_path, encoding="ascii") as stream:
+        text = stream.read()
+    blocks = re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", text, re.DOTALL)
+    if not blocks:
+        raise BenchError(f"{pem_path} holds no certificate")
+    with open(out_path, "w", encoding="ascii") as stream:
+        stream.write("\n".join(blocks) + "\n")
+    return out_path
+
+
+def start_builds(base: str, ca: str) -> list[str]:
+    """Start BUILDS mock builds with OAuth-signed POSTs; the URL paths of their target image statuses."""
+    auth = OAuth1(CLIENT_KEY, client_secret=CLIENT_SECRET)
+    paths = []
+    with requests.Session() as session:
+        for _ in range(BUILDS):
+            answer = session.post(base + "/imagefactory/images", data={"template": TEMPLATE, "targets": "mock"},
+                                  auth=auth, verify=ca, timeout=10)
+            if answer.status_code != 202:
+                raise BenchError(f"POST /imagefactory/images answered {answer.status_code}: {answer.text[:500]}")
+            build = answer.json()["build"]
+            for target_image in build["target_images"]:
+                paths.append(urlsplit(target_image["href"]).path + "/status")
+    if len(paths) != BUILDS:
+        raise BenchError(f"{BUILDS} builds made {len(paths)} target images, not {BUILDS}")
+    return paths
+
+
+def check_statuses(base: str, paths: list[str], ca: str, expected: str, within: float) -> dict[str, Any]:
+    """Wait up to ``within`` seconds for every status to be ``expected``; one of the documents."""
+    deadline = time.monotonic() + within
+    with requests.Session() as session:
+        while True:
+            statuses = {}
+            document: dict[str, Any] = {}
+            for path in paths:
+                answer = session.get(base + path, verify=ca, timeout=10)
+                if answer.status_code != 200:
+                    raise BenchError(f"GET {path} answered {answer.status_code}: {answer.text[:500]}")
+                document = answer.json()
+                statuses[path] = document.get("status")
+            wrong = {path: status for path, status in statuses.items() if status != expected}
+            if not wrong:
+                return document
+            if time.monotonic() >= deadline:
+                raise BenchError(f"{len(wrong)} of {len(paths)} target images are not {expected}: "
+                                 + ", ".join(sorted(set(map(str, wrong.values())))))
+            time.sleep(0.5)
+
+
+# -- wrk ------------------------------------------------------------------------
+
+
+@dataclass
+class WrkResult:
+    """What one wrk run measured."""
+
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    socket_errors: dict[str, int]
+    output: str
+
+
+LUA = """-- Rotates over the status paths; requests are formatted once (in init) so
+-- that the client spends as little as possible per request.
+local paths = {%s}
+local requests = {}
+local count = 0
+local i = 0
+
+function init(args)
+   for k, path in ipairs(paths) do
+      requests[k] = wrk.format("GET", path)
+   end
+   count = #requests
+   -- Each thread starts elsewhere in the list.
+   i = math.random(count) - 1
+end
+
+function request()
+   i = i %% count + 1
+   return requests[i]
+end
+"""
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _latency_ms(output: str, percentile: str) -> float:
+    match = re.search(rf"^\s*{percentile}%\s+([\d.]+)(us|ms|s|m)\s*$", output, re.MULTILINE)
+    if not match:
+        raise BenchError(f"no {percentile}% latency in wrk's output:\n{output}")
+    return float(match.group(1)) * _UNITS_MS[match.group(2)]
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """Requests/sec, p50, p99, request count, non-2xx count and socket errors from wrk's report."""
+    rate = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
+    total = re.search(r"^\s*(\d+) requests in ", output, re.MULTILINE)
+    if not rate or not total:
+        raise BenchError(f"wrk's output has no Requests/sec line:\n{output}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    socket_errors = dict(zip(("connect", "read", "write", "timeout"), map(int, errors.groups()))) if errors else {}
+    return WrkResult(
+        requests_per_second=float(rate.group(1)),
+        p50_ms=_latency_ms(output, "50"),
+        p99_ms=_latency_ms(output, "99"),
+        requests=int(total.group(1)),
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        socket_errors=socket_errors,
+        output=output,
+    )
+
+
+def run_wrk(wrk: str, url: str, lua: str, duration: float) -> WrkResult:
+    """One wrk run of ``duration`` seconds against ``url``; BenchError on errors of any kind."""
+    argv = [wrk, f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{duration:g}s", "--latency", "-s", lua, url]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=duration + 60)
+    finally:
+        stop(process, grace=5)
+    text = output.decode("utf-8", "replace")
+    if process.returncode != 0:
+        raise BenchError(f"wrk exited with {process.returncode}:\n{text}")
+    result = parse_wrk(text)
+    if result.non_2xx:
+        raise BenchError(f"wrk saw {result.non_2xx} non-2xx responses from {url}:\n{text}")
+    if any(result.socket_errors.values()):
+        raise BenchError(f"wrk saw socket errors from {url} ({result.socket_errors}):\n{text}")
+    if result.requests == 0:
+        raise BenchError(f"wrk made no request to {url}:\n{text}")
+    return result
+
+
+# -- the report -------------------------------------------------------------------
+
+
+def print_table(rows: list[tuple[str, WrkResult | None, WrkResult | None, float]]) -> None:
+    """Per round and median: req/s of both, their ratio, p50 and p99 of both."""
+    header = (f"{'round':>6}  {'daemon req/s':>12}  {'bare req/s':>10}  {'ratio':>5}  "
+              f"{'daemon p50':>10}  {'daemon p99':>10}  {'bare p50':>8}  {'bare p99':>8}")
+    print(header)
+    print("-" * len(header))
+    for label, daemon, bare, ratio in rows:
+        assert daemon is not None and bare is not None
+        print(f"{label:>6}  {daemon.requests_per_second:>12.1f}  {bare.requests_per_second:>10.1f}  {ratio:>5.2f}  "
+              f"{daemon.p50_ms:>8.2f}ms  {daemon.p99_ms:>8.2f}ms  {bare.p50_ms:>6.2f}ms  {bare.p99_ms:>6.2f}ms")
+
+
+def median_result(results: list[WrkResult]) -> WrkResult:
+    """A WrkResult whose figures are the medians of ``results``."""
+    return WrkResult(
+        requests_per_second=statistics.median(r.requests_per_second for r in results),
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p99_ms=statistics.median(r.p99_ms for r in results),
+        requests=int(statistics.median(r.requests for r in results)),
+        non_2xx=0,
+        socket_errors={},
+        output="",
+    )
+
+
+# -- main -------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, work: str) -> None:
+    """The whole benchmark in the temporary directory ``work``."""
+    wrk = ensure_wrk()
+    bin_dir = os.path.dirname(sys.executable)
+    twistd = os.path.join(bin_dir, "twistd")
+    if not os.access(twistd, os.X_OK):
+        twistd = shutil.which("twistd") or ""
+        if not twistd:
+            raise BenchError("twistd not found next to this Python nor on PATH: run with the project's venv Python")
+
+    # Builds must outlast every wrk run, warm-ups and checks included.
+    measured = 2 * args.warmup + 2 * args.rounds * args.duration
+    mock_duration = 2 * measured + 60
+    config_path = os.path.join(work, "imagefactory.conf")
+    with open(config_path, "w", encoding="utf-8") as stream:
+        json.dump({"clients": {CLIENT_KEY: CLIENT_SECRET}, "mock_duration": mock_duration,
+                   "max_concurrent_builds": BUILDS}, stream)
+    os.chmod(config_path, 0o600)
+
+    daemon_port, bare_port = free_port(), free_port()
+    while bare_port == daemon_port:
+        bare_port = free_port()
+    daemon_log = os.path.join(work, "daemon.log")
+    bare_log = os.path.join(work, "bare.log")
+    daemon = bare = None
+    try:
+        # As the README starts it: twistd -n (default logging to stdout), --rest,
+        # a config file, a state dir; HTTPS with the generated certificate, OAuth on.
+        daemon = start([twistd, "-n", "imagefactory", "--rest", "--config", "imagefactory.conf",
+                        "--state_dir", "state", "--port", str(daemon_port), "--address", "127.0.0.1"],
+                       daemon_log, cwd=work)
+        pem = os.path.join(work, "state", "tls", "imagefactory.pem")
+        deadline = time.monotonic() + 60
+        while not os.path.exists(pem):
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"the daemon made no certificate; last lines of {daemon_log}:\n{tail(daemon_log)}")
+            time.sleep(0.1)
+        ca = certificate_only(pem, os.path.join(work, "ca.pem"))
+        daemon_base = f"https://127.0.0.1:{daemon_port}"
+        wait_until_serving(daemon_base + "/imagefactory", daemon, daemon_log, ca)
+        print(f"bench: daemon (pid {daemon.pid}) serving {daemon_base}, log {daemon_log}", flush=True)
+
+        paths = start_builds(daemon_base, ca)
+        daemon_doc = check_statuses(daemon_base, paths, ca, "BUILDING", within=30)
+        print(f"bench: {len(paths)} mock builds BUILDING (mock_duration {mock_duration:g}s, "
+              f"max_concurrent_builds {BUILDS})", flush=True)
+
+        bare = start([sys.executable, BARE_SERVER, "--pem", pem, "--port", str(bare_port), "--address", "127.0.0.1"],
+                     bare_log, cwd=work)
+        bare_base = f"https://127.0.0.1:{bare_port}"
+        wait_until_serving(bare_base + paths[0], bare, bare_log, ca)
+        bare_doc = check_statuses(bare_base, paths, ca, "BUILDING", within=0)
+        if set(bare_doc) != set(daemon_doc):
+            raise BenchError(f"the bare server's document {bare_doc} is not shaped as the daemon's {daemon_doc}")
+        daemon_bytes = requests.get(daemon_base + paths[0], verify=ca, timeout=10)
+        bare_bytes = requests.get(bare_base + paths[0], verify=ca, timeout=10)
+        print(f"bench: bare server (pid {bare.pid}) serving {bare_base}; response bodies {len(daemon_bytes.content)} "
+              f"bytes (daemon) and {len(bare_bytes.content)} bytes (bare)", flush=True)
+
+        lua = os.path.join(work, "status_paths.lua")
+        with open(lua, "w", encoding="utf-8") as stream:
+            stream.write(LUA % ", ".join(json.dumps(path) for path in paths))
+        # The URL gives wrk its host and port; the script supplies the paths.
+        daemon_url, bare_url = daemon_base + paths[0], bare_base + paths[0]
+
+        def alive() -> None:
+            for name, process, log in (("daemon", daemon, daemon_log), ("bare server", bare, bare_log)):
+                assert process is not None
+                if process.poll() is not None:
+                    raise BenchError(f"the {name} exited with {process.returncode}; last lines of {log}:\n{tail(log)}")
+
+        print(f"bench: wrk -t{THREADS} -c{CONNECTIONS} --latency, {len(paths)} status paths in rotation; "
+              f"{args.warmup:g}s warm-up each, then {args.rounds} rounds of {args.duration:g}s, "
+              "alternating daemon and bare (ABBA order)", flush=True)
+        if args.warmup > 0:
+            run_wrk(wrk, daemon_url, lua, args.warmup)
+            run_wrk(wrk, bare_url, lua, args.warmup)
+            alive()
+
+        log_lines_before = count_lines(daemon_log)
+        daemon_results: list[WrkResult] = []
+        bare_results: list[WrkResult] = []
+        for round_number in range(1, args.rounds + 1):
+            order = [("daemon", daemon_url), ("bare", bare_url)]
+            if round_number % 2 == 0:
+                order.reverse()
+            for name, url in order:
+                result = run_wrk(wrk, url, lua, args.duration)
+                alive()
+                (daemon_results if name == "daemon" else bare_results).append(result)
+                print(f"bench: round {round_number} {name:6}: {result.requests_per_second:9.1f} req/s, "
+                      f"p50 {result.p50_ms:.2f}ms, p99 {result.p99_ms:.2f}ms ({result.requests} requests)",
+                      flush=True)
+                if args.verbose:
+                    print(result.output, flush=True)
+        log_lines = count_lines(daemon_log) - log_lines_before
+
+        # The measurement happened "while 20 mock builds run" only if they still do.
+        check_statuses(daemon_base, paths, ca, "BUILDING", within=0)
+        print(f"bench: all {len(paths)} builds still BUILDING after the runs; the daemon logged {log_lines} lines "
+              f"during the measured runs ({sum(r.requests for r in daemon_results)} requests)", flush=True)
+    finally:
+        stop(bare)
+        stop(daemon)
+
+    ratios = [d.requests_per_second / b.requests_per_second for d, b in zip(daemon_results, bare_results)]
+    rows: list[tuple[str, WrkResult | None, WrkResult | None, float]] = [
+        (str(n), d, b, r) for n, (d, b, r) in enumerate(zip(daemon_results, bare_results, ratios), start=1)]
+    ratio = statistics.median(ratios)
+    rows.append(("median", median_result(daemon_results), median_result(bare_results), ratio))
+    print()
+    print(f"GET .../target_images/<id>/status, {CONNECTIONS} connections ({THREADS} wrk threads), "
+          f"{BUILDS} mock builds BUILDING, HTTPS, {args.rounds} x {args.duration:g}s per server")
+    print_table(rows)
+    print()
+    print(f"ratio (daemon/bare throughput, median of rounds): {ratio:.2f} (target >= {TARGET_RATIO})")
+
+
+def main(argv: list[str]) -> int:
+    """Parse the command line and run; 0 unless something broke."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of each measured wrk run [10]")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, each one run per server [3]")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of an unmeasured run per server [2]")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, config, state)")
+    parser.add_argument("--verbose", action="store_true", help="print wrk's full report of every run")
+    args = parser.parse_args(argv)
+    if args.duration < 1 or args.rounds < 1 or args.warmup < 0:
+        parser.error("--duration must be at least 1, --rounds at least 1, --warmup at least 0")
+
+    work = tempfile.mkdtemp(prefix="imgfac-bench-")
+    keep = args.keep
+    try:
+        run(args, work)
+    except BenchError as error:
+        keep = True
+        print(f"bench: FAILED: {error}", file=sys.stderr)
+        print(f"bench: logs kept in {work}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if keep:
+            print(f"bench: temporary directory kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
