@@ -17,8 +17,14 @@ target image, built per request with ``json.dumps`` as the daemon does::
 with ``Content-Type: application/json``.  Paths not ending in ``/status``
 get a JSON 404.
 
+By default the Site keeps twisted.web's per-request access line (without a
+log file it goes to ``twisted.python.log``, here into the logging system's
+start-up buffer, since nothing starts logging); the daemon drops that line
+unless its ``access_log`` option is set.  ``--no-access-log`` drops it here
+too, for the stricter comparison.
+
 Usage: ``python bench/bare_status_server.py --pem PEM --port PORT [--address 127.0.0.1]``
-(``--no-tls`` serves plain HTTP instead).  It runs until SIGTERM or SIGINT.
+(``--no-tls`` serves plain HTTP instead; ``--no-access-log`` as above).  It runs until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -66,9 +72,13 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--address", default="127.0.0.1")
     parser.add_argument("--no-tls", action="store_true", help="serve plain HTTP")
+    parser.add_argument("--no-access-log", action="store_true",
+                        help="drop the Site's per-request access line, as the daemon does by default")
     args = parser.parse_args(argv)
 
     site = Site(BareStatus())
+    if args.no_access_log:
+        site.log = lambda request: None
     if args.no_tls:
         reactor.listenTCP(args.port, site, interface=args.address)
     else:

@@ -372,8 +372,10 @@ def run(args: argparse.Namespace, work: str) -> None:
         print(f"bench: {len(paths)} mock builds BUILDING (mock_duration {mock_duration:g}s, "
               f"max_concurrent_builds {BUILDS})", flush=True)
 
-        bare = start([sys.executable, BARE_SERVER, "--pem", pem, "--port", str(bare_port), "--address", "127.0.0.1"],
-                     bare_log, cwd=work)
+        bare_argv = [sys.executable, BARE_SERVER, "--pem", pem, "--port", str(bare_port), "--address", "127.0.0.1"]
+        if args.bare_no_access_log:
+            bare_argv.append("--no-access-log")
+        bare = start(bare_argv, bare_log, cwd=work)
         bare_base = f"https://127.0.0.1:{bare_port}"
         wait_until_serving(bare_base + paths[0], bare, bare_log, ca)
         bare_doc = check_statuses(bare_base, paths, ca, "BUILDING", within=0)
@@ -437,7 +439,8 @@ def run(args: argparse.Namespace, work: str) -> None:
     rows.append(("median", median_result(daemon_results), median_result(bare_results), ratio))
     print()
     print(f"GET .../target_images/<id>/status, {CONNECTIONS} connections ({THREADS} wrk threads), "
-          f"{BUILDS} mock builds BUILDING, HTTPS, {args.rounds} x {args.duration:g}s per server")
+          f"{BUILDS} mock builds BUILDING, HTTPS, {args.rounds} x {args.duration:g}s per server; bare server "
+          + ("without" if args.bare_no_access_log else "with") + " twisted.web's default access line")
     print_table(rows)
     print()
     print(f"ratio (daemon/bare throughput, median of rounds): {ratio:.2f} (target >= {TARGET_RATIO})")
@@ -449,6 +452,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each measured wrk run [10]")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each one run per server [3]")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of an unmeasured run per server [2]")
+    parser.add_argument("--bare-no-access-log", action="store_true",
+                        help="run the bare server without twisted.web's access line (the daemon has none)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, config, state)")
     parser.add_argument("--verbose", action="store_true", help="print wrk's full report of every run")
     args = parser.parse_args(argv)

@@ -190,7 +190,8 @@ def merge_config(file_values: Mapping[str, Any], cli_values: Mapping[str, Any], 
     """
     problems: list[str] = []
     settings: dict[str, Any] = {}
-    for key in sorted(set(file_values) - set(OPTIONS_BY_NAME)):
+    # Keys starting with "_" are comments (JSON has none of its own).
+    for key in sorted(name for name in set(file_values) - set(OPTIONS_BY_NAME) if not name.startswith("_")):
         problems.append(f"{source}: unknown option {key!r}")
     for option in OPTIONS:
         for where, values, from_text in ((source, file_values, False), ("command line", cli_values, True)):

@@ -8,7 +8,6 @@ file and free loopback port.  Everything that waits on it is bounded.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -64,6 +63,7 @@ class Daemon:
         ssl: bool = True,
         port: int | None = None,
         write_config: bool = True,
+        use_config: bool = True,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -73,6 +73,7 @@ class Daemon:
         self.output_path = self.workdir / "twistd.out"
         self.config = {"clients": dict(CLIENTS), "mock_duration": 0.5} if config is None else dict(config)
         self.extra_args = list(extra_args)
+        self.use_config = use_config
         self.ssl = ssl
         self.port = port if port is not None else free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -121,7 +122,7 @@ class Daemon:
             "imagefactory", "--rest",
             "--port", str(self.port), "--address", "127.0.0.1",
             "--state_dir", str(self.state_dir),
-            "--config", str(self.config_path),
+            *(["--config", str(self.config_path)] if self.use_config else []),
             *([] if self.ssl else ["--no_ssl"]),
             *self.extra_args,
         ]
@@ -273,6 +274,9 @@ class DaemonPool:
             daemon.start_ready()
         return daemon
 
+    def __call__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> Daemon:
+        return self.make(config, **kwargs)
+
     def stop_all(self) -> None:
         """Stop every daemon (SIGTERM); print each log tail so a failing test shows it."""
         problems = []
@@ -291,10 +295,3 @@ def mock_config(**extra: Any) -> dict[str, Any]:
     config: dict[str, Any] = {"clients": dict(CLIENTS), "mock_duration": 0.5}
     config.update(extra)
     return config
-
-
-def environment_without_proxies() -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
-        env.pop(name, None)
-    return env

@@ -1,0 +1,68 @@
+"""Fixtures that start the real ``twistd imagefactory`` daemon (see tests/daemon.py).
+
+* ``daemon``: one TLS + OAuth daemon per test module (mock builds take 0.5 s),
+  always stopped at the end of the module.
+* ``daemon_factory``: make daemons with custom config/arguments for one test;
+  each is stopped (SIGTERM) when the test ends.
+* ``module_daemon_factory``: the same, shared by a module.
+
+When a test fails, the logs of the daemons it used are added to its report.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import pytest
+
+from daemon import Daemon, DaemonPool
+
+
+@pytest.fixture(scope="module")
+def module_daemon_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonPool]:
+    """Daemons shared by the tests of one module; stopped after its last test."""
+    pool = DaemonPool(tmp_path_factory.mktemp("daemons"))
+    try:
+        yield pool
+    finally:
+        pool.stop_all()
+
+
+@pytest.fixture(scope="module")
+def daemon(module_daemon_factory: DaemonPool) -> Daemon:
+    """A started daemon with TLS and OAuth on (clients client1/our-secret and 'weird key/é'/s2)."""
+    return module_daemon_factory.make(name="shared")
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Any) -> Iterator[DaemonPool]:
+    """Call it (``daemon_factory(config, extra_args=[...], ssl=False, start=True)``) to get a daemon for this test."""
+    pool = DaemonPool(tmp_path / "daemons")
+    try:
+        yield pool
+    finally:
+        pool.stop_all()
+
+
+def _daemons_of(item: pytest.Item) -> list[Daemon]:
+    found: list[Daemon] = []
+    for value in getattr(item, "funcargs", {}).values():
+        if isinstance(value, Daemon):
+            found.append(value)
+        elif isinstance(value, DaemonPool):
+            found.extend(value.daemons)
+    unique: list[Daemon] = []
+    for daemon in found:
+        if all(daemon is not seen for seen in unique):
+            unique.append(daemon)
+    return unique
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        for daemon in _daemons_of(item):
+            report.sections.append((f"daemon log ({daemon.workdir.name}, port {daemon.port})",
+                                    daemon.diagnostics(80)))
