@@ -153,6 +153,8 @@ class Builder:
     identifier_on_provider: str | None = None
     created: float = 0.0
     updated: float = 0.0
+    #: How many events this builder has had; its next event is numbered one more.
+    sequence: int = 1
 
     def moved(self, status: Status, completed: int | None = None, *, now: float, **changes: object) -> Builder:
         """Return a copy in ``status``, after checking the move is allowed."""
@@ -161,7 +163,8 @@ class Builder:
             completed = 100 if status == Status.COMPLETED else self.completed
         if not 0 <= completed <= 100:
             raise ValueError(f"completed must be within 0..100, not {completed}")
-        return dataclasses.replace(self, status=status, completed=completed, updated=now, **changes)  # type: ignore[arg-type]
+        return dataclasses.replace(self, status=status, completed=completed, updated=now,  # type: ignore[arg-type]
+                                   sequence=self.sequence + 1, **changes)
 
 
 @dataclass(frozen=True)

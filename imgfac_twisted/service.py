@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from .config import Config
 from .errors import ConfigError
 from .events.inprocess import InProcessBus
+from .events.relay import OutboxRelay
 from .jobs.dispatcher import Dispatcher
 from .jobs.fetch import TemplateFetcher
 from .jobs.index import BuilderIndex
@@ -80,7 +81,9 @@ def make_service(config: Config, reactor: Any) -> IService:
         index = BuilderIndex(store.thd_list_builders())
     except Exception as error:
         raise ConfigError(f"the store in {config.state_dir} cannot be opened: {error}") from None
-    updater = BuilderUpdater(store, InProcessBus(), index, reactor)
+    bus = InProcessBus()
+    relay = OutboxRelay(store, bus, reactor)
+    updater = BuilderUpdater(store, relay, index, reactor)
     dispatcher = Dispatcher(
         reactor, store, updater, index,
         targets=load_plugins(TARGETS_GROUP, config),
@@ -92,6 +95,7 @@ def make_service(config: Config, reactor: Any) -> IService:
     )
     door.setServiceParent(root)
     _StoreCloser(store).setServiceParent(root)
+    relay.setServiceParent(root)
     dispatcher.setServiceParent(root)
     if config.rest:
         _web_service(config, reactor, dispatcher, index).setServiceParent(root)

@@ -13,7 +13,6 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 
 from .doors import IDoor
-from .model import BuilderChange
 
 SPEC_TEMPLATE = (
     "<template><name>f14jeos</name><os><name>Fedora</name><version>14</version><arch>x86_64</arch>"
@@ -38,20 +37,6 @@ class InlineDoor:
             return fail()
 
 
-class RecordingBus:
-    """An event bus that keeps what it was given, for assertions."""
-
-    def __init__(self) -> None:
-        self.changes: list[BuilderChange] = []
-
-    def publish(self, change: BuilderChange) -> Deferred:
-        self.changes.append(change)
-        return succeed(None)
-
-    def subscribe(self, subscriber: Callable[[BuilderChange], None]) -> Callable[[], None]:
-        raise NotImplementedError("RecordingBus only records")
-
-
 class FakeReactor(Clock):
     """A Clock standing in for the reactor where only time is used."""
 
@@ -61,6 +46,8 @@ class Stack:
 
     def __init__(self, state_dir: str, **settings: Any) -> None:
         from .config import Config
+        from .events.inprocess import InProcessBus
+        from .events.relay import OutboxRelay
         from .jobs.dispatcher import Dispatcher
         from .jobs.fetch import TemplateFetcher
         from .jobs.index import BuilderIndex
@@ -75,8 +62,13 @@ class Stack:
         self.store = SQLiteStore(f"{state_dir}/imagefactory.sqlite", InlineDoor())
         self.store.thd_open()
         self.index = BuilderIndex(self.store.thd_list_builders())
-        self.bus = RecordingBus()
-        self.updater = BuilderUpdater(self.store, self.bus, self.index, self.clock)
+        self.bus = InProcessBus()
+        #: Every event the relay delivered, in order.
+        self.events: list[Any] = []
+        self.bus.subscribe("#", self.events.append)
+        self.relay = OutboxRelay(self.store, self.bus, self.clock)
+        self.relay.startService()
+        self.updater = BuilderUpdater(self.store, self.relay, self.index, self.clock)
         self.dispatcher = Dispatcher(
             self.clock, self.store, self.updater, self.index,
             targets={"mock": MockTarget(self.config)},

@@ -40,12 +40,14 @@ def test_mock_build_runs_through_every_status_to_completed(stack):
     done = stack.index.get(builder_id)
     assert (done.status, done.completed) == (Status.COMPLETED, 100)
     assert os.path.isfile(done.artifact_path)
-    changes = [c for c in stack.bus.changes if c.new.id == builder_id]
-    assert [c.new.status for c in changes[:3]] == [Status.NEW, Status.PENDING, Status.BUILDING]
-    assert changes[0].old is None
-    percents = [c.new.completed for c in changes if c.new.status == Status.BUILDING]
+    events = [e.body for e in stack.events if e.body["id"] == builder_id]
+    assert [e["new_status"] for e in events[:3]] == ["NEW", "PENDING", "BUILDING"]
+    assert events[0]["old_status"] is None and events[-1]["new_status"] == "COMPLETED"
+    assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
+    percents = [e["completed"] for e in events if e["event"] == "PERCENTAGE"]
     assert percents == sorted(percents) and percents[-1] == 90
     assert result_of(stack.store.get_builder(builder_id)) == done
+    assert result_of(stack.store.count_pending_events()) == 0, "delivered events leave the outbox"
 
 
 def test_template_named_fail_fails_with_a_reason(stack):
@@ -56,7 +58,8 @@ def test_template_named_fail_fails_with_a_reason(stack):
     assert failed.status == Status.FAILED
     assert "FAIL" in failed.status_detail
     assert failed.artifact_path is None
-    assert stack.bus.changes[-1].kind == "FAILURE"
+    assert stack.events[-1].body["event"] == "FAILURE"
+    assert stack.events[-1].body["status_detail"] == failed.status_detail
 
 
 def test_builds_beyond_the_limit_wait_pending(tmp_path):

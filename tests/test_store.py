@@ -9,7 +9,8 @@ import sqlite3
 import pytest
 
 from imgfac_twisted.errors import InvalidTransition, UnknownObject
-from imgfac_twisted.model import Build, Builder, Image, Operation, ProviderImage, Status, TargetImage
+from imgfac_twisted.events import event_for_change
+from imgfac_twisted.model import Build, Builder, BuilderChange, Image, Operation, ProviderImage, Status, TargetImage
 from imgfac_twisted.store import IStore
 from imgfac_twisted.store.sqlite import SQLiteStore
 from imgfac_twisted.testing import InlineDoor, result_of
@@ -29,8 +30,12 @@ def record_one_build(store, target="mock"):
     build = Build("bld", image.id, template.id, 1.0)
     target_image = TargetImage("ti", build.id, image.id, target, 1.0)
     builder = Builder("ti", Operation.BUILD, Status.NEW, 0, image.id, build.id, target, created=1.0, updated=1.0)
-    result_of(store.record_build(image, build, [target_image], [builder], True))
+    result_of(store.record_build(image, build, [target_image], [builder], True, [an_event(builder)]))
     return image, build, target_image, builder
+
+
+def an_event(builder, old=None):
+    return event_for_change(BuilderChange(old, builder), 1.0)
 
 
 def test_provides_the_interface(store):
@@ -69,11 +74,13 @@ def test_save_builder_is_guarded_by_the_expected_status(store):
     """A write expecting a status the builder no longer has is refused and changes nothing."""
     *_, builder = record_one_build(store)
     pending = builder.moved(Status.PENDING, now=2.0)
-    result_of(store.save_builder(pending, Status.NEW))
+    result_of(store.save_builder(pending, Status.NEW, an_event(pending, builder)))
     building = pending.moved(Status.BUILDING, 10, now=3.0)
     with pytest.raises(InvalidTransition):
-        result_of(store.save_builder(building, Status.NEW))
+        result_of(store.save_builder(building, Status.NEW, an_event(building, pending)))
     assert result_of(store.get_builder(builder.id)) == pending
+    assert [e.body["new_status"] for _, e in result_of(store.pending_events(10))] == ["NEW", "PENDING"], \
+        "a refused write adds no event"
 
 
 def test_unfinished_builders(store):
@@ -81,7 +88,7 @@ def test_unfinished_builders(store):
     *_, builder = record_one_build(store)
     assert [b.id for b in result_of(store.list_unfinished_builders())] == [builder.id]
     failed = builder.moved(Status.FAILED, now=2.0, status_detail="why")
-    result_of(store.save_builder(failed, Status.NEW))
+    result_of(store.save_builder(failed, Status.NEW, an_event(failed, builder)))
     assert result_of(store.list_unfinished_builders()) == []
 
 
@@ -91,7 +98,7 @@ def test_record_push(store):
     provider_image = ProviderImage("pi", target_image.id, build.id, image.id, "mock", "user", 2.0)
     builder = Builder("pi", Operation.PUSH, Status.NEW, 0, image.id, build.id, "mock", provider="mock",
                       target_image_id=target_image.id, provider_account_identifier="user", created=2.0, updated=2.0)
-    result_of(store.record_push(provider_image, builder))
+    result_of(store.record_push(provider_image, builder, [an_event(builder)]))
     assert result_of(store.get_provider_image("pi")) == provider_image
     assert result_of(store.get_builder("pi")) == builder
 
@@ -102,9 +109,23 @@ def test_failed_transaction_records_nothing(store):
     second = Build("bld2", image.id, image.template_id, 2.0)
     duplicate = Builder(builder.id, Operation.BUILD, Status.NEW, 0, image.id, second.id, "mock")
     with pytest.raises(Exception):
-        result_of(store.record_build(image, second, [], [duplicate], False))
+        result_of(store.record_build(image, second, [], [duplicate], False, [an_event(duplicate)]))
     with pytest.raises(UnknownObject):
         result_of(store.get_build("bld2"))
+
+
+def test_outbox_keeps_events_in_order_until_deleted(store):
+    """Events come out oldest first, whole, and stay until deleted."""
+    *_, builder = record_one_build(store)
+    moved = builder.moved(Status.PENDING, now=2.0)
+    result_of(store.save_builder(moved, Status.NEW, an_event(moved, builder)))
+    pending = result_of(store.pending_events(10))
+    assert [e.body["sequence"] for _, e in pending] == [1, 2]
+    assert pending[1][1].body["old_status"] == "NEW" and pending[1][1].routing_key == "target_image.build.pending"
+    assert result_of(store.count_pending_events()) == 2
+    result_of(store.delete_events([pending[0][0]]))
+    assert [e.body["sequence"] for _, e in result_of(store.pending_events(10))] == [2]
+    assert [e.body["sequence"] for _, e in result_of(store.pending_events(1))] == [2]
 
 
 def test_sqlite_survives_reopening(tmp_path):

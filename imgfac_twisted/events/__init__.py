@@ -1,26 +1,106 @@
-"""The event bus: every builder change, published for whoever listens.
+"""Builder events: their document, and the bus that carries them.
 
-``IEventBus`` has an in-process implementation (the default); the AMQP one
-plugs in behind the same interface.
+Every builder change becomes one Event.  It is written to the store's
+outbox in the same transaction as the change, and the outbox relay hands it
+to an ``IEventBus``: in-process (the default) or AMQP (RabbitMQ).  The bus
+fires ``publish``'s Deferred only once the event is safely handed on (for
+AMQP: confirmed by the broker), so the relay may then delete it from the
+outbox.
+
+Routing keys are ``<object type>.<operation>.<status>``, lower case, e.g.
+``target_image.build.building`` or ``provider_image.push.failed``; a
+consumer binds ``#`` for everything, ``*.*.failed`` for failures,
+``provider_image.#`` for pushes.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
-from ..model import BuilderChange
+from ..model import BuilderChange, Operation
 
-Subscriber = Callable[[BuilderChange], None]
+
+@dataclass(frozen=True)
+class Event:
+    """One builder change as published: a routing key and a JSON object body."""
+
+    routing_key: str
+    body: dict[str, Any]
+
+    @property
+    def event_id(self) -> str:
+        return self.body["event_id"]
+
+    def to_json(self) -> str:
+        """The event as one JSON text (what the outbox keeps)."""
+        return json.dumps({"routing_key": self.routing_key, "body": self.body})
+
+    @classmethod
+    def from_json(cls, text: str) -> Event:
+        """The event ``to_json`` wrote."""
+        data = json.loads(text)
+        return cls(routing_key=data["routing_key"], body=data["body"])
+
+    def body_bytes(self) -> bytes:
+        """The message body as published: the JSON object, UTF-8."""
+        return json.dumps(self.body).encode("utf-8")
+
+
+def event_for_change(change: BuilderChange, timestamp: float) -> Event:
+    """The event of one builder change; ``change.new.sequence`` numbers it."""
+    new, old = change.new, change.old
+    push = new.operation == Operation.PUSH
+    object_type = "provider_image" if push else "target_image"
+    body = {
+        "event_id": str(uuid.uuid4()),
+        "event": change.kind,
+        "_type": object_type,
+        "id": new.id,
+        "image_id": new.image_id,
+        "build_id": new.build_id,
+        "target_image_id": new.target_image_id,
+        "provider_image_id": new.id if push else None,
+        "operation": new.operation.value,
+        "target": new.target,
+        "provider": new.provider,
+        "old_status": old.status.value if old is not None else None,
+        "new_status": new.status.value,
+        "completed": new.completed,
+        "status_detail": new.status_detail,
+        "timestamp": datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds").replace(
+            "+00:00", "Z"),
+        "sequence": new.sequence,
+    }
+    routing_key = f"{object_type}.{new.operation.value}.{new.status.value.lower()}"
+    return Event(routing_key=routing_key, body=body)
+
+
+EventCallback = Callable[[Event], None]
+
+
+class ISubscription(Interface):
+    """A live subscription to a bus."""
+
+    def cancel() -> Deferred:
+        """Stop receiving events; fire once stopped."""
 
 
 class IEventBus(Interface):
-    """Publishes builder changes to subscribers."""
+    """Carries events from the factory to whoever subscribed."""
 
-    def publish(change: BuilderChange) -> Deferred:
-        """Publish one change; fire once it is handed on (or safely kept)."""
+    def publish(event: Event) -> Deferred:
+        """Hand ``event`` on; fire once it is safe (broker-confirmed), fail if it is not."""
 
-    def subscribe(subscriber: Subscriber) -> Callable[[], None]:
-        """Call ``subscriber`` with every later change; return a function that unsubscribes."""
+    def subscribe(pattern: str, callback: EventCallback) -> Deferred:
+        """Call ``callback`` with every later event whose routing key matches ``pattern``.
+
+        ``pattern`` is an AMQP topic pattern (``#`` everything, ``*`` one
+        word).  Fires with an ISubscription once events will arrive.
+        """

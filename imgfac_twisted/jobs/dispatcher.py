@@ -144,8 +144,7 @@ class Dispatcher(Service):
                             image_id=image.id, build_id=build.id, target=target_image.target,
                             created=now, updated=now)
                     for target_image in target_images]
-        await self._store.record_build(image, build, target_images, builders, new_image)
-        await self._updater.created(builders)
+        await self._updater.record_build(image, build, target_images, builders, new_image)
         for builder in builders:
             self._launch(builder, self._build_slots, Status.BUILDING, self._build_work(builder, template))
         return StartedBuild(image=image, build=build, target_images=target_images)
@@ -177,8 +176,7 @@ class Dispatcher(Service):
                           image_id=target_image.image_id, build_id=target_image.build_id, target=target_image.target,
                           provider=provider_name, target_image_id=target_image.id,
                           provider_account_identifier=credentials.account_identifier, created=now, updated=now)
-        await self._store.record_push(provider_image, builder)
-        await self._updater.created([builder])
+        await self._updater.record_push(provider_image, builder)
         self._launch(builder, self._push_slots, Status.PUSHING,
                      self._push_work(builder, target_builder, provider, credentials))
         return provider_image

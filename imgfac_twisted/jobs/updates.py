@@ -1,22 +1,23 @@
-"""The one function through which every builder change goes: persist, then publish."""
+"""The one function through which every builder change goes: persist (with its event), then publish."""
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable
 
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..errors import UnknownObject
-from ..events import IEventBus
-from ..model import Builder, BuilderChange, Status
+from ..events import Event, event_for_change
+from ..events.relay import OutboxRelay
+from ..model import Build, Builder, BuilderChange, Image, ProviderImage, Status, TargetImage
 from ..store import IStore
 from .index import BuilderIndex
 
 
 class BuilderUpdater:
-    """Moves builders: checks the transition, writes the store, updates the index, publishes.
+    """Moves builders: checks the transition, writes the store and the event outbox, updates the index, wakes the relay.
 
     Changes of one builder are applied one at a time, in the order asked,
     so its events come out in order; different builders do not wait for
@@ -25,20 +26,34 @@ class BuilderUpdater:
 
     log = Logger()
 
-    def __init__(self, store: IStore, bus: IEventBus, index: BuilderIndex, clock: Any) -> None:
+    def __init__(self, store: IStore, relay: OutboxRelay, index: BuilderIndex, clock: Any) -> None:
         self._store = store
-        self._bus = bus
+        self._relay = relay
         self._index = index
         self._clock = clock
         self._locks: dict[str, DeferredLock] = {}
 
-    async def created(self, builders: Iterable[Builder]) -> None:
-        """Announce builders that the store has just recorded as NEW."""
+    async def record_build(self, image: Image, build: Build, target_images: list[TargetImage],
+                           builders: list[Builder], new_image: bool) -> None:
+        """Record a new build with its NEW builders, and their creation events."""
+        await self._store.record_build(image, build, target_images, builders, new_image, self._creations(builders))
+        self._created(builders)
+
+    async def record_push(self, provider_image: ProviderImage, builder: Builder) -> None:
+        """Record a new provider image with its NEW push builder, and its creation event."""
+        await self._store.record_push(provider_image, builder, self._creations([builder]))
+        self._created([builder])
+
+    def _creations(self, builders: list[Builder]) -> list[Event]:
+        now = self._clock.seconds()
+        return [event_for_change(BuilderChange(old=None, new=builder), now) for builder in builders]
+
+    def _created(self, builders: list[Builder]) -> None:
         for builder in builders:
             self._index.put(builder)
             self.log.info("builder {builder_id} created ({operation} {target})",
                           builder_id=builder.id, operation=builder.operation.value, target=builder.target)
-            await self._bus.publish(BuilderChange(old=None, new=builder))
+        self._relay.wake()
 
     def move(self, builder_id: str, status: Status, completed: int | None = None, **changes: Any) -> Deferred:
         """Move a builder to ``status`` (and ``completed``); fire with the new Builder.
@@ -53,16 +68,17 @@ class BuilderUpdater:
         old = self._index.get(builder_id)
         if old is None:
             raise UnknownObject(f"no builder with id {builder_id!r}")
-        new = old.moved(status, completed, now=self._clock.seconds(), **changes)
+        now = self._clock.seconds()
+        new = old.moved(status, completed, now=now, **changes)
         if new.status == old.status and new.completed == old.completed and not changes:
             return old
-        await self._store.save_builder(new, old.status)
+        await self._store.save_builder(new, old.status, event_for_change(BuilderChange(old=old, new=new), now))
         self._index.put(new)
         if new.status != old.status:
             self.log.info("builder {builder_id} {old_status} -> {status}{detail}", builder_id=builder_id,
                           old_status=old.status.value, status=new.status.value,
                           detail=f": {new.status_detail}" if new.status_detail else "")
-        await self._bus.publish(BuilderChange(old=old, new=new))
+        self._relay.wake()
         return new
 
     def _serially(self, builder_id: str, work: Callable[[], Awaitable[Builder]]) -> Deferred:

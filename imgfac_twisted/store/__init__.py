@@ -22,17 +22,26 @@ class IStore(Interface):
     def get_template(template_id: str) -> Deferred:
         """Fire with the StoredTemplate, or fail with UnknownObject."""
 
-    def record_build(image, build, target_images, builders, new_image: bool) -> Deferred:
-        """In one transaction: the image (when ``new_image``), the build, its target images and builders."""
+    def record_build(image, build, target_images, builders, new_image: bool, events) -> Deferred:
+        """In one transaction: the image (when ``new_image``), the build, its target images, builders and events."""
 
-    def record_push(provider_image, builder) -> Deferred:
-        """In one transaction: a provider image and its push builder."""
+    def record_push(provider_image, builder, events) -> Deferred:
+        """In one transaction: a provider image, its push builder and events."""
 
-    def save_builder(builder, expected_status) -> Deferred:
-        """Write ``builder`` if its stored status is still ``expected_status``.
+    def save_builder(builder, expected_status, event) -> Deferred:
+        """Write ``builder`` and add ``event`` to the outbox, if its stored status is still ``expected_status``.
 
-        Fails with InvalidTransition when another writer moved it first.
+        Fails with InvalidTransition, writing nothing, when another writer moved it first.
         """
+
+    def pending_events(limit: int) -> Deferred:
+        """Fire with up to ``limit`` (outbox id, Event) pairs, oldest first."""
+
+    def delete_events(outbox_ids) -> Deferred:
+        """Remove delivered events from the outbox."""
+
+    def count_pending_events() -> Deferred:
+        """Fire with the number of events waiting in the outbox."""
 
     def get_image(image_id: str) -> Deferred:
         """Fire with the Image, or fail with UnknownObject."""

@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import sqlite3
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from ..doors import IDoor, ThreadDoor
 from ..errors import InvalidTransition, UnknownObject
+from ..events import Event
 from ..model import (
     FINAL_STATUSES,
     Build,
@@ -31,6 +32,8 @@ from ..model import (
     new_id,
 )
 from . import IStore
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS templates (
@@ -54,8 +57,11 @@ CREATE TABLE IF NOT EXISTS builders (
     completed INTEGER NOT NULL, image_id TEXT NOT NULL, build_id TEXT NOT NULL,
     target TEXT NOT NULL, provider TEXT, target_image_id TEXT,
     provider_account_identifier TEXT, status_detail TEXT, artifact_path TEXT,
-    identifier_on_provider TEXT, created REAL NOT NULL, updated REAL NOT NULL);
+    identifier_on_provider TEXT, created REAL NOT NULL, updated REAL NOT NULL,
+    sequence INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS builders_status ON builders(status);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL);
 """
 
 _TABLES: dict[type, str] = {
@@ -79,6 +85,10 @@ def _row_values(obj: Any) -> list[Any]:
         value = getattr(obj, name)
         values.append(value.value if isinstance(value, (Status, Operation)) else value)
     return values
+
+
+def _outbox_inserts(events: list[Event]) -> list[tuple[str, list[Any]]]:
+    return [("INSERT INTO outbox (event) VALUES (?)", [event.to_json()]) for event in events]
 
 
 def _from_row(kind: type, row: sqlite3.Row) -> Any:
@@ -138,16 +148,24 @@ class SQLiteStore:
             raise RuntimeError("the store is not open")
         return self._connection
 
-    def _transaction(self, statements: Iterable[tuple[str, list[Any]]]) -> None:
+    def _in_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in one transaction: all of it is committed, or none."""
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
         try:
-            for sql, values in statements:
-                db.execute(sql, values)
+            result = work(db)
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+        return result
+
+    def _transaction(self, statements: list[tuple[str, list[Any]]]) -> None:
+        def execute_all(db: sqlite3.Connection) -> None:
+            for sql, values in statements:
+                db.execute(sql, values)
+
+        self._in_transaction(execute_all)
 
     def _inserts(self, objects: Iterable[Any]) -> list[tuple[str, list[Any]]]:
         return [(_insert_sql(type(obj)), _row_values(obj)) for obj in objects]
@@ -186,27 +204,47 @@ class SQLiteStore:
         target_images: list[TargetImage],
         builders: list[Builder],
         new_image: bool,
+        events: list[Event],
     ) -> Deferred:
         objects = ([image] if new_image else []) + [build, *target_images, *builders]
-        return self._door.run(self._transaction, self._inserts(objects))
+        return self._door.run(self._transaction, self._inserts(objects) + _outbox_inserts(events))
 
-    def record_push(self, provider_image: ProviderImage, builder: Builder) -> Deferred:
-        return self._door.run(self._transaction, self._inserts([provider_image, builder]))
+    def record_push(self, provider_image: ProviderImage, builder: Builder, events: list[Event]) -> Deferred:
+        return self._door.run(self._transaction, self._inserts([provider_image, builder]) + _outbox_inserts(events))
 
-    def save_builder(self, builder: Builder, expected_status: Status) -> Deferred:
-        return self._door.run(self.thd_save_builder, builder, expected_status)
+    def save_builder(self, builder: Builder, expected_status: Status, event: Event) -> Deferred:
+        return self._door.run(self.thd_save_builder, builder, expected_status, event)
 
-    def thd_save_builder(self, builder: Builder, expected_status: Status) -> None:
+    def thd_save_builder(self, builder: Builder, expected_status: Status, event: Event) -> None:
         names = [name for name in _columns(Builder) if name != "id"]
         values = dict(zip(_columns(Builder), _row_values(builder)))
-        cursor = self._db().execute(
-            f"UPDATE builders SET {', '.join(f'{name} = ?' for name in names)} WHERE id = ? AND status = ?",
-            [values[name] for name in names] + [builder.id, expected_status.value],
-        )
-        if cursor.rowcount != 1:
-            raise InvalidTransition(
-                f"builder {builder.id} is no longer {expected_status.value}: another writer moved it"
+
+        def guarded_update(db: sqlite3.Connection) -> None:
+            cursor = db.execute(
+                f"UPDATE builders SET {', '.join(f'{name} = ?' for name in names)} WHERE id = ? AND status = ?",
+                [values[name] for name in names] + [builder.id, expected_status.value],
             )
+            if cursor.rowcount != 1:
+                raise InvalidTransition(
+                    f"builder {builder.id} is no longer {expected_status.value}: another writer moved it"
+                )
+            for sql, row in _outbox_inserts([event]):
+                db.execute(sql, row)
+
+        self._in_transaction(guarded_update)
+
+    def pending_events(self, limit: int) -> Deferred:
+        return self._door.run(self.thd_pending_events, limit)
+
+    def thd_pending_events(self, limit: int) -> list[tuple[int, Event]]:
+        rows = self._db().execute("SELECT id, event FROM outbox ORDER BY id LIMIT ?", [limit])
+        return [(row["id"], Event.from_json(row["event"])) for row in rows]
+
+    def delete_events(self, outbox_ids: list[int]) -> Deferred:
+        return self._door.run(self._transaction, [("DELETE FROM outbox WHERE id = ?", [i]) for i in outbox_ids])
+
+    def count_pending_events(self) -> Deferred:
+        return self._door.run(lambda: self._db().execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def get_image(self, image_id: str) -> Deferred:
         return self._door.run(self._get, Image, image_id, "image")
