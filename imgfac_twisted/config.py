@@ -54,6 +54,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_concurrent_pushes", "int", 4, "Pushes that run at once; the rest wait PENDING.", minimum=1),
     Option("mock_duration", "float", 3.0, "Seconds a mock build or push takes.", minimum=0),
     Option("access_log", "path", None, "File for an HTTP access log (default: none).", optional=True),
+    Option("amqp_url", "str", None, "Publish builder events to this AMQP broker, "
+           "e.g. amqp://guest:guest@127.0.0.1:5672/%2F (default: in-process events only).",
+           optional=True, secret=True),
+    Option("amqp_exchange", "str", "imagefactory", "Durable topic exchange the events are published on."),
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -78,14 +82,28 @@ class Config:
     max_concurrent_pushes: int = 4
     mock_duration: float = 3.0
     access_log: str | None = None
+    amqp_url: str | None = field(default=None, repr=False)
+    amqp_exchange: str = "imagefactory"
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict fit for a log: secrets replaced by a count."""
         shown = dataclasses.asdict(self)
         for option in OPTIONS:
-            if option.secret:
-                shown[option.name] = f"<{len(getattr(self, option.name))} redacted>"
+            value = getattr(self, option.name)
+            if option.secret and isinstance(value, dict):
+                shown[option.name] = f"<{len(value)} redacted>"
+            elif option.secret and isinstance(value, str):
+                shown[option.name] = redact_url(value)
         return shown
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its user info replaced by ``***``."""
+    scheme, separator, rest = url.partition("://")
+    userinfo, at, location = rest.rpartition("@")
+    if not separator or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{location}"
 
 
 def _check_bool(value: Any) -> bool:

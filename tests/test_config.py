@@ -67,3 +67,10 @@ def test_the_sample_config_is_valid():
     """The commented sample in etc/ is accepted as it stands (underscore keys are comments)."""
     config = merge_config(read_config_file(str(SAMPLE), named=True), {})
     assert isinstance(config, Config) and config.rest and config.clients
+
+
+def test_amqp_password_is_redacted():
+    """The broker password in amqp_url never shows in the logged settings."""
+    config = merge_config({"amqp_url": "amqp://user:pa55word@127.0.0.1:5672/%2F"}, {})
+    assert config.redacted()["amqp_url"] == "amqp://user:***@127.0.0.1:5672/%2F"
+    assert "pa55word" not in repr(config)
