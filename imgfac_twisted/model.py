@@ -9,8 +9,14 @@ import dataclasses
 import enum
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from .errors import InvalidTransition
+
+
+def iso8601_utc(timestamp: float) -> str:
+    """``timestamp`` (seconds since the epoch) as ISO 8601 in UTC, to the millisecond."""
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_id() -> str:

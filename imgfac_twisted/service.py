@@ -23,7 +23,9 @@ from .events.inprocess import InProcessBus
 from .events.relay import OutboxRelay
 from .jobs.dispatcher import Dispatcher
 from .jobs.fetch import TemplateFetcher
+from .doors import ThreadDoor
 from .jobs.index import BuilderIndex
+from .jobs.logs import BuilderLogs
 from .jobs.updates import BuilderUpdater
 from .registry import PROVIDERS_GROUP, TARGETS_GROUP, load_plugins
 from .store.sqlite import SQLiteStore
@@ -83,22 +85,26 @@ def make_service(config: Config, reactor: Any) -> IService:
         raise ConfigError(f"the store in {config.state_dir} cannot be opened: {error}") from None
     bus = InProcessBus()
     relay = OutboxRelay(store, bus, reactor)
-    updater = BuilderUpdater(store, relay, index, reactor)
+    logs_door = ThreadDoor(reactor, "builder-logs", threads=1)
+    logs = BuilderLogs(config.state_dir, logs_door, reactor)
+    updater = BuilderUpdater(store, relay, index, logs, reactor)
     dispatcher = Dispatcher(
         reactor, store, updater, index,
         targets=load_plugins(TARGETS_GROUP, config),
         providers=load_plugins(PROVIDERS_GROUP, config),
         state_dir=config.state_dir,
         fetcher=TemplateFetcher(reactor, config.template_fetch_timeout, MAX_TEMPLATE_BYTES),
+        logs=logs,
         build_slots=config.max_concurrent_builds,
         push_slots=config.max_concurrent_pushes,
     )
     door.setServiceParent(root)
+    logs_door.setServiceParent(root)
     _StoreCloser(store).setServiceParent(root)
     relay.setServiceParent(root)
     dispatcher.setServiceParent(root)
     if config.rest:
-        _web_service(config, reactor, dispatcher, index).setServiceParent(root)
+        _web_service(config, reactor, dispatcher, index, logs).setServiceParent(root)
     log.info("imagefactory configured: {settings}", settings=config.redacted())
     return root
 
@@ -110,11 +116,12 @@ def _make_state_dir(path: str) -> None:
         raise ConfigError(f"state directory {path} cannot be created: {error.strerror}") from None
 
 
-def _web_service(config: Config, reactor: Any, dispatcher: Dispatcher, index: BuilderIndex) -> IService:
+def _web_service(config: Config, reactor: Any, dispatcher: Dispatcher, index: BuilderIndex,
+                 logs: BuilderLogs) -> IService:
     verifier = None if config.no_oauth else OAuthVerifier(config.clients, reactor, config.oauth_timestamp_window)
     if verifier is not None and not config.clients:
         log.warn("OAuth is on but the config names no clients: every write request will be refused")
-    api = FactoryAPI(dispatcher, index, verifier)
+    api = FactoryAPI(dispatcher, index, logs, verifier)
     site = make_site(FactoryRoot(api, api.app.resource()), config.max_body_bytes, config.access_log)
     # Both endpoints take an IPv6 interface too ("::"), despite their names.
     if config.no_ssl:

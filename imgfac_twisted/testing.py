@@ -51,6 +51,7 @@ class Stack:
         from .jobs.dispatcher import Dispatcher
         from .jobs.fetch import TemplateFetcher
         from .jobs.index import BuilderIndex
+        from .jobs.logs import BuilderLogs
         from .jobs.updates import BuilderUpdater
         from .providers.mock import MockProvider
         from .store.sqlite import SQLiteStore
@@ -68,13 +69,15 @@ class Stack:
         self.bus.subscribe("#", self.events.append)
         self.relay = OutboxRelay(self.store, self.bus, self.clock)
         self.relay.startService()
-        self.updater = BuilderUpdater(self.store, self.relay, self.index, self.clock)
+        self.logs = BuilderLogs(state_dir, InlineDoor(), self.clock)
+        self.updater = BuilderUpdater(self.store, self.relay, self.index, self.logs, self.clock)
         self.dispatcher = Dispatcher(
             self.clock, self.store, self.updater, self.index,
             targets={"mock": MockTarget(self.config)},
             providers={"mock": MockProvider(self.config)},
             state_dir=state_dir,
             fetcher=TemplateFetcher(self.clock, 5.0, 1024 * 1024),
+            logs=self.logs,
             build_slots=self.config.max_concurrent_builds,
             push_slots=self.config.max_concurrent_pushes,
         )

@@ -24,7 +24,7 @@ class Client_:
 
     def __init__(self, stack, verifier=None):
         self.stack = stack
-        self.api = FactoryAPI(stack.dispatcher, stack.index, verifier)
+        self.api = FactoryAPI(stack.dispatcher, stack.index, stack.logs, verifier)
         self.treq = StubTreq(FactoryRoot(self.api, self.api.app.resource()))
 
     def request(self, method, path, body=None, headers=None):
@@ -219,3 +219,18 @@ def test_cancel(client, stack):
     detail = client.json("GET", f"/imagefactory/builders/{target_id}")
     assert detail["status"] == "FAILED" and "cancel" in detail["status_detail"]
     client.json("DELETE", f"/imagefactory/builders/{target_id}", expect=409)
+
+
+def test_builder_log(client, stack):
+    """A builder's log tells its story as text; offset pages on; the status header says when it is whole."""
+    target_id = build(client)["build"]["target_images"][0]["id"]
+    stack.run_for(1.1)
+    response, text = client.request("GET", f"/imagefactory/builders/{target_id}/log")
+    assert response.code == 200 and response.headers.getRawHeaders("x-builder-status") == ["COMPLETED"]
+    assert response.headers.getRawHeaders("content-type")[0].startswith("text/plain")
+    lines = text.splitlines()
+    assert "NEW: build mock" in lines[0] and "BUILDING -> COMPLETED" in lines[-1]
+    assert "mock build of 'f14jeos'" in text
+    assert client.request("GET", f"/imagefactory/builders/{target_id}/log?offset={len(text) - 10}")[1] == text[-10:]
+    assert client.request("GET", f"/imagefactory/builders/{target_id}/log?offset=x")[0].code == 400
+    assert client.request("GET", "/imagefactory/builders/nope/log")[0].code == 404

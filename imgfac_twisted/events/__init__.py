@@ -18,13 +18,12 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
-from ..model import BuilderChange, Operation
+from ..model import BuilderChange, Operation, iso8601_utc
 
 
 @dataclass(frozen=True)
@@ -74,8 +73,7 @@ def event_for_change(change: BuilderChange, timestamp: float) -> Event:
         "new_status": new.status.value,
         "completed": new.completed,
         "status_detail": new.status_detail,
-        "timestamp": datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds").replace(
-            "+00:00", "Z"),
+        "timestamp": iso8601_utc(timestamp),
         "sequence": new.sequence,
     }
     routing_key = f"{object_type}.{new.operation.value}.{new.status.value.lower()}"

@@ -34,6 +34,7 @@ from ..targets import Target
 from ..template import Template, parse_template, template_looks_like_xml
 from .fetch import TemplateFetcher
 from .index import BuilderIndex
+from .logs import BuilderLogs
 from .updates import BuilderUpdater
 
 UUID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -60,12 +61,17 @@ class Job:
     work_dir: str
     reactor: Any
     report: Callable[[int], Deferred]
+    logs: BuilderLogs
     template: Template | None = None
     target_builder: Builder | None = None
 
     def progress(self, percent: int) -> Deferred:
         """Record how far the work got (0..100)."""
         return self.report(percent)
+
+    def log(self, message: str) -> Deferred:
+        """Add a line to the builder's log."""
+        return self.logs.append(self.builder.id, message)
 
 
 @dataclass
@@ -103,6 +109,7 @@ class Dispatcher(Service):
         providers: dict[str, Provider],
         state_dir: str,
         fetcher: TemplateFetcher,
+        logs: BuilderLogs,
         build_slots: int,
         push_slots: int,
     ) -> None:
@@ -114,6 +121,7 @@ class Dispatcher(Service):
         self._providers = providers
         self._state_dir = state_dir
         self._fetcher = fetcher
+        self._logs = logs
         self._build_slots = DeferredSemaphore(build_slots)
         self._push_slots = DeferredSemaphore(push_slots)
         self._running: dict[str, _Running] = {}
@@ -230,7 +238,7 @@ class Dispatcher(Service):
     def _job(self, builder: Builder, status: Status, **extra: Any) -> Job:
         work_dir = os.path.join(self._state_dir, "builders", builder.id)
         os.makedirs(work_dir, exist_ok=True)
-        return Job(builder=builder, work_dir=work_dir, reactor=self._reactor,
+        return Job(builder=builder, work_dir=work_dir, reactor=self._reactor, logs=self._logs,
                    report=lambda percent: self._updater.move(builder.id, status, percent), **extra)
 
     def _build_work(self, builder: Builder, template: Template) -> Callable[[], Awaitable[dict[str, Any]]]:

@@ -14,6 +14,7 @@ from ..events.relay import OutboxRelay
 from ..model import Build, Builder, BuilderChange, Image, ProviderImage, Status, TargetImage
 from ..store import IStore
 from .index import BuilderIndex
+from .logs import BuilderLogs
 
 
 class BuilderUpdater:
@@ -26,9 +27,10 @@ class BuilderUpdater:
 
     log = Logger()
 
-    def __init__(self, store: IStore, relay: OutboxRelay, index: BuilderIndex, clock: Any) -> None:
+    def __init__(self, store: IStore, relay: OutboxRelay, index: BuilderIndex, logs: BuilderLogs, clock: Any) -> None:
         self._store = store
         self._relay = relay
+        self._logs = logs
         self._index = index
         self._clock = clock
         self._locks: dict[str, DeferredLock] = {}
@@ -51,8 +53,9 @@ class BuilderUpdater:
     def _created(self, builders: list[Builder]) -> None:
         for builder in builders:
             self._index.put(builder)
-            self.log.info("builder {builder_id} created ({operation} {target})",
-                          builder_id=builder.id, operation=builder.operation.value, target=builder.target)
+            what = f"{builder.operation.value} {builder.target}" + (f" to {builder.provider}" if builder.provider else "")
+            self.log.info("builder {builder_id} created ({what})", builder_id=builder.id, what=what)
+            self._logs.append(builder.id, f"NEW: {what}")
         self._relay.wake()
 
     def move(self, builder_id: str, status: Status, completed: int | None = None, **changes: Any) -> Deferred:
@@ -75,9 +78,10 @@ class BuilderUpdater:
         await self._store.save_builder(new, old.status, event_for_change(BuilderChange(old=old, new=new), now))
         self._index.put(new)
         if new.status != old.status:
+            detail = f": {new.status_detail}" if new.status_detail else ""
             self.log.info("builder {builder_id} {old_status} -> {status}{detail}", builder_id=builder_id,
-                          old_status=old.status.value, status=new.status.value,
-                          detail=f": {new.status_detail}" if new.status_detail else "")
+                          old_status=old.status.value, status=new.status.value, detail=detail)
+            await self._logs.append(builder_id, f"{old.status.value} -> {new.status.value}{detail}")
         self._relay.wake()
         return new
 

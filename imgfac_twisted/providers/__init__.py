@@ -40,6 +40,9 @@ class PushJob(Protocol):
     work_dir: str
     reactor: Any
 
+    def log(self, message: str) -> Deferred:
+        """Add a line to the builder's log (shown at ``/imagefactory/builders/<id>/log``)."""
+
     def progress(self, percent: int) -> Deferred:
         """Record how far the push got (0..100)."""
 

@@ -75,5 +75,8 @@ class MockProvider:
         failure = None
         if credentials.account_identifier == FAIL_USERNAME:
             failure = MockPushFailed(f"the mock provider fails pushes for user {FAIL_USERNAME} on purpose")
+        await job.log(f"mock push of {job.target_builder.artifact_path} for account {credentials.account_identifier}")
         await advance_in_steps(job.reactor, self._duration, job.progress, MOCK_STEPS // 2, failure)
-        return f"mock-{uuid.uuid4()}"
+        identifier = f"mock-{uuid.uuid4()}"
+        await job.log(f"pushed as {identifier}")
+        return identifier

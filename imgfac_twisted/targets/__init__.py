@@ -26,6 +26,9 @@ class BuildJob(Protocol):
     #: The reactor (IReactorTime and friends), for timers and processes.
     reactor: Any
 
+    def log(self, message: str) -> Deferred:
+        """Add a line to the builder's log (shown at ``/imagefactory/builders/<id>/log``)."""
+
     def progress(self, percent: int) -> Deferred:
         """Record how far the build got (0..100)."""
 

@@ -40,8 +40,12 @@ class MockTarget:
         failure = None
         if job.template.name == FAIL_TEMPLATE_NAME:
             failure = MockBuildFailed(f"the mock target fails templates named {FAIL_TEMPLATE_NAME} on purpose")
+        await job.log(f"mock build of {job.template.name!r} ({job.template.os_name} {job.template.os_version} "
+                      f"{job.template.os_arch}): nothing is installed")
         await advance_in_steps(job.reactor, self._duration, job.progress, MOCK_STEPS // 2, failure)
-        return write_mock_image(job.work_dir, job.template.xml)
+        path = write_mock_image(job.work_dir, job.template.xml)
+        await job.log(f"wrote {path}")
+        return path
 
 
 def write_mock_image(work_dir: str, template_xml: str) -> str:

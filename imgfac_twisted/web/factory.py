@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 from typing import Any, Callable
 
 from klein import Klein
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
@@ -23,6 +23,7 @@ from .. import API_NAME, API_VERSION
 from ..errors import InvalidRequest, UnknownObject
 from ..jobs.dispatcher import Dispatcher
 from ..jobs.index import BuilderIndex
+from ..jobs.logs import BuilderLogs
 from ..model import Builder, Operation
 from . import representations as shapes
 from .errors import Conflict, UnsupportedMediaType, error_body, json_body, render_failure
@@ -99,9 +100,11 @@ class FactoryAPI:
 
     app = Klein()
 
-    def __init__(self, dispatcher: Dispatcher, index: BuilderIndex, verifier: OAuthVerifier | None) -> None:
+    def __init__(self, dispatcher: Dispatcher, index: BuilderIndex, logs: BuilderLogs,
+                 verifier: OAuthVerifier | None) -> None:
         self._dispatcher = dispatcher
         self._index = index
+        self._logs = logs
         self._verifier = verifier
 
     def authenticate(self, request: IRequest) -> None:
@@ -146,6 +149,28 @@ class FactoryAPI:
     def builder_status(self, request: IRequest, builder_id: str) -> bytes:
         found = self._builder(builder_id)
         return self._status(request, found, "builder_status", shapes.builder_path(found.id))
+
+    @app.route("/imagefactory/builders/<builder_id>/log", methods=["GET"])
+    def builder_log(self, request: IRequest, builder_id: str) -> Deferred:
+        """The builder's log as text, from byte ``offset`` (a query argument) on.
+
+        ``X-Builder-Status`` tells a client following the log when to stop.
+        """
+        found = self._builder(builder_id)
+        try:
+            offset = int(request.args.get(b"offset", [b"0"])[-1])
+        except ValueError:
+            raise InvalidRequest("offset must be a whole number of bytes") from None
+        if offset < 0:
+            raise InvalidRequest("offset must not be negative")
+
+        def answer(data: bytes) -> bytes:
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            request.setHeader(b"x-builder-status", found.status.value.encode("ascii"))
+            return data
+
+        # Read the status before the log, so a final status means the log is whole.
+        return self._logs.read(builder_id, offset).addCallback(answer)
 
     @app.route("/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>", methods=["GET"])
     def target_image(self, request: IRequest, image_id: str, build_id: str, target_image_id: str) -> bytes:
