@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import treq
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
-from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.python.failure import Failure
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.web.client import ResponseFailed
 
@@ -28,14 +28,15 @@ class TemplateFetcher:
 
     async def fetch(self, url: str) -> str:
         """The body of ``url`` as text; InvalidTemplate naming the URL when it cannot be had."""
+        too_slow = InvalidTemplate(f"template at {url} could not be fetched within {self._timeout:g} s")
         try:
             fetching = self._get(url)
-            fetching.addTimeout(self._timeout, self._reactor)
+            # Cancelling treq mid-request fails it with ResponseNeverReceived,
+            # whatever the reason: say what really happened.
+            fetching.addTimeout(self._timeout, self._reactor, onTimeoutCancel=lambda *_: Failure(too_slow))
             return await fetching
         except _TooLarge:
             raise InvalidTemplate(f"template at {url} is larger than {self._max_bytes} bytes") from None
-        except (DeferredTimeout, CancelledError):
-            raise InvalidTemplate(f"template at {url} could not be fetched within {self._timeout:g} s") from None
         except (ConnectError, DNSLookupError, ResponseFailed) as error:
             raise InvalidTemplate(f"template at {url} could not be fetched: {error.__class__.__name__}") from None
 

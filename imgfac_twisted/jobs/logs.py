@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.python.failure import Failure
 from twisted.logger import Logger
 
 from ..doors import IDoor
@@ -40,9 +41,15 @@ class BuilderLogs:
         build it describes goes on regardless.
         """
         line = f"{iso8601_utc(self._clock.seconds())} {message}\n"
-        return self._door.run(self._thd_append, self.path(builder_id), line).addErrback(
-            lambda failure: self.log.failure("cannot write the log of builder {builder_id}", failure,
-                                             builder_id=builder_id))
+        return self._door.run(self._thd_append, self.path(builder_id), line).addErrback(self._report, builder_id)
+
+    def _report(self, failure: Failure, builder_id: str) -> Failure | None:
+        # A cancellation is the builder being stopped, not a log problem:
+        # it must reach the work that awaited this line.
+        if failure.check(CancelledError):
+            return failure
+        self.log.failure("cannot write the log of builder {builder_id}", failure, builder_id=builder_id)
+        return None
 
     def read(self, builder_id: str, offset: int = 0, limit: int = MAX_READ_BYTES) -> Deferred:
         """Fire with up to ``limit`` bytes of the log from ``offset`` (empty if there is none yet)."""

@@ -339,6 +339,10 @@ class FactoryRoot(Resource):
             if all(segments[index] == value for index, value in fixed.items()):
                 try:
                     arguments = [segments[index].decode("utf-8") for index in positions]
+                except UnicodeDecodeError:
+                    # No id is anything but UTF-8 text: nothing is there.
+                    return render_failure(request, Failure(UnknownObject("no resource at this path")))
+                try:
                     return method(request, *arguments)
                 except Exception:
                     return render_failure(request, Failure())
