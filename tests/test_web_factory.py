@@ -234,3 +234,27 @@ def test_builder_log(client, stack):
     assert client.request("GET", f"/imagefactory/builders/{target_id}/log?offset={len(text) - 10}")[1] == text[-10:]
     assert client.request("GET", f"/imagefactory/builders/{target_id}/log?offset=x")[0].code == 400
     assert client.request("GET", "/imagefactory/builders/nope/log")[0].code == 404
+
+
+@pytest.mark.parametrize("accept,html", [
+    ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", True),
+    ("*/*", False),
+    (None, False),
+    ("application/json", False),
+    ("application/json, text/html", False),
+    ("text/html;q=0.5, application/json", False),
+    ("application/json;q=0.1, text/html", True),
+])
+def test_builders_page_for_browsers_json_for_the_rest(client, accept, html):
+    """A browser asking for /imagefactory/builders gets the status page; every other client the spec's JSON."""
+    response, text = client.request("GET", "/imagefactory/builders", headers={"Accept": [accept]} if accept else {})
+    content_type = response.headers.getRawHeaders("content-type")[0]
+    if html:
+        assert content_type.startswith("text/html") and "<html" in text.lower()
+    else:
+        assert content_type == "application/json" and json.loads(text)["_type"] == "builders"
+
+
+def test_openapi_document_is_served(client):
+    """GET /imagefactory/openapi.json gives an OpenAPI 3.1 document."""
+    assert client.json("GET", "/imagefactory/openapi.json")["openapi"].startswith("3.1")

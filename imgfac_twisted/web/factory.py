@@ -26,6 +26,7 @@ from ..jobs.index import BuilderIndex
 from ..jobs.logs import BuilderLogs
 from ..model import Builder, Operation
 from . import representations as shapes
+from .assets import Assets, wants_html
 from .errors import Conflict, UnsupportedMediaType, error_body, json_body, render_failure
 from .oauth import OAuthVerifier
 
@@ -106,6 +107,7 @@ class FactoryAPI:
         self._index = index
         self._logs = logs
         self._verifier = verifier
+        self._assets = Assets()
 
     def authenticate(self, request: IRequest) -> None:
         """Raise AuthenticationFailed unless OAuth is off or the request is correctly signed."""
@@ -132,6 +134,9 @@ class FactoryAPI:
 
     @app.route("/imagefactory/builders", methods=["GET"])
     def builders(self, request: IRequest) -> bytes:
+        """Every builder: JSON as the spec says, or the live status page for a browser."""
+        if wants_html(request.getHeader(b"accept")):
+            return self._static(request, "builders.html")
         base = base_url(request)
         return json_body(request, 200, {
             "_type": "builders",
@@ -196,6 +201,26 @@ class FactoryAPI:
                               provider_image_id: str) -> bytes:
         found = self._push_builder(image_id, build_id, target_image_id, provider_image_id)
         return self._status(request, found, "provider_image_status", shapes.object_path(found))
+
+    @app.route("/imagefactory/static/<name>", methods=["GET"])
+    def static(self, request: IRequest, name: str) -> bytes:
+        """The status page's style sheet and script."""
+        return self._static(request, name)
+
+    @app.route("/imagefactory/openapi.json", methods=["GET"])
+    def openapi(self, request: IRequest) -> bytes:
+        """The OpenAPI 3.1 document of this API."""
+        request.setHeader(b"content-type", b"application/json")
+        return self._assets.openapi
+
+    def _static(self, request: IRequest, name: str) -> bytes:
+        found = self._assets.get(name)
+        if found is None:
+            raise UnknownObject(f"no file {name!r}")
+        body, content_type = found
+        request.setHeader(b"content-type", content_type)
+        request.setHeader(b"cache-control", b"no-cache")
+        return body
 
     def _detail(self, request: IRequest, builder: Builder, _type: str, path: str) -> bytes:
         return json_body(request, 200, shapes.builder_document(builder, _type, base_url(request) + path))
