@@ -27,6 +27,7 @@ from .doors import ThreadDoor
 from .jobs.index import BuilderIndex
 from .jobs.logs import BuilderLogs
 from .jobs.updates import BuilderUpdater
+from .metrics import Metrics
 from .registry import PROVIDERS_GROUP, TARGETS_GROUP, load_plugins
 from .store.sqlite import SQLiteStore
 from .template import MAX_TEMPLATE_BYTES
@@ -87,7 +88,8 @@ def make_service(config: Config, reactor: Any) -> IService:
     relay = OutboxRelay(store, bus, reactor)
     logs_door = ThreadDoor(reactor, "builder-logs", threads=1)
     logs = BuilderLogs(config.state_dir, logs_door, reactor)
-    updater = BuilderUpdater(store, relay, index, logs, reactor)
+    metrics = Metrics()
+    updater = BuilderUpdater(store, relay, index, logs, metrics, reactor)
     dispatcher = Dispatcher(
         reactor, store, updater, index,
         targets=load_plugins(TARGETS_GROUP, config),
@@ -98,13 +100,14 @@ def make_service(config: Config, reactor: Any) -> IService:
         build_slots=config.max_concurrent_builds,
         push_slots=config.max_concurrent_pushes,
     )
+    register_gauges(metrics, index, dispatcher, store)
     door.setServiceParent(root)
     logs_door.setServiceParent(root)
     _StoreCloser(store).setServiceParent(root)
     relay.setServiceParent(root)
     dispatcher.setServiceParent(root)
     if config.rest:
-        _web_service(config, reactor, dispatcher, index, logs).setServiceParent(root)
+        _web_service(config, reactor, dispatcher, index, logs, metrics).setServiceParent(root)
     log.info("imagefactory configured: {settings}", settings=config.redacted())
     return root
 
@@ -116,13 +119,23 @@ def _make_state_dir(path: str) -> None:
         raise ConfigError(f"state directory {path} cannot be created: {error.strerror}") from None
 
 
+def register_gauges(metrics: Metrics, index: BuilderIndex, dispatcher: Dispatcher, store: SQLiteStore) -> None:
+    """The gauges: read from the pieces that know, at each scrape."""
+    metrics.add_gauge("imagefactory_builders", "Builders by operation and status.", ["operation", "status"],
+                      lambda: index.counts().items())
+    metrics.add_gauge("imagefactory_dispatcher_queue_length", "Builders waiting for a slot.", ["operation"],
+                      lambda: [((operation,), waiting) for operation, waiting in dispatcher.queue_lengths().items()])
+    metrics.add_slow_gauge("imagefactory_event_outbox_length", "Events not yet confirmed by the event bus.",
+                           store.count_pending_events)
+
+
 def _web_service(config: Config, reactor: Any, dispatcher: Dispatcher, index: BuilderIndex,
-                 logs: BuilderLogs) -> IService:
+                 logs: BuilderLogs, metrics: Metrics) -> IService:
     verifier = None if config.no_oauth else OAuthVerifier(config.clients, reactor, config.oauth_timestamp_window)
     if verifier is not None and not config.clients:
         log.warn("OAuth is on but the config names no clients: every write request will be refused")
-    api = FactoryAPI(dispatcher, index, logs, verifier)
-    site = make_site(FactoryRoot(api, api.app.resource()), config.max_body_bytes, config.access_log)
+    api = FactoryAPI(dispatcher, index, logs, metrics, verifier)
+    site = make_site(FactoryRoot(api, api.app.resource()), config.max_body_bytes, config.access_log, metrics)
     # Both endpoints take an IPv6 interface too ("::"), despite their names.
     if config.no_ssl:
         endpoint = TCP4ServerEndpoint(reactor, config.port, interface=config.address)

@@ -52,6 +52,7 @@ class Stack:
         from .jobs.fetch import TemplateFetcher
         from .jobs.index import BuilderIndex
         from .jobs.logs import BuilderLogs
+        from .metrics import Metrics
         from .jobs.updates import BuilderUpdater
         from .providers.mock import MockProvider
         from .store.sqlite import SQLiteStore
@@ -70,7 +71,8 @@ class Stack:
         self.relay = OutboxRelay(self.store, self.bus, self.clock)
         self.relay.startService()
         self.logs = BuilderLogs(state_dir, InlineDoor(), self.clock)
-        self.updater = BuilderUpdater(self.store, self.relay, self.index, self.logs, self.clock)
+        self.metrics = Metrics()
+        self.updater = BuilderUpdater(self.store, self.relay, self.index, self.logs, self.metrics, self.clock)
         self.dispatcher = Dispatcher(
             self.clock, self.store, self.updater, self.index,
             targets={"mock": MockTarget(self.config)},

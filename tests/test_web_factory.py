@@ -24,7 +24,7 @@ class Client_:
 
     def __init__(self, stack, verifier=None):
         self.stack = stack
-        self.api = FactoryAPI(stack.dispatcher, stack.index, stack.logs, verifier)
+        self.api = FactoryAPI(stack.dispatcher, stack.index, stack.logs, stack.metrics, verifier)
         self.treq = StubTreq(FactoryRoot(self.api, self.api.app.resource()))
 
     def request(self, method, path, body=None, headers=None):

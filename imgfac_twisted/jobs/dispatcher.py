@@ -193,6 +193,10 @@ class Dispatcher(Service):
         """Stop a running builder, which then ends FAILED; False when it is not running."""
         return self._stop(builder_id, CANCEL_REASON)
 
+    def queue_lengths(self) -> dict[str, int]:
+        """How many builds and pushes wait for a slot."""
+        return {"build": len(self._build_slots.waiting), "push": len(self._push_slots.waiting)}
+
     def known_targets(self) -> list[str]:
         """The names of the targets this daemon can build."""
         return sorted(self._targets)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from ..model import Builder
+from ..model import Builder, Operation, Status
 
 
 class BuilderIndex:
@@ -30,6 +30,13 @@ class BuilderIndex:
     def all(self) -> list[Builder]:
         """Every builder, oldest first."""
         return list(self._builders.values())
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """How many builders there are of each (operation, status), every pair listed."""
+        counts = {(operation.value, status.value): 0 for operation in Operation for status in Status}
+        for builder in self._builders.values():
+            counts[builder.operation.value, builder.status.value] += 1
+        return counts
 
     def __len__(self) -> int:
         return len(self._builders)

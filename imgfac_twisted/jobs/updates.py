@@ -11,6 +11,7 @@ from twisted.python.failure import Failure
 from ..errors import UnknownObject
 from ..events import Event, event_for_change
 from ..events.relay import OutboxRelay
+from ..metrics import Metrics
 from ..model import Build, Builder, BuilderChange, Image, ProviderImage, Status, TargetImage
 from ..store import IStore
 from .index import BuilderIndex
@@ -27,8 +28,10 @@ class BuilderUpdater:
 
     log = Logger()
 
-    def __init__(self, store: IStore, relay: OutboxRelay, index: BuilderIndex, logs: BuilderLogs, clock: Any) -> None:
+    def __init__(self, store: IStore, relay: OutboxRelay, index: BuilderIndex, logs: BuilderLogs,
+                 metrics: Metrics, clock: Any) -> None:
         self._store = store
+        self._metrics = metrics
         self._relay = relay
         self._logs = logs
         self._index = index
@@ -77,6 +80,7 @@ class BuilderUpdater:
             return old
         await self._store.save_builder(new, old.status, event_for_change(BuilderChange(old=old, new=new), now))
         self._index.put(new)
+        self._metrics.builder_moved(old, new)
         if new.status != old.status:
             detail = f": {new.status_detail}" if new.status_detail else ""
             self.log.info("builder {builder_id} {old_status} -> {status}{detail}", builder_id=builder_id,

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 from typing import Any, Callable
 
 from klein import Klein
+from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -24,6 +25,7 @@ from ..errors import InvalidRequest, UnknownObject
 from ..jobs.dispatcher import Dispatcher
 from ..jobs.index import BuilderIndex
 from ..jobs.logs import BuilderLogs
+from ..metrics import Metrics
 from ..model import Builder, Operation
 from . import representations as shapes
 from .assets import Assets, wants_html
@@ -101,9 +103,10 @@ class FactoryAPI:
 
     app = Klein()
 
-    def __init__(self, dispatcher: Dispatcher, index: BuilderIndex, logs: BuilderLogs,
+    def __init__(self, dispatcher: Dispatcher, index: BuilderIndex, logs: BuilderLogs, metrics: Metrics,
                  verifier: OAuthVerifier | None) -> None:
         self._dispatcher = dispatcher
+        self._metrics = metrics
         self._index = index
         self._logs = logs
         self._verifier = verifier
@@ -206,6 +209,12 @@ class FactoryAPI:
     def static(self, request: IRequest, name: str) -> bytes:
         """The status page's style sheet and script."""
         return self._static(request, name)
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request: IRequest) -> Deferred:
+        """The daemon's metrics in Prometheus' text format."""
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        return self._metrics.render()
 
     @app.route("/imagefactory/openapi.json", methods=["GET"])
     def openapi(self, request: IRequest) -> bytes:

@@ -7,6 +7,8 @@ from typing import Any
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from ..metrics import Metrics
+
 
 class CappedRequest(Request):
     """A request that keeps at most ``max_body_bytes`` of its body.
@@ -40,18 +42,20 @@ class CappedRequest(Request):
         super().requestReceived(command, path, version)
 
 
-def make_site(root: Resource, max_body_bytes: int, access_log: str | None) -> Site:
-    """A Site serving ``root`` with capped request bodies and, when asked, an access log."""
+def make_site(root: Resource, max_body_bytes: int, access_log: str | None, metrics: Metrics) -> Site:
+    """A Site serving ``root`` with capped request bodies, request metrics and, when asked, an access log."""
     request_class = type("Request", (CappedRequest,), {"max_body_bytes": max_body_bytes})
     site = Site(root, logPath=access_log)
     site.requestFactory = request_class
-    if access_log is None:
-        # Without a path twisted.web writes an access line per request into
-        # the daemon's log; that costs about a fifth of a poll's time and
-        # buries the build events.  Use the access_log option to have one.
-        site.log = _no_access_log
+    # Without a path twisted.web writes an access line per request into the
+    # daemon's log; that costs about a fifth of a poll's time and buries the
+    # build events.  The access_log option names a file for one.
+    access = site.log if access_log is not None else None
+
+    def log(request: Any) -> None:
+        metrics.http_request(request.path.split(b"/")[1:], request.method, request.code)
+        if access is not None:
+            access(request)
+
+    site.log = log
     return site
-
-
-def _no_access_log(request: Any) -> None:
-    return None

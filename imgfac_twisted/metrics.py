@@ -1,0 +1,105 @@
+"""What the daemon counts, for Prometheus: builders, durations, queues, HTTP requests.
+
+Gauges are read at scrape time from the pieces that know (the builder
+index, the dispatcher's slots, the event outbox), so they cannot drift;
+counters and histograms are fed as things happen.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from twisted.internet.defer import Deferred, gatherResults
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .model import Builder, Operation, Status
+
+DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, float("inf"))
+ACTIVE = (Status.BUILDING, Status.PUSHING)
+
+#: Path segments that are names, not ids; any other segment is shown as {id}.
+ROUTE_WORDS = frozenset({"imagefactory", "images", "builds", "target_images", "provider_images", "builders",
+                         "status", "log", "static", "openapi.json", "metrics"})
+MAX_ROUTE_SEGMENTS = 10
+
+GaugeReader = Callable[[], Iterable[tuple[tuple[str, ...], float]]]
+
+
+class _Gauges(Collector):
+    """Gauges whose values are read when scraped."""
+
+    def __init__(self) -> None:
+        self._gauges: list[tuple[str, str, list[str], GaugeReader]] = []
+
+    def add(self, name: str, documentation: str, labels: list[str], read: GaugeReader) -> None:
+        self._gauges.append((name, documentation, labels, read))
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        for name, documentation, labels, read in self._gauges:
+            family = GaugeMetricFamily(name, documentation, labels=labels)
+            for label_values, value in read():
+                family.add_metric(list(label_values), value)
+            yield family
+
+
+def route_of(segments: list[bytes]) -> str:
+    """A request path as a route label: names kept, ids as ``{id}`` (bounded cardinality)."""
+    if len(segments) > MAX_ROUTE_SEGMENTS:
+        return "other"
+    words = []
+    for segment in segments:
+        word = segment.decode("utf-8", "replace")
+        words.append(word if word in ROUTE_WORDS else "{id}")
+    return "/" + "/".join(words)
+
+
+class Metrics:
+    """The daemon's metrics registry and the hooks that feed it."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._gauges = _Gauges()
+        self.registry.register(self._gauges)
+        self._build_seconds = Histogram(
+            "imagefactory_build_duration_seconds", "Time from BUILDING to COMPLETED or FAILED.",
+            ["target", "outcome"], buckets=DURATION_BUCKETS, registry=self.registry)
+        self._push_seconds = Histogram(
+            "imagefactory_push_duration_seconds", "Time from PUSHING to COMPLETED or FAILED.",
+            ["provider", "outcome"], buckets=DURATION_BUCKETS, registry=self.registry)
+        self._requests = Counter(
+            "imagefactory_http_requests", "HTTP requests answered, by route, method and status code.",
+            ["route", "method", "code"], registry=self.registry)
+        self._started: dict[str, float] = {}
+        self._refreshers: list[Callable[[], Deferred]] = []
+
+    def add_gauge(self, name: str, documentation: str, labels: list[str], read: GaugeReader) -> None:
+        """Publish a gauge whose samples ``read`` returns at each scrape."""
+        self._gauges.add(name, documentation, labels, read)
+
+    def add_slow_gauge(self, name: str, documentation: str, fetch: Callable[[], Deferred]) -> None:
+        """Publish a gauge whose value needs blocking work (e.g. a store count): fetched before each scrape."""
+        gauge = Gauge(name, documentation, registry=self.registry)
+        self._refreshers.append(lambda: fetch().addCallback(gauge.set))
+
+    def builder_moved(self, old: Builder, new: Builder) -> None:
+        """Time work from its start (BUILDING or PUSHING) to its end."""
+        if new.status in ACTIVE and old.status not in ACTIVE:
+            self._started[new.id] = new.updated
+        elif new.status.is_final and new.id in self._started:
+            seconds = new.updated - self._started.pop(new.id)
+            outcome = new.status.value.lower()
+            if new.operation == Operation.PUSH:
+                self._push_seconds.labels(new.provider or "", outcome).observe(seconds)
+            else:
+                self._build_seconds.labels(new.target, outcome).observe(seconds)
+
+    def http_request(self, segments: list[bytes], method: bytes, code: int) -> None:
+        """Count one answered request."""
+        self._requests.labels(route_of(segments), method.decode("ascii", "replace"), str(code)).inc()
+
+    def render(self) -> Deferred:
+        """Fire with the metrics in Prometheus' text format."""
+        refreshing = gatherResults([refresh() for refresh in self._refreshers], consumeErrors=True)
+        return refreshing.addCallback(lambda _: generate_latest(self.registry))

@@ -1,0 +1,69 @@
+"""Metrics: builders by status, durations, queue and outbox lengths, HTTP requests."""
+
+import json
+import re
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.defer import ensureDeferred
+
+from imgfac_twisted.service import register_gauges
+from imgfac_twisted.testing import SPEC_TEMPLATE, Stack, result_of
+
+
+def samples(text):
+    """{(name, frozenset(labels)): value} of a Prometheus text page."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[sample.name, frozenset(sample.labels.items())] = sample.value
+    return found
+
+
+@pytest.fixture
+def stack(tmp_path):
+    instance = Stack(str(tmp_path), max_concurrent_builds=1)
+    register_gauges(instance.metrics, instance.index, instance.dispatcher, instance.store)
+    yield instance
+    instance.close()
+
+
+def scrape(stack):
+    return samples(result_of(stack.metrics.render()).decode("utf-8"))
+
+
+def test_gauges_and_durations_follow_the_builds(stack):
+    """Builders by status, the queue and the durations move as builds run and end."""
+    for _ in range(2):
+        result_of(ensureDeferred(stack.dispatcher.start_build(SPEC_TEMPLATE, "mock")))
+    page = scrape(stack)
+    assert page["imagefactory_builders", frozenset({("operation", "build"), ("status", "BUILDING")})] == 1
+    assert page["imagefactory_builders", frozenset({("operation", "build"), ("status", "PENDING")})] == 1
+    assert page["imagefactory_dispatcher_queue_length", frozenset({("operation", "build")})] == 1
+    assert page["imagefactory_event_outbox_length", frozenset()] == 0
+    stack.run_for(2.2)
+    page = scrape(stack)
+    assert page["imagefactory_builders", frozenset({("operation", "build"), ("status", "COMPLETED")})] == 2
+    labels = frozenset({("target", "mock"), ("outcome", "completed")})
+    assert page["imagefactory_build_duration_seconds_count", labels] == 2
+    assert 1.0 <= page["imagefactory_build_duration_seconds_sum", labels] / 2 <= 1.2
+
+
+@pytest.mark.integration
+def test_live_metrics_count_http_requests(daemon):
+    """The real daemon's /metrics counts requests by route (ids folded), method and code."""
+    def requests_for(route, code):
+        text = requests.get(daemon.url("/metrics"), verify=daemon.pem_path, timeout=10).text
+        pattern = rf'imagefactory_http_requests_total{{code="{code}",method="GET",route="{re.escape(route)}"}} (\S+)'
+        match = re.search(pattern, text)
+        return float(match.group(1)) if match else 0.0
+
+    before = requests_for("/imagefactory/builders/{id}/status", "404")
+    for builder_id in ("a", "b", "c"):
+        assert requests.get(daemon.url(f"/imagefactory/builders/{builder_id}/status"), verify=daemon.pem_path,
+                            timeout=10).status_code == 404
+    assert requests_for("/imagefactory/builders/{id}/status", "404") == before + 3
+    page = requests.get(daemon.url("/metrics"), verify=daemon.pem_path, timeout=10)
+    assert page.headers["content-type"].startswith("text/plain")
+    assert "imagefactory_event_outbox_length" in page.text
