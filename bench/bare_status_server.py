@@ -24,7 +24,8 @@ unless its ``access_log`` option is set.  ``--no-access-log`` drops it here
 too, for the stricter comparison.
 
 Usage: ``python bench/bare_status_server.py --pem PEM --port PORT [--address 127.0.0.1]``
-(``--no-tls`` serves plain HTTP instead; ``--no-access-log`` as above).  It runs until SIGTERM or SIGINT.
+(``--no-tls`` serves plain HTTP instead; ``--no-access-log`` as above).
+It runs until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ non-zero only when something broke (the daemon did not start or died, a
 build was not BUILDING, wrk saw non-2xx responses or socket errors, ...).
 
 Usage: ``.venv/bin/python bench/bench_status_polling.py [--duration 10] [--rounds 3]``
-(``--help`` for the rest).  Needs ``wrk``; installs it with apt-get when
-missing and running as root.
+(``--help`` for the rest; ``--profile DIR`` adds one run per server under
+py-spy and prints where each spends its time).  Needs ``wrk``; installs it
+with apt-get when missing and running as root.
 """
 
 from __future__ import annotations
@@ -219,6 +220,9 @@ class WrkResult:
     non_2xx: int
     socket_errors: dict[str, int]
     output: str
+    #: CPU time (user + system, all threads) the server spent per request, in
+    #: microseconds; less sensitive than req/s to other load on the machine.
+    cpu_us_per_request: float | None = None
 
 
 LUA = """-- Rotates over the status paths; requests are formatted once (in init) so
@@ -273,14 +277,30 @@ def parse_wrk(output: str) -> WrkResult:
     )
 
 
-def run_wrk(wrk: str, url: str, lua: str, duration: float) -> WrkResult:
-    """One wrk run of ``duration`` seconds against ``url``; BenchError on errors of any kind."""
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` (all its threads) so far; None without /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stream:
+            fields = stream.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    # fields[0] is field 3 of proc(5) (state); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(wrk: str, url: str, lua: str, duration: float, server_pid: int | None = None) -> WrkResult:
+    """One wrk run of ``duration`` seconds against ``url``; BenchError on errors of any kind.
+
+    With ``server_pid``, the server's CPU time per request is measured too.
+    """
+    cpu_before = cpu_seconds(server_pid) if server_pid else None
     argv = [wrk, f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{duration:g}s", "--latency", "-s", lua, url]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         output, _ = process.communicate(timeout=duration + 60)
     finally:
         stop(process, grace=5)
+    cpu_after = cpu_seconds(server_pid) if server_pid else None
     text = output.decode("utf-8", "replace")
     if process.returncode != 0:
         raise BenchError(f"wrk exited with {process.returncode}:\n{text}")
@@ -291,6 +311,108 @@ def run_wrk(wrk: str, url: str, lua: str, duration: float) -> WrkResult:
         raise BenchError(f"wrk saw socket errors from {url} ({result.socket_errors}):\n{text}")
     if result.requests == 0:
         raise BenchError(f"wrk made no request to {url}:\n{text}")
+    if cpu_before is not None and cpu_after is not None:
+        result.cpu_us_per_request = (cpu_after - cpu_before) * 1e6 / result.requests
+    return result
+
+
+# -- profiling ------------------------------------------------------------------
+
+#: Where own (leaf) time goes: the first group whose pattern matches a
+#: sample's innermost frame gets it.
+OWN_TIME_GROUPS = (
+    ("logging (access line, twisted.logger)",
+     r"twisted/logger/|^msg \(twisted/python/log\.py\)|^_escape \(twisted/web/http\.py\)|LogFormatter|\.log \("),
+    ("TLS (pyOpenSSL, twisted.protocols.tls)",
+     r"OpenSSL/|twisted/protocols/tls\.py|twisted/internet/_newtls\.py|twisted/protocols/policies\.py|cryptography/"),
+    ("HTTP (twisted.web.http, LineReceiver)",
+     r"twisted/web/http\.py|twisted/web/http_headers\.py|twisted/protocols/basic\.py"),
+    ("twisted.web.server / resource", r"twisted/web/server\.py|twisted/web/resource\.py"),
+    ("the daemon's code (imgfac_twisted)", r"imgfac_twisted/"),
+    ("klein / werkzeug", r"klein/|werkzeug/"),
+    ("json", r"/json/"),
+    ("reactor, TCP, log context", r"twisted/internet/|twisted/python/"),
+    ("other", r""),
+)
+
+#: Functions whose inclusive time is reported (regex on ``function (file)``).
+INCLUSIVE_OF = (
+    ("Request.process (routing + rendering + finishing a request)", r"^Request\.process \(twisted/web/server\.py\)"),
+    ("the resource's render", r"^(FactoryRoot|BareStatus)\.render(_GET)? \("),
+    ("json.dumps", r"^dumps \(json/"),
+    ("Request.finish / write (response out)", r"^Request\.(finish|write) \(twisted/web/"),
+    ("HTTP access line (Site.log)", r"^(HTTPFactory\.log|_no_access_log|<lambda>) \(.*(http\.py|site\.py|bare_status)"),
+    ("TLS encrypt + send (_flushSendBIO)", r"^TLSMemoryBIOProtocol\._flushSendBIO "),
+)
+
+
+def _frame_key(frame: str) -> str:
+    """``function (file:line)`` without the line, so a function's samples add up."""
+    return re.sub(r":\d+\)$", ")", frame)
+
+
+def summarize_profile(raw_path: str, top: int = 15) -> str:
+    """Own time by group and by function, and inclusive time of a few functions, from py-spy's raw output.
+
+    Only the main thread, where the reactor serves the requests, is counted.
+    """
+    own: dict[str, int] = {}
+    groups = {name: 0 for name, _ in OWN_TIME_GROUPS}
+    inclusive = {name: 0 for name, _ in INCLUSIVE_OF}
+    total = other_threads = 0
+    with open(raw_path, encoding="utf-8", errors="replace") as stream:
+        for line in stream:
+            stack, _, count_text = line.rstrip("\n").rpartition(" ")
+            if not stack or not count_text.isdigit():
+                continue
+            count = int(count_text)
+            frames = [_frame_key(frame) for frame in stack.split(";")]
+            if frames[0].startswith("Thread._bootstrap"):
+                # Not the reactor's thread (the store's, a pool's): py-spy
+                # takes a thread blocked in Condition.wait for a busy one.
+                other_threads += count
+                continue
+            total += count
+            own[frames[-1]] = own.get(frames[-1], 0) + count
+            for name, pattern in OWN_TIME_GROUPS:
+                if re.search(pattern, frames[-1]):
+                    groups[name] += count
+                    break
+            for name, pattern in INCLUSIVE_OF:
+                if any(re.search(pattern, frame) for frame in frames):
+                    inclusive[name] += count
+    if not total:
+        return "  (no samples)"
+    lines = [f"  {total} samples of the main (reactor) thread, idle excluded; "
+             f"{other_threads} samples of other threads left out", "  own time by group:"]
+    lines += [f"    {100 * count / total:5.1f}%  {name}" for name, count in groups.items()]
+    lines.append("  own time by function:")
+    lines += [f"    {100 * count / total:5.1f}%  {frame}"
+              for frame, count in sorted(own.items(), key=lambda item: -item[1])[:top]]
+    lines.append("  inclusive time of:")
+    lines += [f"    {100 * count / total:5.1f}%  {name}" for name, count in inclusive.items()]
+    return "\n".join(lines)
+
+
+def profiled_run(wrk: str, url: str, lua: str, duration: float, pid: int, raw_path: str) -> WrkResult:
+    """One wrk run while py-spy samples process ``pid`` into ``raw_path`` (collapsed stacks)."""
+    py_spy = shutil.which("py-spy", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    if not py_spy:
+        raise BenchError("--profile needs py-spy: install it into this venv (pip install py-spy)")
+    # Blocking sampling (py-spy pauses the process for each sample): it slows
+    # the process a little, but --nonblocking lost half the samples here and
+    # under-counted the request handling by half.
+    spy = subprocess.Popen([py_spy, "record", "--pid", str(pid), "--duration", str(max(1, int(duration))),
+                            "--rate", "250", "--format", "raw", "--output", raw_path],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        time.sleep(0.5)  # let py-spy attach before the load starts
+        result = run_wrk(wrk, url, lua, duration)
+        _, errors = spy.communicate(timeout=duration + 30)
+    finally:
+        stop(spy, grace=5)
+    if spy.returncode != 0 or not os.path.exists(raw_path):
+        raise BenchError(f"py-spy failed ({spy.returncode}): {errors.decode('utf-8', 'replace')}")
     return result
 
 
@@ -300,13 +422,19 @@ def run_wrk(wrk: str, url: str, lua: str, duration: float) -> WrkResult:
 def print_table(rows: list[tuple[str, WrkResult | None, WrkResult | None, float]]) -> None:
     """Per round and median: req/s of both, their ratio, p50 and p99 of both."""
     header = (f"{'round':>6}  {'daemon req/s':>12}  {'bare req/s':>10}  {'ratio':>5}  "
-              f"{'daemon p50':>10}  {'daemon p99':>10}  {'bare p50':>8}  {'bare p99':>8}")
+              f"{'daemon p50':>10}  {'daemon p99':>10}  {'bare p50':>8}  {'bare p99':>8}  "
+              f"{'daemon CPU/req':>14}  {'bare CPU/req':>12}")
     print(header)
     print("-" * len(header))
     for label, daemon, bare, ratio in rows:
         assert daemon is not None and bare is not None
         print(f"{label:>6}  {daemon.requests_per_second:>12.1f}  {bare.requests_per_second:>10.1f}  {ratio:>5.2f}  "
-              f"{daemon.p50_ms:>8.2f}ms  {daemon.p99_ms:>8.2f}ms  {bare.p50_ms:>6.2f}ms  {bare.p99_ms:>6.2f}ms")
+              f"{daemon.p50_ms:>8.2f}ms  {daemon.p99_ms:>8.2f}ms  {bare.p50_ms:>6.2f}ms  {bare.p99_ms:>6.2f}ms  "
+              f"{_us(daemon.cpu_us_per_request):>14}  {_us(bare.cpu_us_per_request):>12}")
+
+
+def _us(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}us"
 
 
 def median_result(results: list[WrkResult]) -> WrkResult:
@@ -319,6 +447,8 @@ def median_result(results: list[WrkResult]) -> WrkResult:
         non_2xx=0,
         socket_errors={},
         output="",
+        cpu_us_per_request=(statistics.median(r.cpu_us_per_request for r in results)  # type: ignore[type-var]
+                            if all(r.cpu_us_per_request is not None for r in results) else None),
     )
 
 
@@ -350,6 +480,7 @@ def run(args: argparse.Namespace, work: str) -> None:
     daemon_log = os.path.join(work, "daemon.log")
     bare_log = os.path.join(work, "bare.log")
     daemon = bare = None
+    profiles: list[tuple[str, str, WrkResult]] = []
     try:
         # As the README starts it: twistd -n (default logging to stdout), --rest,
         # a config file, a state dir; HTTPS with the generated certificate, OAuth on.
@@ -410,23 +541,34 @@ def run(args: argparse.Namespace, work: str) -> None:
         daemon_results: list[WrkResult] = []
         bare_results: list[WrkResult] = []
         for round_number in range(1, args.rounds + 1):
-            order = [("daemon", daemon_url), ("bare", bare_url)]
+            order = [("daemon", daemon_url, daemon.pid), ("bare", bare_url, bare.pid)]
             if round_number % 2 == 0:
                 order.reverse()
-            for name, url in order:
-                result = run_wrk(wrk, url, lua, args.duration)
+            for name, url, pid in order:
+                result = run_wrk(wrk, url, lua, args.duration, pid)
                 alive()
                 (daemon_results if name == "daemon" else bare_results).append(result)
                 print(f"bench: round {round_number} {name:6}: {result.requests_per_second:9.1f} req/s, "
-                      f"p50 {result.p50_ms:.2f}ms, p99 {result.p99_ms:.2f}ms ({result.requests} requests)",
+                      f"p50 {result.p50_ms:.2f}ms, p99 {result.p99_ms:.2f}ms ({result.requests} requests"
+                      + (f", {result.cpu_us_per_request:.0f}us CPU/request" if result.cpu_us_per_request else "")
+                      + ")",
                       flush=True)
                 if args.verbose:
                     print(result.output, flush=True)
         log_lines = count_lines(daemon_log) - log_lines_before
 
+        if args.profile:
+            os.makedirs(args.profile, exist_ok=True)
+            for name, url, process in (("daemon", daemon_url, daemon), ("bare", bare_url, bare)):
+                assert process is not None
+                raw = os.path.join(os.path.abspath(args.profile), f"{name}.txt")
+                result = profiled_run(wrk, url, lua, args.duration, process.pid, raw)
+                alive()
+                profiles.append((name, raw, result))
+
         # The measurement happened "while 20 mock builds run" only if they still do.
         check_statuses(daemon_base, paths, ca, "BUILDING", within=0)
-        print(f"bench: all {len(paths)} builds still BUILDING after the runs; the daemon logged {log_lines} lines "
+        print(f"bench: all {len(paths)} builds still BUILDING after the runs; the daemon logged {log_lines} line(s) "
               f"during the measured runs ({sum(r.requests for r in daemon_results)} requests)", flush=True)
     finally:
         stop(bare)
@@ -443,6 +585,17 @@ def run(args: argparse.Namespace, work: str) -> None:
           + ("without" if args.bare_no_access_log else "with") + " twisted.web's default access line")
     print_table(rows)
     print()
+    for name, raw, result in profiles:
+        print()
+        print(f"profile of the {name} under load ({result.requests_per_second:.1f} req/s while sampled; "
+              f"collapsed stacks in {raw}):")
+        print(summarize_profile(raw))
+    cpu_ratios = [b.cpu_us_per_request / d.cpu_us_per_request for d, b in zip(daemon_results, bare_results)
+                  if d.cpu_us_per_request and b.cpu_us_per_request]
+    print()
+    if len(cpu_ratios) == len(ratios):
+        print(f"CPU-time ratio (bare/daemon CPU per request, median of rounds): {statistics.median(cpu_ratios):.2f} "
+              "(read like the throughput ratio: above 1, the daemon spends less CPU on a request)")
     print(f"ratio (daemon/bare throughput, median of rounds): {ratio:.2f} (target >= {TARGET_RATIO})")
 
 
@@ -454,6 +607,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of an unmeasured run per server [2]")
     parser.add_argument("--bare-no-access-log", action="store_true",
                         help="run the bare server without twisted.web's access line (the daemon has none)")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="after the rounds, one more run per server under py-spy; collapsed stacks to DIR")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, config, state)")
     parser.add_argument("--verbose", action="store_true", help="print wrk's full report of every run")
     args = parser.parse_args(argv)
@@ -467,7 +622,6 @@ def main(argv: list[str]) -> int:
     except BenchError as error:
         keep = True
         print(f"bench: FAILED: {error}", file=sys.stderr)
-        print(f"bench: logs kept in {work}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
