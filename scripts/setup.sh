@@ -10,6 +10,9 @@ command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ "${1:-}" = "--test" ]; then
     command -v wrk >/dev/null || need_apt+=(wrk)
+    # The status page's browser test drives Debian's Chromium with Playwright
+    # (no browser download: Playwright is pointed at /usr/bin/chromium).
+    command -v chromium >/dev/null || need_apt+=(chromium)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${need_apt[*]}"

@@ -229,6 +229,7 @@ class FactoryAPI:
         body, content_type = found
         request.setHeader(b"content-type", content_type)
         request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-content-type-options", b"nosniff")
         return body
 
     def _detail(self, request: IRequest, builder: Builder, _type: str, path: str) -> bytes:
