@@ -12,9 +12,7 @@
   401; then stateful scenarios along the document's links, and real builds and
   pushes, whose documents random ids never reach.
 
-Product bugs these tests found have an xfail(strict) test each at the end, and
-generated requests that hit one are counted and warned about, not failed: when a
-bug is fixed, its xfail test fails; drop the marker and the ``known_product_bug`` case.
+The product bugs these tests found are fixed; each keeps a regression test at the end.
 Run with ``pytest -s`` to see what schemathesis sent and what came back.
 """
 
@@ -23,11 +21,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import warnings
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
 
 import pytest
 
@@ -67,24 +63,6 @@ F14 = ("<template><name>f14jeos</name><os><name>Fedora</name><version>14</versio
 TI = "/imagefactory/images/{image_id}/builds/{build_id}/target_images/{target_image_id}"
 CREDENTIALS = ("<provider_credentials><mock_credentials><username>u</username><password>p</password>"
                "</mock_credentials></provider_credentials>")
-
-# Product bugs found by these tests and not fixed yet, each with an xfail test at the end.
-BUG_FORM_NON_ASCII = (
-    "a form-encoded body with non-ASCII text (e.g. template=...F%C3%A9dora...) is a 500 on every write "
-    "with a body: read_params calls urllib.parse.parse_qsl on bytes, which re-encodes results as ASCII")
-BUG_BARE_400_MULTIPART = (
-    "a POST whose multipart/form-data body twisted.web cannot parse (e.g. no boundary) is answered by "
-    "twisted itself: a bare 400 without Content-Type or JSON body, before the OAuth check")
-BUG_LOG_HUGE_OFFSET = (
-    "GET /imagefactory/builders/{id}/log?offset=N with N past what the file system can seek to "
-    "(>= 2**44 on ext4, e.g. 2**63) is a 500 (OSError EINVAL / ValueError from seek)")
-BUG_JSON_SURROGATES = (
-    "a JSON body whose strings have lone surrogate escapes (\\ud800) is a 500 (UnicodeEncodeError in "
-    "lxml or sqlite3) instead of a 400")
-BUG_PUT_MULTIPART = (
-    "PUT /imagefactory/images/{id} with a multipart/form-data body ignores its fields (twisted.web parses "
-    "multipart for POST only): 400 'missing parameter: targets'")
-
 
 def load_document() -> dict[str, Any]:
     """The document as installed with the package (what the daemon serves)."""
@@ -239,7 +217,6 @@ class Tally:
     def __init__(self, name: str) -> None:
         self.name = name
         self.calls: dict[str, dict[int, int]] = {}
-        self.known_bugs: dict[str, int] = {}
         self.seconds = 0.0
 
     def add(self, case: Any, code: int, elapsed: float) -> None:
@@ -256,8 +233,6 @@ class Tally:
                  f"({self.seconds:.1f} s waiting for answers)"]
         for label, codes in sorted(self.calls.items()):
             lines.append(f"  {label}: " + ", ".join(f"{code}x{count}" for code, count in sorted(codes.items())))
-        for bug, count in sorted(self.known_bugs.items()):
-            lines.append(f"  KNOWN PRODUCT BUG x{count}: {bug}")
         return "\n".join(lines)
 
 
@@ -287,22 +262,6 @@ def _request_body(response: Any) -> bytes:
     return body.encode("utf-8") if isinstance(body, str) else body
 
 
-def known_product_bug(case: Any, response: Any) -> str | None:
-    """The known bug an answer shows, if any (such an answer is counted, not validated)."""
-    request_type = (response.request.headers.get("Content-Type") or "").lower()
-    if (response.status_code == 500 and request_type.startswith("application/x-www-form-urlencoded")
-            and any(byte >= 0x80 for byte in unquote_to_bytes(_request_body(response)))):
-        return BUG_FORM_NON_ASCII
-    if (response.status_code == 400 and "content-type" not in response.headers
-            and request_type.startswith("multipart/form-data")):
-        return BUG_BARE_400_MULTIPART
-    if response.status_code == 500 and case.operation.path.endswith("/log"):
-        offsets = parse_qs(urlsplit(response.request.url).query).get("offset", [])
-        if any(value.strip().isdigit() and int(value) >= 2 ** 40 for value in offsets):
-            return BUG_LOG_HUGE_OFFSET
-    return None
-
-
 def assert_error_document(response: Any) -> None:
     """Every error is the JSON error document whose code is the status (README), 401 and 405 with their headers."""
     code = response.status_code
@@ -321,19 +280,12 @@ def assert_matches(document: dict[str, Any], name: str, instance: Any) -> None:
     validator.validate(instance)
 
 
-def check_answer(case: Any, response: Any, tally: Tally) -> bool:
-    """Run the checks on one answer; False when it hit a known product bug (then it is only counted)."""
+def check_answer(case: Any, response: Any, tally: Tally) -> None:
+    """Count one answer and run every check on it."""
     tally.add(case, response.status_code, response.elapsed)
-    bug = known_product_bug(case, response)
-    if bug is not None:
-        if bug not in tally.known_bugs:
-            warnings.warn(f"known product bug: {bug}", stacklevel=2)
-        tally.known_bugs[bug] = tally.known_bugs.get(bug, 0) + 1
-        return False
     case.validate_response(response, checks=CHECKS)
     if response.status_code >= 400:
         assert_error_document(response)
-    return True
 
 
 def call(case: Any, daemon: Daemon, **kwargs: Any) -> Any:
@@ -355,8 +307,7 @@ def test_oauth_daemon_conforms_and_refuses_unsigned_writes(case: Any, oauth_daem
                                                           oauth_tally: Tally) -> None:
     """With OAuth on, reads conform as above and every unsigned write is the documented 401."""
     response = call(case, oauth_daemon)
-    if not check_answer(case, response, oauth_tally):
-        return
+    check_answer(case, response, oauth_tally)
     # The coverage phase also sends methods an operation does not have (405): not writes of the API.
     if case.method.lower() in WRITE_METHODS and case.method.lower() == case.operation.method.lower():
         assert response.status_code == 401, f"unsigned {case.method} {case.formatted_path} -> {response.status_code}"
@@ -403,7 +354,7 @@ def test_real_builds_and_pushes_conform(open_daemon: Daemon) -> None:
         case = operation.Case(path_parameters=path_parameters or {},
                               **({"body": body, "media_type": "application/json"} if body is not None else {}))
         response = call(case, open_daemon)
-        assert check_answer(case, response, tally), (method, path, response.status_code)
+        check_answer(case, response, tally)
         return response
 
     image = request("POST", "/imagefactory/images", body={"targets": "mock", "template": F14}).json()
@@ -444,7 +395,7 @@ def test_served_document_is_the_packaged_one(open_daemon: Daemon, document: dict
     assert answer.json() == document
 
 
-# -- product bugs found by schemathesis (xfail until fixed; then drop the marker and KNOWN entry) -----
+# -- regressions: product bugs schemathesis found (now fixed) ------------------------------------
 
 def built(daemon: Daemon) -> dict[str, Any]:
     answer = daemon.post("/imagefactory/images", signed=False, json={"targets": "mock", "template": F14})
@@ -453,16 +404,16 @@ def built(daemon: Daemon) -> dict[str, Any]:
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason=BUG_FORM_NON_ASCII)
 def test_bug_form_body_with_non_ascii_text(open_daemon: Daemon) -> None:
+    """Form bodies with UTF-8 text are read as text (they once were a 500)."""
     template = F14.replace("Fedora 14", "Fédora 14")
     answer = open_daemon.post("/imagefactory/images", signed=False, data={"targets": "mock", "template": template})
     assert answer.status_code == 202, answer.text
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason=BUG_BARE_400_MULTIPART)
 def test_bug_malformed_multipart_body_gets_a_json_error(open_daemon: Daemon) -> None:
+    """A multipart body that cannot be parsed is the API's JSON 400, not twisted.web's bare one."""
     answer = open_daemon.post("/imagefactory/images", signed=False, data=b"targets=mock",
                               headers={"Content-Type": "multipart/form-data"})
     assert answer.status_code == 400
@@ -470,28 +421,28 @@ def test_bug_malformed_multipart_body_gets_a_json_error(open_daemon: Daemon) -> 
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason=BUG_LOG_HUGE_OFFSET)
 def test_bug_log_offset_far_past_the_end(open_daemon: Daemon) -> None:
+    """A log offset past anything a file can hold answers an empty log, not a 500."""
     builder_id = built(open_daemon)["build"]["target_images"][0]["id"]
     answer = open_daemon.get(f"/imagefactory/builders/{builder_id}/log", params={"offset": str(2 ** 63)})
     assert answer.status_code in (200, 400), answer.text
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason=BUG_JSON_SURROGATES)
 @pytest.mark.parametrize("path, body", [
     ("/imagefactory/images", b'{"targets": "mock", "template": "<template>\\ud800</template>"}'),
     ("/imagefactory/provider_images", b'{"image_id": "a", "build_id": "b", "target_image_id": "\\ud800", '
                                       b'"provider": "mock", "credentials": "x"}'),
 ])
 def test_bug_json_string_with_lone_surrogate(open_daemon: Daemon, path: str, body: bytes) -> None:
+    """JSON strings that are not valid Unicode are a 400, not a 500."""
     answer = open_daemon.post(path, signed=False, data=body, headers={"Content-Type": "application/json"})
     assert answer.status_code == 400, answer.text
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason=BUG_PUT_MULTIPART)
 def test_bug_put_with_multipart_body(open_daemon: Daemon) -> None:
+    """PUT reads multipart bodies as POST does."""
     image_id = built(open_daemon)["id"]
     answer = open_daemon.put(f"/imagefactory/images/{image_id}", signed=False, files={"targets": (None, "mock")})
     assert answer.status_code == 202, answer.text

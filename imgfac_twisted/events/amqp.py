@@ -234,16 +234,16 @@ CLIENT_PROPERTIES = {
 class _Client(AMQClient):
     """txamqp's client, reporting lost connections and failed channels to the bus."""
 
+    def __init__(self, bus: AmqpBus, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bus = bus
+
     def send_frame(self, frame: Frame) -> None:
         payload = frame.payload
         if isinstance(payload, Method) and payload.method.klass.name == "connection" \
                 and payload.method.name == "start-ok":
             frame = Frame(frame.channel, _StartOk(payload))
         super().send_frame(frame)
-
-    def __init__(self, bus: AmqpBus, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.bus = bus
 
     def dispatch(self, queue: Any) -> Deferred:
         return ensureDeferred(self._dispatch(queue))

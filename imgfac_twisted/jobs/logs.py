@@ -65,6 +65,8 @@ class BuilderLogs:
     def _thd_read(path: str, offset: int, limit: int) -> bytes:
         try:
             with open(path, "rb") as stream:
+                if offset >= os.fstat(stream.fileno()).st_size:
+                    return b""
                 stream.seek(offset)
                 return stream.read(limit)
         except FileNotFoundError:

@@ -9,8 +9,6 @@ because clients poll them hard (see ``READ_SHAPES``).
 from __future__ import annotations
 
 import functools
-import json
-from urllib.parse import parse_qsl
 from typing import Any, Callable
 
 from klein import Klein
@@ -29,12 +27,9 @@ from ..metrics import Metrics
 from ..model import Builder, Operation
 from . import representations as shapes
 from .assets import Assets, wants_html
-from .errors import Conflict, UnsupportedMediaType, error_body, json_body, render_failure
+from .errors import Conflict, error_body, json_body, render_failure
 from .oauth import OAuthVerifier
-
-FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
-JSON_TYPE = b"application/json"
-
+from .params import read_params
 
 def base_url(request: IRequest) -> str:
     """``scheme://host[:port]`` as the client addressed this daemon."""
@@ -43,40 +38,6 @@ def base_url(request: IRequest) -> str:
         address = request.getHost()
         host = f"{address.host}:{address.port}".encode("ascii")
     return ("https://" if request.isSecure() else "http://") + host.decode("ascii", "replace")
-
-
-def read_params(request: IRequest) -> dict[str, str]:
-    """The request's parameters: a JSON object body, or form fields and query arguments."""
-    content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
-    if content_type == JSON_TYPE:
-        request.content.seek(0)
-        try:
-            document = json.loads(request.content.read() or b"{}")
-        except ValueError as error:
-            raise InvalidRequest(f"request body is not valid JSON: {error}") from None
-        if not isinstance(document, dict):
-            raise InvalidRequest("request body must be a JSON object")
-        wrong = sorted(name for name, value in document.items() if not isinstance(value, str))
-        if wrong:
-            raise InvalidRequest(f"parameters must be strings: {', '.join(wrong)}")
-        return document
-    request.content.seek(0)
-    body = request.content.read()
-    if body and content_type not in FORM_TYPES:
-        raise UnsupportedMediaType(
-            f"request body of type {content_type.decode('ascii', 'replace') or 'unknown'} is not supported: "
-            "send application/x-www-form-urlencoded, multipart/form-data or application/json"
-        )
-    if content_type == FORM_TYPES[0]:
-        # twisted.web parses form bodies of POST only; PUT carries them too.
-        _, _, query = request.uri.partition(b"?")
-        pairs = parse_qsl(query, keep_blank_values=True) + parse_qsl(body, keep_blank_values=True)
-    else:
-        pairs = [(name, values[-1]) for name, values in (request.args or {}).items()]
-    try:
-        return {name.decode("utf-8"): value.decode("utf-8") for name, value in pairs}
-    except UnicodeDecodeError:
-        raise InvalidRequest("parameters must be UTF-8 text") from None
 
 
 def required(params: dict[str, str], *names: str) -> list[str]:

@@ -34,12 +34,26 @@ class CappedRequest(Request):
         if not self.too_large:
             super().handleContentChunk(data)
 
+    _hidden_content_type: list[bytes] | None = None
+
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self.too_large:
             # Nothing of the body is kept; parse no arguments out of it.
             self.content.seek(0)
             self.content.truncate()
+        content_type = self.requestHeaders.getRawHeaders(b"content-type")
+        if content_type and content_type[0].split(b";")[0].strip().lower() == b"multipart/form-data":
+            # twisted.web would parse a multipart POST body itself and answer a
+            # malformed one with a bare 400 (no JSON, no OAuth check); hide the
+            # type from it until the request is handed to the resource.
+            self._hidden_content_type = content_type
+            self.requestHeaders.removeHeader(b"content-type")
         super().requestReceived(command, path, version)
+
+    def process(self) -> None:
+        if self._hidden_content_type is not None:
+            self.requestHeaders.setRawHeaders(b"content-type", self._hidden_content_type)
+        super().process()
 
 
 def make_site(root: Resource, max_body_bytes: int, access_log: str | None, metrics: Metrics) -> Site:
