@@ -19,6 +19,8 @@ from twisted.logger import Logger
 
 from .config import Config
 from .errors import ConfigError
+from .events import IEventBus
+from .events.amqp import AmqpBus
 from .events.inprocess import InProcessBus
 from .events.relay import OutboxRelay
 from .jobs.dispatcher import Dispatcher
@@ -84,7 +86,7 @@ def make_service(config: Config, reactor: Any) -> IService:
         index = BuilderIndex(store.thd_list_builders())
     except Exception as error:
         raise ConfigError(f"the store in {config.state_dir} cannot be opened: {error}") from None
-    bus = InProcessBus()
+    bus = _event_bus(config, reactor)
     relay = OutboxRelay(store, bus, reactor)
     logs_door = ThreadDoor(reactor, "builder-logs", threads=1)
     logs = BuilderLogs(config.state_dir, logs_door, reactor)
@@ -104,12 +106,28 @@ def make_service(config: Config, reactor: Any) -> IService:
     door.setServiceParent(root)
     logs_door.setServiceParent(root)
     _StoreCloser(store).setServiceParent(root)
+    if isinstance(bus, AmqpBus):
+        # Deliver what waited in the outbox as soon as the broker is back.
+        bus.when_connected(relay.retry_now)
+        bus.setServiceParent(root)
     relay.setServiceParent(root)
     dispatcher.setServiceParent(root)
     if config.rest:
         _web_service(config, reactor, dispatcher, index, logs, metrics).setServiceParent(root)
     log.info("imagefactory configured: {settings}", settings=config.redacted())
     return root
+
+
+def _event_bus(config: Config, reactor: Any) -> IEventBus:
+    """The in-process bus, or the AMQP one when ``amqp_url`` is set."""
+    if config.amqp_url is None:
+        return InProcessBus()
+    try:
+        bus = AmqpBus(reactor, config.amqp_url, config.amqp_exchange)
+    except (ValueError, OSError) as error:
+        raise ConfigError(f"amqp_url: {error}") from None
+    log.info("events go to exchange {exchange} at {url}", exchange=config.amqp_exchange, url=bus.url)
+    return bus
 
 
 def _make_state_dir(path: str) -> None:

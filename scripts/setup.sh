@@ -8,16 +8,26 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+# txamqp ships no AMQP spec; Debian's amqp-specs has RabbitMQ's (with confirms).
+[ -f /usr/share/amqp/specs/0-9-1-rabbit/amqp0-9-1.stripped.extended.xml ] || need_apt+=(amqp-specs)
 if [ "${1:-}" = "--test" ]; then
     command -v wrk >/dev/null || need_apt+=(wrk)
     # The status page's browser test drives Debian's Chromium with Playwright
     # (no browser download: Playwright is pointed at /usr/bin/chromium).
     command -v chromium >/dev/null || need_apt+=(chromium)
+    # The event tests talk to a real RabbitMQ on 127.0.0.1:5672.
+    command -v rabbitmq-server >/dev/null || need_apt+=(rabbitmq-server)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${need_apt[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ "${1:-}" = "--test" ] && ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+    echo "setup: starting RabbitMQ"
+    rabbitmq-server -detached
+    rabbitmqctl await_startup >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then

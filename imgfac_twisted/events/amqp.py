@@ -11,8 +11,10 @@ relay) keeps the event and tries again later, so nothing is queued here.
 
 Subscriptions are bound to the connection they were made on: when that
 connection is lost they end, and the subscriber must subscribe again (use
-``when_connected``).  Each has its own exclusive, auto-delete,
-server-named queue, so nothing is left on the broker once it ends.
+``when_connected``); events published in between are not seen.  Each has its
+own channel and exclusive, auto-delete, server-named queue, so nothing is
+left on the broker once it ends; deliveries are not acknowledged (no_ack):
+a subscription is a live view, not a durable work queue.
 
 URLs are ``amqp://user:password@host:port/vhost`` (user, password and vhost
 percent-encoded; the default vhost ``/`` is ``%2F``).  They are parsed here,
@@ -258,9 +260,16 @@ class _Client(AMQClient):
     def channel_failed(self, channel: AMQChannel, reason: Failure) -> None:
         self.bus._channel_failed(self, channel, reason)
 
+    def do_close(self, reason: Any) -> None:
+        # Every end of a connection comes here first: the broker's
+        # connection.close, our own close, a dropped socket (via
+        # connectionLost).  The bus is told before txamqp closes the channels,
+        # so that it never looks connected with a closed channel.
+        self.bus._connection_lost(self, reason)
+        super().do_close(reason)
+
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802 (Twisted's name)
-        # The bus first: txamqp then fires ``disconnected``, which the bus's
-        # stopService waits for, and by then the bus must know it is offline.
+        # Normally do_close told the bus already; this is the safety net.
         self.bus._connection_lost(self, reason)
         super().connectionLost(reason)
 
@@ -337,7 +346,7 @@ class _AmqpSubscription:
             await self.channel.basic_cancel(consumer_tag=self.consumer_tag)
             await self.channel.queue_delete(queue=self.queue)
             await self.bus._close_channel(self.client, self.channel)
-        except Closed as e:
+        except (Closed, QueueClosed) as e:
             self.bus.log.debug("subscription {pattern!r} ended with its channel: {reason}",
                                pattern=self.pattern, reason=_describe(e))
 
@@ -520,7 +529,9 @@ class AmqpBus(Service):
         self._last_tag = 0
         self._next_channel_id = _PUBLISH_CHANNEL + 1
         self._retry_delay = self._min_retry_delay
-        after = f" after {self._failures} failed attempts" if self._failures > 1 else ""
+        after = ""
+        if self._failures:
+            after = f" after {self._failures} failed attempt{'s' if self._failures > 1 else ''}"
         self._failures = 0
         self._last_failure = ""
         self.log.info("AMQP event bus connected to {url}{after}; exchange {exchange} declared",
@@ -571,9 +582,9 @@ class AmqpBus(Service):
             else:
                 d.errback(error)
 
-    def _connection_lost(self, client: _Client, reason: Failure) -> None:
+    def _connection_lost(self, client: _Client, reason: Any) -> None:
         if client is not self._client:
-            return  # a handshake that failed: _connect_failed reports it
+            return  # told already, or a handshake that failed (_connect_failed reports it)
         self._client = None
         self._channel = None
         self._closing = None
@@ -615,7 +626,7 @@ class AmqpBus(Service):
     def publish(self, event: Event) -> Deferred:
         """Publish ``event``; fire once the broker confirms it, fail with BusUnavailable if not connected."""
         channel = self._channel
-        if channel is None or self._client is None:
+        if channel is None or self._client is None or channel.closed:
             return fail(BusUnavailable(f"not connected to the AMQP broker {self.url}"))
         self._last_tag += 1
         tag = self._last_tag
