@@ -153,8 +153,10 @@ class Builder:
     target_image_id: str | None = None
     provider_account_identifier: str | None = None
     status_detail: str | None = None
-    #: Where the image this builder made lies, once COMPLETED.
+    #: Where the image this builder made lies, its size and SHA-256, once COMPLETED.
     artifact_path: str | None = None
+    artifact_size: int | None = None
+    artifact_sha256: str | None = None
     #: The image's id on the provider (e.g. an AMI id), once a push COMPLETED.
     identifier_on_provider: str | None = None
     created: float = 0.0

@@ -1,24 +1,34 @@
-"""Plug-in registries: targets, providers and operating systems, found by entry point.
+"""Plug-in registries: operating systems, targets and providers, found by entry point.
 
 A package adds a plug-in by declaring an entry point in one of the groups
-below; the object it names is called with the daemon's Config and must
+below; the object it names is called with a PluginEnvironment and must
 return the plug-in.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
 from .config import Config
+from .doors import IDoor
 
+OS_GROUP = "imgfac_twisted.os"
 TARGETS_GROUP = "imgfac_twisted.targets"
 PROVIDERS_GROUP = "imgfac_twisted.providers"
 
 
-def load_plugins(group: str, config: Config) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PluginEnvironment:
+    """What a plug-in may use: the settings, the reactor, and the door for cloud SDK calls."""
+
+    config: Config
+    reactor: Any
+    #: A bounded thread pool for blocking SDK calls (boto3 and the like).
+    cloud_door: IDoor
+
+
+def load_plugins(group: str, environment: PluginEnvironment) -> dict[str, Any]:
     """Every plug-in of ``group``, by its entry point name."""
-    plugins = {}
-    for entry_point in entry_points(group=group):
-        plugins[entry_point.name] = entry_point.load()(config)
-    return plugins
+    return {entry_point.name: entry_point.load()(environment) for entry_point in entry_points(group=group)}

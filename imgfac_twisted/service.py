@@ -30,7 +30,8 @@ from .jobs.index import BuilderIndex
 from .jobs.logs import BuilderLogs
 from .jobs.updates import BuilderUpdater
 from .metrics import Metrics
-from .registry import PROVIDERS_GROUP, TARGETS_GROUP, load_plugins
+from .jobs.base_images import BaseImages
+from .registry import OS_GROUP, PROVIDERS_GROUP, TARGETS_GROUP, PluginEnvironment, load_plugins
 from .store.sqlite import SQLiteStore
 from .template import MAX_TEMPLATE_BYTES
 from .web import tls
@@ -92,19 +93,26 @@ def make_service(config: Config, reactor: Any) -> IService:
     logs = BuilderLogs(config.state_dir, logs_door, reactor)
     metrics = Metrics()
     updater = BuilderUpdater(store, relay, index, logs, metrics, reactor)
+    disk_door = ThreadDoor(reactor, "disk", threads=2)
+    cloud_door = ThreadDoor(reactor, "cloud", threads=config.cloud_threads)
+    environment = PluginEnvironment(config, reactor, cloud_door)
+    base_images = BaseImages(reactor, load_plugins(OS_GROUP, environment), config.state_dir, logs,
+                             config.max_concurrent_installs)
     dispatcher = Dispatcher(
         reactor, store, updater, index,
-        targets=load_plugins(TARGETS_GROUP, config),
-        providers=load_plugins(PROVIDERS_GROUP, config),
+        targets=load_plugins(TARGETS_GROUP, environment),
+        providers=load_plugins(PROVIDERS_GROUP, environment),
         state_dir=config.state_dir,
         fetcher=TemplateFetcher(reactor, config.template_fetch_timeout, MAX_TEMPLATE_BYTES),
         logs=logs,
+        base_images=base_images,
+        disk_door=disk_door,
         build_slots=config.max_concurrent_builds,
         push_slots=config.max_concurrent_pushes,
     )
     register_gauges(metrics, index, dispatcher, store)
-    door.setServiceParent(root)
-    logs_door.setServiceParent(root)
+    for pool in (door, logs_door, disk_door, cloud_door):
+        pool.setServiceParent(root)
     _StoreCloser(store).setServiceParent(root)
     if isinstance(bus, AmqpBus):
         # Deliver what waited in the outbox as soon as the broker is back.

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .doors import IDoor
@@ -48,7 +49,10 @@ class Stack:
         from .config import Config
         from .events.inprocess import InProcessBus
         from .events.relay import OutboxRelay
+        from .jobs.base_images import BaseImages
         from .jobs.dispatcher import Dispatcher
+        from .os.mock import MockOS
+        from .registry import PluginEnvironment
         from .jobs.fetch import TemplateFetcher
         from .jobs.index import BuilderIndex
         from .jobs.logs import BuilderLogs
@@ -73,13 +77,17 @@ class Stack:
         self.logs = BuilderLogs(state_dir, InlineDoor(), self.clock)
         self.metrics = Metrics()
         self.updater = BuilderUpdater(self.store, self.relay, self.index, self.logs, self.metrics, self.clock)
+        environment = PluginEnvironment(self.config, self.clock, InlineDoor())
+        self.base_images = BaseImages(self.clock, {"mock": MockOS(environment)}, state_dir, self.logs, 1)
         self.dispatcher = Dispatcher(
             self.clock, self.store, self.updater, self.index,
-            targets={"mock": MockTarget(self.config)},
-            providers={"mock": MockProvider(self.config)},
+            targets={"mock": MockTarget(environment)},
+            providers={"mock": MockProvider(environment)},
             state_dir=state_dir,
             fetcher=TemplateFetcher(self.clock, 5.0, 1024 * 1024),
             logs=self.logs,
+            base_images=self.base_images,
+            disk_door=InlineDoor(),
             build_slots=self.config.max_concurrent_builds,
             push_slots=self.config.max_concurrent_pushes,
         )
@@ -96,11 +104,15 @@ class Stack:
 def result_of(deferred: Deferred) -> Any:
     """The result of a Deferred that has already fired; raise its failure if it failed."""
     outcome: list[Any] = []
-    deferred.addBoth(outcome.append)
+
+    def keep(result: Any) -> Any:
+        outcome.append(result)
+        # A failure is taken here (and raised below); a success stays the result.
+        return None if isinstance(result, Failure) else result
+
+    deferred.addBoth(keep)
     if not outcome:
         raise AssertionError(f"{deferred!r} has not fired")
-    from twisted.python.failure import Failure
-
     if isinstance(outcome[0], Failure):
         outcome[0].raiseException()
     return outcome[0]

@@ -52,8 +52,8 @@ def mock_credentials(username: str = "u", password: str = PASSWORD) -> str:
 #: Keys of the spec's builder / target image examples (we add "status_detail").
 SPEC_BUILDER_KEYS = {"status", "_type", "completed", "provider_account_identifier", "image_id", "href",
                      "operation", "id", "build_id", "target", "provider", "target_image_id"}
-BUILDER_KEYS = SPEC_BUILDER_KEYS | {"status_detail"}
-PUSH_BUILDER_KEYS = BUILDER_KEYS | {"identifier_on_provider"}
+BUILDER_KEYS = SPEC_BUILDER_KEYS | {"status_detail", "image_size", "image_sha256"}
+PUSH_BUILDER_KEYS = SPEC_BUILDER_KEYS | {"status_detail", "identifier_on_provider"}
 STATUS_KEYS = {"status", "_type", "href", "id"}
 #: twistd re-raises the signal it was stopped with after a clean shutdown, so a clean SIGTERM
 #: stop shows as -SIGTERM (older twistd versions exit 0).
@@ -292,7 +292,9 @@ def test_build_answer_shape_and_builder_documents(daemon: Daemon) -> None:
         "provider_account_identifier": None, "image_id": image_id, "href": target["href"],
         "operation": "build", "id": target_id, "build_id": build_id, "target": "mock", "provider": None,
         "target_image_id": None, "status_detail": detail["status_detail"],
+        "image_size": detail["image_size"], "image_sha256": detail["image_sha256"],
     }
+    assert detail["image_size"] > 0 and len(detail["image_sha256"]) == 64
 
     status = daemon.get_json(target["href"] + "/status")
     assert status == {"status": "COMPLETED", "_type": "target_image_status",

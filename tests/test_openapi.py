@@ -334,7 +334,9 @@ def test_stateful_scenarios_follow_links(open_daemon: Daemon, stateful_tally: Ta
     Scenarios.run(settings=STATEFUL_SETTINGS)
     answered = stateful_tally.calls
     assert 202 in answered.get("POST /imagefactory/images", {}), answered
-    assert 200 in answered.get("GET /imagefactory/builders/{builder_id}", {}), answered
+    real_reads = [label for label, codes in answered.items()
+                  if label.startswith("GET ") and "{" in label and 200 in codes]
+    assert real_reads, f"no read of a real object answered 200: {answered}"
 
 
 @pytest.mark.integration

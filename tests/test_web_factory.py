@@ -16,7 +16,7 @@ from imgfac_twisted.web.oauth import OAuthVerifier
 BASE = "http://imgfac-host:8075"
 FORM = {"Content-Type": ["application/x-www-form-urlencoded"]}
 BUILDER_KEYS = {"status", "_type", "completed", "provider_account_identifier", "image_id", "href", "operation",
-                "id", "build_id", "target", "provider", "target_image_id", "status_detail"}
+                "id", "build_id", "target", "provider", "target_image_id", "status_detail", "image_size", "image_sha256"}
 
 
 class Client_:
@@ -258,3 +258,11 @@ def test_builders_page_for_browsers_json_for_the_rest(client, accept, html):
 def test_openapi_document_is_served(client):
     """GET /imagefactory/openapi.json gives an OpenAPI 3.1 document."""
     assert client.json("GET", "/imagefactory/openapi.json")["openapi"].startswith("3.1")
+
+
+
+def test_raw_image_before_completion_is_a_conflict(client):
+    """A target image that is not COMPLETED cannot be downloaded yet (409)."""
+    href = build(client)["build"]["target_images"][0]["href"][len(BASE):]
+    error = client.json("GET", href + "/raw_image", expect=409)
+    assert "BUILDING" in error["message"]

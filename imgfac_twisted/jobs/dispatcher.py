@@ -8,6 +8,7 @@ PUSHING -> COMPLETED or FAILED.  Every change goes through BuilderUpdater.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -29,9 +30,11 @@ from ..model import (
     new_id,
 )
 from ..providers import Credentials, Provider
+from ..doors import IDoor
 from ..store import IStore
-from ..targets import Target
+from ..targets import Artifact, Target
 from ..template import Template, parse_template, template_looks_like_xml
+from .base_images import BaseImages
 from .fetch import TemplateFetcher
 from .index import BuilderIndex
 from .logs import BuilderLogs
@@ -62,12 +65,24 @@ class Job:
     reactor: Any
     report: Callable[[int], Deferred]
     logs: BuilderLogs
+    disk_door: IDoor
     template: Template | None = None
     target_builder: Builder | None = None
+    base_images: BaseImages | None = None
 
     def progress(self, percent: int) -> Deferred:
         """Record how far the work got (0..100)."""
         return self.report(percent)
+
+    def base_image(self) -> Deferred:
+        """Fire with the path of the build's raw base image; its install moves progress 0 to 50."""
+        assert self.base_images is not None and self.template is not None, "only build jobs have a base image"
+        return self.base_images.wait_for(self.builder.build_id, self.template, self.builder.id,
+                                         lambda percent: _logged(self.report(percent // 2)))
+
+    def artifact(self, path: str) -> Deferred:
+        """Fire with the Artifact of ``path`` (hashed on the disk door, off the reactor)."""
+        return self.disk_door.run(file_artifact, path)
 
     def log(self, message: str) -> Deferred:
         """Add a line to the builder's log."""
@@ -78,6 +93,21 @@ class Job:
 class _Running:
     deferred: Deferred
     stop_reason: list[str] = field(default_factory=list)
+
+
+def file_artifact(path: str) -> Artifact:
+    """Size and SHA-256 of a file, read in 1 MiB pieces (blocking: run it on a door)."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1024 * 1024):
+            digest.update(chunk)
+            size += len(chunk)
+    return Artifact(path=path, size=size, sha256=digest.hexdigest())
+
+
+def _logged(deferred: Deferred) -> None:
+    deferred.addErrback(lambda failure: Logger().failure("progress of a base image install not recorded", failure))
 
 
 def parse_targets(text: str, known: list[str]) -> list[str]:
@@ -110,6 +140,8 @@ class Dispatcher(Service):
         state_dir: str,
         fetcher: TemplateFetcher,
         logs: BuilderLogs,
+        base_images: BaseImages,
+        disk_door: IDoor,
         build_slots: int,
         push_slots: int,
     ) -> None:
@@ -122,6 +154,8 @@ class Dispatcher(Service):
         self._state_dir = state_dir
         self._fetcher = fetcher
         self._logs = logs
+        self._base_images = base_images
+        self._disk_door = disk_door
         self._build_slots = DeferredSemaphore(build_slots)
         self._push_slots = DeferredSemaphore(push_slots)
         self._running: dict[str, _Running] = {}
@@ -216,6 +250,7 @@ class Dispatcher(Service):
         super().stopService()
         for builder_id in list(self._running):
             self._stop(builder_id, STOP_REASON)
+        self._base_images.stop()
         return DeferredList([running.deferred for running in self._running.values()])
 
     # -- running ---------------------------------------------------------
@@ -243,13 +278,15 @@ class Dispatcher(Service):
         work_dir = os.path.join(self._state_dir, "builders", builder.id)
         os.makedirs(work_dir, exist_ok=True)
         return Job(builder=builder, work_dir=work_dir, reactor=self._reactor, logs=self._logs,
+                   disk_door=self._disk_door, base_images=self._base_images,
                    report=lambda percent: self._updater.move(builder.id, status, percent), **extra)
 
     def _build_work(self, builder: Builder, template: Template) -> Callable[[], Awaitable[dict[str, Any]]]:
         async def work() -> dict[str, Any]:
             target = self._targets[builder.target]
-            path = await target.build(self._job(builder, Status.BUILDING, template=template))
-            return {"artifact_path": path}
+            artifact = await target.build(self._job(builder, Status.BUILDING, template=template))
+            return {"artifact_path": artifact.path, "artifact_size": artifact.size,
+                    "artifact_sha256": artifact.sha256}
 
         return work
 

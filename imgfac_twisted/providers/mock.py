@@ -17,7 +17,7 @@ import uuid
 
 from twisted.internet.defer import Deferred, ensureDeferred
 
-from ..config import Config
+from ..registry import PluginEnvironment
 from ..errors import ImageFactoryError, InvalidCredentials
 from ..mocking import MOCK_STEPS, advance_in_steps
 from ..xmlsafe import parse_xml
@@ -55,8 +55,8 @@ def credential_fields(xml: str, kind: str, names: tuple[str, ...], required: tup
 class MockProvider:
     """A provider that takes mock credentials and pretends to push."""
 
-    def __init__(self, config: Config) -> None:
-        self._duration = config.mock_duration
+    def __init__(self, environment: PluginEnvironment) -> None:
+        self._duration = environment.config.mock_duration
 
     def serves(self, provider_name: str) -> bool:
         """Only the provider named ``mock``."""

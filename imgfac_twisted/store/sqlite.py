@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS builders (
     completed INTEGER NOT NULL, image_id TEXT NOT NULL, build_id TEXT NOT NULL,
     target TEXT NOT NULL, provider TEXT, target_image_id TEXT,
     provider_account_identifier TEXT, status_detail TEXT, artifact_path TEXT,
+    artifact_size INTEGER, artifact_sha256 TEXT,
     identifier_on_provider TEXT, created REAL NOT NULL, updated REAL NOT NULL,
     sequence INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS builders_status ON builders(status);

@@ -1,19 +1,31 @@
 """Targets: how a build's base image becomes one cloud's image format.
 
 A target plug-in has a ``name`` and a ``build(job)`` method returning a
-Deferred that fires with the path of the finished image.  It reports progress
-through ``job.progress(percent)`` and never blocks the reactor.  Plug-ins are
-found by entry point (group ``imgfac_twisted.targets``).
+Deferred that fires with the finished image's Artifact.  It gets the build's
+raw base image from ``job.base_image()`` (whose install moves the builder's
+progress from 0 to 50), reports its own progress from 50 to 100 through
+``job.progress(percent)``, and never blocks the reactor.  Plug-ins are found
+by entry point (group ``imgfac_twisted.targets``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
 from ..model import Builder
 from ..template import Template
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A finished target image: where it lies, its size in bytes and its SHA-256 (hex)."""
+
+    path: str
+    size: int
+    sha256: str
 
 
 class BuildJob(Protocol):
@@ -25,6 +37,12 @@ class BuildJob(Protocol):
     work_dir: str
     #: The reactor (IReactorTime and friends), for timers and processes.
     reactor: Any
+
+    def base_image(self) -> Deferred:
+        """Fire with the path of the build's raw base image (installing it if need be)."""
+
+    def artifact(self, path: str) -> Deferred:
+        """Fire with the Artifact of a finished file (size and SHA-256, read off the reactor)."""
 
     def log(self, message: str) -> Deferred:
         """Add a line to the builder's log (shown at ``/imagefactory/builders/<id>/log``)."""
@@ -39,4 +57,4 @@ class Target(Protocol):
     name: str
 
     def build(self, job: BuildJob) -> Deferred:
-        """Make the target image; fire with its path."""
+        """Make the target image; fire with its Artifact."""

@@ -12,7 +12,7 @@ import os
 
 from twisted.internet.defer import Deferred, ensureDeferred
 
-from ..config import Config
+from ..registry import PluginEnvironment
 from ..errors import ImageFactoryError
 from ..mocking import MOCK_STEPS, advance_in_steps
 from . import BuildJob
@@ -29,11 +29,11 @@ class MockTarget:
 
     name = "mock"
 
-    def __init__(self, config: Config) -> None:
-        self._duration = config.mock_duration
+    def __init__(self, environment: PluginEnvironment) -> None:
+        self._duration = environment.config.mock_duration
 
     def build(self, job: BuildJob) -> Deferred:
-        """Pretend to build, then write ``mock.img``; fire with its path."""
+        """Pretend to build, then write ``mock.img``; fire with its Artifact."""
         return ensureDeferred(self._build(job))
 
     async def _build(self, job: BuildJob) -> str:
@@ -45,7 +45,7 @@ class MockTarget:
         await advance_in_steps(job.reactor, self._duration, job.progress, MOCK_STEPS // 2, failure)
         path = write_mock_image(job.work_dir, job.template.xml)
         await job.log(f"wrote {path}")
-        return path
+        return await job.artifact(path)
 
 
 def write_mock_image(work_dir: str, template_xml: str) -> str:

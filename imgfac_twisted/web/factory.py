@@ -9,6 +9,7 @@ because clients poll them hard (see ``READ_SHAPES``).
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Callable
 
 from klein import Klein
@@ -16,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
+from twisted.web import static
 from twisted.web.resource import Resource
 
 from .. import API_NAME, API_VERSION
@@ -24,7 +26,7 @@ from ..jobs.dispatcher import Dispatcher
 from ..jobs.index import BuilderIndex
 from ..jobs.logs import BuilderLogs
 from ..metrics import Metrics
-from ..model import Builder, Operation
+from ..model import Builder, Operation, Status
 from . import representations as shapes
 from .assets import Assets, wants_html
 from .errors import Conflict, error_body, json_body, render_failure
@@ -38,6 +40,18 @@ def base_url(request: IRequest) -> str:
         address = request.getHost()
         host = f"{address.host}:{address.port}".encode("ascii")
     return ("https://" if request.isSecure() else "http://") + host.decode("ascii", "replace")
+
+
+def download(request: IRequest, path: str) -> Resource:
+    """A resource serving the file at ``path`` exactly as it is on disk."""
+    served = static.File(path, defaultType="application/octet-stream")
+    # static.File would label a .tar.gz "Content-Encoding: gzip" and clients
+    # would unpack it on the fly: the image must arrive as made.
+    served.contentTypes = {}
+    served.contentEncodings = {}
+    filename = os.path.basename(path).encode("ascii", "replace")
+    request.setHeader(b"content-disposition", b'attachment; filename="' + filename + b'"')
+    return served
 
 
 def required(params: dict[str, str], *names: str) -> list[str]:
@@ -151,6 +165,16 @@ class FactoryAPI:
     def target_image_status(self, request: IRequest, image_id: str, build_id: str, target_image_id: str) -> bytes:
         found = self._target_builder(image_id, build_id, target_image_id)
         return self._status(request, found, "target_image_status", shapes.object_path(found))
+
+    @app.route("/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>/raw_image",
+               methods=["GET"])
+    def raw_image(self, request: IRequest, image_id: str, build_id: str, target_image_id: str) -> Resource:
+        """The target image file as made, byte for byte (ranges allowed), once COMPLETED."""
+        found = self._target_builder(image_id, build_id, target_image_id)
+        if found.status != Status.COMPLETED or found.artifact_path is None:
+            raise Conflict(f"target image {target_image_id} is {found.status.value}: "
+                           "it can be downloaded once COMPLETED")
+        return download(request, found.artifact_path)
 
     @app.route("/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>"
                "/provider_images/<provider_image_id>", methods=["GET"])

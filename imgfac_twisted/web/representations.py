@@ -62,6 +62,9 @@ def builder_document(builder: Builder, _type: str, href: str) -> dict[str, Any]:
     }
     if builder.operation == Operation.PUSH:
         document["identifier_on_provider"] = builder.identifier_on_provider
+    else:
+        document["image_size"] = builder.artifact_size
+        document["image_sha256"] = builder.artifact_sha256
     return document
 
 

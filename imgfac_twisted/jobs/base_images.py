@@ -1,0 +1,181 @@
+"""One base image per build: installed once, shared by every target of the build.
+
+The first target builder that asks starts the install (within the install
+limit); the others wait for the same image.  While it runs, each waiting
+builder's progress and log follow it.  A builder that stops waiting (it was
+cancelled) stops only its own wait; the install is cancelled when nobody
+waits any more.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, ensureDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..errors import ImageFactoryError
+from ..os import OperatingSystem
+from ..template import Template
+from .logs import BuilderLogs
+
+BASE_IMAGE_NAME = "base.raw"
+
+
+class NoInstaller(ImageFactoryError):
+    """No OS plug-in installs the template's operating system."""
+
+
+@dataclass
+class _Install:
+    template: Template
+    work_dir: str
+    reactor: Any
+    image_path: str
+    #: Progress callbacks of the builders waiting, by builder id.
+    listeners: dict[str, Callable[[int], Any]] = field(default_factory=dict)
+    waiters: list[Deferred] = field(default_factory=list)
+    running: Deferred | None = None
+    outcome: Any = None
+    logs: BuilderLogs | None = None
+
+    def progress(self, percent: int) -> None:
+        for report in list(self.listeners.values()):
+            report(percent)
+
+    def log(self, message: str) -> None:
+        assert self.logs is not None
+        for builder_id in list(self.listeners):
+            self.logs.append(builder_id, message)
+
+
+class BaseImages:
+    """Installs and hands out the base images of builds."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, systems: dict[str, OperatingSystem], state_dir: str, logs: BuilderLogs,
+                 install_slots: int) -> None:
+        self._reactor = reactor
+        self._systems = systems
+        self._state_dir = state_dir
+        self._logs = logs
+        self._slots = DeferredSemaphore(install_slots)
+        self._installs: dict[str, _Install] = {}
+
+    def wait_for(self, build_id: str, template: Template, builder_id: str,
+                 progress: Callable[[int], Any]) -> Deferred:
+        """Fire with the path of the build's base image, installing it if nobody has yet."""
+        install = self._installs.get(build_id)
+        if install is None:
+            install = self._start(build_id, template)
+        install.listeners[builder_id] = progress
+
+        def stop_waiting(waiter: Deferred) -> None:
+            install.listeners.pop(builder_id, None)
+            if waiter in install.waiters:
+                install.waiters.remove(waiter)
+            if not install.listeners and install.running is not None:
+                install.running.cancel()
+
+        waiter: Deferred = Deferred(stop_waiting)
+        if install.outcome is not None:
+            self._settle(waiter, install.outcome)
+        else:
+            install.waiters.append(waiter)
+        return waiter
+
+    def installing(self) -> int:
+        """How many installs are under way or waiting for a slot."""
+        return sum(1 for install in self._installs.values() if install.running is not None)
+
+    def _start(self, build_id: str, template: Template) -> _Install:
+        work_dir = os.path.join(self._state_dir, "builds", build_id)
+        os.makedirs(work_dir, exist_ok=True)
+        install = _Install(template=template, work_dir=work_dir, reactor=self._reactor,
+                           image_path=os.path.join(work_dir, BASE_IMAGE_NAME), logs=self._logs)
+        self._installs[build_id] = install
+        install.running = ensureDeferred(self._install(install))
+        install.running.addBoth(self._finished, build_id, install)
+        return install
+
+    async def _install(self, install: _Install) -> str:
+        system = next((s for s in self._systems.values() if s.handles(install.template)), None)
+        if system is None:
+            raise NoInstaller(f"no installer for the operating system {install.template.os_name!r} "
+                              f"(this daemon installs: {', '.join(sorted(s.name for s in self._systems.values()))})")
+        await self._slots.acquire()
+        try:
+            partial = install.image_path + ".partial"
+            job = _InstallJob(install, partial)
+            await system.install(job)
+            # Only a complete image carries the final name.
+            os.replace(partial, install.image_path)
+            return install.image_path
+        finally:
+            self._slots.release()
+
+    def _finished(self, outcome: Any, build_id: str, install: _Install) -> None:
+        install.running = None
+        install.outcome = outcome
+        if isinstance(outcome, Failure):
+            # A failed or abandoned install is not kept: a new build starts afresh.
+            self._installs.pop(build_id, None)
+            _remove(install.image_path + ".partial")
+        waiters, install.waiters = install.waiters, []
+        for waiter in waiters:
+            self._settle(waiter, outcome)
+
+    @staticmethod
+    def _settle(waiter: Deferred, outcome: Any) -> None:
+        if waiter.called:
+            return
+        if isinstance(outcome, Failure):
+            if outcome.check(CancelledError):
+                waiter.errback(Failure(ImageFactoryError("the base image install was cancelled")))
+            else:
+                waiter.errback(outcome)
+        else:
+            waiter.callback(outcome)
+
+    def stop(self) -> None:
+        """Cancel every install under way (the daemon is stopping)."""
+        for install in list(self._installs.values()):
+            if install.running is not None:
+                install.running.cancel()
+
+
+@dataclass
+class _InstallJob:
+    """The InstallJob an OS plug-in gets: the build's template and where to write."""
+
+    _install: _Install
+    image_path: str
+
+    @property
+    def template(self) -> Template:
+        return self._install.template
+
+    @property
+    def work_dir(self) -> str:
+        return self._install.work_dir
+
+    @property
+    def reactor(self) -> Any:
+        return self._install.reactor
+
+    def progress(self, percent: int) -> None:
+        self._install.progress(percent)
+
+    def log(self, message: str) -> None:
+        self._install.log(message)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass

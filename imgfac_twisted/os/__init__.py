@@ -1,0 +1,44 @@
+"""Operating systems: how a template's OS is installed into a raw base image.
+
+An OS plug-in says which templates it ``handles`` and ``install``s one into
+a raw disk image, reporting progress (0..100) and log lines through the job
+it is given.  One build makes one base image, shared by all its targets.
+Plug-ins are found by entry point (group ``imgfac_twisted.os``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+
+from ..template import Template
+
+
+class InstallJob(Protocol):
+    """What an OS plug-in is given to install one build's base image."""
+
+    template: Template
+    #: Where to write the image: a raw disk file that does not exist yet.
+    image_path: str
+    #: A directory of the build's own, for scratch files.
+    work_dir: str
+    reactor: Any
+
+    def progress(self, percent: int) -> None:
+        """Record how far the install got (0..100)."""
+
+    def log(self, message: str) -> None:
+        """Add a line to the log of every builder waiting for this base image."""
+
+
+class OperatingSystem(Protocol):
+    """What the dispatcher needs of an OS plug-in."""
+
+    name: str
+
+    def handles(self, template: Template) -> bool:
+        """True when this plug-in installs the template's OS (name, version, arch)."""
+
+    def install(self, job: InstallJob) -> Deferred:
+        """Write the raw base image at ``job.image_path``; fire once it is complete."""

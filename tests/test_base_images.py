@@ -1,0 +1,110 @@
+"""One base image per build, shared by its targets; progress and cancellation."""
+
+import os
+
+import pytest
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import Clock
+
+from imgfac_twisted.errors import ImageFactoryError
+from imgfac_twisted.jobs.base_images import BaseImages, NoInstaller
+from imgfac_twisted.jobs.logs import BuilderLogs
+from imgfac_twisted.testing import InlineDoor, SPEC_TEMPLATE, result_of, template_named
+from imgfac_twisted.template import parse_template
+
+MOCK_OS = SPEC_TEMPLATE.replace("<name>Fedora</name>", "<name>Mock</name>")
+
+
+class SlowOS:
+    """An OS plug-in whose installs finish when the test says so."""
+
+    name = "Slow"
+
+    def __init__(self):
+        self.installs = []
+
+    def handles(self, template):
+        return template.os_name == "Mock"
+
+    def install(self, job):
+        done = Deferred()
+        self.installs.append((job, done))
+        return done
+
+
+@pytest.fixture
+def setup(tmp_path):
+    system = SlowOS()
+    logs = BuilderLogs(str(tmp_path), InlineDoor(), Clock())
+    return system, BaseImages(Clock(), {"slow": system}, str(tmp_path), logs, install_slots=1), logs
+
+
+def finish(job, done):
+    with open(job.image_path, "wb") as image:
+        image.write(b"disk")
+    done.callback(None)
+
+
+def test_targets_of_a_build_share_one_install(setup):
+    """Two targets of one build wait for one install, both get its image, both see its progress and log."""
+    system, images, logs = setup
+    template = parse_template(MOCK_OS)
+    seen = {"a": [], "b": []}
+    first = images.wait_for("build1", template, "a", seen["a"].append)
+    second = images.wait_for("build1", template, "b", seen["b"].append)
+    assert len(system.installs) == 1
+    job, done = system.installs[0]
+    job.progress(40)
+    job.log("half way")
+    finish(job, done)
+    assert result_of(first) == result_of(second) == job.image_path.removesuffix(".partial")
+    assert os.path.exists(result_of(first)) and not os.path.exists(job.image_path)
+    assert seen == {"a": [40], "b": [40]}
+    assert b"half way" in result_of(logs.read("a")) and b"half way" in result_of(logs.read("b"))
+    late = images.wait_for("build1", template, "c", lambda percent: None)
+    assert result_of(late) == result_of(first), "a finished base image is handed out again"
+
+
+def test_installs_beyond_the_limit_wait(setup):
+    """With one install slot, a second build's install starts when the first ends."""
+    system, images, _ = setup
+    template = parse_template(MOCK_OS)
+    images.wait_for("build1", template, "a", lambda p: None)
+    images.wait_for("build2", template, "b", lambda p: None)
+    assert len(system.installs) == 1
+    finish(*system.installs[0])
+    assert len(system.installs) == 2
+
+
+def test_install_is_cancelled_when_nobody_waits(setup):
+    """Cancelling every waiter cancels the install; the partial image is removed."""
+    system, images, _ = setup
+    template = parse_template(MOCK_OS)
+    waiter = images.wait_for("build1", template, "a", lambda p: None)
+    job, done = system.installs[0]
+    with open(job.image_path, "wb") as image:
+        image.write(b"half")
+    waiter.cancel()
+    with pytest.raises(CancelledError):
+        result_of(waiter)
+    assert done.called, "the install was cancelled"
+    assert not os.path.exists(job.image_path)
+
+
+def test_unknown_operating_system(setup):
+    """A template whose OS no plug-in installs fails, naming the OS and the installers there are."""
+    _, images, _ = setup
+    waiter = images.wait_for("build1", parse_template(SPEC_TEMPLATE), "a", lambda p: None)
+    with pytest.raises(NoInstaller, match="'Fedora'.*Slow"):
+        result_of(waiter)
+
+
+def test_failed_install_fails_every_waiter(setup):
+    """An install that fails fails all its waiters with its reason."""
+    system, images, _ = setup
+    template = parse_template(MOCK_OS)
+    waiters = [images.wait_for("build1", template, name, lambda p: None) for name in "ab"]
+    system.installs[0][1].errback(ImageFactoryError("disk full"))
+    for waiter in waiters:
+        with pytest.raises(ImageFactoryError, match="disk full"):
+            result_of(waiter)
