@@ -159,6 +159,8 @@ class Builder:
     artifact_sha256: str | None = None
     #: The image's id on the provider (e.g. an AMI id), once a push COMPLETED.
     identifier_on_provider: str | None = None
+    #: What else the provider reported about a pushed image (e.g. ``snapshot_id``), as JSON text.
+    provider_details: str | None = None
     created: float = 0.0
     updated: float = 0.0
     #: How many events this builder has had; its next event is numbered one more.

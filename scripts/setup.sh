@@ -10,6 +10,9 @@ command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 # txamqp ships no AMQP spec; Debian's amqp-specs has RabbitMQ's (with confirms).
 [ -f /usr/share/amqp/specs/0-9-1-rabbit/amqp0-9-1.stripped.extended.xml ] || need_apt+=(amqp-specs)
+# Target images are converted with qemu-img; the Mock OS makes its disk with mke2fs.
+command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
+command -v mke2fs >/dev/null || need_apt+=(e2fsprogs)
 if [ "${1:-}" = "--test" ]; then
     command -v wrk >/dev/null || need_apt+=(wrk)
     # The status page's browser test drives Debian's Chromium with Playwright

@@ -9,6 +9,7 @@ PUSHING -> COMPLETED or FAILED.  Every change goes through BuilderUpdater.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from ..model import (
     TargetImage,
     new_id,
 )
-from ..providers import Credentials, Provider
+from ..providers import Credentials, Provider, PushResult
 from ..doors import IDoor
 from ..store import IStore
 from ..targets import Artifact, Target
@@ -68,6 +69,7 @@ class Job:
     disk_door: IDoor
     template: Template | None = None
     target_builder: Builder | None = None
+    image: Image | None = None
     base_images: BaseImages | None = None
 
     def progress(self, percent: int) -> Deferred:
@@ -210,6 +212,7 @@ class Dispatcher(Service):
                 f"target image {target_image_id} is {target_builder.status.value}: only a COMPLETED target image can be pushed"
             )
         credentials = provider.parse_credentials(credentials_xml)
+        image = await self._store.get_image(target_image.image_id)
         now = self._reactor.seconds()
         provider_image = ProviderImage(id=new_id(), target_image_id=target_image.id, build_id=target_image.build_id,
                                        image_id=target_image.image_id, provider=provider_name,
@@ -220,7 +223,7 @@ class Dispatcher(Service):
                           provider_account_identifier=credentials.account_identifier, created=now, updated=now)
         await self._updater.record_push(provider_image, builder)
         self._launch(builder, self._push_slots, Status.PUSHING,
-                     self._push_work(builder, target_builder, provider, credentials))
+                     self._push_work(builder, target_builder, image, provider, credentials))
         return provider_image
 
     def cancel(self, builder_id: str) -> bool:
@@ -290,11 +293,15 @@ class Dispatcher(Service):
 
         return work
 
-    def _push_work(self, builder: Builder, target_builder: Builder, provider: Provider,
+    def _push_work(self, builder: Builder, target_builder: Builder, image: Image, provider: Provider,
                    credentials: Credentials) -> Callable[[], Awaitable[dict[str, Any]]]:
         async def work() -> dict[str, Any]:
-            job = self._job(builder, Status.PUSHING, target_builder=target_builder)
-            return {"identifier_on_provider": await provider.push(job, credentials)}
+            job = self._job(builder, Status.PUSHING, target_builder=target_builder, image=image)
+            pushed = await provider.push(job, credentials)
+            if isinstance(pushed, str):
+                pushed = PushResult(identifier=pushed)
+            return {"identifier_on_provider": pushed.identifier,
+                    "provider_details": json.dumps(pushed.details) if pushed.details else None}
 
         return work
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
-from ..model import Builder
+from ..model import Builder, Image
 
 #: Credentials XML is small; anything bigger is a mistake or an attack.
 MAX_CREDENTIALS_BYTES = 64 * 1024
@@ -31,12 +31,22 @@ class Credentials:
     secrets: dict[str, str] = field(repr=False, default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PushResult:
+    """A finished push: the image's id on the provider, and facts worth showing (e.g. ``snapshot_id``)."""
+
+    identifier: str
+    details: dict[str, str] = field(default_factory=dict)
+
+
 class PushJob(Protocol):
     """What a provider plug-in is given for one push (the dispatcher implements it)."""
 
     builder: Builder
     #: The pushed target image's builder (COMPLETED, with its artifact path).
     target_builder: Builder
+    #: The image the target image was built for (its os_arch, name, ...).
+    image: Image
     work_dir: str
     reactor: Any
 
@@ -57,4 +67,4 @@ class Provider(Protocol):
         """Credentials from the push request's XML; InvalidCredentials when unusable."""
 
     def push(self, job: PushJob, credentials: Credentials) -> Deferred:
-        """Push the target image; fire with its identifier on the provider."""
+        """Push the target image; fire with its PushResult (or just the identifier string)."""

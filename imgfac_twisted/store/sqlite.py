@@ -58,7 +58,7 @@ CREATE TABLE IF NOT EXISTS builders (
     target TEXT NOT NULL, provider TEXT, target_image_id TEXT,
     provider_account_identifier TEXT, status_detail TEXT, artifact_path TEXT,
     artifact_size INTEGER, artifact_sha256 TEXT,
-    identifier_on_provider TEXT, created REAL NOT NULL, updated REAL NOT NULL,
+    identifier_on_provider TEXT, provider_details TEXT, created REAL NOT NULL, updated REAL NOT NULL,
     sequence INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS builders_status ON builders(status);
 CREATE TABLE IF NOT EXISTS outbox (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..model import Builder, Operation
@@ -62,6 +63,10 @@ def builder_document(builder: Builder, _type: str, href: str) -> dict[str, Any]:
     }
     if builder.operation == Operation.PUSH:
         document["identifier_on_provider"] = builder.identifier_on_provider
+        # What the provider reported besides the identifier (e.g. snapshot_id),
+        # never overriding the builder's own fields.
+        for name, value in json.loads(builder.provider_details or "{}").items():
+            document.setdefault(name, value)
     else:
         document["image_size"] = builder.artifact_size
         document["image_sha256"] = builder.artifact_sha256
