@@ -38,6 +38,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
+from .jsonfile import read_json_object
 
 PROG = "imagefactory-cli"
 DEFAULT_URL = "https://localhost:8075"
@@ -121,23 +122,9 @@ def default_config_path(env: Mapping[str, str]) -> str:
 
 def load_config(path: str, explicit: bool, warn: Callable[[str], None] = lambda message: None) -> dict[str, str]:
     """The config file's settings; a missing default file is empty, a missing named one an error."""
-    try:
-        with open(path, encoding="utf-8") as stream:
-            text = stream.read()
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        if explicit:
-            raise CLIError(f"config file {path} not found") from None
+    document = read_json_object(path, must_exist=explicit, error=CLIError)
+    if not document:
         return {}
-    except (OSError, UnicodeDecodeError) as error:
-        raise CLIError(f"cannot read config file {path}: {getattr(error, 'strerror', None) or error}") from None
-    try:
-        document = json.loads(text)
-    except ValueError as error:
-        # The message gives the position only, never the file's content.
-        raise CLIError(f"config file {path} is not valid JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise CLIError(f"config file {path} must hold a JSON object")
     settings = {name: value for name, value in document.items() if not name.startswith("_")}
     unknown = sorted(name for name in settings if name not in CONFIG_KEYS)
     wrong = sorted(name for name, value in settings.items() if name in CONFIG_KEYS and not isinstance(value, str))
@@ -149,7 +136,7 @@ def load_config(path: str, explicit: bool, warn: Callable[[str], None] = lambda 
         problems.append(f"{', '.join(wrong)} must be {'strings' if len(wrong) > 1 else 'a string'}")
     if problems:
         raise CLIError(f"config file {path}: {'; '.join(problems)}")
-    if settings.get("secret") and mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if settings.get("secret") and os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         warn(f"{path} holds an OAuth secret and other users can read it: chmod 600 {path}")
     return settings
 

@@ -8,12 +8,12 @@ All mistakes are collected and reported together in one ConfigError.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from .errors import ConfigError
+from .jsonfile import read_json_object
 
 DEFAULT_CONFIG_PATH = "/etc/imagefactory/imagefactory.conf"
 DEFAULT_STATE_DIR = "/var/lib/imagefactory"
@@ -188,22 +188,7 @@ def read_config_file(path: str, named: bool) -> dict[str, Any]:
 
     A file named on the command line must exist.
     """
-    try:
-        with open(path, encoding="utf-8") as stream:
-            text = stream.read()
-    except FileNotFoundError:
-        if named:
-            raise ConfigError(f"config file {path} does not exist") from None
-        return {}
-    except OSError as error:
-        raise ConfigError(f"config file {path} cannot be read: {error.strerror}") from None
-    try:
-        data = json.loads(text)
-    except ValueError as error:
-        raise ConfigError(f"config file {path} is not valid JSON: {error}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a JSON object")
-    return data
+    return read_json_object(path, must_exist=named, error=ConfigError)
 
 
 def merge_config(file_values: Mapping[str, Any], cli_values: Mapping[str, Any], source: str = "config file") -> Config:

@@ -625,7 +625,7 @@ def test_read_template(tmp_path: Path) -> None:
     image_id = "0e5b4e6b-c658-4a16-bc71-88293cb1cadf"
     assert cli.read_template(image_id) == image_id
     assert cli.read_template("https://example.org/t.xml") == "https://example.org/t.xml"
-    with pytest.raises(cli.CLIError, match="not found"):
+    with pytest.raises(cli.CLIError, match="does not exist"):
         cli.read_template(str(tmp_path / "nope.tdl"))
     (tmp_path / "empty.tdl").write_text("  \n")
     with pytest.raises(cli.CLIError, match="empty"):
@@ -671,7 +671,7 @@ def test_settings_never_show_the_secret(tmp_path: Path) -> None:
 
 def test_config_file_errors(tmp_path: Path) -> None:
     """A named config file must exist and hold known string keys; invalid JSON is reported without its content."""
-    with pytest.raises(cli.CLIError, match="not found"):
+    with pytest.raises(cli.CLIError, match="does not exist"):
         cli.load_config(str(tmp_path / "missing.json"), explicit=True)
     assert cli.load_config(str(tmp_path / "missing.json"), explicit=False) == {}
     bad = tmp_path / "bad.json"
@@ -683,7 +683,7 @@ def test_config_file_errors(tmp_path: Path) -> None:
     with pytest.raises(cli.CLIError) as error:
         cli.load_config(str(bad), explicit=True)
     assert "colour" in error.value.message and "url must be a string" in error.value.message
-    with pytest.raises(cli.CLIError, match="not found"):
+    with pytest.raises(cli.CLIError, match="does not exist"):
         cli.resolve_settings(parse("--ca-file", str(tmp_path / "nope.pem"), "list"), {"HOME": str(tmp_path)})
 
 
