@@ -625,7 +625,7 @@ def test_read_template(tmp_path: Path) -> None:
     image_id = "0e5b4e6b-c658-4a16-bc71-88293cb1cadf"
     assert cli.read_template(image_id) == image_id
     assert cli.read_template("https://example.org/t.xml") == "https://example.org/t.xml"
-    with pytest.raises(cli.CLIError, match="does not exist"):
+    with pytest.raises(cli.CLIError, match="not found"):
         cli.read_template(str(tmp_path / "nope.tdl"))
     (tmp_path / "empty.tdl").write_text("  \n")
     with pytest.raises(cli.CLIError, match="empty"):
@@ -683,7 +683,7 @@ def test_config_file_errors(tmp_path: Path) -> None:
     with pytest.raises(cli.CLIError) as error:
         cli.load_config(str(bad), explicit=True)
     assert "colour" in error.value.message and "url must be a string" in error.value.message
-    with pytest.raises(cli.CLIError, match="does not exist"):
+    with pytest.raises(cli.CLIError, match="not found"):
         cli.resolve_settings(parse("--ca-file", str(tmp_path / "nope.pem"), "list"), {"HOME": str(tmp_path)})
 
 
