@@ -7,7 +7,7 @@ counters and histograms are fed as things happen.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from twisted.internet.defer import Deferred, gatherResults
@@ -20,8 +20,8 @@ DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, flo
 ACTIVE = (Status.BUILDING, Status.PUSHING)
 
 #: Path segments that are names, not ids; any other segment is shown as {id}.
-ROUTE_WORDS = frozenset({"imagefactory", "images", "builds", "target_images", "provider_images", "builders",
-                         "status", "log", "static", "openapi.json", "metrics"})
+ROUTE_WORDS = frozenset({b"imagefactory", b"images", b"builds", b"target_images", b"provider_images", b"builders",
+                         b"status", b"log", b"static", b"openapi.json", b"metrics", b"raw_image"})
 MAX_ROUTE_SEGMENTS = 10
 
 GaugeReader = Callable[[], Iterable[tuple[tuple[str, ...], float]]]
@@ -48,11 +48,7 @@ def route_of(segments: list[bytes]) -> str:
     """A request path as a route label: names kept, ids as ``{id}`` (bounded cardinality)."""
     if len(segments) > MAX_ROUTE_SEGMENTS:
         return "other"
-    words = []
-    for segment in segments:
-        word = segment.decode("utf-8", "replace")
-        words.append(word if word in ROUTE_WORDS else "{id}")
-    return "/" + "/".join(words)
+    return (b"/" + b"/".join([segment if segment in ROUTE_WORDS else b"{id}" for segment in segments])).decode("ascii")
 
 
 class Metrics:
@@ -72,6 +68,9 @@ class Metrics:
             "imagefactory_http_requests", "HTTP requests answered, by route, method and status code.",
             ["route", "method", "code"], registry=self.registry)
         self._started: dict[str, float] = {}
+        # labels() takes a lock and builds a key each time: counting a request
+        # is on the hot path, so each (route, method, code) child is kept.
+        self._request_counters: dict[tuple[str, bytes, int], Any] = {}
         self._refreshers: list[Callable[[], Deferred]] = []
 
     def add_gauge(self, name: str, documentation: str, labels: list[str], read: GaugeReader) -> None:
@@ -97,7 +96,12 @@ class Metrics:
 
     def http_request(self, segments: list[bytes], method: bytes, code: int) -> None:
         """Count one answered request."""
-        self._requests.labels(route_of(segments), method.decode("ascii", "replace"), str(code)).inc()
+        key = (route_of(segments), method, code)
+        counter = self._request_counters.get(key)
+        if counter is None:
+            counter = self._requests.labels(key[0], method.decode("ascii", "replace"), str(code))
+            self._request_counters[key] = counter
+        counter.inc()
 
     def render(self) -> Deferred:
         """Fire with the metrics in Prometheus' text format."""
