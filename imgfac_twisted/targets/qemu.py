@@ -179,12 +179,21 @@ class Tool:
         """Run ``argv``; ConversionFailed saying ``what`` failed if it does not exit 0."""
         await self._log(f"{what}: {' '.join(argv)}")
         started = self.reactor.seconds()
+        running = True
+
+        def line(text: str) -> None:
+            # A cancelled tool may print on until SIGTERM lands: its lines no longer count.
+            if running and on_line is not None:
+                on_line(text)
+
         try:
-            result = await self._run(self.reactor, list(argv), timeout=timeout, on_line=on_line,
+            result = await self._run(self.reactor, list(argv), timeout=timeout, on_line=line,
                                      env=tool_environment())
         except ProcessFailed as error:
             raise ConversionFailed(f"{what} failed: {error.message}") from None
-        await self._log(f"{what}: done in {self.reactor.seconds() - started:.1f} s")
+        finally:
+            running = False
+        await self._log(f"{what}: done in {self.reactor.seconds() - started:.2f} s")
         return result
 
 

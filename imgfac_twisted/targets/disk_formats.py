@@ -1,0 +1,346 @@
+"""Target plug-ins that turn a build's raw base image into each cloud's disk format.
+
+Every target here follows the same steps (``DiskImageTarget._build``):
+
+1. wait for the build's base image (its install moves progress 0 -> 50) and
+   read its virtual size with ``qemu-img info``;
+2. make the image in a staging directory of the builder's own, with
+   ``qemu-img convert -p`` (progress 50 -> 100) and, for archives, ``tar``;
+3. check it with ``qemu-img info --output=json`` (format, virtual size,
+   format-specific data) and, for archives, the archive's listing;
+4. hash it (off the reactor), then rename it into the builder's directory.
+
+Only a checked, hashed image ever carries its final name: a failed or
+cancelled build removes the staging directory with whatever is in it.
+``TARGETS`` is the one table of what each target makes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..processes import run_process
+from ..registry import PluginEnvironment
+from ..template import Template
+from . import Artifact, BuildJob
+from .archives import Member, Tar, check_members, ova_format
+from .ovf import descriptor
+from .qemu import MIB, ImageCheckFailed, QemuImg, Runner, describe
+
+#: The base image's install reports 0..50; making the target image, 50..100.
+CONVERT_START = 50
+DONE = 100
+#: Inside the builder's directory: where an image is made before it is checked.
+STAGING_DIR = "staging"
+#: A fixed VHD is its data followed by a 512-byte footer.
+VHD_FOOTER = 512
+#: The one member a GCE image archive may hold.
+GCE_MEMBER = "disk.raw"
+#: Where a GCE build's progress stands once the disk was copied (when it cannot be linked).
+GCE_COPIED = 60
+#: Where an OVA build's progress stands once the vmdk is made (packing is a mere copy).
+OVA_CONVERTED = 90
+
+
+@dataclass(frozen=True)
+class DiskFormat:
+    """How qemu-img writes a disk format and what ``qemu-img info`` must then show."""
+
+    format: str
+    extension: str
+    options: Mapping[str, str] = field(default_factory=dict)
+    #: Format-specific data the image must show (``qemu-img info``'s ``format-specific.data``).
+    expected: Mapping[str, str] = field(default_factory=dict)
+
+
+RAW = DiskFormat("raw", "raw")
+QCOW2 = DiskFormat("qcow2", "qcow2")
+#: RHEV-M (oVirt 3.x) reads only the original qcow2 version.
+QCOW2_COMPAT_010 = DiskFormat("qcow2", "qcow2", {"compat": "0.10"}, {"compat": "0.10"})
+#: The vmdk vSphere imports: compressed, readable front to back.
+VMDK_STREAM = DiskFormat("vmdk", "vmdk", {"subformat": "streamOptimized"}, {"create-type": "streamOptimized"})
+#: A fixed VHD with exactly the size asked (no CHS rounding), as Azure and Hyper-V want.
+VHD_FIXED = DiskFormat("vpc", "vhd", {"subformat": "fixed", "force_size": "on"})
+
+
+# -- helpers ---------------------------------------------------------------
+
+
+def safe_name(name: str) -> str:
+    """``name`` made safe as a file name: no path, no hidden file, no odd characters."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:100] or "image"
+
+
+def os_description(template: Template) -> str:
+    """The template's operating system in a few words (for the OVF descriptor)."""
+    return f"{template.os_name} {template.os_version} {template.os_arch}"
+
+
+def round_up(size: int, unit: int) -> int:
+    """``size`` rounded up to a multiple of ``unit``."""
+    return -(-size // unit) * unit
+
+
+@contextmanager
+def staging(work_dir: str) -> Iterator[str]:
+    """A fresh staging directory in ``work_dir``, removed afterwards with whatever is left in it.
+
+    A cancelled tool may still be writing when this ends: unlinking its
+    file is fine on Linux, the space comes back when the tool is gone.
+    """
+    path = os.path.join(work_dir, STAGING_DIR)
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def publish(artifact: Artifact, work_dir: str) -> Artifact:
+    """Rename a checked image from the staging directory into ``work_dir`` (atomically)."""
+    final = os.path.join(work_dir, os.path.basename(artifact.path))
+    os.replace(artifact.path, final)
+    return dataclasses.replace(artifact, path=final)
+
+
+class ProgressBand:
+    """Maps a tool's percentage into the builder's band ``low..high``, reporting each new whole percent once."""
+
+    log = Logger()
+
+    def __init__(self, job: BuildJob, low: int, high: int) -> None:
+        self._job = job
+        self._low = low
+        self._high = high
+        self._last = low
+
+    def __call__(self, percent: float) -> None:
+        value = self._low + int((self._high - self._low) * min(max(percent, 0.0), 100.0) / 100)
+        if value <= self._last:
+            return
+        self._last = value
+        # Moves of one builder are applied in order, so the COMPLETED move
+        # that follows the last percentage cannot be overtaken by it.
+        self._job.progress(value).addErrback(self._lost)
+
+    def _lost(self, failure: Failure) -> None:
+        self.log.failure("progress of builder {builder_id} not recorded", failure, builder_id=self._job.builder.id)
+
+
+# -- the targets -----------------------------------------------------------
+
+
+class DiskImageTarget:
+    """A target whose image is the base image converted by ``qemu-img convert`` into one DiskFormat."""
+
+    def __init__(self, name: str, disk: DiskFormat, run: Runner = run_process) -> None:
+        self.name = name
+        self.disk = disk
+        self._run = run
+
+    @property
+    def extension(self) -> str:
+        """The file name extension of the finished image."""
+        return self.disk.extension
+
+    def build(self, job: BuildJob) -> Deferred:
+        """Make, check and hash the target image; fire with its Artifact."""
+        return ensureDeferred(self._build(job))
+
+    async def _build(self, job: BuildJob) -> Artifact:
+        base = await job.base_image()
+        qemu = QemuImg(job.reactor, job.log, self._run)
+        base_info = await qemu.info(base, "raw")
+        await job.log(f"base image {os.path.basename(base)}: {describe(base_info)}")
+        with staging(job.work_dir) as stage:
+            image = await self.make(job, qemu, base, base_info.virtual_size, stage)
+            artifact = publish(await job.artifact(image), job.work_dir)
+        await job.log(f"{os.path.basename(artifact.path)}: {artifact.size} bytes, sha256 {artifact.sha256}")
+        return artifact
+
+    def image_path(self, job: BuildJob, stage: str) -> str:
+        """Where the image is made: named after the template and the target."""
+        return os.path.join(stage, f"{safe_name(job.template.name)}-{self.name}.{self.extension}")
+
+    async def make(self, job: BuildJob, qemu: QemuImg, base: str, size: int, stage: str) -> str:
+        """Convert ``base`` into ``stage``, check the result, and return its path."""
+        image = self.image_path(job, stage)
+        await qemu.convert(base, "raw", image, self.disk.format, self.disk.options, size=size,
+                           on_progress=ProgressBand(job, CONVERT_START, DONE))
+        await qemu.check(image, self.disk.format, size, self.disk.expected)
+        return image
+
+
+class FixedVhdTarget(DiskImageTarget):
+    """A fixed VHD whose virtual size is the base image's rounded up to a whole MiB (Azure refuses others).
+
+    ``qemu-img convert`` always keeps the source's size, and qemu-img cannot
+    resize a VHD: so the VHD is created empty at the rounded size first
+    (reading as zeros), then the base image is converted into it (``-n``).
+    """
+
+    async def make(self, job: BuildJob, qemu: QemuImg, base: str, size: int, stage: str) -> str:
+        image = self.image_path(job, stage)
+        rounded = round_up(size, MIB)
+        if rounded != size:
+            await job.log(f"the VHD's virtual size is rounded up from {size} to {rounded} bytes (a whole MiB)")
+        await qemu.create(image, self.disk.format, self.disk.options, rounded)
+        await qemu.convert(base, "raw", image, self.disk.format, {}, size=rounded,
+                           on_progress=ProgressBand(job, CONVERT_START, DONE), existing_target=True)
+        await qemu.check(image, self.disk.format, rounded)
+        check_fixed_vhd(image, rounded)
+        await job.log(f"checked {os.path.basename(image)}: a fixed VHD (its data, then a {VHD_FOOTER}-byte footer)")
+        return image
+
+
+def check_fixed_vhd(path: str, size: int) -> None:
+    """ImageCheckFailed unless the file is a fixed VHD's: its data, then one footer."""
+    length = os.path.getsize(path)
+    if length != size + VHD_FOOTER:
+        raise ImageCheckFailed(f"{os.path.basename(path)} is {length} bytes: a fixed VHD of {size} bytes "
+                               f"takes {size + VHD_FOOTER}")
+
+
+class OvaTarget(DiskImageTarget):
+    """An OVA: a tar whose first member is the OVF descriptor, then the streamOptimized vmdk."""
+
+    extension = "ova"  # type: ignore[assignment]
+
+    async def make(self, job: BuildJob, qemu: QemuImg, base: str, size: int, stage: str) -> str:
+        stem = safe_name(job.template.name)
+        disk_name, ovf_name = f"{stem}-disk1.{self.disk.extension}", f"{stem}.ovf"
+        disk = os.path.join(stage, disk_name)
+        # The vmdk's compression is most of the work; packing is a copy.
+        await qemu.convert(base, "raw", disk, self.disk.format, self.disk.options, size=size,
+                           on_progress=ProgressBand(job, CONVERT_START, OVA_CONVERTED))
+        await qemu.check(disk, self.disk.format, size, self.disk.expected)
+        disk_size = os.path.getsize(disk)
+        ovf = descriptor(stem, os_description(job.template), disk_name, disk_size, size)
+        # A few kilobytes: writing them here does not hold the reactor up.
+        with open(os.path.join(stage, ovf_name), "wb") as stream:
+            stream.write(ovf)
+        archive = self.image_path(job, stage)
+        members = [Member(ovf_name, len(ovf)), Member(disk_name, disk_size)]
+        await pack(job, self._run, archive, stage, members, tar_format=ova_format(disk_size),
+                   low=OVA_CONVERTED)
+        return archive
+
+
+class GceTarget(DiskImageTarget):
+    """A GCE image: a gzipped GNU tar holding one sparse member, ``disk.raw``, the raw disk."""
+
+    extension = "tar.gz"  # type: ignore[assignment]
+
+    async def make(self, job: BuildJob, qemu: QemuImg, base: str, size: int, stage: str) -> str:
+        disk = os.path.join(stage, GCE_MEMBER)
+        low = await self.stage_disk(job, qemu, base, disk, size)
+        await qemu.check(disk, "raw", size)
+        archive = self.image_path(job, stage)
+        # tar -S reads only the allocated parts: that is what its progress counts.
+        allocated = os.stat(disk).st_blocks * 512
+        await pack(job, self._run, archive, stage, [Member(GCE_MEMBER, size)], tar_format="oldgnu", low=low,
+                   expected_bytes=allocated, gzip=True, sparse=True)
+        return archive
+
+    async def stage_disk(self, job: BuildJob, qemu: QemuImg, base: str, disk: str, size: int) -> int:
+        """Put the base image at ``disk``: a hard link when it can (no copy), else a sparse copy.
+
+        Returns where the builder's progress stands afterwards.
+        """
+        try:
+            os.link(base, disk)
+        except OSError as error:
+            await job.log(f"cannot link the base image ({error.strerror}): copying it")
+            await qemu.convert(base, "raw", disk, "raw", {}, size=size,
+                               on_progress=ProgressBand(job, CONVERT_START, GCE_COPIED))
+            return GCE_COPIED
+        await job.log(f"{GCE_MEMBER} is the base image, hard-linked (tar only reads it)")
+        return CONVERT_START
+
+
+async def pack(job: BuildJob, run: Runner, archive: str, directory: str, members: list[Member], *,
+               tar_format: str, low: int, expected_bytes: int | None = None, gzip: bool = False,
+               sparse: bool = False) -> None:
+    """Pack ``members`` into ``archive`` (progress ``low`` -> 100), then check the archive's listing.
+
+    ``expected_bytes`` is what tar will write (by default the members' sizes), for its progress.
+    """
+    tar = Tar(job.reactor, job.log, run)
+    if expected_bytes is None:
+        expected_bytes = sum(member.size for member in members)
+    await tar.create(archive, directory, [member.name for member in members], tar_format=tar_format,
+                     expected_bytes=expected_bytes, on_progress=ProgressBand(job, low, DONE),
+                     gzip=gzip, sparse=sparse)
+    listed = await tar.members(archive, gzip=gzip, size_hint=expected_bytes)
+    check_members(os.path.basename(archive), listed, members)
+    await job.log(f"checked {os.path.basename(archive)} ({tar_format} tar{', gzip' if gzip else ''}): "
+                  + ", then ".join(f"{member.name} ({member.size} bytes)" for member in listed))
+
+
+# -- the table and the entry points ------------------------------------------
+
+#: Every target this module provides: the class that makes it and the disk format it holds.
+TARGETS: dict[str, tuple[type[DiskImageTarget], DiskFormat]] = {
+    "ec2": (DiskImageTarget, RAW),
+    "openstack-kvm": (DiskImageTarget, QCOW2),
+    "rhevm": (DiskImageTarget, QCOW2_COMPAT_010),
+    "vsphere": (DiskImageTarget, VMDK_STREAM),
+    "hyperv": (FixedVhdTarget, VHD_FIXED),
+    "ova": (OvaTarget, VMDK_STREAM),
+    "gce": (GceTarget, RAW),
+}
+
+
+def make_target(name: str, run: Runner = run_process) -> DiskImageTarget:
+    """The target ``name`` of the table."""
+    kind, disk = TARGETS[name]
+    return kind(name, disk, run)
+
+
+# Entry points (group imgfac_twisted.targets) are called with the plug-in
+# environment; these targets need nothing from it.
+
+def ec2(environment: PluginEnvironment) -> DiskImageTarget:
+    """The ``ec2`` target: a raw disk."""
+    return make_target("ec2")
+
+
+def openstack_kvm(environment: PluginEnvironment) -> DiskImageTarget:
+    """The ``openstack-kvm`` target: qcow2."""
+    return make_target("openstack-kvm")
+
+
+def rhevm(environment: PluginEnvironment) -> DiskImageTarget:
+    """The ``rhevm`` target: qcow2, compat 0.10."""
+    return make_target("rhevm")
+
+
+def vsphere(environment: PluginEnvironment) -> DiskImageTarget:
+    """The ``vsphere`` target: a streamOptimized vmdk."""
+    return make_target("vsphere")
+
+
+def hyperv(environment: PluginEnvironment) -> DiskImageTarget:
+    """The ``hyperv`` target: a fixed VHD, a whole number of MiB."""
+    return make_target("hyperv")
+
+
+def ova(environment: PluginEnvironment) -> DiskImageTarget:
+    """The ``ova`` target: OVF descriptor and streamOptimized vmdk in a tar."""
+    return make_target("ova")
+
+
+def gce(environment: PluginEnvironment) -> DiskImageTarget:
+    """The ``gce`` target: disk.raw in a gzipped GNU tar."""
+    return make_target("gce")
