@@ -7,7 +7,9 @@ daemon refuses to start with a clear message instead of half-starting.
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import socket
 from typing import Any
 
@@ -78,6 +80,7 @@ class _StoreCloser(Service):
 def make_service(config: Config, reactor: Any) -> IService:
     """The root service of a daemon configured by ``config``."""
     _make_state_dir(config.state_dir)
+    remove_unfinished_work(config.state_dir)
     root = OrderedServices()
     store, door = SQLiteStore.on_own_thread(reactor, os.path.join(config.state_dir, "imagefactory.sqlite"))
     # Opened before the reactor runs: the index must be full before the
@@ -136,6 +139,17 @@ def _event_bus(config: Config, reactor: Any) -> IEventBus:
         raise ConfigError(f"amqp_url: {error}") from None
     log.info("events go to exchange {exchange} at {url}", exchange=config.amqp_exchange, url=bus.url)
     return bus
+
+
+def remove_unfinished_work(state_dir: str) -> None:
+    """Delete what a killed daemon left half-made: conversion staging folders, partial base images.
+
+    Blocking, but it runs once, before the reactor starts.
+    """
+    for staging in glob.glob(os.path.join(state_dir, "builders", "*", "staging")):
+        shutil.rmtree(staging, ignore_errors=True)
+    for partial in glob.glob(os.path.join(state_dir, "builds", "*", "*.partial")):
+        os.remove(partial)
 
 
 def _make_state_dir(path: str) -> None:
