@@ -183,3 +183,22 @@ def test_push_as_fail_user_fails(stack):
     stack.run_for(1.1)
     assert status_of(stack, pushed.id) == Status.FAILED
     assert "FAIL" in stack.index.get(pushed.id).status_detail
+
+
+def test_push_of_a_target_the_provider_cannot_take(stack):
+    """A provider that cannot take the target image's format refuses the push at once (400), recording nothing."""
+
+    class RawOnly:
+        def serves(self, name):
+            return name == "rawcloud"
+
+        def accepts_target(self, target):
+            return target == "ec2"
+
+    stack.dispatcher._providers["rawcloud"] = RawOnly()
+    target_image = start_build(stack).target_images[0]
+    stack.run_for(1.1)
+    before = len(stack.index)
+    with pytest.raises(InvalidRequest, match="cannot take 'mock' images"):
+        result_of(ensureDeferred(stack.dispatcher.start_push(target_image.id, "rawcloud", MOCK_CREDENTIALS)))
+    assert len(stack.index) == before

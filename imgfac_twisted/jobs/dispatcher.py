@@ -211,6 +211,9 @@ class Dispatcher(Service):
             raise InvalidRequest(
                 f"target image {target_image_id} is {target_builder.status.value}: only a COMPLETED target image can be pushed"
             )
+        if not provider.accepts_target(target_builder.target):
+            raise InvalidRequest(f"provider {provider_name!r} cannot take {target_builder.target!r} images "
+                                 f"(push a target image built for it, e.g. target 'ec2' for EC2)")
         credentials = provider.parse_credentials(credentials_xml)
         image = await self._store.get_image(target_image.image_id)
         now = self._reactor.seconds()

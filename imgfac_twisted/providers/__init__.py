@@ -63,6 +63,9 @@ class Provider(Protocol):
     def serves(self, provider_name: str) -> bool:
         """True when this plug-in pushes to the provider so named."""
 
+    def accepts_target(self, target: str) -> bool:
+        """True when this provider can take images of ``target`` (e.g. EC2 takes raw ``ec2`` images)."""
+
     def parse_credentials(self, xml: str) -> Credentials:
         """Credentials from the push request's XML; InvalidCredentials when unusable."""
 

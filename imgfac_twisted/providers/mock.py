@@ -62,6 +62,10 @@ class MockProvider:
         """Only the provider named ``mock``."""
         return provider_name == "mock"
 
+    def accepts_target(self, target: str) -> bool:
+        """Any target: nothing is really uploaded."""
+        return True
+
     def parse_credentials(self, xml: str) -> Credentials:
         """Mock credentials: user name (the account) and password (dropped after the check)."""
         fields = credential_fields(xml, "mock_credentials", ("username", "password"), ("username", "password"))
