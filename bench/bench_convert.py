@@ -32,7 +32,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,8 @@ from typing import Any
 
 import requests
 from requests_oauthlib import OAuth1
+
+from benchlib import free_port, percentile
 
 CLIENT_KEY = "bench"
 CLIENT_SECRET = "bench-secret-not-for-production"
@@ -122,13 +123,6 @@ class BenchError(Exception):
 
 
 # -- set-up ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_payload(path: str, data_mib: int) -> None:
@@ -316,11 +310,6 @@ def by_hand(base_image: str, target: str, out_dir: str) -> float:
     seconds = time.monotonic() - started
     os.remove(out)
     return seconds
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
 
 
 def latency_line(label: str, values: list[float]) -> str:

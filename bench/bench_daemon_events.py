@@ -33,7 +33,7 @@ import pika
 import requests
 from requests_oauthlib import OAuth1
 
-from bench_status_polling import BenchError, free_port, start, stop, wait_until_serving
+from benchlib import BenchError, free_port, percentile, start, stop, wait_until_serving
 
 BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
 TEMPLATE = ("<template><name>bench</name><os><name>Fedora</name><version>14</version><arch>x86_64</arch>"
@@ -73,11 +73,6 @@ class Collector(threading.Thread):
     def finish(self) -> None:
         self._stopping = True
         self.join(10)
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def through_daemon(args: argparse.Namespace, work: str) -> tuple[int, float, list[float]]:

@@ -44,7 +44,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
 import sqlite3
 import statistics
@@ -59,6 +58,8 @@ import boto3
 import requests
 from botocore.config import Config
 from requests_oauthlib import OAuth1
+
+from benchlib import free_port, start, stop, tail
 
 CLIENT_KEY = "bench"
 CLIENT_SECRET = "bench-secret-not-for-production"
@@ -76,40 +77,6 @@ IN_FLIGHT = 8
 
 class BenchError(Exception):
     """Something broke: the figures would not mean anything."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(argv: list[str], log_path: str, cwd: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    with open(log_path, "wb") as log:
-        return subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env)
-
-
-def stop(process: subprocess.Popen | None, grace: float = 30.0) -> None:
-    if process is None or process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def tail(path: str, lines: int = 30) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as stream:
-            return "".join(stream.readlines()[-lines:])
-    except OSError as error:
-        return f"({path} cannot be read: {error.strerror})"
 
 
 def wait_port(port: int, process: subprocess.Popen, log: str, timeout: float = 30.0) -> None:
@@ -190,8 +157,8 @@ def make_image(path: str, image_bytes: int, data_bytes: int, seed: int = 6) -> d
             data = rng.randbytes(RUN_BYTES)
             stream.seek(offset)
             stream.write(data)
-            for start in range(0, RUN_BYTES, 512):
-                blocks[(offset + start) // 512] = data[start:start + 512]
+            for first in range(0, RUN_BYTES, 512):
+                blocks[(offset + first) // 512] = data[first:first + 512]
     os.replace(partial, path)
     return blocks
 

@@ -28,8 +28,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +39,8 @@ from urllib.parse import urlsplit
 
 import requests
 from requests_oauthlib import OAuth1
+
+from benchlib import BenchError, free_port, start, stop, tail, wait_until_serving
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BARE_SERVER = os.path.join(HERE, "bare_status_server.py")
@@ -55,54 +55,6 @@ TEMPLATE = ("<template><name>bench</name><os><name>Fedora</name><version>14</ver
 TARGET_RATIO = 0.8
 
 
-class BenchError(Exception):
-    """Something broke: the figures would not mean anything."""
-
-
-# -- processes --------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(argv: list[str], log_path: str, cwd: str) -> subprocess.Popen:
-    """Start ``argv`` in a process group of its own, stdout and stderr to ``log_path``."""
-    with open(log_path, "wb") as log:
-        return subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-
-
-def stop(process: subprocess.Popen | None, grace: float = 15.0) -> None:
-    """SIGTERM the process group of ``process``; SIGKILL it if it is not gone within ``grace`` seconds."""
-    if process is None or process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()
-
-
-def tail(path: str, lines: int = 30) -> str:
-    """The last ``lines`` lines of a file, for error reports."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as stream:
-            return "".join(stream.readlines()[-lines:])
-    except OSError as error:
-        return f"({path} cannot be read: {error.strerror})"
-
-
 def count_lines(path: str) -> int:
     """Lines in a file (0 when it does not exist)."""
     try:
@@ -110,26 +62,6 @@ def count_lines(path: str) -> int:
             return sum(1 for _ in stream)
     except FileNotFoundError:
         return 0
-
-
-def wait_until_serving(url: str, process: subprocess.Popen, log_path: str, ca: str | None,
-                       timeout: float = 60.0) -> None:
-    """Poll ``url`` until it answers 200; BenchError if the process exits or time runs out."""
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"{process.args[0]} exited with {process.returncode} before serving; "
-                             f"last lines of {log_path}:\n{tail(log_path)}")
-        try:
-            answer = requests.get(url, verify=ca if ca else True, timeout=2)
-            if answer.status_code == 200:
-                return
-            last = f"HTTP {answer.status_code}"
-        except requests.RequestException as error:
-            last = str(error)
-        time.sleep(0.2)
-    raise BenchError(f"{url} did not answer within {timeout:g}s ({last}); last lines of {log_path}:\n{tail(log_path)}")
 
 
 def ensure_wrk() -> str:

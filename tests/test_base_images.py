@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from imgfac_twisted.errors import ImageFactoryError
 from imgfac_twisted.jobs.base_images import BaseImages, NoInstaller
 from imgfac_twisted.jobs.logs import BuilderLogs
-from imgfac_twisted.testing import InlineDoor, SPEC_TEMPLATE, result_of, template_named
+from imgfac_twisted.testing import InlineDoor, SPEC_TEMPLATE, result_of
 from imgfac_twisted.template import parse_template
 
 MOCK_OS = SPEC_TEMPLATE.replace("<name>Fedora</name>", "<name>Mock</name>")

@@ -1,6 +1,5 @@
 """Metrics: builders by status, durations, queue and outbox lengths, HTTP requests."""
 
-import json
 import re
 
 import pytest

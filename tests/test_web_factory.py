@@ -8,7 +8,6 @@ import pytest
 from oauthlib.oauth1 import Client
 from treq.testing import StubTreq
 
-from imgfac_twisted.jobs.index import BuilderIndex
 from imgfac_twisted.testing import SPEC_TEMPLATE, Stack, result_of
 from imgfac_twisted.web.factory import FactoryAPI, FactoryRoot
 from imgfac_twisted.web.oauth import OAuthVerifier
