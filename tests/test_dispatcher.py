@@ -166,7 +166,7 @@ def test_push_refusals(stack):
     with pytest.raises(InvalidRequest, match="COMPLETED"):
         result_of(ensureDeferred(stack.dispatcher.start_push(target_image.id, "mock", MOCK_CREDENTIALS)))
     stack.run_for(1.1)
-    with pytest.raises(InvalidRequest, match="unknown provider 'nowhere'"):
+    with pytest.raises(InvalidRequest, match="unknown provider 'nowhere': known providers are mock"):
         result_of(ensureDeferred(stack.dispatcher.start_push(target_image.id, "nowhere", MOCK_CREDENTIALS)))
     with pytest.raises(InvalidCredentials, match="password"):
         result_of(ensureDeferred(stack.dispatcher.start_push(
@@ -202,3 +202,22 @@ def test_push_of_a_target_the_provider_cannot_take(stack):
     with pytest.raises(InvalidRequest, match="cannot take 'mock' images"):
         result_of(ensureDeferred(stack.dispatcher.start_push(target_image.id, "rawcloud", MOCK_CREDENTIALS)))
     assert len(stack.index) == before
+
+
+def test_unknown_provider_lists_the_names_clients_can_use(stack):
+    """The 400 for an unknown provider names the usable providers, with the AWS regions summed up."""
+
+    class Regions:
+        def serves(self, name):
+            return False
+
+        def provider_names(self):
+            return ["ec2-eu-west-1", "ec2-us-east-1", "moto-east"]
+
+    stack.dispatcher._providers["ec2"] = Regions()
+    target_image = start_build(stack).target_images[0]
+    stack.run_for(1.1)
+    with pytest.raises(InvalidRequest) as refused:
+        result_of(ensureDeferred(stack.dispatcher.start_push(target_image.id, "nowhere", MOCK_CREDENTIALS)))
+    assert "moto-east" in refused.value.message and "ec2-<region> (2 AWS regions" in refused.value.message
+    assert "mock" in refused.value.message

@@ -278,7 +278,18 @@ class Dispatcher(Service):
         for provider in self._providers.values():
             if provider.serves(name):
                 return provider
-        raise InvalidRequest(f"unknown provider {name!r}: known providers are {', '.join(sorted(self._providers))}")
+        raise InvalidRequest(f"unknown provider {name!r}: known providers are {self._provider_names()}")
+
+    def _provider_names(self) -> str:
+        """The provider names a client may use, the AWS regions summed up."""
+        names: list[str] = []
+        for plugin_name, provider in sorted(self._providers.items()):
+            listed = getattr(provider, "provider_names", lambda: [plugin_name])()
+            regions = [n for n in listed if n.startswith("ec2-")]
+            names += [n for n in listed if not n.startswith("ec2-")]
+            if regions:
+                names.append(f"ec2-<region> ({len(regions)} AWS regions, e.g. {regions[0]})")
+        return ", ".join(names)
 
     def _job(self, builder: Builder, status: Status, **extra: Any) -> Job:
         work_dir = os.path.join(self._state_dir, "builders", builder.id)
