@@ -13,6 +13,8 @@ from typing import Any, Callable, TypeVar
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
@@ -49,3 +51,24 @@ class ThreadDoor(Service):
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred:
         """Call ``fn`` on one of the pool's threads."""
         return deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)
+
+
+def shielded(inner: Deferred, late_failure: str | None = None) -> Deferred:
+    """A Deferred with ``inner``'s result whose cancellation leaves ``inner`` running.
+
+    Work that went through a door cannot be stopped half-way (a thread runs
+    on): the caller may stop waiting, but the work still lands and its
+    result is still seen by whoever else holds ``inner``.  A failure that
+    comes after the caller stopped waiting is logged with ``late_failure``
+    as the message when one is given, else dropped.
+    """
+    outer: Deferred = Deferred(lambda _: None)
+
+    def forward(result: Any) -> None:
+        if not outer.called:
+            (outer.errback if isinstance(result, Failure) else outer.callback)(result)
+        elif isinstance(result, Failure) and late_failure is not None:
+            Logger().failure(late_failure, result)
+
+    inner.addBoth(forward)
+    return outer

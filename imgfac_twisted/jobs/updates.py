@@ -6,8 +6,8 @@ from typing import Any, Awaitable, Callable
 
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
+from ..doors import shielded
 from ..errors import UnknownObject
 from ..events import Event, event_for_change
 from ..events.relay import OutboxRelay
@@ -68,7 +68,8 @@ class BuilderUpdater:
         write that was cut half-way would leave the store and the index
         disagreeing.  The caller stops waiting; the change still lands.
         """
-        return _shielded(self._serially(builder_id, lambda: self._move(builder_id, status, completed, changes)))
+        return shielded(self._serially(builder_id, lambda: self._move(builder_id, status, completed, changes)),
+                        "builder change failed after its caller stopped waiting")
 
     async def _move(self, builder_id: str, status: Status, completed: int | None, changes: dict[str, Any]) -> Builder:
         old = self._index.get(builder_id)
@@ -101,16 +102,3 @@ class BuilderUpdater:
 
         return lock.run(lambda: ensureDeferred(work())).addBoth(release)
 
-
-def _shielded(inner: Deferred) -> Deferred:
-    """A Deferred with ``inner``'s result whose cancellation leaves ``inner`` running."""
-    outer: Deferred = Deferred(lambda _: None)
-
-    def forward(result: Any) -> None:
-        if not outer.called:
-            (outer.errback if isinstance(result, Failure) else outer.callback)(result)
-        elif isinstance(result, Failure):
-            Logger().failure("builder change failed after its caller stopped waiting", result)
-
-    inner.addBoth(forward)
-    return outer

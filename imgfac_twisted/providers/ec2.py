@@ -46,6 +46,7 @@ from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
+from ..doors import shielded
 from ..errors import ImageFactoryError, InvalidCredentials
 from ..registry import PluginEnvironment
 from . import Credentials, PushJob, PushResult
@@ -175,27 +176,6 @@ def architecture_of(os_arch: str | None) -> str | None:
     if not os_arch:
         return DEFAULT_ARCHITECTURE
     return ARCHITECTURES.get(os_arch.strip().lower())
-
-
-def shielded(inner: Deferred) -> Deferred:
-    """A Deferred with ``inner``'s result whose cancellation leaves ``inner`` running.
-
-    Cancelling a thread-pool call cannot stop the thread; this way a
-    cancelled push still learns what the call made (e.g. a snapshot id) and
-    can delete it.
-    """
-    outer: Deferred = Deferred()
-
-    def settle(result: Any) -> None:
-        if not outer.called:
-            if isinstance(result, Failure):
-                outer.errback(result)
-            else:
-                outer.callback(result)
-        return None
-
-    inner.addBoth(settle)
-    return outer
 
 
 class Ec2Push:
