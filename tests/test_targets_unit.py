@@ -23,7 +23,7 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from imgfac_twisted.jobs.dispatcher import file_artifact
+from imgfac_twisted.jobs.dispatcher import discard_path, file_artifact
 from imgfac_twisted.processes import ProcessFailed, ProcessResult, run_process
 from imgfac_twisted.targets import archives, disk_formats, ovf, qemu
 from imgfac_twisted.targets.archives import Member
@@ -63,6 +63,9 @@ class FakeJob:
 
     def artifact(self, path: str) -> Deferred:
         return succeed(file_artifact(path))
+
+    def discard(self, path: str) -> Deferred:
+        return succeed(discard_path(path))
 
     def log(self, message: str) -> Deferred:
         self.lines.append(message)

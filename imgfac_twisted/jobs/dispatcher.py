@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -86,6 +87,10 @@ class Job:
         """Fire with the Artifact of ``path`` (hashed on the disk door, off the reactor)."""
         return self.disk_door.run(file_artifact, path)
 
+    def discard(self, path: str) -> Deferred:
+        """Remove a file or folder (if there) on the disk door, off the reactor."""
+        return self.disk_door.run(discard_path, path)
+
     def log(self, message: str) -> Deferred:
         """Add a line to the builder's log."""
         return self.logs.append(self.builder.id, message)
@@ -106,6 +111,17 @@ def file_artifact(path: str) -> Artifact:
             digest.update(chunk)
             size += len(chunk)
     return Artifact(path=path, size=size, sha256=digest.hexdigest())
+
+
+def discard_path(path: str) -> None:
+    """Remove ``path``, a file or a folder, if it is there (blocking: run it on a door)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
 
 
 def _logged(deferred: Deferred) -> None:

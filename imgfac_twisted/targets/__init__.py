@@ -44,6 +44,9 @@ class BuildJob(Protocol):
     def artifact(self, path: str) -> Deferred:
         """Fire with the Artifact of a finished file (size and SHA-256, read off the reactor)."""
 
+    def discard(self, path: str) -> Deferred:
+        """Remove a file or folder (if there) off the reactor; fire once it is gone."""
+
     def log(self, message: str) -> Deferred:
         """Add a line to the builder's log (shown at ``/imagefactory/builders/<id>/log``)."""
 

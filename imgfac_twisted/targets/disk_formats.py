@@ -20,10 +20,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import shutil
-from contextlib import contextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import AsyncIterator, Mapping
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
@@ -91,20 +90,22 @@ def round_up(size: int, unit: int) -> int:
     return -(-size // unit) * unit
 
 
-@contextmanager
-def staging(work_dir: str) -> Iterator[str]:
-    """A fresh staging directory in ``work_dir``, removed afterwards with whatever is left in it.
+@asynccontextmanager
+async def staging(job: BuildJob) -> AsyncIterator[str]:
+    """A fresh staging directory in the job's folder, removed afterwards with whatever is left in it.
 
-    A cancelled tool may still be writing when this ends: unlinking its
-    file is fine on Linux, the space comes back when the tool is gone.
+    Removing gigabytes of image is disk work: it goes through the job's
+    door, off the reactor.  A cancelled tool may still be writing when this
+    ends: unlinking its file is fine on Linux, the space comes back when the
+    tool is gone.
     """
-    path = os.path.join(work_dir, STAGING_DIR)
-    shutil.rmtree(path, ignore_errors=True)
+    path = os.path.join(job.work_dir, STAGING_DIR)
+    await job.discard(path)
     os.makedirs(path)
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        await job.discard(path)
 
 
 def publish(artifact: Artifact, work_dir: str) -> Artifact:
@@ -163,7 +164,7 @@ class DiskImageTarget:
         qemu = QemuImg(job.reactor, job.log, self._run)
         base_info = await qemu.info(base, "raw")
         await job.log(f"base image {os.path.basename(base)}: {describe(base_info)}")
-        with staging(job.work_dir) as stage:
+        async with staging(job) as stage:
             image = await self.make(job, qemu, base, base_info.virtual_size, stage)
             artifact = publish(await job.artifact(image), job.work_dir)
         await job.log(f"{os.path.basename(artifact.path)}: {artifact.size} bytes, sha256 {artifact.sha256}")
