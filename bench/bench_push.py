@@ -59,7 +59,7 @@ import requests
 from botocore.config import Config
 from requests_oauthlib import OAuth1
 
-from benchlib import free_port, start, stop, tail
+from benchlib import BenchError, free_port, start, stop, tail
 
 CLIENT_KEY = "bench"
 CLIENT_SECRET = "bench-secret-not-for-production"
@@ -73,10 +73,6 @@ CREDENTIALS = ("<provider_credentials><ec2_credentials><account_number>123456789
 MIB = 1024 * 1024
 RUN_BYTES = 256 * 1024
 IN_FLIGHT = 8
-
-
-class BenchError(Exception):
-    """Something broke: the figures would not mean anything."""
 
 
 def wait_port(port: int, process: subprocess.Popen, log: str, timeout: float = 30.0) -> None:

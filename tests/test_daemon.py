@@ -474,17 +474,22 @@ def test_template_url_that_never_answers_times_out(limits_daemon: Daemon, silent
     assert 0.8 <= elapsed < 15, elapsed
 
 
+def assert_rebuilt(daemon: Daemon, answer: Any, completed_build: dict[str, Any]) -> None:
+    """A rebuild's answer: 202, the spec's document, the same image, a new build that completes."""
+    assert answer.status_code == 202, answer.text
+    document = answer.json()
+    _check_started_document(document, daemon.base_url)
+    assert document["id"] == completed_build["image_id"]
+    assert document["build"]["id"] != completed_build["build_id"]
+    assert daemon.wait_final(first_target(document)["href"])["status"] == "COMPLETED"
+
+
 def test_rebuild_with_put(daemon: Daemon, completed_build: dict[str, Any]) -> None:
     """PUT /imagefactory/images/<id> with targets=mock (form, as in the spec's curl example; the
     template is optional) answers 202 with the same image id and a new build, which completes."""
     image_id = completed_build["image_id"]
     answer = daemon.put(f"/imagefactory/images/{image_id}", data={"targets": "mock"})
-    assert answer.status_code == 202, answer.text
-    document = answer.json()
-    _check_started_document(document, daemon.base_url)
-    assert document["id"] == image_id
-    assert document["build"]["id"] != completed_build["build_id"]
-    assert daemon.wait_final(first_target(document)["href"])["status"] == "COMPLETED"
+    assert_rebuilt(daemon, answer, completed_build)
 
     with_template = daemon.put(f"/imagefactory/images/{image_id}", data={"targets": "mock", "template": F14})
     assert with_template.status_code == 202, with_template.text
@@ -496,12 +501,7 @@ def test_rebuild_with_put_json_body(daemon: Daemon, completed_build: dict[str, A
     new build id; an unknown image id is a 404."""
     image_id = completed_build["image_id"]
     answer = daemon.put(f"/imagefactory/images/{image_id}", json={"targets": "mock"})
-    assert answer.status_code == 202, answer.text
-    document = answer.json()
-    _check_started_document(document, daemon.base_url)
-    assert document["id"] == image_id
-    assert document["build"]["id"] != completed_build["build_id"]
-    assert daemon.wait_final(first_target(document)["href"])["status"] == "COMPLETED"
+    assert_rebuilt(daemon, answer, completed_build)
 
     unknown = str(uuid.uuid4())
     assert_json_error(daemon.put(f"/imagefactory/images/{unknown}", json={"targets": "mock"}), 404)
