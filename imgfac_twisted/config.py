@@ -52,7 +52,7 @@ OPTIONS: tuple[Option, ...] = (
            "Seconds allowed to fetch a template given as a URL.", minimum=0.1),
     Option("max_concurrent_builds", "int", 4, "Builds that run at once; the rest wait PENDING.", minimum=1),
     Option("max_concurrent_pushes", "int", 4, "Pushes that run at once; the rest wait PENDING.", minimum=1),
-    Option("max_concurrent_installs", "int", 2, "OS installs (virtual machines) that run at once.", minimum=1),
+    Option("max_concurrent_local_sessions", "int", 2, "OS installs (virtual machines, local sessions) that run at once; the rest wait PENDING.", minimum=1),
     Option("cloud_threads", "int", 8, "Threads for blocking cloud SDK calls.", minimum=1),
     Option("provider_dir", "path", "/etc/imagefactory/providers",
            "Folder of provider definition files (one JSON file per EC2-compatible endpoint)."),
@@ -84,7 +84,7 @@ class Config:
     template_fetch_timeout: float = 30.0
     max_concurrent_builds: int = 4
     max_concurrent_pushes: int = 4
-    max_concurrent_installs: int = 2
+    max_concurrent_local_sessions: int = 2
     cloud_threads: int = 8
     provider_dir: str = "/etc/imagefactory/providers"
     mock_duration: float = 3.0

@@ -100,7 +100,7 @@ def make_service(config: Config, reactor: Any) -> IService:
     cloud_door = ThreadDoor(reactor, "cloud", threads=config.cloud_threads)
     environment = PluginEnvironment(config, reactor, cloud_door)
     base_images = BaseImages(reactor, load_plugins(OS_GROUP, environment), config.state_dir, logs,
-                             config.max_concurrent_installs)
+                             config.max_concurrent_local_sessions)
     dispatcher = Dispatcher(
         reactor, store, updater, index,
         targets=load_plugins(TARGETS_GROUP, environment),
