@@ -310,7 +310,7 @@ def test_failed_conversion_leaves_no_image(wrapped: dict[str, Any]) -> None:
         assert detail["status"] == "FAILED", detail
         assert "failed" in detail["status_detail"] and "No space left on device" in detail["status_detail"]
         assert builder_files(daemon, detail["id"]) == {"builder.log"}, name
-        assert daemon.get(images[name]["href"] + "/raw_image").status_code == 409
+        assert daemon.get(images[name]["href"] + "/raw_image").status_code == 404
 
 
 def test_progress_moves_between_50_and_100(wrapped: dict[str, Any]) -> None:

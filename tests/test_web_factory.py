@@ -260,8 +260,8 @@ def test_openapi_document_is_served(client):
 
 
 
-def test_raw_image_before_completion_is_a_conflict(client):
-    """A target image that is not COMPLETED cannot be downloaded yet (409)."""
+def test_raw_image_before_completion_is_not_found(client):
+    """A target image that is not COMPLETED cannot be downloaded yet (404)."""
     href = build(client)["build"]["target_images"][0]["href"][len(BASE):]
-    error = client.json("GET", href + "/raw_image", expect=409)
+    error = client.json("GET", href + "/raw_image", expect=404)
     assert "BUILDING" in error["message"]

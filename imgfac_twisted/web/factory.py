@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from twisted.web import static
+from twisted.web import http, static
 from twisted.web.resource import Resource
 
 from .. import API_NAME, API_VERSION
@@ -42,8 +42,14 @@ def base_url(request: IRequest) -> str:
     return ("https://" if request.isSecure() else "http://") + host.decode("ascii", "replace")
 
 
-def download(request: IRequest, path: str) -> Resource:
-    """A resource serving the file at ``path`` exactly as it is on disk."""
+def download(request: IRequest, path: str, sha256: str | None) -> Resource | bytes:
+    """A resource serving the file at ``path`` exactly as it is on disk.
+
+    Its SHA-256, recorded when the image was made, is the strong ETag: a
+    client that already holds this image (``If-None-Match``) gets 304.
+    """
+    if sha256 is not None and request.setETag(f'"{sha256}"'.encode("ascii")) == http.CACHED:
+        return b""
     served = static.File(path, defaultType="application/octet-stream")
     # static.File would label a .tar.gz "Content-Encoding: gzip" and clients
     # would unpack it on the fly: the image must arrive as made.
@@ -169,12 +175,13 @@ class FactoryAPI:
     @app.route("/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>/raw_image",
                methods=["GET"])
     def raw_image(self, request: IRequest, image_id: str, build_id: str, target_image_id: str) -> Resource:
-        """The target image file as made, byte for byte (ranges allowed), once COMPLETED."""
+        """The target image file as made, byte for byte (ranges, ETag), once COMPLETED; 404 before."""
         found = self._target_builder(image_id, build_id, target_image_id)
         if found.status != Status.COMPLETED or found.artifact_path is None:
-            raise Conflict(f"target image {target_image_id} is {found.status.value}: "
-                           "it can be downloaded once COMPLETED")
-        return download(request, found.artifact_path)
+            # Not there yet (or never made): as the issue asks, 404 until COMPLETED.
+            raise UnknownObject(f"target image {target_image_id} is {found.status.value}: "
+                                "its image can be downloaded once COMPLETED")
+        return download(request, found.artifact_path, found.artifact_sha256)
 
     @app.route("/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>"
                "/provider_images/<provider_image_id>", methods=["GET"])
