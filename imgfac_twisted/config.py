@@ -53,6 +53,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_concurrent_builds", "int", 4, "Builds that run at once; the rest wait PENDING.", minimum=1),
     Option("max_concurrent_pushes", "int", 4, "Pushes that run at once; the rest wait PENDING.", minimum=1),
     Option("max_concurrent_local_sessions", "int", 2, "OS installs (virtual machines, local sessions) that run at once; the rest wait PENDING.", minimum=1),
+    Option("install_download_timeout", "float", 600.0,
+           "Seconds allowed to download one installer file (kernel, initrd, ISO).", minimum=1),
+    Option("install_download_max_bytes", "int", 2 * 1024 ** 3,
+           "Largest installer file (kernel, initrd, ISO) downloaded, in bytes.", minimum=1),
+    Option("install_iso_dir", "path", None, "Folder of local ISOs a template may name as "
+           "<iso>file:NAME</iso> (default: none, only http(s) ISOs).", optional=True),
     Option("cloud_threads", "int", 8, "Threads for blocking cloud SDK calls.", minimum=1),
     Option("provider_dir", "path", "/etc/imagefactory/providers",
            "Folder of provider definition files (one JSON file per EC2-compatible endpoint)."),
@@ -90,6 +96,9 @@ class Config:
     mock_duration: float = 3.0
     access_log: str | None = None
     amqp_url: str | None = field(default=None, repr=False)
+    install_download_timeout: float = 600.0
+    install_download_max_bytes: int = 2 * 1024 ** 3
+    install_iso_dir: str | None = None
     amqp_exchange: str = "imagefactory"
 
     def redacted(self) -> dict[str, Any]:

@@ -91,6 +91,10 @@ class Job:
         """Remove a file or folder (if there) on the disk door, off the reactor."""
         return self.disk_door.run(discard_path, path)
 
+    def on_disk(self, fn: Callable[..., Any], *args: Any) -> Deferred:
+        """Run blocking file work ``fn(*args)`` on the disk door, off the reactor."""
+        return self.disk_door.run(fn, *args)
+
     def log(self, message: str) -> Deferred:
         """Add a line to the builder's log."""
         return self.logs.append(self.builder.id, message)

@@ -47,6 +47,9 @@ class BuildJob(Protocol):
     def discard(self, path: str) -> Deferred:
         """Remove a file or folder (if there) off the reactor; fire once it is gone."""
 
+    def on_disk(self, fn: Any, *args: Any) -> Deferred:
+        """Run blocking file work ``fn(*args)`` on the disk door; fire with its result."""
+
     def log(self, message: str) -> Deferred:
         """Add a line to the builder's log (shown at ``/imagefactory/builders/<id>/log``)."""
 

@@ -10,6 +10,9 @@ Every target here follows the same steps (``DiskImageTarget._build``):
    format-specific data) and, for archives, the archive's listing;
 4. hash it (off the reactor), then rename it into the builder's directory.
 
+The ``ec2`` target is the raw base image itself: a sparse copy hashed while
+it is written (``RawCopyTarget``), no qemu-img conversion.
+
 Only a checked, hashed image ever carries its final name: a failed or
 cancelled build removes the staging directory with whatever is in it.
 ``TARGETS`` is the one table of what each target makes.
@@ -20,9 +23,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Callable, Mapping
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
@@ -35,6 +39,7 @@ from . import Artifact, BuildJob
 from .archives import Member, Tar, check_members, ova_format
 from .ovf import descriptor
 from .qemu import MIB, ImageCheckFailed, QemuImg, Runner, describe
+from .sparse import copy_hashed
 
 #: The base image's install reports 0..50; making the target image, 50..100.
 CONVERT_START = 50
@@ -165,8 +170,7 @@ class DiskImageTarget:
         base_info = await qemu.info(base, "raw")
         await job.log(f"base image {os.path.basename(base)}: {describe(base_info)}")
         async with staging(job) as stage:
-            image = await self.make(job, qemu, base, base_info.virtual_size, stage)
-            artifact = publish(await job.artifact(image), job.work_dir)
+            artifact = publish(await self.make(job, qemu, base, base_info.virtual_size, stage), job.work_dir)
         await job.log(f"{os.path.basename(artifact.path)}: {artifact.size} bytes, sha256 {artifact.sha256}")
         return artifact
 
@@ -174,13 +178,47 @@ class DiskImageTarget:
         """Where the image is made: named after the template and the target."""
         return os.path.join(stage, f"{safe_name(job.template.name)}-{self.name}.{self.extension}")
 
-    async def make(self, job: BuildJob, qemu: QemuImg, base: str, size: int, stage: str) -> str:
-        """Convert ``base`` into ``stage``, check the result, and return its path."""
+    async def make(self, job: BuildJob, qemu: QemuImg, base: str, size: int, stage: str) -> Artifact:
+        """Convert ``base`` into ``stage``, check and hash the result: its Artifact."""
         image = self.image_path(job, stage)
         await qemu.convert(base, "raw", image, self.disk.format, self.disk.options, size=size,
                            on_progress=ProgressBand(job, CONVERT_START, DONE))
         await qemu.check(image, self.disk.format, size, self.disk.expected)
-        return image
+        return await job.artifact(image)
+
+
+class RawCopyTarget(DiskImageTarget):
+    """A raw disk (``ec2``): the base image copied sparsely on the disk door, hashed as it is written."""
+
+    async def make(self, job: BuildJob, qemu: QemuImg, base: str, size: int, stage: str) -> Artifact:
+        image = self.image_path(job, stage)
+        band = ProgressBand(job, CONVERT_START, DONE)
+        artifact = await stoppable_on_disk(job, copy_hashed, base, image, on_reactor(job.reactor, band))
+        await qemu.check(image, self.disk.format, size, self.disk.expected)
+        await job.log(f"{os.path.basename(image)}: a sparse copy of the base image, hashed while written")
+        return artifact
+
+
+def on_reactor(reactor: Any, call: Callable[[float], None]) -> Callable[[float], None]:
+    """``call``, made safe to call from a door's thread: it runs on the reactor."""
+    return lambda value: reactor.callFromThread(call, value)
+
+
+def stoppable_on_disk(job: BuildJob, fn: Callable[..., Any], *args: Any) -> Deferred:
+    """Run ``fn(*args, stop)`` on the disk door; cancelling sets ``stop`` (a threading.Event).
+
+    The thread cannot be interrupted: ``fn`` checks ``stop`` between pieces
+    of work and ends soon after; the caller stops waiting at once.
+    """
+    stop = threading.Event()
+    waiting: Deferred = Deferred(lambda _: stop.set())
+
+    def forward(result: Any) -> None:
+        if not waiting.called:
+            (waiting.errback if isinstance(result, Failure) else waiting.callback)(result)
+
+    job.on_disk(fn, *args, stop).addBoth(forward)
+    return waiting
 
 
 class FixedVhdTarget(DiskImageTarget):
@@ -191,7 +229,7 @@ class FixedVhdTarget(DiskImageTarget):
     (reading as zeros), then the base image is converted into it (``-n``).
     """
 
-    async def make(self, job: BuildJob, qemu: QemuImg, base: str, size: int, stage: str) -> str:
+    async def make(self, job: BuildJob, qemu: QemuImg, base: str, size: int, stage: str) -> Artifact:
         image = self.image_path(job, stage)
         rounded = round_up(size, MIB)
         if rounded != size:
@@ -202,7 +240,7 @@ class FixedVhdTarget(DiskImageTarget):
         await qemu.check(image, self.disk.format, rounded)
         check_fixed_vhd(image, rounded)
         await job.log(f"checked {os.path.basename(image)}: a fixed VHD (its data, then a {VHD_FOOTER}-byte footer)")
-        return image
+        return await job.artifact(image)
 
 
 def check_fixed_vhd(path: str, size: int) -> None:
@@ -218,7 +256,7 @@ class OvaTarget(DiskImageTarget):
 
     extension = "ova"  # type: ignore[assignment]
 
-    async def make(self, job: BuildJob, qemu: QemuImg, base: str, size: int, stage: str) -> str:
+    async def make(self, job: BuildJob, qemu: QemuImg, base: str, size: int, stage: str) -> Artifact:
         stem = safe_name(job.template.name)
         disk_name, ovf_name = f"{stem}-disk1.{self.disk.extension}", f"{stem}.ovf"
         disk = os.path.join(stage, disk_name)
@@ -235,7 +273,7 @@ class OvaTarget(DiskImageTarget):
         members = [Member(ovf_name, len(ovf)), Member(disk_name, disk_size)]
         await pack(job, self._run, archive, stage, members, tar_format=ova_format(disk_size),
                    low=OVA_CONVERTED)
-        return archive
+        return await job.artifact(archive)
 
 
 class GceTarget(DiskImageTarget):
@@ -243,7 +281,7 @@ class GceTarget(DiskImageTarget):
 
     extension = "tar.gz"  # type: ignore[assignment]
 
-    async def make(self, job: BuildJob, qemu: QemuImg, base: str, size: int, stage: str) -> str:
+    async def make(self, job: BuildJob, qemu: QemuImg, base: str, size: int, stage: str) -> Artifact:
         disk = os.path.join(stage, GCE_MEMBER)
         low = await self.stage_disk(job, qemu, base, disk, size)
         await qemu.check(disk, "raw", size)
@@ -252,7 +290,7 @@ class GceTarget(DiskImageTarget):
         allocated = os.stat(disk).st_blocks * 512
         await pack(job, self._run, archive, stage, [Member(GCE_MEMBER, size)], tar_format="oldgnu", low=low,
                    expected_bytes=allocated, gzip=True, sparse=True)
-        return archive
+        return await job.artifact(archive)
 
     async def stage_disk(self, job: BuildJob, qemu: QemuImg, base: str, disk: str, size: int) -> int:
         """Put the base image at ``disk``: a hard link when it can (no copy), else a sparse copy.
@@ -293,7 +331,7 @@ async def pack(job: BuildJob, run: Runner, archive: str, directory: str, members
 
 #: Every target this module provides: the class that makes it and the disk format it holds.
 TARGETS: dict[str, tuple[type[DiskImageTarget], DiskFormat]] = {
-    "ec2": (DiskImageTarget, RAW),
+    "ec2": (RawCopyTarget, RAW),
     "openstack-kvm": (DiskImageTarget, QCOW2),
     "rhevm": (DiskImageTarget, QCOW2_COMPAT_010),
     "vsphere": (DiskImageTarget, VMDK_STREAM),
@@ -313,7 +351,7 @@ def make_target(name: str, run: Runner = run_process) -> DiskImageTarget:
 # environment; these targets need nothing from it.
 
 def ec2(environment: PluginEnvironment) -> DiskImageTarget:
-    """The ``ec2`` target: a raw disk."""
+    """The ``ec2`` target: a raw disk, the base image itself (sparse copy)."""
     return make_target("ec2")
 
 
