@@ -68,6 +68,11 @@ OPTIONS: tuple[Option, ...] = (
            "e.g. amqp://guest:guest@127.0.0.1:5672/%2F (default: in-process events only).",
            optional=True, secret=True),
     Option("amqp_exchange", "str", "imagefactory", "Durable topic exchange the events are published on."),
+    Option("conductor", "bool", False, "Also serve the Conductor image API (XML, Basic auth) at /conductor/api/."),
+    Option("conductor_users", "users", {}, "Conductor API users and their bcrypt password hashes "
+           "(as 'htpasswd -nB' writes them).", secret=True, cli=False),
+    Option("provider_accounts", "accounts", {}, "Provider accounts of the Conductor API: name to "
+           '{"provider": ..., "credentials": <credentials XML file>}.', cli=False),
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -100,6 +105,9 @@ class Config:
     install_download_max_bytes: int = 2 * 1024 ** 3
     install_iso_dir: str | None = None
     amqp_exchange: str = "imagefactory"
+    conductor: bool = False
+    conductor_users: Mapping[str, str] = field(default_factory=dict, repr=False)
+    provider_accounts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict fit for a log: secrets replaced by a count."""
@@ -156,6 +164,36 @@ def _check_secrets(value: Any) -> dict[str, str]:
     return dict(value)
 
 
+BCRYPT_PREFIXES = ("$2y$", "$2b$", "$2a$")
+
+
+def _check_users(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise TypeError("must be an object mapping user names to bcrypt hashes")
+    bad = sorted(user for user, hashed in value.items()
+                 if not user or ":" in user or not isinstance(hashed, str) or not hashed.startswith(BCRYPT_PREFIXES)
+                 or len(hashed) != 60)
+    if bad:
+        # Name the users, never the hashes.
+        raise TypeError("needs user names without ':' and bcrypt hashes ($2y$/$2b$, as 'htpasswd -nB' writes) "
+                        f"(check {', '.join(map(repr, bad))})")
+    return dict(value)
+
+
+def _check_accounts(value: Any) -> dict[str, dict[str, str]]:
+    if not isinstance(value, dict):
+        raise TypeError('must be an object mapping account names to {"provider": ..., "credentials": ...}')
+    bad = sorted(name for name, account in value.items()
+                 if not name or "," in name or name != name.strip() or not isinstance(account, dict)
+                 or set(account) != {"provider", "credentials"}
+                 or not all(isinstance(part, str) and part for part in account.values()))
+    if bad:
+        checked = ", ".join(map(repr, bad))
+        raise TypeError('needs account names without commas, each {"provider": <provider name>, '
+                        f'"credentials": <path of a credentials XML file>}} (check {checked})')
+    return {name: dict(account) for name, account in value.items()}
+
+
 _CHECKERS: dict[str, Callable[[Any], Any]] = {
     "bool": _check_bool,
     "int": _check_int,
@@ -163,6 +201,8 @@ _CHECKERS: dict[str, Callable[[Any], Any]] = {
     "str": _check_str,
     "path": _check_str,
     "secrets": _check_secrets,
+    "users": _check_users,
+    "accounts": _check_accounts,
 }
 
 

@@ -38,6 +38,12 @@ from .store.sqlite import SQLiteStore
 from .template import MAX_TEMPLATE_BYTES
 from .web import tls
 from .web.factory import FactoryAPI, FactoryRoot
+from .jobs.accounts import ProviderAccount, load_accounts
+from .jobs.deletions import Deleter
+from .web.basic_auth import BasicAuthenticator
+from .web.conductor.app import ConductorAPI
+from .web.conductor.resource import ConductorResource, SiteRoot
+from twisted.web.resource import Resource
 from .web.oauth import OAuthVerifier
 from .web.site import make_site
 
@@ -114,6 +120,14 @@ def make_service(config: Config, reactor: Any) -> IService:
         push_slots=config.max_concurrent_pushes,
     )
     register_gauges(metrics, index, dispatcher, store)
+    # Read once, before the reactor: a bad account stops the start.
+    accounts = load_accounts(config.provider_accounts, dispatcher.provider_type, dispatcher.provider)
+    conductor = None
+    if config.conductor:
+        auth_door = ThreadDoor(reactor, "basic-auth", threads=2)
+        auth_door.setServiceParent(root)
+        deleter = Deleter(store, index, dispatcher, accounts, disk_door, config.state_dir)
+        conductor = _conductor_resource(config, reactor, dispatcher, store, index, deleter, accounts, auth_door)
     for pool in (door, logs_door, disk_door, cloud_door):
         pool.setServiceParent(root)
     _StoreCloser(store).setServiceParent(root)
@@ -124,7 +138,7 @@ def make_service(config: Config, reactor: Any) -> IService:
     relay.setServiceParent(root)
     dispatcher.setServiceParent(root)
     if config.rest:
-        _web_service(config, reactor, dispatcher, index, logs, metrics).setServiceParent(root)
+        _web_service(config, reactor, dispatcher, index, logs, metrics, conductor).setServiceParent(root)
     log.info("imagefactory configured: {settings}", settings=config.redacted())
     return root
 
@@ -169,13 +183,26 @@ def register_gauges(metrics: Metrics, index: BuilderIndex, dispatcher: Dispatche
                            store.count_pending_events)
 
 
+def _conductor_resource(config: Config, reactor: Any, dispatcher: Dispatcher, store: SQLiteStore,
+                        index: BuilderIndex, deleter: Deleter, accounts: dict[str, ProviderAccount],
+                        auth_door: ThreadDoor) -> Resource:
+    """The Conductor API's resource: Basic auth against ``conductor_users``, then its Klein app."""
+    if not config.conductor_users:
+        log.warn("the Conductor API is on but the config names no conductor_users: every request will be refused")
+    api = ConductorAPI(dispatcher, store, index, deleter, accounts, config.max_body_bytes)
+    return ConductorResource(api.app.resource(), BasicAuthenticator(config.conductor_users, auth_door, reactor))
+
+
 def _web_service(config: Config, reactor: Any, dispatcher: Dispatcher, index: BuilderIndex,
-                 logs: BuilderLogs, metrics: Metrics) -> IService:
+                 logs: BuilderLogs, metrics: Metrics, conductor: Resource | None = None) -> IService:
     verifier = None if config.no_oauth else OAuthVerifier(config.clients, reactor, config.oauth_timestamp_window)
     if verifier is not None and not config.clients:
         log.warn("OAuth is on but the config names no clients: every write request will be refused")
     api = FactoryAPI(dispatcher, index, logs, metrics, verifier)
-    site = make_site(FactoryRoot(api, api.app.resource()), config.max_body_bytes, config.access_log, metrics)
+    root: Resource = FactoryRoot(api, api.app.resource())
+    if conductor is not None:
+        root = SiteRoot(root, conductor)
+    site = make_site(root, config.max_body_bytes, config.access_log, metrics)
     # Both endpoints take an IPv6 interface too ("::"), despite their names.
     if config.no_ssl:
         endpoint = TCP4ServerEndpoint(reactor, config.port, interface=config.address)

@@ -140,3 +140,63 @@ def test_sqlite_survives_reopening(tmp_path):
     assert result_of(second.get_builder(builder.id)) == builder
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     second.thd_close()
+
+
+def record_one_push(store, image, build, target_image, provider_image_id="pi"):
+    provider_image = ProviderImage(provider_image_id, target_image.id, build.id, image.id, "mock", "user", 2.0)
+    builder = Builder(provider_image_id, Operation.PUSH, Status.NEW, 0, image.id, build.id, "mock", provider="mock",
+                      target_image_id=target_image.id, provider_account_identifier="user", created=2.0, updated=2.0)
+    result_of(store.record_push(provider_image, builder, [an_event(builder)]))
+    return provider_image
+
+
+def test_images_and_builds_are_listed_oldest_first(store):
+    """list_images and list_builds give every recorded image and build."""
+    image, build, _, _ = record_one_build(store)
+    later = Build("bld2", image.id, image.template_id, 5.0)
+    result_of(store.record_build(image, later, [], [], False, []))
+    assert result_of(store.list_images()) == [image]
+    assert result_of(store.list_builds()) == [build, later]
+
+
+def test_deleting_a_provider_image_removes_it_and_its_builder_only(store):
+    """The provider image and its push builder go; the target image stays."""
+    image, build, target_image, builder = record_one_build(store)
+    record_one_push(store, image, build, target_image)
+    result_of(store.delete_provider_image("pi"))
+    for getter in (store.get_provider_image, store.get_builder):
+        with pytest.raises(UnknownObject):
+            result_of(getter("pi"))
+    assert result_of(store.get_target_image(target_image.id)) == target_image
+    assert result_of(store.list_builders()) == [builder]
+
+
+def test_deleting_a_target_image_removes_its_provider_images(store):
+    """A target image goes with its provider images and every builder of either."""
+    image, build, target_image, _ = record_one_build(store)
+    record_one_push(store, image, build, target_image)
+    result_of(store.delete_target_image(target_image.id))
+    for getter, object_id in ((store.get_target_image, target_image.id), (store.get_provider_image, "pi"),
+                              (store.get_builder, "pi"), (store.get_builder, target_image.id)):
+        with pytest.raises(UnknownObject):
+            result_of(getter(object_id))
+    assert result_of(store.get_build(build.id)) == build
+
+
+@pytest.mark.parametrize("level", ["build", "image"])
+def test_deleting_a_build_or_an_image_removes_everything_under_it(store, level):
+    """A build (or image) goes with its target and provider images and their builders; templates stay."""
+    image, build, target_image, _ = record_one_build(store)
+    record_one_push(store, image, build, target_image)
+    if level == "build":
+        result_of(store.delete_build(build.id))
+        assert result_of(store.get_image(image.id)) == image
+    else:
+        result_of(store.delete_image(image.id))
+        with pytest.raises(UnknownObject):
+            result_of(store.get_image(image.id))
+    assert result_of(store.list_builds()) == []
+    assert result_of(store.list_builders()) == []
+    with pytest.raises(UnknownObject):
+        result_of(store.get_provider_image("pi"))
+    assert result_of(store.get_template(image.template_id)).id == image.template_id

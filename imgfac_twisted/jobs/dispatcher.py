@@ -226,6 +226,21 @@ class Dispatcher(Service):
         if (image_id, build_id) != (None, None) and (target_image.image_id, target_image.build_id) != (image_id, build_id):
             raise UnknownObject(f"no target image {target_image_id!r} in build {build_id!r} of image {image_id!r}")
         provider = self._provider(provider_name)
+        target_builder = await self.check_pushable(target_image_id, provider_name)
+        credentials = provider.parse_credentials(credentials_xml)
+        return await self._record_push(target_image, target_builder, provider, provider_name, credentials)
+
+    async def start_push_with_credentials(self, target_image_id: str, provider_name: str,
+                                          credentials: Credentials) -> ProviderImage:
+        """Record a push of a COMPLETED target image with credentials already parsed (a provider account's)."""
+        target_image = await self._store.get_target_image(target_image_id)
+        provider = self._provider(provider_name)
+        target_builder = await self.check_pushable(target_image_id, provider_name)
+        return await self._record_push(target_image, target_builder, provider, provider_name, credentials)
+
+    async def check_pushable(self, target_image_id: str, provider_name: str) -> Builder:
+        """The target image's builder, if it may be pushed to ``provider_name``; InvalidRequest saying why not."""
+        provider = self._provider(provider_name)
         target_builder = self._index.get(target_image_id) or await self._store.get_builder(target_image_id)
         if target_builder.status != Status.COMPLETED:
             raise InvalidRequest(
@@ -234,7 +249,10 @@ class Dispatcher(Service):
         if not provider.accepts_target(target_builder.target):
             raise InvalidRequest(f"provider {provider_name!r} cannot take {target_builder.target!r} images "
                                  f"(push a target image built for it, e.g. target 'ec2' for EC2)")
-        credentials = provider.parse_credentials(credentials_xml)
+        return target_builder
+
+    async def _record_push(self, target_image: TargetImage, target_builder: Builder, provider: Provider,
+                           provider_name: str, credentials: Credentials) -> ProviderImage:
         image = await self._store.get_image(target_image.image_id)
         now = self._reactor.seconds()
         provider_image = ProviderImage(id=new_id(), target_image_id=target_image.id, build_id=target_image.build_id,
@@ -248,6 +266,27 @@ class Dispatcher(Service):
         self._launch(builder, self._push_slots, Status.PUSHING,
                      self._push_work(builder, target_builder, image, provider, credentials))
         return provider_image
+
+    def provider_type(self, provider_name: str) -> str | None:
+        """The name of the provider plug-in that serves ``provider_name`` (``ec2``, ``mock``), or None."""
+        for plugin_name, provider in sorted(self._providers.items()):
+            if provider.serves(provider_name):
+                return plugin_name
+        return None
+
+    def provider(self, provider_name: str) -> Provider:
+        """The provider plug-in serving ``provider_name``; InvalidRequest when none does."""
+        return self._provider(provider_name)
+
+    def stopped(self, builder_id: str) -> Deferred:
+        """Fire (with None) once the builder's running work has ended; at once when it is not running."""
+        running = self._running.get(builder_id)
+        ended: Deferred = Deferred()
+        if running is None:
+            ended.callback(None)
+        else:
+            running.deferred.addBoth(lambda result: (ended.callback(None), result)[1])
+        return ended
 
     def cancel(self, builder_id: str) -> bool:
         """Stop a running builder, which then ends FAILED; False when it is not running."""

@@ -23,6 +23,11 @@ class BuilderIndex:
         """Remember the latest state of ``builder``."""
         self._builders[builder.id] = builder
 
+    def remove(self, builder_ids: Iterable[str]) -> None:
+        """Forget deleted builders (their objects are gone: reads answer 404)."""
+        for builder_id in builder_ids:
+            self._builders.pop(builder_id, None)
+
     def get(self, builder_id: str) -> Builder | None:
         """The builder so named, or None."""
         return self._builders.get(builder_id)

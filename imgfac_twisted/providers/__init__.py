@@ -4,7 +4,9 @@ A provider plug-in says which provider names it ``serves`` (``mock``,
 ``ec2-us-east-1``, ...), turns the credentials XML of a push request into
 credentials (``parse_credentials``, in memory only: never stored, logged or
 returned) and pushes (``push(job, credentials)``), firing with the image's
-identifier on the provider.  Plug-ins are found by entry point (group
+identifier on the provider.  ``delete`` removes a pushed image from the
+provider again (for EC2: deregister the AMI, delete its snapshot); an image
+already gone counts as deleted.  Plug-ins are found by entry point (group
 ``imgfac_twisted.providers``).
 """
 
@@ -71,3 +73,12 @@ class Provider(Protocol):
 
     def push(self, job: PushJob, credentials: Credentials) -> Deferred:
         """Push the target image; fire with its PushResult (or just the identifier string)."""
+
+    def delete(self, provider_name: str, identifier: str, details: dict[str, str],
+               credentials: Credentials | None) -> Deferred:
+        """Remove the pushed image ``identifier`` (with what ``details`` names, e.g. its snapshot) from the provider.
+
+        ``credentials`` are None when no configured account holds them; a
+        provider that needs them fails.  Fires with None; an image already
+        gone is not an error.
+        """

@@ -161,8 +161,68 @@ class EC2Provider:
         return ensureDeferred(push.run())
 
 
+    def delete(self, provider_name: str, identifier: str, details: dict[str, str],
+               credentials: Credentials | None) -> Deferred:
+        """Deregister the AMI ``identifier`` and delete its snapshot (``details['snapshot_id']``); gone is fine."""
+        endpoint = self._endpoints.get(provider_name)
+        if endpoint is None:
+            return ensureDeferred(_fail(Ec2Error(f"the ec2 plug-in does not serve provider {provider_name!r}")))
+        if credentials is None:
+            return ensureDeferred(_fail(Ec2Error(
+                f"{provider_name}: no provider account of this daemon holds the credentials of the account "
+                f"that pushed AMI {identifier}: it cannot be deregistered")))
+        removal = Ec2Delete(endpoint, credentials, self._door, self._reactor, self._settings.cleanup_retry,
+                            self._client_factory)
+        return ensureDeferred(removal.run(identifier, details.get("snapshot_id")))
+
+
 async def _fail(error: Exception) -> Any:
     raise error
+
+
+#: Error codes that mean the AMI or snapshot is not there (any more): already deleted.
+GONE_CODES = frozenset({"InvalidAMIID.NotFound", "InvalidAMIID.Unavailable", "InvalidAMIID.Malformed",
+                        "InvalidSnapshot.NotFound", "InvalidSnapshotID.Malformed"})
+
+
+class Ec2Delete:
+    """Removes one pushed image: DeregisterImage, then DeleteSnapshot, each retried while transient."""
+
+    def __init__(self, endpoint: Endpoint, credentials: Credentials, door: Any, reactor: Any,
+                 policy: RetryPolicy, client_factory: ClientFactory) -> None:
+        self._endpoint = endpoint
+        self._access_key = credentials.secrets["access_key"]
+        self._secret_key = credentials.secrets["secret_access_key"]
+        self._door = door
+        self._reactor = reactor
+        self._policy = policy
+        self._client_factory = client_factory
+
+    async def run(self, image_id: str, snapshot_id: str | None) -> None:
+        ec2, _ = await self._door.run(self._client_factory, self._endpoint, self._access_key, self._secret_key, 2)
+        if image_id:
+            await self._call("DeregisterImage", ec2.deregister_image, ImageId=image_id)
+        if snapshot_id:
+            await self._call("DeleteSnapshot", ec2.delete_snapshot, SnapshotId=snapshot_id)
+
+    async def _call(self, action: str, fn: Callable[..., Any], **kwargs: Any) -> None:
+        first = self._reactor.seconds()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._door.run(fn, **kwargs)
+                return
+            except Exception as error:
+                problem = classify(error)
+            if problem.code in GONE_CODES:
+                return
+            transient = problem.transient or problem.code == "InvalidSnapshot.InUse"
+            elapsed = self._reactor.seconds() - first
+            delay = self._policy.next_delay(attempt, elapsed) if transient else None
+            if delay is None:
+                raise failure_for(self._endpoint.name, action, problem, attempt, elapsed, (self._secret_key,))
+            await deferLater(self._reactor, delay, lambda: None)
 
 
 def ami_name(image_name: str | None, builder_id: str) -> str:

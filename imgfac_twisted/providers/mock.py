@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 
 from ..registry import PluginEnvironment
 from ..errors import ImageFactoryError, InvalidCredentials
@@ -84,3 +84,8 @@ class MockProvider:
         identifier = f"mock-{uuid.uuid4()}"
         await job.log(f"pushed as {identifier}")
         return identifier
+
+    def delete(self, provider_name: str, identifier: str, details: dict[str, str],
+               credentials: Credentials | None) -> Deferred:
+        """Nothing was uploaded, so nothing is to remove (no credentials needed)."""
+        return succeed(None)

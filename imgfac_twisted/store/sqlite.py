@@ -276,3 +276,37 @@ class SQLiteStore:
     def _select_builders(self, where: str, values: list[Any]) -> list[Builder]:
         rows = self._db().execute(f"SELECT * FROM builders WHERE {where} ORDER BY created, rowid", values)
         return [_from_row(Builder, row) for row in rows]
+
+    def list_images(self) -> Deferred:
+        return self._door.run(self._select_all, Image)
+
+    def list_builds(self) -> Deferred:
+        return self._door.run(self._select_all, Build)
+
+    def _select_all(self, kind: type) -> list[Any]:
+        rows = self._db().execute(f"SELECT * FROM {_TABLES[kind]} ORDER BY created, rowid")
+        return [_from_row(kind, row) for row in rows]
+
+    # Children before parents: the foreign keys are enforced.
+    def delete_image(self, image_id: str) -> Deferred:
+        return self._door.run(self._transaction, [
+            (f"DELETE FROM {table} WHERE {column} = ?", [image_id])
+            for table, column in (("builders", "image_id"), ("provider_images", "image_id"),
+                                  ("target_images", "image_id"), ("builds", "image_id"), ("images", "id"))])
+
+    def delete_build(self, build_id: str) -> Deferred:
+        return self._door.run(self._transaction, [
+            (f"DELETE FROM {table} WHERE {column} = ?", [build_id])
+            for table, column in (("builders", "build_id"), ("provider_images", "build_id"),
+                                  ("target_images", "build_id"), ("builds", "id"))])
+
+    def delete_target_image(self, target_image_id: str) -> Deferred:
+        return self._door.run(self._transaction, [
+            ("DELETE FROM builders WHERE id = ? OR target_image_id = ?", [target_image_id, target_image_id]),
+            ("DELETE FROM provider_images WHERE target_image_id = ?", [target_image_id]),
+            ("DELETE FROM target_images WHERE id = ?", [target_image_id])])
+
+    def delete_provider_image(self, provider_image_id: str) -> Deferred:
+        return self._door.run(self._transaction, [
+            ("DELETE FROM builders WHERE id = ?", [provider_image_id]),
+            ("DELETE FROM provider_images WHERE id = ?", [provider_image_id])])

@@ -1,0 +1,97 @@
+"""The resources in front of the Conductor routes, and the site root that shares the port with the factory API.
+
+``ConductorResource`` checks, before any routing (so unknown paths are not
+answered to strangers): the body size (413), the Basic credentials (401,
+bcrypt on a door), the Accept header (406); then hands the request to the
+Klein app.  ``SiteRoot`` sends paths under ``/conductor`` there and every
+other request, untouched, to the factory's root (its fast read path stays
+as it is: one byte comparison more).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from ...errors import PayloadTooLarge
+from ..basic_auth import BasicAuthenticator
+from .errors import NotAcceptable, render_failure
+
+#: Media ranges a client may accept to get this API's XML.
+XML_RANGES = frozenset({b"*/*", b"application/*", b"application/xml", b"text/*", b"text/xml"})
+#: The OpenAPI document is JSON.
+JSON_RANGES = frozenset({b"*/*", b"application/*", b"application/json"})
+OPENAPI_PATH = [b"conductor", b"api", b"openapi.json"]
+
+
+def accepts(header: bytes | None, ranges: frozenset[bytes]) -> bool:
+    """True when the Accept header is absent or names one of ``ranges`` (q=0 ranges do not count)."""
+    if header is None or not header.strip():
+        return True
+    for item in header.split(b","):
+        media, *parameters = [part.strip() for part in item.split(b";")]
+        refused = any(p.replace(b" ", b"").lower() in (b"q=0", b"q=0.0", b"q=0.00", b"q=0.000") for p in parameters)
+        if media.lower() in ranges and not refused:
+            return True
+    return False
+
+
+class ConductorResource(Resource):
+    """Size, credentials and Accept checks, then the Conductor Klein app."""
+
+    isLeaf = True
+
+    def __init__(self, app_resource: Resource, authenticator: BasicAuthenticator) -> None:
+        super().__init__()
+        self._app = app_resource
+        self._authenticator = authenticator
+
+    def render(self, request: IRequest) -> Any:
+        if getattr(request, "too_large", False):
+            return render_failure(request, Failure(PayloadTooLarge(
+                f"request body is larger than {request.max_body_bytes} bytes")))
+        checking = self._authenticator.authenticate(request.getHeader(b"authorization"))
+        checking.addCallback(lambda _: self._authorized(request))
+        checking.addErrback(lambda failure: self._finish(request, render_failure(request, failure)))
+        return NOT_DONE_YET
+
+    def _authorized(self, request: IRequest) -> None:
+        if getattr(request, "_disconnected", False):
+            return
+        ranges = JSON_RANGES if request.postpath == OPENAPI_PATH else XML_RANGES
+        if not accepts(request.getHeader(b"accept"), ranges):
+            self._finish(request, render_failure(request, Failure(NotAcceptable(
+                "this API answers with application/xml only: accept application/xml (or */*)"))))
+            return
+        answer = self._app.render(request)
+        if answer is not NOT_DONE_YET:
+            self._finish(request, answer)
+
+    @staticmethod
+    def _finish(request: IRequest, body: bytes) -> None:
+        if getattr(request, "_disconnected", False) or request.finished:
+            return
+        if request.method != b"HEAD":
+            request.write(body)
+        request.finish()
+
+
+class SiteRoot(Resource):
+    """``/conductor/...`` to the Conductor API, everything else to the factory's root."""
+
+    isLeaf = True
+
+    def __init__(self, factory_root: Resource, conductor: Resource) -> None:
+        super().__init__()
+        self._factory_root = factory_root
+        self._conductor = conductor
+
+    def render(self, request: IRequest) -> Any:
+        segments = request.postpath
+        if segments and segments[0] == b"conductor":
+            return self._conductor.render(request)
+        return self._factory_root.render(request)
