@@ -27,6 +27,8 @@ class PluginEnvironment:
     reactor: Any
     #: A bounded thread pool for blocking SDK calls (boto3 and the like).
     cloud_door: IDoor
+    #: The daemon's door for blocking file work (copying, appending to an initrd, reading ISOs).
+    disk_door: IDoor | None = None
 
 
 def load_plugins(group: str, environment: PluginEnvironment) -> dict[str, Any]:

@@ -104,7 +104,7 @@ def make_service(config: Config, reactor: Any) -> IService:
     updater = BuilderUpdater(store, relay, index, logs, metrics, reactor)
     disk_door = ThreadDoor(reactor, "disk", threads=2)
     cloud_door = ThreadDoor(reactor, "cloud", threads=config.cloud_threads)
-    environment = PluginEnvironment(config, reactor, cloud_door)
+    environment = PluginEnvironment(config, reactor, cloud_door, disk_door=disk_door)
     base_images = BaseImages(reactor, load_plugins(OS_GROUP, environment), config.state_dir, logs,
                              config.max_concurrent_local_sessions)
     dispatcher = Dispatcher(

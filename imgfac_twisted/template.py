@@ -9,6 +9,8 @@ message says what is wrong and where, and never contains the root password.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import functools
 import importlib.resources
@@ -24,9 +26,13 @@ from imgfac_twisted.xmlsafe import parse_xml
 
 __all__ = [
     "ARCHES",
+    "Command",
+    "DEFAULT_DISK_SIZE_BYTES",
     "DEFAULT_DISK_SIZE_GIB",
     "MAX_TEMPLATE_BYTES",
+    "Repository",
     "Template",
+    "TemplateFile",
     "parse_template",
     "template_looks_like_xml",
 ]
@@ -36,6 +42,10 @@ MAX_TEMPLATE_BYTES = 1024 * 1024
 
 #: Disk size when the template has no ``<disk>``.
 DEFAULT_DISK_SIZE_GIB = 10
+DEFAULT_DISK_SIZE_BYTES = DEFAULT_DISK_SIZE_GIB * 1024 ** 3
+
+#: Bytes per unit of ``<disk><size>`` (no unit: GiB, as in Oz).
+_SIZE_UNITS = {"": 1024 ** 3, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}
 
 #: Architectures the schema accepts in ``<os><arch>``.
 ARCHES = ("i386", "x86_64", "aarch64", "ppc64le", "s390x", "armv7l")
@@ -44,6 +54,34 @@ ARCHES = ("i386", "x86_64", "aarch64", "ppc64le", "s390x", "armv7l")
 MAX_REPORTED_ERRORS = 3
 
 _REDACTED = "***"
+
+
+@dataclass(frozen=True)
+class Repository:
+    """A ``<repository>``: packages are installed from it; ``persisted`` keeps it in the image."""
+
+    name: str
+    url: str
+    signed: bool = False
+    persisted: bool = True
+    sslverify: bool = True
+
+
+@dataclass(frozen=True)
+class TemplateFile:
+    """A ``<file>`` written into the image, its content decoded (raw or base64)."""
+
+    path: str
+    content: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A ``<command>`` run in the installed system; ``script`` is decoded (raw or base64)."""
+
+    name: str
+    script: str = field(repr=False)
+    position: int | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +106,15 @@ class Template:
     root_password: str | None = field(default=None, repr=False)
     packages: tuple[str, ...] = ()
     repositories: tuple[tuple[str, str], ...] = ()
+    #: The exact disk size; ``disk_size_gib`` is it rounded up to whole GiB.
+    disk_size_bytes: int = DEFAULT_DISK_SIZE_BYTES
+    repository_details: tuple[Repository, ...] = ()
+    files: tuple[TemplateFile, ...] = ()
+    #: ``<commands>``, in the order they run (by position, then as written).
+    commands: tuple[Command, ...] = ()
+    precommands: tuple[Command, ...] = ()
+    #: Extra installer kernel parameters (``<kernelparam>``).
+    kernel_params: str | None = None
 
     def tree(self) -> etree._Element:
         """A fresh root element of the template (re-parsed, safe to modify)."""
@@ -117,6 +164,8 @@ def _extract(root: etree._Element, xml: str) -> Template:
     rootpw = os_.find("rootpw")
     description = root.find("description")
     size = root.find("disk/size")
+    size_bytes = DEFAULT_DISK_SIZE_BYTES if size is None else _disk_size_bytes(_text(size))
+    kernelparam = root.find("kernelparam")
     return Template(
         xml=xml,
         name=_text(root.find("name")),
@@ -126,30 +175,83 @@ def _extract(root: etree._Element, xml: str) -> Template:
         os_arch=_text(os_.find("arch")),
         install_type=install_type,
         install_location=_text(install.find(install_type)),
-        disk_size_gib=DEFAULT_DISK_SIZE_GIB if size is None else _disk_size_gib(_text(size)),
+        disk_size_gib=math.ceil(size_bytes / 1024 ** 3),
+        disk_size_bytes=size_bytes,
         root_password=None if rootpw is None else _text(rootpw),
         packages=tuple(p.get("name").strip() for p in root.iterfind("packages/package")),
         repositories=tuple(
             (r.get("name").strip(), _text(r.find("url")))
             for r in root.iterfind("repositories/repository")
         ),
+        repository_details=tuple(_repository(r) for r in root.iterfind("repositories/repository")),
+        files=tuple(_file(f, i) for i, f in enumerate(root.iterfind("files/file"), 1)),
+        commands=_commands(root, "commands"),
+        precommands=_commands(root, "precommands"),
+        kernel_params=None if kernelparam is None else (_text(kernelparam) or None),
     )
+
+
+def _bool(element: etree._Element | None, default: bool) -> bool:
+    return default if element is None else _text(element).lower() in ("true", "yes")
+
+
+def _repository(element: etree._Element) -> Repository:
+    return Repository(
+        name=element.get("name").strip(),
+        url=_text(element.find("url")),
+        signed=_bool(element.find("signed"), False),
+        persisted=_bool(element.find("persisted"), True),
+        sslverify=_bool(element.find("sslverify"), True),
+    )
+
+
+def _content(element: etree._Element, location: str) -> bytes:
+    """The element's text, base64-decoded when ``type='base64'``."""
+    text = element.text or ""
+    if (element.get("type") or "raw").strip() != "base64":
+        return text.encode("utf-8")
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidTemplate(f"template is invalid: {location}: the content is not valid base64") from None
+
+
+def _file(element: etree._Element, index: int) -> TemplateFile:
+    path = element.get("name").strip()
+    return TemplateFile(path=path, content=_content(element, f"template/files/file[{index}] ({path!r})"))
+
+
+def _commands(root: etree._Element, parent: str) -> tuple[Command, ...]:
+    commands = []
+    for index, element in enumerate(root.iterfind(f"{parent}/command"), 1):
+        name = element.get("name").strip()
+        script = _content(element, f"template/{parent}/command[{index}] ({name!r})")
+        try:
+            text = script.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidTemplate(
+                f"template is invalid: template/{parent}/command[{index}] ({name!r}): the script is not UTF-8 text"
+            ) from None
+        position = element.get("position")
+        commands.append(Command(name=name, script=text, position=None if position is None else int(position)))
+    # Oz runs positioned commands first, in order; the others follow as written.
+    ordered = sorted(commands, key=lambda c: (c.position is None, c.position or 0))
+    return tuple(ordered)
 
 
 def _text(element: etree._Element) -> str:
     return (element.text or "").strip()
 
 
-def _disk_size_gib(size: str) -> int:
-    """``"10"``/``"10G"`` -> 10, ``"10240M"`` -> 10, ``"10241M"`` -> 11, ``"1T"`` -> 1024."""
+def _disk_size_bytes(size: str) -> int:
+    """``"10"``/``"10G"`` -> 10 GiB, ``"64M"`` -> 64 MiB, ``"1T"`` -> 1 TiB, in bytes."""
     match = re.fullmatch(r"\s*([0-9]+)\s*([MGT]?)\s*", size)
     if match is None:  # the schema makes this unreachable; stay defensive
         raise InvalidTemplate(f"template is invalid: disk size {size!r} is not a size")
-    number, unit = int(match.group(1)), match.group(2)
-    gib = {"M": math.ceil(number / 1024), "G": number, "": number, "T": number * 1024}[unit]
-    if gib <= 0:
+    size_bytes = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    if size_bytes <= 0:
         raise InvalidTemplate("template is invalid: disk size must be positive")
-    return gib
+    return size_bytes
 
 
 def _as_text(text: str | bytes, root: etree._Element) -> str:
@@ -291,7 +393,7 @@ _VALUE_HINTS = {
 }
 
 # Elements whose values are never quoted in a message.
-_SECRET_ELEMENTS = frozenset({"rootpw", "key"})
+_SECRET_ELEMENTS = frozenset({"rootpw", "key", "clientkey"})
 
 _MESSAGE_PATTERNS = {
     "NOELEM": re.compile(r"Expecting an element (?P<child>\S+), got nothing"),

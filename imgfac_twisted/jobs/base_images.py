@@ -160,6 +160,11 @@ class _InstallJob:
         return self._install.template
 
     @property
+    def build_id(self) -> str:
+        # The work dir is state_dir/builds/<build id> (see BaseImages._start).
+        return os.path.basename(self._install.work_dir)
+
+    @property
     def work_dir(self) -> str:
         return self._install.work_dir
 

@@ -19,6 +19,8 @@ class InstallJob(Protocol):
     """What an OS plug-in is given to install one build's base image."""
 
     template: Template
+    #: The build's id; its work dir is ``state_dir/builds/<build id>``.
+    build_id: str
     #: Where to write the image: a raw disk file that does not exist yet.
     image_path: str
     #: A directory of the build's own, for scratch files.
