@@ -1,0 +1,141 @@
+"""Kickstart and preseed generation: the key lines, the hashed password, the post-install script."""
+
+import base64
+import dataclasses
+import subprocess
+
+import pytest
+
+from imgfac_twisted.errors import InvalidTemplate
+from imgfac_twisted.os import kickstart, preseed
+from imgfac_twisted.os.answers import hash_password, post_install_script
+from imgfac_twisted.template import parse_template
+
+PASSWORD = "Zq9-answer-secret"
+
+
+def template(name="Fedora", version="39", extra="", install=None):
+    """A template of ``name``/``version`` with repositories, packages, a file and a command."""
+    install = install or "<install type='url'><url>http://mirror.example.com/f/</url></install>"
+    return parse_template(
+        f"<template><name>t</name><os><name>{name}</name><version>{version}</version><arch>x86_64</arch>"
+        f"{install}<rootpw>{PASSWORD}</rootpw></os>"
+        "<repositories><repository name='extra'><url>http://repo.example.com/extra/</url>"
+        "<sslverify>no</sslverify></repository></repositories>"
+        "<packages><package name='vim-enhanced'/><package name='tmux'/></packages>"
+        "<files><file name='/etc/motd'>hello motd</file></files>"
+        f"<commands><command name='mark'>echo ran > marked-by-command</command></commands>{extra}</template>")
+
+
+def lines(text):
+    return text.splitlines()
+
+
+def test_kickstart_key_lines():
+    """A URL install: text mode, the tree, the repo, UTC, DHCP, wiped disk, autopart, packages, poweroff."""
+    ks = kickstart.kickstart(template(), "http://mirror.example.com/f/")
+    got = lines(ks)
+    for expected in ["text", 'url --url="http://mirror.example.com/f/"',
+                     'repo --name="extra" --baseurl="http://repo.example.com/extra/" --noverifyssl',
+                     "timezone Etc/UTC --utc", "network --bootproto=dhcp --device=link --activate",
+                     "zerombr", "clearpart --all --initlabel", "autopart --type=plain", "poweroff",
+                     "%packages", "@core", "vim-enhanced", "tmux", "%end"]:
+        assert expected in got, expected
+    assert got.index("%packages") < got.index("vim-enhanced") < got.index("%end")
+    assert PASSWORD not in ks
+
+
+def test_kickstart_root_password_is_a_sha512_hash_of_it():
+    """rootpw is --iscrypted with a salted SHA-512 crypt hash of the template's password."""
+    ks = kickstart.kickstart(template(), None)
+    (line,) = [x for x in lines(ks) if x.startswith("rootpw ")]
+    hashed = line.split()[-1]
+    assert line.startswith("rootpw --iscrypted $6$")
+    import crypt  # noqa: the test checks the hash with the same function anaconda's libc uses
+
+    assert crypt.crypt(PASSWORD, hashed) == hashed
+    assert hash_password(PASSWORD) != hash_password(PASSWORD)  # a fresh salt each time
+
+
+def test_kickstart_from_cdrom():
+    """Without a tree URL the kickstart installs from the CD-ROM."""
+    assert "cdrom" in lines(kickstart.kickstart(template(), None))
+
+
+def test_kickstart_post_writes_files_and_runs_commands(tmp_path):
+    """The %post script really writes the file and runs the command (run here under a fake root)."""
+    ks = kickstart.kickstart(template(), None)
+    post = ks.split("%post --log=/root/imgfac-post.log\n", 1)[1].split("%end", 1)[0]
+    # The repository file is written too (persisted by default).
+    assert "baseurl=http://repo.example.com/extra/" in post and "sslverify=0" in post
+    subprocess.run(["sh", "-c", post_install_script(template(), root=str(tmp_path))], check=True, cwd=tmp_path)
+    assert (tmp_path / "marked-by-command").read_text() == "ran\n"
+    assert not (tmp_path / "root" / "imgfac-command-1.sh").exists()
+    assert (tmp_path / "etc" / "motd").read_text() == "hello motd"
+
+
+@pytest.mark.parametrize("name, version, modern", [
+    ("Fedora", "39", True), ("Fedora", "18", False), ("Fedora", "rawhide", True),
+    ("RHEL", "7.9", True), ("RHEL-6", "5", False), ("CentOS", "6", False), ("CentOS", "8-stream", True),
+])
+def test_kernel_arguments_by_release(name, version, modern):
+    """inst.ks / inst.repo for Fedora >= 19 and RHEL/CentOS >= 7; ks= / method= before."""
+    arguments = kickstart.kernel_arguments(template(name, version), "http://t/")
+    if modern:
+        assert arguments.split() == ["inst.ks=file:/ks.cfg", "inst.repo=http://t/", "inst.text"]
+    else:
+        assert arguments.split() == ["ks=file:/ks.cfg", "method=http://t/", "text"]
+
+
+def test_a_newline_cannot_add_kickstart_lines():
+    """A package name with a newline (a character reference) is refused, not written."""
+    bad = template(extra="")
+    bad = dataclasses.replace(bad, packages=("vim\n%post\nrm -rf /",))
+    with pytest.raises(InvalidTemplate) as info:
+        kickstart.kickstart(bad, None)
+    assert "package name" in str(info.value)
+
+
+def test_preseed_key_lines():
+    """Mirror split from the URL, suite from the version, atomic recipe, packages, late_command, poweroff."""
+    debian = template("Debian", "12", install="<install type='url'><url>https://deb.example.com:8443/debian/</url></install>")
+    text = preseed.preseed(debian, debian.install_location)
+    got = lines(text)
+    for expected in ["d-i mirror/protocol string https",
+                     "d-i mirror/https/hostname string deb.example.com:8443",
+                     "d-i mirror/https/directory string /debian",
+                     "d-i mirror/suite string bookworm",
+                     "d-i partman-auto/choose_recipe select atomic",
+                     "d-i pkgsel/include string vim-enhanced tmux",
+                     "d-i apt-setup/local0/repository string http://repo.example.com/extra/ bookworm main",
+                     "d-i debian-installer/allow_unauthenticated boolean true",
+                     "d-i debian-installer/exit/poweroff boolean true"]:
+        assert expected in got, expected
+    (password,) = [x for x in got if x.startswith("d-i passwd/root-password-crypted password $6$")]
+    assert PASSWORD not in text
+    (late,) = [x for x in got if x.startswith("d-i preseed/late_command string ")]
+    encoded = late.split("echo ", 1)[1].split(" |", 1)[0]
+    assert base64.b64decode(encoded).decode() == post_install_script(debian)
+
+
+@pytest.mark.parametrize("name, version, suite", [
+    ("Debian", "10", "buster"), ("Debian", "11", "bullseye"), ("Debian", "13", "trixie"),
+    ("Debian", "12.5", "bookworm"), ("Ubuntu", "20.04", "focal"), ("Ubuntu", "noble", "noble"),
+])
+def test_preseed_suite_from_version(name, version, suite):
+    """The suite is the release's codename, from the version or given as one."""
+    text = preseed.preseed(template(name, version), "http://m/debian")
+    assert f"d-i mirror/suite string {suite}" in lines(text)
+
+
+def test_preseed_unknown_release_is_named():
+    """A version with no known codename fails naming the version and the known ones."""
+    with pytest.raises(Exception) as info:
+        preseed.preseed(template("Debian", "99"), "http://m/debian")
+    assert "'99'" in str(info.value) and "bookworm" in str(info.value)
+
+
+def test_preseed_kernel_arguments():
+    """debian-installer runs unattended from /preseed.cfg."""
+    arguments = preseed.kernel_arguments(template("Debian", "12")).split()
+    assert {"auto=true", "priority=critical", "preseed/file=/preseed.cfg"} <= set(arguments)
