@@ -19,14 +19,11 @@ import hmac
 import os
 from typing import Any, Mapping
 
-import bcrypt
 from twisted.internet.defer import Deferred, succeed
 
 from ..doors import IDoor
 from ..errors import AuthenticationFailed
 
-#: A valid hash of a random password: what an unknown user is checked against.
-_DUMMY_HASH = bcrypt.hashpw(os.urandom(16).hex().encode("ascii"), bcrypt.gensalt(rounds=10))
 #: Cached successful checks at most (oldest dropped first).
 MAX_CACHED = 1024
 
@@ -59,8 +56,23 @@ def parse_basic(header: bytes | None) -> tuple[str, str]:
     return user, password
 
 
-def _checked(password: bytes, hashed: bytes) -> bool:
-    """bcrypt's verdict (blocking: run it on a door)."""
+_dummy_hashes: dict[int, bytes] = {}
+
+
+def _checked(password: bytes, hashed: bytes | None, cost: int) -> bool:
+    """bcrypt's verdict (blocking: run it on a door).
+
+    ``hashed`` None (an unknown user) checks against a throw-away hash of
+    the users' cost, so that it takes as long, and answers False.
+    """
+    # Imported here: only a daemon serving the Conductor API needs bcrypt.
+    import bcrypt
+
+    if hashed is None:
+        if cost not in _dummy_hashes:
+            _dummy_hashes[cost] = bcrypt.hashpw(os.urandom(16).hex().encode("ascii"), bcrypt.gensalt(rounds=cost))
+        bcrypt.checkpw(password, _dummy_hashes[cost])
+        return False
     try:
         return bcrypt.checkpw(password, hashed)
     except ValueError:
@@ -72,6 +84,8 @@ class BasicAuthenticator:
 
     def __init__(self, users: Mapping[str, str], door: IDoor, clock: Any, cache_seconds: float = 60.0) -> None:
         self._hashes = {user: _bcrypt_form(hashed) for user, hashed in users.items()}
+        costs = [int(hashed[4:6]) for hashed in self._hashes.values() if hashed[4:6].isdigit()]
+        self._cost = max(4, min(costs)) if costs else 10
         self._door = door
         self._clock = clock
         self._cache_seconds = cache_seconds
@@ -91,8 +105,8 @@ class BasicAuthenticator:
         expires = self._recent.get(key)
         if expires is not None and expires > now and user in self._hashes:
             return succeed(user)
-        hashed = self._hashes.get(user, _DUMMY_HASH)
-        checking = self._door.run(_checked, password.encode("utf-8"), hashed)
+        hashed = self._hashes.get(user)
+        checking = self._door.run(_checked, password.encode("utf-8"), hashed, self._cost)
 
         def verdict(good: bool) -> str:
             if not good or user not in self._hashes:
