@@ -1,0 +1,244 @@
+"""The install flow the OS families share: boot the OS installer in a VM with an answer file.
+
+1. Find the installer kernel and initrd (in the URL tree, or in the ISO) and
+   bring them to disk (progress 0..10).
+2. Append the generated answer file (kickstart, preseed) to a copy of the
+   initrd in the build's work dir.
+3. Create the sparse raw disk of the template's exact size.
+4. Boot the kernel directly with the family's command line, serial console
+   last, and let ``virt.install.run_install`` watch it until the guest powers
+   itself off (progress 10..100).
+
+A family plug-in subclasses :class:`VMInstaller` and says which templates
+it takes, where its boot files are, and what the answer file and kernel
+options are.  Cancelling ``install()`` cancels whatever step is under way.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import treq
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.threads import deferToThreadPool
+
+from ..errors import ImageFactoryError
+from ..registry import PluginEnvironment
+from ..template import Template
+from . import InstallJob
+from .downloads import DownloadFailed, Downloader, check_http_url
+from .initrd import copy_and_append
+from .iso import extract_boot_files, file_checksum, is_local, local_iso_path
+from .trees import TREEINFO, BootFiles, from_treeinfo
+
+#: Progress when the boot files are on disk; the VM's run fills the rest.
+DOWNLOADED = 10
+#: Marker left in a tree's cache folder when the tree has no .treeinfo.
+NO_TREEINFO = ".treeinfo.absent"
+CHECKSUMS = ("sha256sum", "sha1sum", "md5sum")
+
+
+@dataclass(frozen=True)
+class BootMedia:
+    """The installer on disk: kernel and initrd as found, the ISO to attach, the tree's URL."""
+
+    kernel: str
+    initrd: str
+    iso: str | None = None
+    tree_url: str | None = None
+
+
+def create_sparse_disk(path: str, size: int) -> None:
+    """A raw disk file of ``size`` bytes taking no space yet (blocking)."""
+    with open(path, "wb") as disk:
+        disk.truncate(size)
+
+
+class _ReactorThreads:
+    """A door on the reactor's own thread pool, for environments without a disk door."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred:
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args, **kwargs)
+
+
+class VMInstaller:
+    """Installs one OS family by booting its installer in a libvirt VM."""
+
+    #: Shown in the daemon's list of installable systems.
+    name = "?"
+    #: Lower-case ``<os><name>`` values this plug-in takes.
+    os_names: tuple[str, ...] = ()
+    #: The answer file's name at the root of the initrd.
+    answer_file = "?"
+
+    def __init__(self, environment: PluginEnvironment, *, virt: Any = None, http_client: Any = treq) -> None:
+        self._environment = environment
+        config = environment.config
+        self._downloader = Downloader(environment.reactor, os.path.join(config.state_dir, "cache", "trees"),
+                                      config.install_download_timeout, config.install_download_max_bytes,
+                                      http_client)
+        self._door = environment.disk_door or _ReactorThreads(environment.reactor)
+        # The virt layer is imported when first needed, so a daemon that
+        # never installs a real OS needs no libvirt; tests pass a fake.
+        self._virt = virt
+
+    # -- what a family says ---------------------------------------------------
+
+    def handles(self, template: Template) -> bool:
+        """Whether the template's ``<os><name>`` is one of this family's."""
+        return template.os_name.strip().lower() in self.os_names
+
+    def tree_paths(self, template: Template) -> list[BootFiles]:
+        """Where the kernel and initrd are in a URL tree without .treeinfo, in order of preference."""
+        raise NotImplementedError
+
+    def iso_paths(self, template: Template) -> list[BootFiles]:
+        """Where they are on an ISO without .treeinfo."""
+        raise NotImplementedError
+
+    def answers(self, template: Template, tree_url: str | None) -> str:
+        """The answer file's text."""
+        raise NotImplementedError
+
+    def kernel_arguments(self, template: Template, tree_url: str | None) -> str:
+        """The installer's kernel options, without console=."""
+        raise NotImplementedError
+
+    # -- the flow -------------------------------------------------------------
+
+    def install(self, job: InstallJob) -> Deferred:
+        """Install the template's OS into a raw disk at ``job.image_path``."""
+        return ensureDeferred(self._install(job))
+
+    def command_line(self, template: Template, tree_url: str | None) -> str:
+        """The whole kernel command line; the serial console is the last console=, for the build log."""
+        parts = [self.kernel_arguments(template, tree_url), template.kernel_params or "",
+                 "console=tty0 console=ttyS0"]
+        return " ".join(part for part in parts if part)
+
+    async def _install(self, job: InstallJob) -> None:
+        template = job.template
+        job.progress(0)
+        media = await self._boot_media(job)
+        job.progress(DOWNLOADED)
+        kernel = os.path.join(job.work_dir, "vmlinuz")
+        initrd = os.path.join(job.work_dir, "initrd.img")
+        answers = self.answers(template, media.tree_url).encode("utf-8")
+        if media.kernel != kernel:
+            await self._door.run(shutil.copyfile, media.kernel, kernel)
+        await self._door.run(copy_and_append, media.initrd, initrd, self.answer_file, answers)
+        job.log(f"appended {self.answer_file} to the initrd")
+        await self._door.run(create_sparse_disk, job.image_path, template.disk_size_bytes)
+        job.log(f"created a sparse raw disk of {template.disk_size_bytes} bytes")
+        await self._run_vm(job, kernel, initrd, media)
+        job.progress(100)
+
+    async def _run_vm(self, job: InstallJob, kernel: str, initrd: str, media: BootMedia) -> None:
+        virt = self._virt or importlib.import_module("imgfac_twisted.virt.install")
+        config = self._environment.config
+        connection = getattr(self._environment, "libvirt", None)
+        if connection is None:
+            raise ImageFactoryError("this daemon has no libvirt connection to install with")
+        spec = virt.InstallSpec(
+            name=virt.DOMAIN_PREFIX + job.build_id,
+            disk_path=job.image_path,
+            kernel_path=kernel,
+            initrd_path=initrd,
+            cmdline=self.command_line(job.template, media.tree_url),
+            console_log=os.path.join(job.work_dir, "console.log"),
+            iso_path=media.iso,
+            memory_mib=config.install_memory_mib,
+        )
+        job.log(f"starting the installer: {spec.cmdline}")
+        span = 100 - DOWNLOADED
+        await virt.run_install(
+            connection, spec, domain_type=config.libvirt_domain_type, clock=job.reactor,
+            inactivity_timeout=config.install_inactivity_timeout, total_timeout=config.install_timeout,
+            progress=lambda percent: job.progress(DOWNLOADED + percent * span // 100), log=job.log,
+        )
+        job.log("the installer finished and powered the guest off")
+
+    # -- finding the installer ------------------------------------------------
+
+    async def _boot_media(self, job: InstallJob) -> BootMedia:
+        template = job.template
+        if template.install_type == "iso":
+            return await self._iso_media(job)
+        tree = template.install_location
+        check_http_url(tree, "the install URL")
+        for index, boot in enumerate(await self._tree_candidates(tree, template, job.log)):
+            try:
+                kernel = await self._downloader.from_tree(tree, boot.kernel, _share(job, 0, 3), job.log)
+            except DownloadFailed as error:
+                if error.code == 404:
+                    continue
+                raise
+            initrd = await self._downloader.from_tree(tree, boot.initrd, _share(job, 3, DOWNLOADED), job.log)
+            return BootMedia(kernel=kernel, initrd=initrd, tree_url=tree)
+        tried = ", ".join(b.kernel for b in await self._tree_candidates(tree, template, None))
+        raise ImageFactoryError(f"no installer kernel in the install tree {tree} (looked for {tried})")
+
+    async def _tree_candidates(self, tree: str, template: Template, log: Callable[[str], None] | None
+                               ) -> list[BootFiles]:
+        """The .treeinfo's kernel and initrd when the tree has one, else the family's standard paths."""
+        absent = os.path.join(self._downloader.tree_dir(tree), NO_TREEINFO)
+        if not os.path.exists(absent):
+            try:
+                path = await self._downloader.from_tree(tree, TREEINFO, None, log)
+            except DownloadFailed as error:
+                if error.code != 404:
+                    raise
+                # Remembered, so that a second build of the tree asks nothing.
+                os.makedirs(os.path.dirname(absent), exist_ok=True)
+                open(absent, "wb").close()
+            else:
+                with open(path, encoding="utf-8", errors="replace") as stream:
+                    named = from_treeinfo(stream.read(), template.os_arch)
+                if named is not None:
+                    return [named]
+        return self.tree_paths(template)
+
+    async def _iso_media(self, job: InstallJob) -> BootMedia:
+        template = job.template
+        location = template.install_location
+        if is_local(location):
+            iso = local_iso_path(location, self._environment.config.install_iso_dir)
+            job.log(f"installing from the local ISO {iso}")
+        else:
+            check_http_url(location, "the ISO URL")
+            iso = await self._downloader.cached(location, self._downloader.file_path(location),
+                                                _share(job, 0, DOWNLOADED - 1), job.log)
+        await self._verify_iso(job, iso)
+        kernel, initrd = await self._door.run(extract_boot_files, iso, self.iso_paths(template), template.os_arch,
+                                              job.work_dir)
+        job.log("took the installer kernel and initrd out of the ISO")
+        return BootMedia(kernel=kernel, initrd=initrd, iso=iso)
+
+    async def _verify_iso(self, job: InstallJob, iso: str) -> None:
+        """Check the ISO against the template's checksum, when it gives one."""
+        install = job.template.tree().find("os/install")
+        for algorithm in CHECKSUMS:
+            expected = install.findtext(algorithm)
+            if expected:
+                actual = await self._door.run(file_checksum, iso, algorithm.removesuffix("sum"))
+                if actual.lower() != expected.strip().lower():
+                    raise ImageFactoryError(f"the ISO {job.template.install_location} does not match its "
+                                            f"{algorithm} (got {actual})")
+                job.log(f"the ISO matches its {algorithm}")
+                return
+
+
+def _share(job: InstallJob, start: int, end: int) -> Callable[[int, int | None], None]:
+    """A download progress callback moving the job's progress from ``start`` to ``end``."""
+    def report(received: int, total: int | None) -> None:
+        if total:
+            job.progress(start + (end - start) * min(received, total) // total)
+    return report
+
