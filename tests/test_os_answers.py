@@ -24,7 +24,8 @@ def template(name="Fedora", version="39", extra="", install=None):
         "<sslverify>no</sslverify></repository></repositories>"
         "<packages><package name='vim-enhanced'/><package name='tmux'/></packages>"
         "<files><file name='/etc/motd'>hello motd</file></files>"
-        f"<commands><command name='mark'>echo ran > marked-by-command</command></commands>{extra}</template>")
+        f"<commands><command name='mark'>cat pre > marked-by-command; echo ran >> marked-by-command</command></commands>"
+        f"<precommands><command name='pre'>echo pre > pre</command></precommands>{extra}</template>")
 
 
 def lines(text):
@@ -69,7 +70,8 @@ def test_kickstart_post_writes_files_and_runs_commands(tmp_path):
     # The repository file is written too (persisted by default).
     assert "baseurl=http://repo.example.com/extra/" in post and "sslverify=0" in post
     subprocess.run(["sh", "-c", post_install_script(template(), root=str(tmp_path))], check=True, cwd=tmp_path)
-    assert (tmp_path / "marked-by-command").read_text() == "ran\n"
+    # The precommand ran first, then the command.
+    assert (tmp_path / "marked-by-command").read_text() == "pre\nran\n"
     assert not (tmp_path / "root" / "imgfac-command-1.sh").exists()
     assert (tmp_path / "etc" / "motd").read_text() == "hello motd"
 

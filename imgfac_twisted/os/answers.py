@@ -17,7 +17,7 @@ import shlex
 import warnings
 
 from ..errors import ImageFactoryError, InvalidTemplate
-from ..template import Template
+from ..template import Command, Template
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -63,18 +63,27 @@ def _decode_into(data: bytes, target: str) -> str:
 
 
 def post_install_script(template: Template, shebang: bool = True, root: str = "") -> str:
-    """A POSIX shell script, run in the installed system, that writes the files and runs the commands.
+    """A POSIX shell script, run in the installed system: precommands, then files, then commands (as Oz).
 
     ``root`` is put in front of every path written (tests run the script in a folder).
     """
     lines = ["#!/bin/sh"] if shebang else []
     lines += ["# Files and commands of the template, written by Image Factory.", "set -e"]
+    for index, command in enumerate(template.precommands, 1):
+        lines += _run_script(command, f"{root}/root/imgfac-precommand-{index}.sh")
     for item in template.files:
         lines.append(_decode_into(item.content, root + item.path))
     for index, command in enumerate(template.commands, 1):
-        script = f"{root}/root/imgfac-command-{index}.sh"
-        lines.append(f"# command {command.name!r}")
-        lines.append(_decode_into(command.script.encode("utf-8"), script))
-        lines.append(f"sh {shlex.quote(script)}")
-        lines.append(f"rm -f {shlex.quote(script)}")
+        lines += _run_script(command, f"{root}/root/imgfac-command-{index}.sh")
     return "\n".join(lines) + "\n"
+
+
+def _run_script(command: Command, script: str) -> list[str]:
+    """Lines that write a command's script to ``script``, run it and remove it."""
+    return [
+        f"# command {command.name!r}",
+        _decode_into(command.script.encode("utf-8"), script),
+        f"sh {shlex.quote(script)}",
+        f"rm -f {shlex.quote(script)}",
+    ]
+
