@@ -41,7 +41,8 @@ def load_accounts(accounts: Mapping[str, Mapping[str, str]], provider_type: Call
     """The configured accounts, each checked: its provider known, its credentials file readable and valid.
 
     ``provider_type`` names the plug-in serving a provider name (None when
-    none does); ``parser_of`` gives that plug-in (with ``parse_credentials``).
+    none does); ``parser_of`` gives the plug-in serving a provider name (with
+    ``parse_credentials``).
     Blocking (reads files): call it at start-up, before the reactor runs.
     """
     loaded: dict[str, ProviderAccount] = {}
@@ -69,7 +70,7 @@ def _load_one(name: str, settings: Mapping[str, str], provider_type: Callable[[s
     except OSError as error:
         raise ConfigError(f"credentials file {path} cannot be read: {error.strerror}") from None
     try:
-        credentials = parser_of(kind).parse_credentials(data.decode("utf-8"))
+        credentials = parser_of(provider).parse_credentials(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"credentials file {path} is not UTF-8 text") from None
     except ImageFactoryError as error:
