@@ -33,6 +33,8 @@ class Option:
     optional: bool = False
     minimum: float | None = None
     maximum: float | None = None
+    #: The only values allowed, when the option has a fixed set.
+    choices: tuple[str, ...] | None = None
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -59,6 +61,13 @@ OPTIONS: tuple[Option, ...] = (
            "Largest installer file (kernel, initrd, ISO) downloaded, in bytes.", minimum=1),
     Option("install_iso_dir", "path", None, "Folder of local ISOs a template may name as "
            "<iso>file:NAME</iso> (default: none, only http(s) ISOs).", optional=True),
+    Option("libvirt_uri", "str", "qemu:///system", "libvirt connection URI the OS installs run on."),
+    Option("libvirt_domain_type", "str", "kvm", "libvirt domain type of install VMs: kvm, or qemu "
+           "(software emulation, for hosts without usable KVM).", choices=("kvm", "qemu")),
+    Option("install_inactivity_timeout", "float", 300.0,
+           "Seconds an OS install may go without writing to its disk before it fails.", minimum=1),
+    Option("install_timeout", "float", 3600.0, "Seconds a whole OS install may take.", minimum=1),
+    Option("install_memory_mib", "int", 2048, "Memory of an install VM, in MiB.", minimum=256),
     Option("cloud_threads", "int", 8, "Threads for blocking cloud SDK calls.", minimum=1),
     Option("provider_dir", "path", "/etc/imagefactory/providers",
            "Folder of provider definition files (one JSON file per EC2-compatible endpoint)."),
@@ -96,6 +105,11 @@ class Config:
     max_concurrent_builds: int = 4
     max_concurrent_pushes: int = 4
     max_concurrent_local_sessions: int = 2
+    libvirt_uri: str = "qemu:///system"
+    libvirt_domain_type: str = "kvm"
+    install_inactivity_timeout: float = 300.0
+    install_timeout: float = 3600.0
+    install_memory_mib: int = 2048
     cloud_threads: int = 8
     provider_dir: str = "/etc/imagefactory/providers"
     mock_duration: float = 3.0
@@ -229,6 +243,8 @@ def _validate(option: Option, value: Any) -> Any:
         raise TypeError(f"must be at least {option.minimum:g}")
     if option.maximum is not None and checked > option.maximum:
         raise TypeError(f"must be at most {option.maximum:g}")
+    if option.choices is not None and checked not in option.choices:
+        raise TypeError(f"must be one of {', '.join(option.choices)}")
     return checked
 
 

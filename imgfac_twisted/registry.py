@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .doors import IDoor
+
+if TYPE_CHECKING:
+    from .virt.connection import LibvirtConnection
 
 OS_GROUP = "imgfac_twisted.os"
 TARGETS_GROUP = "imgfac_twisted.targets"
@@ -29,6 +32,8 @@ class PluginEnvironment:
     cloud_door: IDoor
     #: The daemon's door for blocking file work (copying, appending to an initrd, reading ISOs).
     disk_door: IDoor | None = None
+    #: The daemon's libvirt connection (to ``config.libvirt_uri``), for OS installs.
+    libvirt: LibvirtConnection | None = None
 
 
 def load_plugins(group: str, environment: PluginEnvironment) -> dict[str, Any]:

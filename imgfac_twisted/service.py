@@ -35,6 +35,8 @@ from .metrics import Metrics
 from .jobs.base_images import BaseImages
 from .registry import OS_GROUP, PROVIDERS_GROUP, TARGETS_GROUP, PluginEnvironment, load_plugins
 from .store.sqlite import SQLiteStore
+from .virt.connection import LibvirtConnection
+from .virt.install import LeftoverDomainsSweep
 from .template import MAX_TEMPLATE_BYTES
 from .web import tls
 from .web.factory import FactoryAPI, FactoryRoot
@@ -104,7 +106,9 @@ def make_service(config: Config, reactor: Any) -> IService:
     updater = BuilderUpdater(store, relay, index, logs, metrics, reactor)
     disk_door = ThreadDoor(reactor, "disk", threads=2)
     cloud_door = ThreadDoor(reactor, "cloud", threads=config.cloud_threads)
-    environment = PluginEnvironment(config, reactor, cloud_door, disk_door=disk_door)
+    # Opened lazily on its own thread: a daemon that installs no real OS needs no libvirtd.
+    libvirt = LibvirtConnection(reactor, config.libvirt_uri)
+    environment = PluginEnvironment(config, reactor, cloud_door, disk_door=disk_door, libvirt=libvirt)
     base_images = BaseImages(reactor, load_plugins(OS_GROUP, environment), config.state_dir, logs,
                              config.max_concurrent_local_sessions)
     dispatcher = Dispatcher(
@@ -131,6 +135,10 @@ def make_service(config: Config, reactor: Any) -> IService:
     for pool in (door, logs_door, disk_door, cloud_door):
         pool.setServiceParent(root)
     _StoreCloser(store).setServiceParent(root)
+    # Before the dispatcher, so it stops after the installs; the sweep's call
+    # is the first on the libvirt thread, ahead of any new install's.
+    libvirt.setServiceParent(root)
+    LeftoverDomainsSweep(libvirt, config.state_dir).setServiceParent(root)
     if isinstance(bus, AmqpBus):
         # Deliver what waited in the outbox as soon as the broker is back.
         bus.when_connected(relay.retry_now)

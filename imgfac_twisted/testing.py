@@ -116,3 +116,179 @@ def result_of(deferred: Deferred) -> Any:
     if isinstance(outcome[0], Failure):
         outcome[0].raiseException()
     return outcome[0]
+
+
+# --- libvirt ---------------------------------------------------------------------------------------------------
+
+def libvirt_error(message: str, code: int) -> Exception:
+    """A libvirt.libvirtError with ``message`` and error ``code`` (libvirt.VIR_ERR_*), as libvirt raises them."""
+    import libvirt
+
+    # libvirtError() would take its message from libvirt's last error of
+    # this thread, which may be stale: build it by hand.
+    error = libvirt.libvirtError.__new__(libvirt.libvirtError)
+    Exception.__init__(error, message)
+    error.err = (code, 0, message, 2, None, None, None, 0, 0)
+    return error
+
+
+class FakeDomain:
+    """A libvirt virDomain in memory; a test moves it with power_off(), crash() and write()."""
+
+    def __init__(self, libvirt: FakeLibvirt, name: str, xml: str) -> None:
+        import libvirt as real
+
+        self._libvirt = libvirt
+        self._name = name
+        self.xml = xml
+        self._state = (real.VIR_DOMAIN_SHUTOFF, real.VIR_DOMAIN_SHUTOFF_UNKNOWN)
+        #: (write requests, bytes written) of the disk since the start.
+        self.writes = (0, 0)
+        #: Method name to the libvirtError its next call raises.
+        self.failures: dict[str, Exception] = {}
+
+    def _check(self, method: str) -> None:
+        if method in self.failures:
+            raise self.failures.pop(method)
+
+    def name(self) -> str:
+        return self._name
+
+    def XMLDesc(self, flags: int = 0) -> str:
+        return self.xml
+
+    def create(self) -> int:
+        import libvirt as real
+
+        self._check("create")
+        self._state = (real.VIR_DOMAIN_RUNNING, real.VIR_DOMAIN_RUNNING_BOOTED)
+        return 0
+
+    def state(self) -> list[int]:
+        self._check("state")
+        return list(self._state)
+
+    def isActive(self) -> int:
+        import libvirt as real
+
+        return int(self._state[0] not in (real.VIR_DOMAIN_SHUTOFF, real.VIR_DOMAIN_CRASHED))
+
+    def isPersistent(self) -> int:
+        return int(self._name in self._libvirt.domains)
+
+    def blockStats(self, disk: str) -> tuple[int, int, int, int, int]:
+        import libvirt as real
+
+        self._check("blockStats")
+        if not self.isActive():
+            raise libvirt_error("Requested operation is not valid: domain is not running",
+                                real.VIR_ERR_OPERATION_INVALID)
+        if disk != "vda":
+            raise libvirt_error(f"invalid argument: invalid path: {disk}", real.VIR_ERR_INVALID_ARG)
+        return (0, 0, self.writes[0], self.writes[1], -1)
+
+    def destroy(self) -> int:
+        import libvirt as real
+
+        self._check("destroy")
+        if not self.isActive():
+            raise libvirt_error("Requested operation is not valid: domain is not running",
+                                real.VIR_ERR_OPERATION_INVALID)
+        self._state = (real.VIR_DOMAIN_SHUTOFF, real.VIR_DOMAIN_SHUTOFF_DESTROYED)
+        self._libvirt.destroyed.append(self._name)
+        return 0
+
+    def undefine(self) -> int:
+        self._check("undefine")
+        self._libvirt.domains.pop(self._name)
+        self._libvirt.undefined.append(self._name)
+        return 0
+
+    # What the guest does:
+
+    def write(self, nbytes: int) -> None:
+        """The guest writes ``nbytes`` to its disk."""
+        self.writes = (self.writes[0] + 1, self.writes[1] + nbytes)
+
+    def power_off(self) -> None:
+        """The guest powers itself off (ACPI): QEMU exits, libvirt says SHUTOFF / SHUTDOWN."""
+        import libvirt as real
+
+        self._state = (real.VIR_DOMAIN_SHUTOFF, real.VIR_DOMAIN_SHUTOFF_SHUTDOWN)
+
+    def crash(self) -> None:
+        """QEMU or the guest crashed: SHUTOFF / CRASHED."""
+        import libvirt as real
+
+        self._state = (real.VIR_DOMAIN_SHUTOFF, real.VIR_DOMAIN_SHUTOFF_CRASHED)
+
+
+class FakeLibvirt:
+    """A libvirt virConnect in memory: defines, looks up and lists FakeDomains."""
+
+    def __init__(self) -> None:
+        #: The defined domains by name.
+        self.domains: dict[str, FakeDomain] = {}
+        #: Names of the domains destroyed and undefined, in order.
+        self.destroyed: list[str] = []
+        self.undefined: list[str] = []
+        #: Method name to the libvirtError its next call raises.
+        self.failures: dict[str, Exception] = {}
+
+    def defineXML(self, xml: str) -> FakeDomain:
+        from lxml import etree
+
+        if "defineXML" in self.failures:
+            raise self.failures.pop("defineXML")
+        name = etree.fromstring(xml).findtext("name")
+        domain = self.domains.get(name) or FakeDomain(self, name, xml)
+        domain.xml = xml
+        self.domains[name] = domain
+        return domain
+
+    def lookupByName(self, name: str) -> FakeDomain:
+        import libvirt as real
+
+        if name not in self.domains:
+            raise libvirt_error(f"Domain not found: no domain with matching name '{name}'", real.VIR_ERR_NO_DOMAIN)
+        return self.domains[name]
+
+    def listAllDomains(self, flags: int = 0) -> list[FakeDomain]:
+        return list(self.domains.values())
+
+
+class FakeLibvirtConnection:
+    """Stands in for virt.connection.LibvirtConnection: runs each call at once on a FakeLibvirt.
+
+    With ``hold = True`` calls wait until ``release()``, as a busy libvirt thread would make them.
+    """
+
+    uri = "fake:///"
+
+    def __init__(self, libvirt: FakeLibvirt | None = None) -> None:
+        self.libvirt = libvirt or FakeLibvirt()
+        self.hold = False
+        self._held: list[tuple[Deferred, Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+        #: Names of the functions run, in order.
+        self.calls: list[str] = []
+
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred:
+        if self.hold:
+            waiting: Deferred = Deferred()
+            self._held.append((waiting, fn, args, kwargs))
+            return waiting
+        return self._call(fn, args, kwargs)
+
+    def release(self) -> None:
+        """Run the held calls, in order."""
+        self.hold = False
+        held, self._held = self._held, []
+        for waiting, fn, args, kwargs in held:
+            self._call(fn, args, kwargs).chainDeferred(waiting)
+
+    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Deferred:
+        self.calls.append(fn.__name__)
+        try:
+            return succeed(fn(self.libvirt, *args, **kwargs))
+        except BaseException:
+            return fail()

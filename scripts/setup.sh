@@ -13,6 +13,12 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 # Target images are converted with qemu-img; the Mock OS makes its disk with mke2fs.
 command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
 command -v mke2fs >/dev/null || need_apt+=(e2fsprogs)
+# libvirt-python is compiled by pip against the system's libvirt.
+dpkg-query -W -f='${Status}' libvirt-dev 2>/dev/null | grep -q 'install ok installed' || need_apt+=(libvirt-dev)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+command -v gcc >/dev/null || need_apt+=(gcc)
+[ -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null)/Python.h" ] \
+    || need_apt+=(python3-dev)
 if [ "${1:-}" = "--test" ]; then
     command -v wrk >/dev/null || need_apt+=(wrk)
     # The status page's browser test drives Debian's Chromium with Playwright
@@ -31,6 +37,11 @@ if [ "${1:-}" = "--test" ] && ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; t
     echo "setup: starting RabbitMQ"
     rabbitmq-server -detached
     rabbitmqctl await_startup >/dev/null
+fi
+
+if [ "${1:-}" = "--test" ]; then
+    # The OS install tests boot a real VM: libvirtd + QEMU, started by hand (no systemd).
+    scripts/libvirt-up.sh
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -1,0 +1,562 @@
+"""The install watcher: boots an installer in a libvirt domain and follows it to the end.
+
+``run_install`` is a small state machine driven by the injected clock::
+
+    STARTING --(domain defined and started)--> INSTALLING --(guest powered off)--> DONE
+        \\                                          \\
+         `--(libvirt error, cancel)--> FAILED         `--(timeout, crash, libvirt error, cancel)--> FAILED
+
+Every ``poll_interval`` seconds one call on the connection's thread reads the
+domain's state, the write counters of its disk and the new bytes of the
+serial console log.  Whatever the end, the domain is destroyed and undefined
+before the returned Deferred fires, so the caller may then remove the disk.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..errors import ImageFactoryError
+from ..xmlsafe import parse_xml
+from .connection import LibvirtConnection
+from .domain import DISK_TARGET, DOMAIN_TYPES, domain_xml
+
+#: Every domain the factory defines is named with this prefix (then the build id).
+DOMAIN_PREFIX = "imgfac-"
+#: How many of the console's last lines end a failure's reason.
+CONSOLE_LINES_IN_REASON = 20
+#: The most console bytes read in one poll; the rest is read by the next polls.
+CONSOLE_READ_LIMIT = 1024 * 1024
+#: A console line longer than this is passed on in pieces (a guest printing
+#: without newlines must not grow our memory).
+LONGEST_CONSOLE_LINE = 4096
+#: Progress figures: reported once the domain runs, and the most an estimate
+#: reaches before the guest has really powered off.
+PROGRESS_STARTED = 5
+PROGRESS_CEILING = 95
+#: The share of the disk an install is expected to write (see InstallProgress).
+EXPECTED_DISK_FILL = 0.25
+
+_log = Logger()
+
+
+@dataclass(frozen=True)
+class InstallSpec:
+    """What to boot: the installer's kernel, initrd and command line, and the disk it installs onto."""
+
+    name: str                  # libvirt domain name; always DOMAIN_PREFIX + build id
+    disk_path: str             # raw disk file; created by the caller, full size, sparse
+    kernel_path: str           # installer kernel, booted directly
+    initrd_path: str           # installer initrd (with the kickstart/preseed already appended)
+    cmdline: str               # kernel command line; the caller puts console=ttyS0 last
+    console_log: str           # file the guest's serial console is written to
+    iso_path: str | None = None  # attached as a CD-ROM when given
+    memory_mib: int = 2048
+    vcpus: int = 1
+
+
+class InstallFailed(ImageFactoryError):
+    """The install did not finish; str() is the reason, ending with the console's last lines."""
+
+
+class InstallState(enum.Enum):
+    """Where an install is."""
+
+    STARTING = "starting"      # the domain is being defined and started
+    INSTALLING = "installing"  # the guest runs; its state, disk writes and console are polled
+    DONE = "done"              # the guest powered itself off; the domain is gone
+    FAILED = "failed"          # stopped for a reason (or cancelled); the domain is gone
+
+
+_ALLOWED = {
+    InstallState.STARTING: {InstallState.INSTALLING, InstallState.FAILED},
+    InstallState.INSTALLING: {InstallState.DONE, InstallState.FAILED},
+    InstallState.DONE: set(),
+    InstallState.FAILED: set(),
+}
+
+
+def run_install(connection: LibvirtConnection, spec: InstallSpec, *, domain_type: str, clock: Any,
+                inactivity_timeout: float, total_timeout: float,
+                progress: Callable[[int], None], log: Callable[[str], None],
+                poll_interval: float = 1.0) -> Deferred:
+    """Define and start the domain, watch it until the guest powers itself off (fires None),
+    or fail with InstallFailed (no disk activity for inactivity_timeout, whole install past
+    total_timeout, libvirt error, domain crashed). progress(0..100) moves while it runs; every
+    complete line the guest prints on the serial console is passed to log(line). Cancelling the
+    Deferred destroys the domain. The domain is always destroyed and undefined at the end."""
+    if domain_type not in DOMAIN_TYPES:
+        raise ValueError(f"domain type must be one of {', '.join(DOMAIN_TYPES)}, not {domain_type!r}")
+    watch = _InstallWatch(connection, spec, domain_type, clock, inactivity_timeout, total_timeout,
+                          progress, log, poll_interval)
+    return watch.start()
+
+
+@dataclass(frozen=True)
+class _Limits:
+    inactivity_timeout: float
+    total_timeout: float
+    poll_interval: float
+
+
+class _Outcome(enum.Enum):
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class _InstallWatch:
+    """One install, from define to undefine; see the module docstring for its states."""
+
+    def __init__(self, connection: LibvirtConnection, spec: InstallSpec, domain_type: str, clock: Any,
+                 inactivity_timeout: float, total_timeout: float, progress: Callable[[int], None],
+                 console_line: Callable[[str], None], poll_interval: float) -> None:
+        self._connection = connection
+        self._spec = spec
+        self._xml = domain_xml(spec, domain_type)
+        self._clock = clock
+        self._limits = _Limits(inactivity_timeout, total_timeout, poll_interval)
+        self._report_progress = progress
+        self._console_line = console_line
+        self.state = InstallState.STARTING
+        self.result: Deferred = Deferred(self._cancel)
+        self._console = ConsoleTail(CONSOLE_LINES_IN_REASON)
+        self._console_offset = 0
+        self._poller = LoopingCall(self._poll)
+        self._poller.clock = clock
+        self._deadline: Any = None
+        self._estimate: InstallProgress | None = None
+        self._started_at = 0.0
+        self._last_activity = 0.0
+        self._last_writes = (0, 0)
+        self._cancelled = False
+        self._finishing = False
+
+    # --- the states ------------------------------------------------------------------------------------------
+
+    def start(self) -> Deferred:
+        _log.info("install {domain}: starting", domain=self._spec.name)
+        starting = self._connection.run(_thd_define_and_start, self._xml, self._spec.disk_path)
+        starting.addCallbacks(self._started, self._start_failed)
+        starting.addErrback(self._internal_error)
+        return self.result
+
+    def _started(self, disk_size: int) -> None:
+        if self._cancelled:
+            # Cancelled while libvirt was starting the domain.
+            self._finish(_Outcome.CANCELLED)
+            return
+        self._move(InstallState.INSTALLING)
+        self._started_at = self._last_activity = self._clock.seconds()
+        self._estimate = InstallProgress(disk_size, self._limits.total_timeout)
+        self._report_progress(PROGRESS_STARTED)
+        # The total timeout must hold even if a libvirt call never returns.
+        self._deadline = self._clock.callLater(self._limits.total_timeout, self._finish, _Outcome.FAILED,
+                                               f"the install took longer than {self._limits.total_timeout:g} s")
+        polling = self._poller.start(self._limits.poll_interval, now=False)
+        polling.addErrback(self._internal_error)
+
+    def _start_failed(self, failure: Failure) -> None:
+        self._finish(_Outcome.FAILED, _failure_reason(failure, "the domain could not be started"))
+
+    def _poll(self) -> Deferred | None:
+        # Returning the Deferred makes the LoopingCall wait for it: a slow
+        # libvirt never has two polls of one install queued.
+        if self._finishing:
+            return None
+        observing = self._connection.run(_thd_observe, self._spec.name, self._spec.console_log,
+                                         self._console_offset)
+        observing.addCallbacks(self._observed, self._observe_failed)
+        # A LoopingCall stops on its first failure: never hand it one.
+        observing.addErrback(self._internal_error)
+        return observing
+
+    def _observed(self, seen: _Observation) -> None:
+        if self._finishing:
+            return
+        self._console_offset = seen.console_offset
+        self._emit(self._console.feed(seen.console))
+        if seen.condition is _Condition.POWERED_OFF:
+            self._finish(_Outcome.DONE)
+        elif seen.condition is _Condition.CRASHED:
+            self._finish(_Outcome.FAILED, f"the guest crashed ({seen.detail})")
+        elif seen.condition is _Condition.BROKEN:
+            self._finish(_Outcome.FAILED, f"the domain stopped unexpectedly ({seen.detail})")
+        else:
+            self._watch_running(seen.writes)
+
+    def _watch_running(self, writes: tuple[int, int]) -> None:
+        now = self._clock.seconds()
+        if writes != self._last_writes:
+            self._last_writes = writes
+            self._last_activity = now
+        if now - self._last_activity >= self._limits.inactivity_timeout:
+            self._finish(_Outcome.FAILED, f"no disk activity for {self._limits.inactivity_timeout:g} s")
+            return
+        assert self._estimate is not None
+        moved = self._estimate.update(writes[1], now - self._started_at)
+        if moved is not None:
+            self._report_progress(moved)
+
+    def _observe_failed(self, failure: Failure) -> None:
+        if not self._finishing:
+            self._finish(_Outcome.FAILED, _failure_reason(failure, "watching the domain failed"))
+
+    def _finish(self, outcome: _Outcome, reason: str = "") -> None:
+        """Stop watching, destroy and undefine the domain, then settle the result."""
+        if self._finishing:
+            return
+        self._finishing = True
+        if self._poller.running:
+            self._poller.stop()
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        tearing_down = self._connection.run(_thd_tear_down, self._spec.name, self._spec.console_log,
+                                            self._console_offset)
+        tearing_down.addErrback(self._tear_down_failed)
+        tearing_down.addCallback(self._torn_down, outcome, reason)
+        tearing_down.addErrback(self._settle_after_bug)
+
+    def _tear_down_failed(self, failure: Failure) -> bytes:
+        # The next daemon start removes what is left (remove_leftover_domains).
+        _log.failure("install {domain}: the domain could not be removed", failure, domain=self._spec.name)
+        return b""
+
+    def _torn_down(self, last_console: bytes, outcome: _Outcome, reason: str) -> None:
+        self._emit(self._console.feed(last_console))
+        self._emit(self._console.flush())
+        if outcome is _Outcome.DONE:
+            self._move(InstallState.DONE)
+            self._report_progress(100)
+            _log.info("install {domain}: done", domain=self._spec.name)
+            self._settle(None)
+            return
+        self._move(InstallState.FAILED)
+        if outcome is _Outcome.CANCELLED:
+            _log.info("install {domain}: cancelled", domain=self._spec.name)
+            self._settle(Failure(CancelledError()))
+            return
+        _log.info("install {domain}: failed: {reason}", domain=self._spec.name, reason=reason)
+        self._settle(Failure(InstallFailed(self._with_console(reason))))
+
+    def _settle(self, result: Failure | None) -> None:
+        if not self.result.called:
+            if isinstance(result, Failure):
+                self.result.errback(result)
+            else:
+                self.result.callback(result)
+        if self.result.paused:
+            self.result.unpause()
+
+    def _cancel(self, result: Deferred) -> None:
+        # Deferred.cancel() errbacks with CancelledError as soon as this
+        # returns.  Pausing holds that back from the caller's callbacks until
+        # the domain is destroyed and undefined, so whoever sees the
+        # cancellation may delete the disk at once.
+        result.pause()
+        self._cancelled = True
+        if self.state is not InstallState.STARTING:
+            self._finish(_Outcome.CANCELLED)
+
+    # --- helpers ---------------------------------------------------------------------------------------------
+
+    def _move(self, new: InstallState) -> None:
+        if new not in _ALLOWED[self.state]:
+            raise AssertionError(f"install {self._spec.name}: {self.state.value} cannot go to {new.value}")
+        _log.debug("install {domain}: {old} -> {new}", domain=self._spec.name, old=self.state.value, new=new.value)
+        self.state = new
+
+    def _emit(self, lines: list[str]) -> None:
+        for line in lines:
+            self._console_line(line)
+
+    def _with_console(self, reason: str) -> str:
+        lines = list(self._console.last)
+        if not lines:
+            return f"{reason}; the console printed nothing"
+        return f"{reason}; the console's last lines:\n" + "\n".join(lines)
+
+    def _internal_error(self, failure: Failure) -> None:
+        _log.failure("install {domain}: unexpected error", failure, domain=self._spec.name)
+        self._finish(_Outcome.FAILED, f"internal error: {failure.getErrorMessage()}")
+
+    def _settle_after_bug(self, failure: Failure) -> None:
+        _log.failure("install {domain}: unexpected error while finishing", failure, domain=self._spec.name)
+        self._settle(Failure(InstallFailed(f"internal error: {failure.getErrorMessage()}")))
+
+
+def _failure_reason(failure: Failure, doing: str) -> str:
+    """A reason naming libvirt's own message for a libvirt error."""
+    if type(failure.value).__name__ == "libvirtError":
+        return f"{doing}: libvirt: {failure.getErrorMessage()}"
+    return f"{doing}: {failure.getErrorMessage()}"
+
+
+class InstallProgress:
+    """The moving figure behind progress(): an estimate, since no installer says how far it is.
+
+    Two measures, the further one wins: the bytes written to the disk against
+    EXPECTED_DISK_FILL of its size (a typical OS install fills about a quarter
+    of Oz's 10 GiB default disk), and the time spent against the total
+    timeout.  The figure runs from PROGRESS_STARTED to PROGRESS_CEILING,
+    never goes backwards, and reaches 100 only when the guest powers off.
+    """
+
+    def __init__(self, disk_size: int, total_timeout: float) -> None:
+        self._expected_bytes = max(1.0, disk_size * EXPECTED_DISK_FILL)
+        self._total_timeout = total_timeout
+        self.figure = PROGRESS_STARTED
+
+    def update(self, written_bytes: int, elapsed: float) -> int | None:
+        """The new figure when it moved, else None."""
+        done = max(min(1.0, written_bytes / self._expected_bytes), min(1.0, elapsed / self._total_timeout))
+        figure = min(PROGRESS_CEILING, PROGRESS_STARTED + int(done * (PROGRESS_CEILING - PROGRESS_STARTED)))
+        if figure <= self.figure:
+            return None
+        self.figure = figure
+        return figure
+
+
+# --- the serial console ------------------------------------------------------------------------------------------
+
+# CSI sequences (colours, cursor moves), OSC sequences (window titles), charset
+# selections and the other two-byte escapes.
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[()*+][0-~]|\x1b[@-Z\\-_]")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean_console_line(raw: bytes) -> str:
+    """One console line as text: UTF-8 (bad bytes replaced), escapes and control characters removed.
+
+    A carriage return inside a line rewrote it on a terminal (progress
+    counters do that), so only the text after the last one is kept.
+    """
+    text = _ESCAPES.sub("", raw.decode("utf-8", errors="replace")).rstrip("\r")
+    if "\r" in text:
+        text = text.rsplit("\r", 1)[-1]
+    return _CONTROLS.sub("", text).rstrip()
+
+
+class ConsoleTail:
+    """Turns the console's bytes, as they come, into clean complete lines, and remembers the last few."""
+
+    def __init__(self, keep: int) -> None:
+        self._partial = b""
+        #: The last ``keep`` non-empty lines.
+        self.last: deque[str] = deque(maxlen=keep)
+
+    def feed(self, data: bytes) -> list[str]:
+        """The lines that ``data`` completed (blank lines left out)."""
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        while len(self._partial) > LONGEST_CONSOLE_LINE:
+            complete.append(self._partial[:LONGEST_CONSOLE_LINE])
+            self._partial = self._partial[LONGEST_CONSOLE_LINE:]
+        return self._keep(complete)
+
+    def flush(self) -> list[str]:
+        """The last, unterminated line, if any (the console has ended)."""
+        rest, self._partial = self._partial, b""
+        return self._keep([rest])
+
+    def _keep(self, raw_lines: list[bytes]) -> list[str]:
+        lines = [line for line in map(clean_console_line, raw_lines) if line]
+        self.last.extend(lines)
+        return lines
+
+
+def _thd_read_console(path: str, offset: int, limit: int = CONSOLE_READ_LIMIT) -> tuple[bytes, int]:
+    """Up to ``limit`` bytes of ``path`` from ``offset``, and the offset after them.
+
+    A file shorter than ``offset`` was rotated (virtlogd does at its size
+    limit) or truncated: it is read again from its start.
+    """
+    try:
+        with open(path, "rb") as console:
+            if os.fstat(console.fileno()).st_size < offset:
+                offset = 0
+            console.seek(offset)
+            data = console.read(limit)
+    except FileNotFoundError:
+        return b"", offset
+    return data, offset + len(data)
+
+
+# --- the calls on the connection's thread --------------------------------------------------------------------
+
+class _Condition(enum.Enum):
+    RUNNING = "running"          # still installing (or paused, or shutting down)
+    POWERED_OFF = "powered off"  # shut off by the guest itself: the installer finished
+    CRASHED = "crashed"          # the guest or QEMU crashed
+    BROKEN = "broken"            # stopped for another reason (destroyed from outside, disk error)
+
+
+@dataclass(frozen=True)
+class _Observation:
+    condition: _Condition
+    detail: str
+    writes: tuple[int, int]   # the disk's (write requests, bytes written) so far
+    console: bytes            # console bytes not seen before
+    console_offset: int       # where the next read starts
+
+
+def _thd_define_and_start(conn: Any, xml: str, disk_path: str) -> int:
+    """Define the domain persistently (so that its shut-off reason stays readable) and start it; the disk's size."""
+    domain = conn.defineXML(xml)
+    domain.create()
+    return os.path.getsize(disk_path)
+
+
+def _thd_observe(conn: Any, name: str, console_path: str, console_offset: int) -> _Observation:
+    import libvirt
+
+    domain = conn.lookupByName(name)
+    condition, detail = _condition(domain)
+    writes = (0, 0)
+    if condition is _Condition.RUNNING:
+        try:
+            stats = domain.blockStats(DISK_TARGET)
+            writes = (stats[2], stats[3])
+        except libvirt.libvirtError:
+            # It may have stopped between the two calls.
+            condition, detail = _condition(domain)
+            if condition is _Condition.RUNNING:
+                raise
+    console, console_offset = _thd_read_console(console_path, console_offset)
+    return _Observation(condition, detail, writes, console, console_offset)
+
+
+def _condition(domain: Any) -> tuple[_Condition, str]:
+    import libvirt
+
+    state, reason = domain.state()
+    if state == libvirt.VIR_DOMAIN_SHUTOFF:
+        detail = f"shut off, reason: {_SHUTOFF_REASONS.get(reason, reason)}"
+        if reason == libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN:
+            return _Condition.POWERED_OFF, detail
+        if reason in (libvirt.VIR_DOMAIN_SHUTOFF_CRASHED, libvirt.VIR_DOMAIN_SHUTOFF_FAILED):
+            return _Condition.CRASHED, detail
+        return _Condition.BROKEN, detail
+    if state == libvirt.VIR_DOMAIN_CRASHED:
+        return _Condition.CRASHED, "crashed"
+    if state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_IOERROR:
+        # QEMU pauses a guest whose disk writes fail, e.g. on a full host disk.
+        return _Condition.BROKEN, "paused after a disk I/O error; is the host's disk full?"
+    return _Condition.RUNNING, "running"
+
+
+_SHUTOFF_REASONS = {0: "unknown", 1: "shutdown", 2: "destroyed", 3: "crashed", 4: "migrated", 5: "saved",
+                    6: "failed", 7: "from snapshot", 8: "daemon"}
+
+
+def _thd_tear_down(conn: Any, name: str, console_path: str, console_offset: int) -> bytes:
+    """Destroy and undefine the domain if it exists; the console bytes not read yet."""
+    import libvirt
+
+    try:
+        domain = conn.lookupByName(name)
+    except libvirt.libvirtError as error:
+        if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            raise
+    else:
+        _thd_remove(domain)
+    rest = []
+    while True:
+        data, console_offset = _thd_read_console(console_path, console_offset)
+        rest.append(data)
+        if len(data) < CONSOLE_READ_LIMIT or sum(map(len, rest)) >= 4 * CONSOLE_READ_LIMIT:
+            return b"".join(rest)
+
+
+def _thd_remove(domain: Any) -> None:
+    import libvirt
+
+    if domain.isActive():
+        try:
+            domain.destroy()
+        except libvirt.libvirtError as error:
+            # It may have shut off on its own in the meantime.
+            if error.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+                raise
+    if domain.isPersistent():
+        domain.undefine()
+
+
+# --- leftovers ---------------------------------------------------------------------------------------------------
+
+def remove_leftover_domains(connection: LibvirtConnection, under: str | None = None) -> Deferred:
+    """Destroy and undefine every domain named DOMAIN_PREFIX*; fire with their names.
+
+    With ``under``, only the domains whose disk or console files lie in that
+    directory (a daemon's state_dir): other daemons' installs on the same
+    libvirtd are left alone.
+    """
+    return connection.run(_thd_remove_leftovers, under)
+
+
+def _thd_remove_leftovers(conn: Any, under: str | None) -> list[str]:
+    removed = []
+    for domain in conn.listAllDomains(0):
+        name = domain.name()
+        if not name.startswith(DOMAIN_PREFIX):
+            continue
+        if under is not None and not _uses_files_under(domain.XMLDesc(0), under):
+            continue
+        _thd_remove(domain)
+        removed.append(name)
+    return sorted(removed)
+
+
+def _uses_files_under(xml: str, directory: str) -> bool:
+    domain = parse_xml(xml, max_bytes=4 * 1024 * 1024, what="domain XML")
+    paths = domain.xpath("devices/disk/source/@file | devices/serial/source/@path")
+    top = os.path.abspath(directory)
+    return any(os.path.commonpath([top, os.path.abspath(path)]) == top for path in paths)
+
+
+class LeftoverDomainsSweep(Service):
+    """At start-up, removes the install domains a killed daemon left behind under its state directory.
+
+    A libvirtd that cannot be reached is not an error (a daemon that only
+    builds mock images needs none): one warning is logged and the daemon
+    goes on.
+    """
+
+    name = "leftover-domains"
+
+    def __init__(self, connection: LibvirtConnection, state_dir: str) -> None:
+        self._connection = connection
+        self._state_dir = state_dir
+        self._sweeping: Deferred | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._sweeping = remove_leftover_domains(self._connection, self._state_dir)
+        self._sweeping.addCallbacks(self._swept, self._unreachable)
+
+    def stopService(self) -> Deferred | None:
+        super().stopService()
+        if self._sweeping is None or self._sweeping.called:
+            return None
+        waiting: Deferred = Deferred()
+        self._sweeping.addBoth(lambda _: waiting.callback(None))
+        return waiting
+
+    def _swept(self, names: list[str]) -> None:
+        if names:
+            _log.info("removed install domains a stopped daemon left behind: {names}", names=", ".join(names))
+
+    def _unreachable(self, failure: Failure) -> None:
+        _log.warn("libvirt at {uri} cannot be reached ({error}): leftover install domains were not looked for, "
+                 "and OS installs will fail until it can", uri=self._connection.uri,
+                 error=failure.getErrorMessage())

@@ -1,0 +1,320 @@
+"""A stand-in for a distribution's installer, for tests that boot a real virtual machine.
+
+It is a real Debian kernel (downloaded once with ``apt-get download`` into a
+cache: ``$IMGFAC_TEST_CACHE``, default ``~/.cache/imgfac-test``) and a tiny
+busybox-static initramfs whose ``/init``:
+
+* mounts proc, sys and devtmpfs and loads the virtio modules (PEERS.md's order);
+* looks for ``/ks.cfg`` or ``/preseed.cfg`` at the root of the initramfs (the
+  factory appends it to the initrd as an extra compressed newc archive);
+* writes ``IMGFAC-FAKE-INSTALL``, the file's sha256 and name, its length and
+  its bytes at the start of ``/dev/vda`` (see ``parse_result``), then powers off;
+* without either file, prints ``MISSING_MARKER`` and powers off without writing.
+
+With ``writes=False`` it never writes: it prints a line every two seconds and
+waits forever, for the inactivity-timeout tests.
+
+``lay_out_tree`` puts kernel and initrd where Fedora-style (``.treeinfo``) and
+Debian-style (netboot) URL installs look for them; ``serve_tree`` serves a tree
+over HTTP on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.server
+import lzma
+import os
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+RESULT_HEADER = b"IMGFAC-FAKE-INSTALL\n"
+#: Printed on the console when the initrd holds no kickstart or preseed.
+MISSING_MARKER = "fake-installer: ERROR: no /ks.cfg or /preseed.cfg in the initrd; the disk is left untouched"
+#: Printed on the console once the result is on the disk.
+WROTE_MARKER = "fake-installer: result written to /dev/vda"
+#: Printed every two seconds by the installer that never writes.
+IDLE_MARKER = "fake-installer: still thinking, writing nothing"
+#: PEERS.md: Debian's kernel has virtio as modules, loaded in this order.
+VIRTIO_MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci",
+                  "virtio_blk")
+BUSYBOX = "/bin/busybox"
+#: Where the two kinds of install tree keep the kernel and initrd.
+FEDORA_KERNEL = "images/pxeboot/vmlinuz"
+FEDORA_INITRD = "images/pxeboot/initrd.img"
+DEBIAN_NETBOOT = "dists/bookworm/main/installer-amd64/current/images/netboot/debian-installer/amd64"
+DEBIAN_KERNEL = f"{DEBIAN_NETBOOT}/linux"
+DEBIAN_INITRD = f"{DEBIAN_NETBOOT}/initrd.gz"
+
+
+def cache_dir() -> Path:
+    """Where downloaded kernels are kept between runs."""
+    return Path(os.environ.get("IMGFAC_TEST_CACHE") or Path.home() / ".cache" / "imgfac-test")
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """An unpacked Debian kernel: the bootable image and the virtio modules, by name."""
+
+    version: str
+    vmlinuz: Path
+    modules: dict[str, Path]
+
+
+def current_kernel_package() -> str:
+    """The name of the kernel package ``linux-image-amd64`` points to now, e.g. ``linux-image-6.1.0-56-amd64``."""
+    output = subprocess.run(["apt-cache", "depends", "linux-image-amd64"], check=True, capture_output=True,
+                            text=True).stdout
+    found = re.search(r"Depends: (linux-image-\d\S*-amd64)\b", output)
+    if found is None:
+        raise RuntimeError(f"apt-cache names no kernel package for linux-image-amd64:\n{output}")
+    return found.group(1)
+
+
+def debian_kernel() -> Kernel:
+    """The current Debian kernel and its virtio modules, downloaded and unpacked once into the cache."""
+    package = current_kernel_package()
+    version = package.removeprefix("linux-image-")
+    home = cache_dir() / package
+    vmlinuz = home / "vmlinuz"
+    modules = {name: home / f"{name}.ko" for name in VIRTIO_MODULES}
+    if not all(path.exists() for path in (vmlinuz, *modules.values())):
+        _download_kernel(package, version, home)
+    return Kernel(version, vmlinuz, modules)
+
+
+def _download_kernel(package: str, version: str, home: Path) -> None:
+    """Fetch the .deb and keep only the kernel image and the virtio modules (uncompressed)."""
+    home.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=home) as scratch:
+        subprocess.run(["apt-get", "download", "-q", package], cwd=scratch, check=True, capture_output=True)
+        (deb,) = Path(scratch).glob("*.deb")
+        # dpkg -x of the whole package writes some 400 MB: take only what the initramfs needs.
+        tar = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+        subprocess.run(["tar", "-x", "-C", str(scratch), "--wildcards", f"./boot/vmlinuz-{version}",
+                        f"./lib/modules/{version}/kernel/drivers/virtio/*", f"./lib/modules/{version}/kernel/drivers/block/*"],
+                       stdin=tar.stdout, check=True)
+        if tar.wait() != 0:
+            raise RuntimeError(f"dpkg-deb could not read {deb}")
+        tree = Path(scratch) / "lib" / "modules" / version
+        for name in VIRTIO_MODULES:
+            _copy_module(tree, name, home / f"{name}.ko")
+        shutil.copyfile(Path(scratch) / "boot" / f"vmlinuz-{version}", home / "vmlinuz.part")
+        os.replace(home / "vmlinuz.part", home / "vmlinuz")
+
+
+def _copy_module(tree: Path, name: str, target: Path) -> None:
+    """Copy module ``name`` from ``tree``, decompressing a .ko.xz (busybox insmod takes plain .ko only)."""
+    found = list(tree.rglob(f"{name}.ko")) + list(tree.rglob(f"{name}.ko.xz"))
+    if not found:
+        raise RuntimeError(f"the kernel package has no module {name}")
+    data = found[0].read_bytes()
+    if found[0].suffix == ".xz":
+        data = lzma.decompress(data)
+    target.write_bytes(data)
+
+
+# --- newc cpio archives -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Entry:
+    """One member of a newc archive: a directory, a regular file, a symlink or a character device."""
+
+    name: str
+    mode: int
+    data: bytes = b""
+    rdev: tuple[int, int] = (0, 0)
+
+
+def directory(name: str) -> Entry:
+    return Entry(name, 0o040755)
+
+
+def regular(name: str, data: bytes, executable: bool = False) -> Entry:
+    return Entry(name, 0o100755 if executable else 0o100644, data)
+
+
+def char_device(name: str, major: int, minor: int) -> Entry:
+    return Entry(name, 0o020600, rdev=(major, minor))
+
+
+def newc_archive(entries: Iterable[Entry]) -> bytes:
+    """An uncompressed newc ("070701") cpio archive of ``entries``, with its trailer."""
+    chunks = []
+    for inode, entry in enumerate([*entries, Entry("TRAILER!!!", 0)], start=1):
+        name = entry.name.encode() + b"\0"
+        fields = (inode, entry.mode, 0, 0, 1, 0, len(entry.data), 0, 0, entry.rdev[0], entry.rdev[1],
+                  len(name), 0)
+        header = b"070701" + b"".join(b"%08X" % value for value in fields)
+        chunks.append(_padded(header + name) + _padded(entry.data))
+    return b"".join(chunks)
+
+
+def _padded(data: bytes) -> bytes:
+    return data + b"\0" * (-len(data) % 4)
+
+
+def append_member(initrd: bytes, name: str, data: bytes) -> bytes:
+    """``initrd`` with one more gzip-compressed newc archive holding ``/name`` (as the factory injects a kickstart)."""
+    return _padded(initrd) + gzip.compress(newc_archive([regular(name, data)]), mtime=0)
+
+
+# --- the initramfs ----------------------------------------------------------------------------------------------
+
+def init_script(writes: bool = True) -> str:
+    """The ``/init`` of the fake installer (busybox sh)."""
+    load = "\n".join(f"insmod /lib/modules/{name}.ko || echo 'fake-installer: insmod {name} failed'"
+                     for name in VIRTIO_MODULES)
+    if writes:
+        work = f"""
+found=""
+for candidate in /ks.cfg /preseed.cfg; do
+    [ -f "$candidate" ] && found="$candidate" && break
+done
+if [ -z "$found" ]; then
+    echo '{MISSING_MARKER}'
+else
+    echo "fake-installer: installing from $found"
+    {{ echo IMGFAC-FAKE-INSTALL; sha256sum "$found"; wc -c < "$found"; cat "$found"; }} > /tmp/result
+    dd if=/tmp/result of=/dev/vda bs=4096 conv=fsync 2>/dev/null
+    sync
+    echo '{WROTE_MARKER}'
+fi
+"""
+    else:
+        work = f"""
+while true; do
+    echo '{IDLE_MARKER}'
+    sleep 2
+done
+"""
+    return f"""#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /tmp /sbin /usr/bin /usr/sbin
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo "fake-installer: started, kernel $(uname -r)"
+{load}
+for _ in $(seq 100); do [ -b /dev/vda ] && break; sleep 0.1; done
+[ -b /dev/vda ] || echo 'fake-installer: no /dev/vda'
+{work}
+echo 'fake-installer: powering off'
+poweroff -f
+sleep 60
+"""
+
+
+def build_initramfs(kernel: Kernel, writes: bool = True) -> bytes:
+    """A gzip-compressed newc initramfs: static busybox, the virtio modules and the fake installer's /init."""
+    busybox = Path(BUSYBOX).read_bytes()
+    if _is_dynamic_elf(busybox):
+        raise RuntimeError(f"{BUSYBOX} is dynamically linked: install busybox-static (scripts/libvirt-up.sh does)")
+    entries = [directory(name) for name in ("bin", "dev", "lib", "lib/modules", "proc", "sys", "tmp")]
+    entries.append(char_device("dev/console", 5, 1))
+    entries.append(regular("bin/busybox", busybox, executable=True))
+    entries.append(regular("init", init_script(writes).encode(), executable=True))
+    entries += [regular(f"lib/modules/{name}.ko", path.read_bytes()) for name, path in kernel.modules.items()]
+    return gzip.compress(newc_archive(entries), compresslevel=6, mtime=0)
+
+
+def _is_dynamic_elf(binary: bytes) -> bool:
+    """True when a 64-bit little-endian ELF has a PT_INTERP program header (needs a dynamic loader)."""
+    phoff, = struct.unpack_from("<Q", binary, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", binary, 0x36)
+    return any(struct.unpack_from("<I", binary, phoff + index * phentsize)[0] == 3 for index in range(phnum))
+
+
+@functools.lru_cache(maxsize=None)
+def initramfs(writes: bool = True) -> bytes:
+    """``build_initramfs`` for the current kernel, made once per test run."""
+    return build_initramfs(debian_kernel(), writes)
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    """What the fake installer wrote at the start of the disk."""
+
+    name: str
+    sha256: str
+    content: bytes
+
+
+def parse_result(disk_start: bytes) -> InstallResult:
+    """Read the fake installer's result from the first bytes of the disk; ValueError if it is not there."""
+    if not disk_start.startswith(RESULT_HEADER):
+        raise ValueError(f"the disk does not start with {RESULT_HEADER!r}: {disk_start[:40]!r}")
+    rest = disk_start[len(RESULT_HEADER):]
+    checksum_line, rest = rest.split(b"\n", 1)
+    length_line, rest = rest.split(b"\n", 1)
+    sha256, name = checksum_line.decode().split()
+    return InstallResult(name.lstrip("/"), sha256, rest[:int(length_line)])
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- install trees ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FakeTree:
+    """A directory laid out as both a Fedora-style and a Debian-style install tree."""
+
+    root: Path
+    kernel: Path
+    initrd: Path
+
+
+def lay_out_tree(root: Path, writes: bool = True) -> FakeTree:
+    """Put the fake installer where Fedora (``.treeinfo``, images/pxeboot) and Debian (netboot) URL installs look."""
+    kernel = debian_kernel()
+    image = initramfs(writes)
+    for kernel_path, initrd_path in ((FEDORA_KERNEL, FEDORA_INITRD), (DEBIAN_KERNEL, DEBIAN_INITRD)):
+        (root / kernel_path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(kernel.vmlinuz, root / kernel_path)
+        (root / initrd_path).write_bytes(image)
+    (root / ".treeinfo").write_text(
+        "[general]\nfamily = Fedora\nname = Fedora 38\nversion = 38\narch = x86_64\nplatforms = x86_64\n\n"
+        "[tree]\narch = x86_64\nplatforms = x86_64\n\n"
+        f"[images-x86_64]\nkernel = {FEDORA_KERNEL}\ninitrd = {FEDORA_INITRD}\n"
+    )
+    return FakeTree(root, root / FEDORA_KERNEL, root / FEDORA_INITRD)
+
+
+class TreeServer:
+    """Serves a directory over HTTP on 127.0.0.1 (a free port) from a thread; use as a context manager."""
+
+    def __init__(self, root: Path) -> None:
+        handler = functools.partial(_QuietHandler, directory=str(root))
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-tree-http", daemon=True)
+
+    def __enter__(self) -> TreeServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+def serve_tree(root: Path) -> TreeServer:
+    """A TreeServer for ``root`` (start it with ``with``)."""
+    return TreeServer(root)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """No access log on the test's stderr."""
