@@ -124,10 +124,10 @@ def make_service(config: Config, reactor: Any) -> IService:
         push_slots=config.max_concurrent_pushes,
     )
     register_gauges(metrics, index, dispatcher, store)
-    # Read once, before the reactor: a bad account stops the start.
-    accounts = load_accounts(config.provider_accounts, dispatcher.provider_type, dispatcher.provider)
+    # The Conductor API's accounts are read once, before the reactor: a bad one stops the start.
     conductor = None
     if config.conductor:
+        accounts = load_accounts(config.provider_accounts, dispatcher.provider_type, dispatcher.provider)
         auth_door = ThreadDoor(reactor, "basic-auth", threads=2)
         auth_door.setServiceParent(root)
         deleter = Deleter(store, index, dispatcher, accounts, disk_door, config.state_dir)
