@@ -175,8 +175,9 @@ def test_cancel_stops_a_download(tmp_path):
     assert not running.called
     running.cancel()
     setup.stub.flush()
-    assert running.called
+    failure = running.result
     running.addErrback(lambda _: None)
+    assert failure.check(CancelledError)
     assert setup.virt.calls == []
     assert not os.path.exists(os.path.join(setup.system._downloader.tree_dir("http://mirror.test/f39/"),
                                            "images", "pxeboot", "vmlinuz"))
@@ -223,3 +224,31 @@ def test_handles_its_own_names_only(tmp_path, factory, names):
     for name in names:
         assert system.handles(parse_template(tdl(name, "9")))
     assert not system.handles(parse_template(tdl("Mock", "1")))
+
+
+def test_iso_by_url_is_downloaded_once(tmp_path):
+    """An http ISO is downloaded into the cache (with progress), attached, and not downloaded again."""
+    from test_os_iso import make_iso
+
+    iso = make_iso(tmp_path / "f39.iso", {"images/pxeboot/vmlinuz": KERNEL, "images/pxeboot/initrd.img": INITRD})
+    files = {"isos/f39.iso": open(iso, "rb").read()}
+    install = "<install type='iso'><iso>http://mirror.test/isos/f39.iso</iso></install>"
+    first = Setup(tmp_path, fedora, files, tdl(install=install))
+    first.start()
+    spec = first.call["spec"]
+    assert spec.iso_path.startswith(str(tmp_path / "state" / "cache" / "trees"))
+    assert open(spec.iso_path, "rb").read() == files["isos/f39.iso"]
+    assert 0 < max(first.job.progress_seen) <= 10
+    second = Setup(tmp_path, fedora, files, tdl(install=install))
+    second.start()
+    assert first.tree.requested == ["isos/f39.iso"] and second.tree.requested == []
+    assert second.call["spec"].iso_path == spec.iso_path
+
+
+def test_iso_not_an_http_url(tmp_path):
+    """An ISO location that is neither http(s) nor file: is refused naming it."""
+    setup = Setup(tmp_path, fedora, {}, tdl(install="<install type='iso'><iso>ftp://x/f.iso</iso></install>"))
+    running = setup.start()
+    failure = running.result
+    running.addErrback(lambda _: None)
+    assert "the ISO URL 'ftp://x/f.iso' is not an http or https URL" in str(failure.value)

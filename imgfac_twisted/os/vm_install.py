@@ -173,7 +173,8 @@ class VMInstaller:
             return await self._iso_media(job)
         tree = template.install_location
         check_http_url(tree, "the install URL")
-        for index, boot in enumerate(await self._tree_candidates(tree, template, job.log)):
+        candidates = await self._tree_candidates(tree, template, job.log)
+        for boot in candidates:
             try:
                 kernel = await self._downloader.from_tree(tree, boot.kernel, _share(job, 0, 3), job.log)
             except DownloadFailed as error:
@@ -182,7 +183,7 @@ class VMInstaller:
                 raise
             initrd = await self._downloader.from_tree(tree, boot.initrd, _share(job, 3, DOWNLOADED), job.log)
             return BootMedia(kernel=kernel, initrd=initrd, tree_url=tree)
-        tried = ", ".join(b.kernel for b in await self._tree_candidates(tree, template, None))
+        tried = ", ".join(b.kernel for b in candidates)
         raise ImageFactoryError(f"no installer kernel in the install tree {tree} (looked for {tried})")
 
     async def _tree_candidates(self, tree: str, template: Template, log: Callable[[str], None] | None
