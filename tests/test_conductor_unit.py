@@ -452,3 +452,87 @@ def test_openapi_document_is_served_as_json(conductor):
     """GET /conductor/api/openapi.json answers the document (Accept: application/json allowed here)."""
     response, content = conductor.request("GET", "/openapi.json", headers={"Accept": ["application/json"]})
     assert response.code == 200 and content.startswith(b"{")
+
+
+# -- EC2 delete (fake cloud) -------------------------------------------------------
+
+
+class FakeEc2:
+    """Records DeregisterImage/DeleteSnapshot calls; answers each with the next scripted error, if any."""
+
+    def __init__(self, *errors: Exception | None) -> None:
+        self.calls: list[tuple[str, dict]] = []
+        self._errors = list(errors)
+
+    def _answer(self, name: str, kwargs: dict) -> dict:
+        self.calls.append((name, kwargs))
+        error = self._errors.pop(0) if self._errors else None
+        if error is not None:
+            raise error
+        return {}
+
+    def deregister_image(self, **kwargs: Any) -> dict:
+        return self._answer("DeregisterImage", kwargs)
+
+    def delete_snapshot(self, **kwargs: Any) -> dict:
+        return self._answer("DeleteSnapshot", kwargs)
+
+
+def ec2_provider(cloud: FakeEc2, clock: Any):
+    from imgfac_twisted.config import Config
+    from imgfac_twisted.providers.ec2 import EC2Provider
+    from imgfac_twisted.registry import PluginEnvironment
+
+    environment = PluginEnvironment(Config(provider_dir="/nonexistent"), clock, InlineDoor())
+    return EC2Provider(environment, client_factory=lambda *args: (cloud, cloud))
+
+
+EC2_CREDENTIALS = Credentials("123456789012", {"access_key": "AKIAX", "secret_access_key": "SECRETVALUE"})
+
+
+def client_error(code: str, status: int = 400) -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
+
+
+def test_ec2_delete_deregisters_the_ami_then_deletes_its_snapshot():
+    """Both calls, in that order, with the ids of the push."""
+    cloud = FakeEc2()
+    result_of(ec2_provider(cloud, FakeReactor()).delete("ec2-us-east-1", "ami-1", {"snapshot_id": "snap-1"},
+                                                        EC2_CREDENTIALS))
+    assert cloud.calls == [("DeregisterImage", {"ImageId": "ami-1"}), ("DeleteSnapshot", {"SnapshotId": "snap-1"})]
+
+
+def test_ec2_delete_of_what_is_already_gone_succeeds():
+    """InvalidAMIID.NotFound and InvalidSnapshot.NotFound mean done (a repeated delete)."""
+    cloud = FakeEc2(client_error("InvalidAMIID.NotFound"), client_error("InvalidSnapshot.NotFound"))
+    result_of(ec2_provider(cloud, FakeReactor()).delete("ec2-us-east-1", "ami-1", {"snapshot_id": "snap-1"},
+                                                        EC2_CREDENTIALS))
+    assert len(cloud.calls) == 2
+
+
+def test_ec2_delete_retries_throttling_and_fails_on_a_refusal_without_the_secret():
+    """Throttling is retried after a pause; an AuthFailure fails at once, naming the call, never the secret."""
+    from imgfac_twisted.providers.ec2_calls import Ec2Error
+
+    clock = FakeReactor()
+    cloud = FakeEc2(client_error("RequestLimitExceeded", 503), None, client_error("AuthFailure", 401))
+    deleting = ec2_provider(cloud, clock).delete("ec2-us-east-1", "ami-1", {"snapshot_id": "snap-1"}, EC2_CREDENTIALS)
+    assert len(cloud.calls) == 1
+    clock.advance(30)
+    with pytest.raises(Ec2Error) as refused:
+        result_of(deleting)
+    assert [name for name, _ in cloud.calls] == ["DeregisterImage", "DeregisterImage", "DeleteSnapshot"]
+    assert "DeleteSnapshot" in refused.value.message and "AuthFailure" in refused.value.message
+    assert "SECRETVALUE" not in refused.value.message
+
+
+def test_ec2_delete_without_credentials_says_so():
+    """No configured account holds the push's credentials: a clear error, no call made."""
+    from imgfac_twisted.providers.ec2_calls import Ec2Error
+
+    cloud = FakeEc2()
+    with pytest.raises(Ec2Error, match="no provider account of this daemon holds the credentials"):
+        result_of(ec2_provider(cloud, FakeReactor()).delete("ec2-us-east-1", "ami-1", {}, None))
+    assert cloud.calls == []
