@@ -128,3 +128,13 @@ def test_ubuntu_tries_legacy_images_first():
         "dists/focal/main/installer-amd64/current/legacy-images/netboot/ubuntu-installer/amd64/linux",
         "dists/focal/main/installer-amd64/current/images/netboot/ubuntu-installer/amd64/linux"]
     assert debian_codename(_template("Ubuntu", "24.04")) == "noble"
+
+
+def test_messages_hide_url_passwords(tmp_path, tree):
+    """A URL's password shows as *** in errors and log lines."""
+    stub, fetcher = downloader(tmp_path, tree)
+    log = []
+    failure = settle(stub, ensureDeferred(fetcher.from_tree("http://user:hunter2@mirror.test/fedora/39/", "nothing",
+                                                            None, log.append)))
+    assert "hunter2" not in str(failure.value) and "user:***@mirror.test" in str(failure.value)
+    assert log and not any("hunter2" in line for line in log)

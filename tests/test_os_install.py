@@ -252,3 +252,13 @@ def test_iso_not_an_http_url(tmp_path):
     failure = running.result
     running.addErrback(lambda _: None)
     assert "the ISO URL 'ftp://x/f.iso' is not an http or https URL" in str(failure.value)
+
+
+def test_build_log_hides_tree_password(tmp_path):
+    """A tree URL with a password: the installer gets it, the build log shows ***."""
+    url = "http://user:hunter2@mirror.test/f39/"
+    setup = Setup(tmp_path, fedora, FEDORA_TREE, tdl(install=f"<install type='url'><url>{url}</url></install>"))
+    setup.start()
+    assert f"inst.repo={url}" in setup.call["spec"].cmdline.split()
+    assert not any("hunter2" in line for line in setup.job.lines)
+    assert any("inst.repo=http://user:***@mirror.test/f39/" in line for line in setup.job.lines)

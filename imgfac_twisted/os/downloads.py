@@ -1,5 +1,7 @@
 """Downloading installer files (kernel, initrd, ISO) without blocking, within limits, cached.
 
+Messages and log lines show URLs without the password of their user info.
+
 A file is streamed to ``<name>.<random>.partial`` and renamed once complete,
 so a cut download never passes for a whole one and two builds fetching the
 same file at once do not write over each other.  Files of one install tree
@@ -22,6 +24,7 @@ from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
+from ..config import redact_url
 from ..errors import ImageFactoryError
 
 #: How much of an error response's body is read (and dropped).
@@ -56,7 +59,7 @@ def check_http_url(url: str, what: str) -> None:
     """Refuse anything but an http(s) URL with a host."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise DownloadFailed(f"{what} {url!r} is not an http or https URL")
+        raise DownloadFailed(f"{what} {redact_url(url)!r} is not an http or https URL")
 
 
 class Downloader:
@@ -96,18 +99,18 @@ class Downloader:
         """``path``, downloaded from ``url`` unless it is there already."""
         if os.path.exists(path):
             if log:
-                log(f"using the cached copy of {url}")
+                log(f"using the cached copy of {redact_url(url)}")
             return path
         if log:
-            log(f"downloading {url}")
+            log(f"downloading {redact_url(url)}")
         size = await self.download(url, path, progress)
         if log:
-            log(f"downloaded {url} ({size} bytes)")
+            log(f"downloaded {redact_url(url)} ({size} bytes)")
         return path
 
     def download(self, url: str, destination: str, progress: Progress | None = None) -> Deferred:
         """Stream ``url`` to ``destination``; fire with its size, or fail with DownloadFailed."""
-        too_slow = DownloadFailed(f"download of {url} did not finish within {self._timeout:g} s")
+        too_slow = DownloadFailed(f"download of {redact_url(url)} did not finish within {self._timeout:g} s")
         fetching = ensureDeferred(self._download(url, destination, progress))
         # Cancelling treq mid-request fails it with ResponseNeverReceived
         # whatever the reason: say what really happened.
@@ -124,9 +127,9 @@ class Downloader:
             os.replace(partial, destination)
             return received
         except _TooLarge:
-            raise DownloadFailed(f"{url} is larger than the limit of {self._max_bytes} bytes") from None
+            raise DownloadFailed(f"{redact_url(url)} is larger than the limit of {self._max_bytes} bytes") from None
         except (ConnectError, DNSLookupError, ResponseFailed, ResponseNeverReceived) as error:
-            raise DownloadFailed(f"download of {url} failed: {_reason(error)}") from None
+            raise DownloadFailed(f"download of {redact_url(url)} failed: {_reason(error)}") from None
         finally:
             _remove(partial)
 
@@ -138,7 +141,7 @@ class Downloader:
                 raise _TooLarge()
             return
         await _drop_body(response)
-        raise DownloadFailed(f"download of {url} failed: HTTP {response.code}", code=response.code)
+        raise DownloadFailed(f"download of {redact_url(url)} failed: HTTP {response.code}", code=response.code)
 
     async def _save(self, url: str, response: Any, partial: str, progress: Progress | None) -> int:
         total = response.length if isinstance(response.length, int) else None
@@ -159,7 +162,7 @@ class Downloader:
 
             await treq.collect(response, write)
         if total is not None and received != total:
-            raise DownloadFailed(f"download of {url} failed: {received} of {total} bytes received")
+            raise DownloadFailed(f"download of {redact_url(url)} failed: {received} of {total} bytes received")
         return received
 
 

@@ -26,6 +26,7 @@ import treq
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.threads import deferToThreadPool
 
+from ..config import redact_url
 from ..errors import ImageFactoryError
 from ..registry import PluginEnvironment
 from ..template import Template
@@ -156,7 +157,7 @@ class VMInstaller:
             iso_path=media.iso,
             memory_mib=config.install_memory_mib,
         )
-        job.log(f"starting the installer: {spec.cmdline}")
+        job.log(f"starting the installer: {_without_passwords(spec.cmdline)}")
         span = 100 - DOWNLOADED
         await virt.run_install(
             connection, spec, domain_type=config.libvirt_domain_type, clock=job.reactor,
@@ -184,7 +185,7 @@ class VMInstaller:
             initrd = await self._downloader.from_tree(tree, boot.initrd, _share(job, 3, DOWNLOADED), job.log)
             return BootMedia(kernel=kernel, initrd=initrd, tree_url=tree)
         tried = ", ".join(b.kernel for b in candidates)
-        raise ImageFactoryError(f"no installer kernel in the install tree {tree} (looked for {tried})")
+        raise ImageFactoryError(f"no installer kernel in the install tree {redact_url(tree)} (looked for {tried})")
 
     async def _tree_candidates(self, tree: str, template: Template, log: Callable[[str], None] | None
                                ) -> list[BootFiles]:
@@ -230,10 +231,19 @@ class VMInstaller:
             if expected:
                 actual = await self._door.run(file_checksum, iso, algorithm.removesuffix("sum"))
                 if actual.lower() != expected.strip().lower():
-                    raise ImageFactoryError(f"the ISO {job.template.install_location} does not match its "
+                    raise ImageFactoryError(f"the ISO {redact_url(job.template.install_location)} does not match its "
                                             f"{algorithm} (got {actual})")
                 job.log(f"the ISO matches its {algorithm}")
                 return
+
+
+def _without_passwords(cmdline: str) -> str:
+    """The command line with the password of any URL's user info hidden."""
+    words = []
+    for word in cmdline.split():
+        key, equals, value = word.partition("=")
+        words.append(key + equals + redact_url(value) if "://" in value else word)
+    return " ".join(words)
 
 
 def _share(job: InstallJob, start: int, end: int) -> Callable[[int, int | None], None]:
