@@ -151,7 +151,8 @@ def test_tree_without_installer_fails_naming_it(tmp_path):
     running = setup.start()
     failure = running.result
     running.addErrback(lambda _: None)
-    assert "no installer kernel in the install tree http://mirror.test/f39/" in str(failure.value)
+    assert str(failure.value).startswith(
+        "CentOS 7 install failed: no installer kernel in the install tree http://mirror.test/f39/")
     assert "images/pxeboot/vmlinuz" in str(failure.value)
     assert setup.virt.calls == []
 
@@ -262,3 +263,15 @@ def test_build_log_hides_tree_password(tmp_path):
     assert f"inst.repo={url}" in setup.call["spec"].cmdline.split()
     assert not any("hunter2" in line for line in setup.job.lines)
     assert any("inst.repo=http://user:***@mirror.test/f39/" in line for line in setup.job.lines)
+
+
+def test_disk_errors_are_reported_without_paths(tmp_path):
+    """An OS error (here: the work dir is gone) fails the install naming the OS and the file, not the folders."""
+    setup = Setup(tmp_path, fedora, FEDORA_TREE, tdl())
+    os.rmdir(setup.job.work_dir)
+    running = setup.start()
+    failure = running.result
+    running.addErrback(lambda _: None)
+    message = str(failure.value)
+    assert message.startswith("Fedora 39 install failed: No such file or directory")
+    assert str(tmp_path) not in message

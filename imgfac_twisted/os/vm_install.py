@@ -43,6 +43,10 @@ NO_TREEINFO = ".treeinfo.absent"
 CHECKSUMS = ("sha256sum", "sha1sum", "md5sum")
 
 
+class InstallError(ImageFactoryError):
+    """An OS install failed; the message says which OS and why (the cause's own message follows)."""
+
+
 @dataclass(frozen=True)
 class BootMedia:
     """The installer on disk: kernel and initrd as found, the ISO to attach, the tree's URL."""
@@ -125,6 +129,17 @@ class VMInstaller:
         return " ".join(part for part in parts if part)
 
     async def _install(self, job: InstallJob) -> None:
+        what = f"{job.template.os_name} {job.template.os_version} install failed"
+        try:
+            await self._steps(job)
+        except ImageFactoryError as error:
+            raise InstallError(f"{what}: {error.message}") from error
+        except OSError as error:
+            # Disk full, permissions...: say what, without the state_dir layout.
+            name = os.path.basename(error.filename) if error.filename else ""
+            raise InstallError(f"{what}: {error.strerror or error}{f' ({name})' if name else ''}") from error
+
+    async def _steps(self, job: InstallJob) -> None:
         template = job.template
         job.progress(0)
         media = await self._boot_media(job)
