@@ -105,8 +105,9 @@ def debian_tree_paths(template: Template) -> list[BootFiles]:
 
 def debian_iso_paths(template: Template) -> list[BootFiles]:
     """Where Debian and Ubuntu ISOs keep the installer (text mode first)."""
-    folder = {"amd64": "install.amd", "i386": "install.386", "arm64": "install.a64"}.get(debian_arch(template), "install")
+    arch = debian_arch(template)
+    folder = {"amd64": "install.amd", "i386": "install.386", "arm64": "install.a64"}.get(arch, "install")
     return [BootFiles(f"{folder}/vmlinuz", f"{folder}/initrd.gz"),
             BootFiles("install/vmlinuz", "install/initrd.gz"),
-            BootFiles("install/netboot/ubuntu-installer/amd64/linux",
-                      "install/netboot/ubuntu-installer/amd64/initrd.gz")]
+            BootFiles(f"install/netboot/ubuntu-installer/{arch}/linux",
+                      f"install/netboot/ubuntu-installer/{arch}/initrd.gz")]
