@@ -65,6 +65,22 @@ def test_targets_of_a_build_share_one_install(setup):
     assert result_of(late) == result_of(first), "a finished base image is handed out again"
 
 
+class EagerOS(SlowOS):
+    """An OS plug-in that logs a line the moment its install starts."""
+
+    def install(self, job):
+        job.log("downloading the installer")
+        return super().install(job)
+
+
+def test_the_first_builder_sees_the_install_s_first_line(tmp_path):
+    """The install starts only once its first builder listens: a line logged at once is not lost."""
+    logs = BuilderLogs(str(tmp_path), InlineDoor(), Clock())
+    images = BaseImages(Clock(), {"eager": EagerOS()}, str(tmp_path), logs, install_slots=1)
+    images.wait_for("build1", parse_template(MOCK_OS), "a", lambda percent: None)
+    assert b"downloading the installer" in result_of(logs.read("a"))
+
+
 def test_installs_beyond_the_limit_wait(setup):
     """With one install slot, a second build's install starts when the first ends."""
     system, images, _ = setup

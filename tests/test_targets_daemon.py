@@ -31,7 +31,8 @@ MIB = 1024 ** 2
 TEMPLATE = ("<template><name>mocky</name><os><name>Mock</name><version>1</version><arch>x86_64</arch>"
             "<install type='url'><url>http://example.invalid/</url></install></os>"
             "<disk><size>1</size></disk><description>m</description></template>")
-FEDORA = TEMPLATE.replace("<name>Mock</name>", "<name>Fedora</name>")
+#: An operating system no installed plug-in installs.
+PLAN9 = TEMPLATE.replace("<name>Mock</name>", "<name>Plan9</name>")
 ALL_TARGETS = ["ec2", "openstack-kvm", "rhevm", "vsphere", "ova", "hyperv", "gce", "mock"]
 BUILD_TIMEOUT = 240.0
 OVF_NS = "http://schemas.dmtf.org/ovf/envelope/1"
@@ -263,11 +264,12 @@ def test_only_the_finished_image_is_left(targets_daemon: Daemon, built: dict[str
 
 
 def test_unknown_os_fails_naming_it(targets_daemon: Daemon) -> None:
-    """A Fedora template (no installer here yet) ends FAILED, saying which OS."""
-    images = start_build(targets_daemon, FEDORA, "ec2")
+    """A template of an OS no plug-in installs ends FAILED, naming the OS and the ones this daemon installs."""
+    images = start_build(targets_daemon, PLAN9, "ec2")
     detail = wait_all(targets_daemon, images, timeout=30)["ec2"]
     assert detail["status"] == "FAILED"
-    assert "Fedora" in detail["status_detail"]
+    assert "no installer for the operating system 'Plan9'" in detail["status_detail"]
+    assert "Fedora" in detail["status_detail"] and "Debian" in detail["status_detail"]
 
 
 def test_unknown_target_is_a_400_naming_the_known(targets_daemon: Daemon) -> None:

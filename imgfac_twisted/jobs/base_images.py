@@ -71,8 +71,11 @@ class BaseImages:
         """Fire with the path of the build's base image, installing it if nobody has yet."""
         install = self._installs.get(build_id)
         if install is None:
-            install = self._start(build_id, template)
+            install = self._prepare(build_id, template)
         install.listeners[builder_id] = progress
+        if install.running is None and install.outcome is None:
+            # Started only once the first builder listens, so it sees the install's first log line.
+            self._start(build_id, install)
 
         def stop_waiting(waiter: Deferred) -> None:
             install.listeners.pop(builder_id, None)
@@ -92,15 +95,17 @@ class BaseImages:
         """How many installs are under way or waiting for a slot."""
         return sum(1 for install in self._installs.values() if install.running is not None)
 
-    def _start(self, build_id: str, template: Template) -> _Install:
+    def _prepare(self, build_id: str, template: Template) -> _Install:
         work_dir = os.path.join(self._state_dir, "builds", build_id)
         os.makedirs(work_dir, exist_ok=True)
         install = _Install(template=template, work_dir=work_dir, reactor=self._reactor,
                            image_path=os.path.join(work_dir, BASE_IMAGE_NAME), logs=self._logs)
         self._installs[build_id] = install
+        return install
+
+    def _start(self, build_id: str, install: _Install) -> None:
         install.running = ensureDeferred(self._install(install))
         install.running.addBoth(self._finished, build_id, install)
-        return install
 
     async def _install(self, install: _Install) -> str:
         system = next((s for s in self._systems.values() if s.handles(install.template)), None)

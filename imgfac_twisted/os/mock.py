@@ -65,7 +65,7 @@ class MockOS:
 
     async def _install(self, job: InstallJob) -> None:
         template = job.template
-        size = template.disk_size_gib * 1024 ** 3
+        size = template.disk_size_bytes
         stage = os.path.join(job.work_dir, "mock-root")
         os.makedirs(stage, exist_ok=True)
         content = os.path.join(stage, file_name(template.name))
@@ -73,7 +73,7 @@ class MockOS:
             stream.write(f"{template.name}: {template.description or ''}\n")
         for path in (content, stage):
             os.utime(path, (0, 0))
-        job.log(f"mock install: a {template.disk_size_gib} GiB disk with an ext2 partition holding {template.name!r}")
+        job.log(f"mock install: a disk of {size} bytes with an ext2 partition holding {template.name!r}")
         # A sparse file and 512 bytes of partition table: quick enough to do here.
         with open(job.image_path, "wb") as disk:
             disk.truncate(size)
