@@ -302,15 +302,34 @@ def test_clean_console_line_strips_terminal_codes() -> None:
     assert clean_console_line(b"\x1b]0;anaconda\x07\x1b(Bmain\tpane\x7f") == "main\tpane"
 
 
-def test_rotated_console_is_read_from_its_start(tmp_path: Path) -> None:
-    """A console file shorter than what was read (virtlogd rotated it) is read again from 0."""
+def test_console_is_read_incrementally_and_again_after_rotation(tmp_path: Path) -> None:
+    """Only new bytes are read; a shorter file, or another file (virtlogd rotated it), is read from 0."""
     path = tmp_path / "console.log"
     path.write_bytes(b"0123456789")
-    data, offset = install._thd_read_console(str(path), 0)
-    assert (data, offset) == (b"0123456789", 10)
+    data, cursor, problem = install._thd_read_console(str(path), install._ConsoleCursor())
+    assert (data, cursor.offset, problem) == (b"0123456789", 10, None)
+    with open(path, "ab") as console:
+        console.write(b"ab")
+    data, cursor, _ = install._thd_read_console(str(path), cursor)
+    assert (data, cursor.offset) == (b"ab", 12)
     path.write_bytes(b"new\n")
-    assert install._thd_read_console(str(path), offset) == (b"new\n", 4)
-    assert install._thd_read_console(str(tmp_path / "missing"), 7) == (b"", 7)
+    data, cursor, _ = install._thd_read_console(str(path), cursor)
+    assert (data, cursor.offset) == (b"new\n", 4)
+    os.rename(path, tmp_path / "console.log.0")
+    path.write_bytes(b"0123456789rotated\n")
+    assert install._thd_read_console(str(path), cursor)[0] == b"0123456789rotated\n"
+    missing = install._ConsoleCursor(5, 7)
+    assert install._thd_read_console(str(tmp_path / "missing"), missing) == (b"", missing, None)
+
+
+def test_unreadable_console_is_said_once_and_named_in_the_reason(tmp_path: Path) -> None:
+    """A console log that cannot be read does not fail the install; the build log and the reason say why."""
+    run = Install(tmp_path, inactivity=3)
+    os.mkdir(run.spec.console_log)  # reading a directory fails with EISDIR
+    run.advance(3)
+    message = run.failure_message()
+    assert message.startswith("no disk activity for 3 s; the console log") and "Is a directory" in message
+    assert len(run.lines) == 1 and "cannot be read" in run.lines[0]
 
 
 # --- the domain XML ----------------------------------------------------------------------------------------------
@@ -401,6 +420,20 @@ async def test_connection_runs_calls_on_one_thread_and_reopens(test_driver: Libv
 
 
 @pytest_twisted.ensureDeferred
+async def test_stopped_connection_refuses_calls() -> None:
+    """Stopping lets a queued call finish first; a call after the stop fails instead of hanging."""
+    from twisted.internet import reactor
+
+    connection = LibvirtConnection(reactor, "test:///default")
+    connection.startService()
+    queued = connection.run(lambda conn: conn.getURI())
+    await connection.stopService()
+    assert await queued == "test:///default"
+    with pytest.raises(RuntimeError, match="is stopped"):
+        await connection.run(lambda conn: conn.getURI())
+
+
+@pytest_twisted.ensureDeferred
 async def test_connection_passes_libvirt_errors(test_driver: LibvirtConnection) -> None:
     """A libvirt error reaches the caller as libvirtError with libvirt's message."""
     with pytest.raises(libvirt.libvirtError, match="Domain not found"):
@@ -418,13 +451,13 @@ async def test_watcher_calls_on_the_test_driver(test_driver: LibvirtConnection, 
     xml = TEST_DOMAIN.format(name=name, disk=disk)
     try:
         assert await test_driver.run(install._thd_define_and_start, xml, str(disk)) == 4096
-        seen = await test_driver.run(install._thd_observe, name, str(console), 0)
+        seen = await test_driver.run(install._thd_observe, name, str(console), install._ConsoleCursor())
         assert seen.condition is install._Condition.RUNNING and seen.console == b"hello\n"
         await test_driver.run(lambda conn: conn.lookupByName(name).shutdown())
-        seen = await test_driver.run(install._thd_observe, name, str(console), seen.console_offset)
+        seen = await test_driver.run(install._thd_observe, name, str(console), seen.console_cursor)
         assert seen.condition is install._Condition.POWERED_OFF and seen.console == b""
     finally:
-        await test_driver.run(install._thd_tear_down, name, str(console), 0)
+        await test_driver.run(install._thd_tear_down, name, str(console), install._ConsoleCursor())
     names = await test_driver.run(lambda conn: [domain.name() for domain in conn.listAllDomains(0)])
     assert name not in names
 
@@ -449,7 +482,7 @@ async def test_remove_leftover_domains(test_driver: LibvirtConnection, tmp_path:
         names = await test_driver.run(lambda conn: [domain.name() for domain in conn.listAllDomains(0)])
         assert "not-ours" in names and not [name for name in names if name.startswith(DOMAIN_PREFIX)]
     finally:
-        await test_driver.run(install._thd_tear_down, "not-ours", os.devnull, 0)
+        await test_driver.run(install._thd_tear_down, "not-ours", os.devnull, install._ConsoleCursor())
 
 
 @pytest_twisted.ensureDeferred

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable, TypeVar
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
 from ..doors import ThreadDoor
@@ -38,6 +38,7 @@ class LibvirtConnection(Service):
         self.setName(f"libvirt {uri}")
         #: The open virConnect; read and written only on the door's thread.
         self._connection: Any = None
+        self._stopped = False
 
     def startService(self) -> None:
         super().startService()
@@ -45,6 +46,7 @@ class LibvirtConnection(Service):
 
     def stopService(self) -> Deferred | None:
         super().stopService()
+        self._stopped = True
         if not self._door.running:
             return None
         # The close is queued behind the calls already waiting, so they all
@@ -57,6 +59,9 @@ class LibvirtConnection(Service):
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred:
         """Call ``fn(conn, *args, **kwargs)`` on the connection's thread, where ``conn`` is an open
         libvirt.virConnect (opened lazily on first use, re-opened if it died); fire with the result."""
+        if self._stopped:
+            # A stopped thread pool would drop the call silently: say so instead.
+            return fail(RuntimeError(f"the libvirt connection to {self.uri} is stopped"))
         return self._door.run(self._thd_call, fn, args, kwargs)
 
     def _thd_call(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:

@@ -132,7 +132,8 @@ class _InstallWatch:
         self.state = InstallState.STARTING
         self.result: Deferred = Deferred(self._cancel)
         self._console = ConsoleTail(CONSOLE_LINES_IN_REASON)
-        self._console_offset = 0
+        self._console_cursor = _ConsoleCursor()
+        self._console_problem: str | None = None
         self._poller = LoopingCall(self._poll)
         self._poller.clock = clock
         self._deadline: Any = None
@@ -176,7 +177,7 @@ class _InstallWatch:
         if self._finishing:
             return None
         observing = self._connection.run(_thd_observe, self._spec.name, self._spec.console_log,
-                                         self._console_offset)
+                                         self._console_cursor)
         observing.addCallbacks(self._observed, self._observe_failed)
         # A LoopingCall stops on its first failure: never hand it one.
         observing.addErrback(self._internal_error)
@@ -185,8 +186,12 @@ class _InstallWatch:
     def _observed(self, seen: _Observation) -> None:
         if self._finishing:
             return
-        self._console_offset = seen.console_offset
+        self._console_cursor = seen.console_cursor
         self._emit(self._console.feed(seen.console))
+        if seen.console_problem is not None and self._console_problem is None:
+            # Said once, in the build log, so that a silent console is not taken for a silent guest.
+            self._console_problem = seen.console_problem
+            self._console_line(f"({seen.console_problem})")
         if seen.condition is _Condition.POWERED_OFF:
             self._finish(_Outcome.DONE)
         elif seen.condition is _Condition.CRASHED:
@@ -223,7 +228,7 @@ class _InstallWatch:
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         tearing_down = self._connection.run(_thd_tear_down, self._spec.name, self._spec.console_log,
-                                            self._console_offset)
+                                            self._console_cursor)
         tearing_down.addErrback(self._tear_down_failed)
         tearing_down.addCallback(self._torn_down, outcome, reason)
         tearing_down.addErrback(self._settle_after_bug)
@@ -283,6 +288,8 @@ class _InstallWatch:
 
     def _with_console(self, reason: str) -> str:
         lines = list(self._console.last)
+        if not lines and self._console_problem is not None:
+            return f"{reason}; {self._console_problem}"
         if not lines:
             return f"{reason}; the console printed nothing"
         return f"{reason}; the console's last lines:\n" + "\n".join(lines)
@@ -375,21 +382,35 @@ class ConsoleTail:
         return lines
 
 
-def _thd_read_console(path: str, offset: int, limit: int = CONSOLE_READ_LIMIT) -> tuple[bytes, int]:
-    """Up to ``limit`` bytes of ``path`` from ``offset``, and the offset after them.
+@dataclass(frozen=True)
+class _ConsoleCursor:
+    """Where the next console read starts: the file (by inode) and the offset in it."""
 
-    A file shorter than ``offset`` was rotated (virtlogd does at its size
-    limit) or truncated: it is read again from its start.
+    inode: int = 0
+    offset: int = 0
+
+
+def _thd_read_console(path: str, cursor: _ConsoleCursor,
+                      limit: int = CONSOLE_READ_LIMIT) -> tuple[bytes, _ConsoleCursor, str | None]:
+    """Up to ``limit`` new bytes of the console log, the cursor after them, and why it cannot be read (or None).
+
+    Another file than last time (virtlogd, which writes the log for QEMU,
+    rotates it at its size limit) or a shorter one is read from its start.
+    No file yet is no output yet.
     """
     try:
         with open(path, "rb") as console:
-            if os.fstat(console.fileno()).st_size < offset:
+            status = os.fstat(console.fileno())
+            offset = cursor.offset
+            if status.st_ino != cursor.inode or status.st_size < offset:
                 offset = 0
             console.seek(offset)
             data = console.read(limit)
     except FileNotFoundError:
-        return b"", offset
-    return data, offset + len(data)
+        return b"", cursor, None
+    except OSError as error:
+        return b"", cursor, f"the console log {path} cannot be read: {error.strerror}"
+    return data, _ConsoleCursor(status.st_ino, offset + len(data)), None
 
 
 # --- the calls on the connection's thread --------------------------------------------------------------------
@@ -407,7 +428,8 @@ class _Observation:
     detail: str
     writes: tuple[int, int]   # the disk's (write requests, bytes written) so far
     console: bytes            # console bytes not seen before
-    console_offset: int       # where the next read starts
+    console_cursor: _ConsoleCursor  # where the next read starts
+    console_problem: str | None     # why the console log cannot be read
 
 
 def _thd_define_and_start(conn: Any, xml: str, disk_path: str) -> int:
@@ -417,7 +439,7 @@ def _thd_define_and_start(conn: Any, xml: str, disk_path: str) -> int:
     return os.path.getsize(disk_path)
 
 
-def _thd_observe(conn: Any, name: str, console_path: str, console_offset: int) -> _Observation:
+def _thd_observe(conn: Any, name: str, console_path: str, console_cursor: _ConsoleCursor) -> _Observation:
     import libvirt
 
     domain = conn.lookupByName(name)
@@ -432,8 +454,8 @@ def _thd_observe(conn: Any, name: str, console_path: str, console_offset: int) -
             condition, detail = _condition(domain)
             if condition is _Condition.RUNNING:
                 raise
-    console, console_offset = _thd_read_console(console_path, console_offset)
-    return _Observation(condition, detail, writes, console, console_offset)
+    console, console_cursor, problem = _thd_read_console(console_path, console_cursor)
+    return _Observation(condition, detail, writes, console, console_cursor, problem)
 
 
 def _condition(domain: Any) -> tuple[_Condition, str]:
@@ -459,7 +481,7 @@ _SHUTOFF_REASONS = {0: "unknown", 1: "shutdown", 2: "destroyed", 3: "crashed", 4
                     6: "failed", 7: "from snapshot", 8: "daemon"}
 
 
-def _thd_tear_down(conn: Any, name: str, console_path: str, console_offset: int) -> bytes:
+def _thd_tear_down(conn: Any, name: str, console_path: str, console_cursor: _ConsoleCursor) -> bytes:
     """Destroy and undefine the domain if it exists; the console bytes not read yet."""
     import libvirt
 
@@ -472,7 +494,7 @@ def _thd_tear_down(conn: Any, name: str, console_path: str, console_offset: int)
         _thd_remove(domain)
     rest = []
     while True:
-        data, console_offset = _thd_read_console(console_path, console_offset)
+        data, console_cursor, _ = _thd_read_console(console_path, console_cursor)
         rest.append(data)
         if len(data) < CONSOLE_READ_LIMIT or sum(map(len, rest)) >= 4 * CONSOLE_READ_LIMIT:
             return b"".join(rest)
@@ -532,9 +554,8 @@ class LeftoverDomainsSweep(Service):
     goes on.
     """
 
-    name = "leftover-domains"
-
     def __init__(self, connection: LibvirtConnection, state_dir: str) -> None:
+        self.setName("leftover-domains")
         self._connection = connection
         self._state_dir = state_dir
         self._sweeping: Deferred | None = None
