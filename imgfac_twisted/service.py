@@ -32,7 +32,7 @@ from .jobs.index import BuilderIndex
 from .jobs.logs import BuilderLogs
 from .jobs.updates import BuilderUpdater
 from .metrics import Metrics
-from .jobs.base_images import BaseImages
+from .jobs.base_images import BUILDS_DIR, BaseImages
 from .registry import OS_GROUP, PROVIDERS_GROUP, TARGETS_GROUP, PluginEnvironment, load_plugins
 from .store.sqlite import SQLiteStore
 from .virt.connection import LibvirtConnection
@@ -164,14 +164,15 @@ def _event_bus(config: Config, reactor: Any) -> IEventBus:
 
 
 def remove_unfinished_work(state_dir: str) -> None:
-    """Delete what a killed daemon left half-made: conversion staging folders, partial base images.
+    """Delete what a killed daemon left: conversion staging folders, builds' base images and install files.
 
     Blocking, but it runs once, before the reactor starts.
     """
     for staging in glob.glob(os.path.join(state_dir, "builders", "*", "staging")):
         shutil.rmtree(staging, ignore_errors=True)
-    for partial in glob.glob(os.path.join(state_dir, "builds", "*", "*.partial")):
-        os.remove(partial)
+    # Every build's targets ended when its daemon stopped: no base image or install file is needed again.
+    for build in glob.glob(os.path.join(state_dir, BUILDS_DIR, "*")):
+        shutil.rmtree(build, ignore_errors=True)
 
 
 def _make_state_dir(path: str) -> None:

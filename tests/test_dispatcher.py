@@ -221,3 +221,18 @@ def test_unknown_provider_lists_the_names_clients_can_use(stack):
         result_of(ensureDeferred(stack.dispatcher.start_push(target_image.id, "nowhere", MOCK_CREDENTIALS)))
     assert "moto-east" in refused.value.message and "ec2-<region> (2 AWS regions" in refused.value.message
     assert "mock" in refused.value.message
+
+
+def test_a_build_s_work_files_go_once_its_targets_end(stack, tmp_path):
+    """When the last target of a build ends, the build's folder (base image, install files) is removed; logs stay."""
+    started = start_build(stack, targets="mock")
+    build_folder = tmp_path / "builds" / started.build.id
+    build_folder.mkdir(parents=True)
+    (build_folder / "base.raw").write_bytes(b"a base image")
+    stack.run_for(0.5)
+    assert build_folder.exists(), "still needed while a target is being made"
+    stack.run_for(2)
+    builder_id = started.target_images[0].id
+    assert stack.index.get(builder_id).status == Status.COMPLETED
+    assert not build_folder.exists()
+    assert b"COMPLETED" in result_of(stack.logs.read(builder_id))

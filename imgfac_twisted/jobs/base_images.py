@@ -23,6 +23,8 @@ from ..template import Template
 from .logs import BuilderLogs
 
 BASE_IMAGE_NAME = "base.raw"
+#: In the state directory: one folder per build, holding its base image and install files.
+BUILDS_DIR = "builds"
 
 
 class NoInstaller(ImageFactoryError):
@@ -91,12 +93,18 @@ class BaseImages:
             install.waiters.append(waiter)
         return waiter
 
+    def forget(self, build_id: str) -> None:
+        """The build's targets are done with its base image: drop it (an install still running is cancelled)."""
+        install = self._installs.pop(build_id, None)
+        if install is not None and install.running is not None:
+            install.running.cancel()
+
     def installing(self) -> int:
         """How many installs are under way or waiting for a slot."""
         return sum(1 for install in self._installs.values() if install.running is not None)
 
     def _prepare(self, build_id: str, template: Template) -> _Install:
-        work_dir = os.path.join(self._state_dir, "builds", build_id)
+        work_dir = os.path.join(self._state_dir, BUILDS_DIR, build_id)
         os.makedirs(work_dir, exist_ok=True)
         install = _Install(template=template, work_dir=work_dir, reactor=self._reactor,
                            image_path=os.path.join(work_dir, BASE_IMAGE_NAME), logs=self._logs)

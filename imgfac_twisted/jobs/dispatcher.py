@@ -36,7 +36,7 @@ from ..doors import IDoor
 from ..store import IStore
 from ..targets import Artifact, Target
 from ..template import Template, parse_template, template_looks_like_xml
-from .base_images import BaseImages
+from .base_images import BUILDS_DIR, BaseImages
 from .fetch import TemplateFetcher
 from .index import BuilderIndex
 from .logs import BuilderLogs
@@ -211,6 +211,7 @@ class Dispatcher(Service):
         await self._updater.record_build(image, build, target_images, builders, new_image)
         for builder in builders:
             self._launch(builder, self._build_slots, Status.BUILDING, self._build_work(builder, template))
+        self._clean_up_after(build.id, [self._running[builder.id].deferred for builder in builders])
         return StartedBuild(image=image, build=build, target_images=target_images)
 
     async def start_push(
@@ -365,6 +366,21 @@ class Dispatcher(Service):
                     "artifact_sha256": artifact.sha256}
 
         return work
+
+    def _clean_up_after(self, build_id: str, ended: list[Deferred]) -> None:
+        """Once every target of a build has ended, remove its base image and install files.
+
+        Each target image is a file of its own by then; the builders' logs
+        live elsewhere and stay.  A daemon stopped before that leaves them
+        to the next start, which removes every build's work files.
+        """
+        def clean(_: Any) -> Deferred:
+            self._base_images.forget(build_id)
+            return self._disk_door.run(discard_path, os.path.join(self._state_dir, BUILDS_DIR, build_id))
+
+        cleaned = DeferredList(ended, consumeErrors=True).addCallback(clean)
+        cleaned.addErrback(lambda failure: self.log.failure(
+            "work files of build {build_id} not removed", failure, build_id=build_id))
 
     def _push_work(self, builder: Builder, target_builder: Builder, image: Image, provider: Provider,
                    credentials: Credentials) -> Callable[[], Awaitable[dict[str, Any]]]:
