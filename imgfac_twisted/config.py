@@ -105,6 +105,9 @@ class Config:
     max_concurrent_builds: int = 4
     max_concurrent_pushes: int = 4
     max_concurrent_local_sessions: int = 2
+    install_download_timeout: float = 600.0
+    install_download_max_bytes: int = 2 * 1024 ** 3
+    install_iso_dir: str | None = None
     libvirt_uri: str = "qemu:///system"
     libvirt_domain_type: str = "kvm"
     install_inactivity_timeout: float = 300.0
@@ -115,9 +118,6 @@ class Config:
     mock_duration: float = 3.0
     access_log: str | None = None
     amqp_url: str | None = field(default=None, repr=False)
-    install_download_timeout: float = 600.0
-    install_download_max_bytes: int = 2 * 1024 ** 3
-    install_iso_dir: str | None = None
     amqp_exchange: str = "imagefactory"
     conductor: bool = False
     conductor_users: Mapping[str, str] = field(default_factory=dict, repr=False)

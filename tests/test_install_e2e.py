@@ -1,0 +1,121 @@
+"""End to end: a TDL template with a URL install becomes an ec2 image through the running daemon,
+a real libvirtd and QEMU (software emulation).
+
+The "distribution" is tests/fake_installer.py: a real Debian kernel and a
+busybox initramfs standing in for anaconda or d-i, served over HTTP on
+127.0.0.1.  The daemon downloads kernel and initrd from that tree, appends
+its generated kickstart/preseed to the initrd, boots the VM and waits for the
+guest to power itself off.  The fake installer copies the kickstart it found
+onto the disk, so the downloaded image shows what the factory gave it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+import fake_installer
+from daemon import Daemon, DaemonPool, mock_config
+
+pytestmark = pytest.mark.integration
+
+URI = "qemu:///system"
+#: Software emulation boots the tiny guest in 10-30 s on this machine; leave room for a loaded one.
+INSTALL_WAIT = 420.0
+#: Small enough that the guest is quick, large enough for Debian's kernel.
+MEMORY_MIB = 256
+
+
+def template(os_name: str, version: str, url: str, name: str) -> str:
+    return (f"<template><name>{name}</name><description>end-to-end install</description>"
+            f"<os><name>{os_name}</name><version>{version}</version><arch>x86_64</arch>"
+            f"<install type='url'><url>{url}</url></install><rootpw>e2e-Secret-pw</rootpw></os>"
+            f"<disk><size>64M</size></disk>"
+            f"<packages><package name='openssh-server'/></packages></template>")
+
+
+def our_domains() -> list[str]:
+    listed = subprocess.run(["virsh", "-c", URI, "list", "--all", "--name"], capture_output=True, text=True)
+    return [name for name in listed.stdout.split() if name.startswith("imgfac-")]
+
+
+@pytest.fixture(scope="module")
+def libvirtd() -> None:
+    if subprocess.run(["virsh", "-c", URI, "version"], capture_output=True).returncode != 0:
+        pytest.skip(f"libvirtd cannot be reached on {URI}; scripts/libvirt-up.sh (run by the test command) starts it")
+
+
+@pytest.fixture(scope="module")
+def trees(libvirtd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Two served trees: an installer that writes its result, and one that never writes."""
+    writing, idle = tmp_path_factory.mktemp("tree"), tmp_path_factory.mktemp("idle-tree")
+    fake_installer.lay_out_tree(writing, writes=True)
+    fake_installer.lay_out_tree(idle, writes=False)
+    with fake_installer.serve_tree(writing) as served, fake_installer.serve_tree(idle) as served_idle:
+        yield {"writes": served.url, "idle": served_idle.url}
+
+
+def install_daemon(daemon_factory: DaemonPool, inactivity: float) -> Daemon:
+    return daemon_factory(mock_config(libvirt_uri=URI, libvirt_domain_type="qemu", install_memory_mib=MEMORY_MIB,
+                                      install_inactivity_timeout=inactivity, install_timeout=INSTALL_WAIT))
+
+
+def build(daemon: Daemon, tdl: str) -> dict[str, Any]:
+    answer = daemon.post("/imagefactory/images", data={"targets": "ec2", "template": tdl})
+    assert answer.status_code == 202, answer.text
+    return answer.json()["build"]["target_images"][0]
+
+
+def test_fedora_url_install_makes_an_ec2_image(trees: dict[str, str], daemon_factory: DaemonPool,
+                                               tmp_path: Path) -> None:
+    """COMPLETED; the raw image holds the kickstart the installer found in its initrd; the log tells the story."""
+    daemon = install_daemon(daemon_factory, inactivity=120)
+    started = time.monotonic()
+    target_image = build(daemon, template("Fedora", "38", trees["writes"], "e2e-fedora"))
+    seen: set[str] = set()
+
+    def ended(body: dict[str, Any]) -> bool:
+        seen.add(body["status"])
+        return body["status"] in ("COMPLETED", "FAILED")
+
+    detail = daemon.poll(target_image["href"], ended, INSTALL_WAIT, interval=0.5)
+    took = time.monotonic() - started
+    log = daemon.get(f"/imagefactory/builders/{target_image['id']}/log").text
+    assert detail["status"] == "COMPLETED", (detail, log[-3000:])
+    assert "BUILDING" in seen
+    image = daemon.get(target_image["href"] + "/raw_image").content
+    assert len(image) == 64 * 1024 * 1024 == detail["image_size"]
+    result = fake_installer.parse_result(image[:65536])
+    assert result.name == "ks.cfg" and result.sha256 == fake_installer.sha256_hex(result.content)
+    kickstart = result.content.decode()
+    assert "url --url=" in kickstart and trees["writes"] in kickstart
+    assert "openssh-server" in kickstart and "poweroff" in kickstart
+    assert "e2e-Secret-pw" not in kickstart, "the root password is written hashed"
+    assert "rootpw --iscrypted $6$" in kickstart
+    for line in ("downloading", "ks.cfg", fake_installer.WROTE_MARKER, "COMPLETED"):
+        assert line in log, (line, log[-3000:])
+    assert log.index("fake-installer: started") < log.index(fake_installer.WROTE_MARKER) < log.rindex("COMPLETED")
+    assert "e2e-Secret-pw" not in log
+    assert our_domains() == [], "the install domain is destroyed and undefined"
+    assert not (daemon.state_dir / "builds").exists() or not any((daemon.state_dir / "builds").iterdir())
+    print(f"\nend-to-end Fedora URL install to a COMPLETED ec2 image: {took:.1f} s")
+
+
+def test_an_installer_that_never_writes_fails_by_inactivity(trees: dict[str, str],
+                                                            daemon_factory: DaemonPool) -> None:
+    """A Debian install whose guest never touches its disk ends FAILED saying so, with its console's last lines."""
+    daemon = install_daemon(daemon_factory, inactivity=15)
+    target_image = build(daemon, template("Debian", "12", trees["idle"], "e2e-idle"))
+    detail = daemon.wait_final(target_image["href"], timeout=INSTALL_WAIT)
+    assert detail["status"] == "FAILED", detail
+    reason = detail["status_detail"]
+    assert "no disk activity" in reason and "15" in reason, reason
+    assert fake_installer.IDLE_MARKER in reason, "the reason ends with the console's last lines"
+    log = daemon.get(f"/imagefactory/builders/{target_image['id']}/log").text
+    assert "preseed.cfg" in log and fake_installer.IDLE_MARKER in log
+    assert daemon.get(target_image["href"] + "/raw_image").status_code == 404
+    assert our_domains() == []
