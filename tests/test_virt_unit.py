@@ -11,7 +11,7 @@ import libvirt
 import pytest
 import pytest_twisted
 from lxml import etree
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 
@@ -88,6 +88,20 @@ def test_guest_powering_off_is_done_and_the_domain_is_removed(tmp_path: Path) ->
     assert run.gone() and run.connection.libvirt.undefined == [run.spec.name]
     assert run.lines == ["Installing..."]
     assert run.progress[0] == PROGRESS_STARTED and run.progress[-1] == 100
+
+
+def test_a_callers_callback_returning_a_deferred_is_waited_for(tmp_path: Path) -> None:
+    """The result is an ordinary Deferred for the caller: a callback returning a Deferred pauses its chain."""
+    run = Install(tmp_path)
+    later: Deferred = Deferred()
+    seen: list[Any] = []
+    run.result.addCallback(lambda _: later)
+    run.result.addCallback(seen.append)
+    run.domain.power_off()
+    run.advance(1)
+    assert seen == []
+    later.callback("after")
+    assert seen == ["after"]
 
 
 def test_no_disk_activity_fails_with_the_console_and_destroys_the_domain(tmp_path: Path) -> None:

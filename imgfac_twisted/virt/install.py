@@ -142,6 +142,8 @@ class _InstallWatch:
         self._last_activity = 0.0
         self._last_writes = (0, 0)
         self._cancelled = False
+        #: True while _cancel holds the result back (see there).
+        self._holding_result = False
         self._finishing = False
 
     # --- the states ------------------------------------------------------------------------------------------
@@ -261,7 +263,10 @@ class _InstallWatch:
                 self.result.errback(result)
             else:
                 self.result.callback(result)
-        if self.result.paused:
+        if self._holding_result:
+            # Only our own pause: the caller's callbacks may pause the result
+            # too, when one of them returns a Deferred.
+            self._holding_result = False
             self.result.unpause()
 
     def _cancel(self, result: Deferred) -> None:
@@ -270,6 +275,7 @@ class _InstallWatch:
         # the domain is destroyed and undefined, so whoever sees the
         # cancellation may delete the disk at once.
         result.pause()
+        self._holding_result = True
         self._cancelled = True
         if self.state is not InstallState.STARTING:
             self._finish(_Outcome.CANCELLED)
