@@ -24,7 +24,7 @@ def virsh(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_daemon_starts_and_serves_without_libvirt(daemon_factory: DaemonPool, tmp_path: Path) -> None:
     """With a libvirt URI that cannot be reached the daemon serves anyway and logs one warning naming it."""
-    uri = f"test://{tmp_path}/no-such-libvirt.xml"
+    uri = f"qemu+unix:///system?socket={tmp_path}/no-libvirt-sock"
     daemon = daemon_factory(mock_config(libvirt_uri=uri))
     assert daemon.get_json("/imagefactory")["name"] == "imagefactory"
     deadline = time.monotonic() + 10

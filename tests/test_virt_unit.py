@@ -360,6 +360,7 @@ def test_domain_xml_shape(tmp_path: Path) -> None:
     assert [domain.findtext(f"os/{tag}") for tag in ("kernel", "initrd", "cmdline")] == [
         spec.kernel_path, spec.initrd_path, spec.cmdline]
     assert domain.find("features/acpi") is not None
+    assert domain.find("cpu").get("mode") == "maximum"
     assert [domain.findtext(event) for event in ("on_poweroff", "on_reboot", "on_crash")] == ["destroy"] * 3
     (disk,) = domain.findall("devices/disk")
     assert disk.get("device") == "disk" and disk.find("driver").get("type") == "raw"
@@ -376,7 +377,7 @@ def test_domain_xml_shape(tmp_path: Path) -> None:
 def test_domain_xml_cdrom_when_an_iso_is_given(tmp_path: Path) -> None:
     spec = make_spec(tmp_path, iso="/srv/isos/Fedora-38.iso")
     domain = etree.fromstring(domain_xml(spec, "kvm"))
-    assert domain.get("type") == "kvm"
+    assert domain.get("type") == "kvm" and domain.find("cpu").get("mode") == "host-passthrough"
     (cdrom,) = domain.xpath("devices/disk[@device='cdrom']")
     assert cdrom.find("source").get("file") == "/srv/isos/Fedora-38.iso"
     assert cdrom.find("target").get("bus") == "sata" and cdrom.find("readonly") is not None
@@ -510,7 +511,7 @@ async def test_sweep_at_start_tolerates_an_unreachable_libvirt(tmp_path: Path) -
         if event.get("log_level") == LogLevel.warn:
             warnings.append(event)
 
-    connection = LibvirtConnection(reactor, f"test://{tmp_path}/no-such-file.xml")
+    connection = LibvirtConnection(reactor, f"qemu+unix:///system?socket={tmp_path}/no-libvirt-sock")
     connection.startService()
     sweep = LeftoverDomainsSweep(connection, str(tmp_path))
     globalLogPublisher.addObserver(observe)
@@ -520,4 +521,5 @@ async def test_sweep_at_start_tolerates_an_unreachable_libvirt(tmp_path: Path) -
     finally:
         globalLogPublisher.removeObserver(observe)
         await connection.stopService()
-    assert len(warnings) == 1 and warnings[0]["uri"].endswith("no-such-file.xml")
+    assert len(warnings) == 1 and warnings[0]["uri"].endswith("no-libvirt-sock")
+    assert "Failed to connect socket" in warnings[0]["error"]

@@ -29,6 +29,10 @@ def domain_xml(spec: InstallSpec, domain_type: str) -> str:
     _text(domain, "memory", str(spec.memory_mib), unit="MiB")
     _text(domain, "vcpu", str(spec.vcpus))
     _boot(domain, spec)
+    # libvirt's default CPU model (qemu64) lacks x86-64-v2, which RHEL 9 and
+    # its rebuilds require: give the guest the host's CPU under KVM, and
+    # everything QEMU can emulate ("-cpu max") under software emulation.
+    etree.SubElement(domain, "cpu", mode="host-passthrough" if domain_type == "kvm" else "maximum", check="none")
     features = etree.SubElement(domain, "features")
     # ACPI lets the guest's power-off end the domain (QEMU exits).
     etree.SubElement(features, "acpi")
