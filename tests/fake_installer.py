@@ -81,8 +81,17 @@ def current_kernel_package() -> str:
 
 
 def debian_kernel() -> Kernel:
-    """The current Debian kernel and its virtio modules, downloaded and unpacked once into the cache."""
-    package = current_kernel_package()
+    """The current Debian kernel and its virtio modules, downloaded and unpacked once into the cache.
+
+    Without apt's package lists (``apt-get update`` never run) the newest cached kernel is used.
+    """
+    try:
+        package = current_kernel_package()
+    except (OSError, subprocess.CalledProcessError, RuntimeError):
+        cached = sorted(cache_dir().glob("linux-image-*-amd64/vmlinuz"), key=lambda path: path.stat().st_mtime)
+        if not cached:
+            raise
+        package = cached[-1].parent.name
     version = package.removeprefix("linux-image-")
     home = cache_dir() / package
     vmlinuz = home / "vmlinuz"
@@ -120,7 +129,10 @@ def _copy_module(tree: Path, name: str, target: Path) -> None:
     data = found[0].read_bytes()
     if found[0].suffix == ".xz":
         data = lzma.decompress(data)
-    target.write_bytes(data)
+    # Written aside and renamed: another test run may be reading the cache.
+    partial = target.with_suffix(".part")
+    partial.write_bytes(data)
+    os.replace(partial, target)
 
 
 # --- newc cpio archives -----------------------------------------------------------------------------------------
