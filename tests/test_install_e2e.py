@@ -38,9 +38,13 @@ def template(os_name: str, version: str, url: str, name: str) -> str:
             f"<packages><package name='openssh-server'/></packages></template>")
 
 
-def our_domains() -> list[str]:
+def domains_of(target_image: dict[str, Any]) -> list[str]:
+    """The libvirt domains (running or defined) of the target image's build: ``imgfac-<build id>``.
+
+    Only this build's: other tests (or another run) may have VMs of their own.
+    """
     listed = subprocess.run(["virsh", "-c", URI, "list", "--all", "--name"], capture_output=True, text=True)
-    return [name for name in listed.stdout.split() if name.startswith("imgfac-")]
+    return [name for name in listed.stdout.split() if name == f"imgfac-{target_image['build_id']}"]
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +71,7 @@ def install_daemon(daemon_factory: DaemonPool, inactivity: float) -> Daemon:
 def build(daemon: Daemon, tdl: str) -> dict[str, Any]:
     answer = daemon.post("/imagefactory/images", data={"targets": "ec2", "template": tdl})
     assert answer.status_code == 202, answer.text
-    return answer.json()["build"]["target_images"][0]
+    return {**answer.json()["build"]["target_images"][0], "build_id": answer.json()["build"]["id"]}
 
 
 def test_fedora_url_install_makes_an_ec2_image(trees: dict[str, str], daemon_factory: DaemonPool,
@@ -100,7 +104,7 @@ def test_fedora_url_install_makes_an_ec2_image(trees: dict[str, str], daemon_fac
         assert line in log, (line, log[-3000:])
     assert log.index("fake-installer: started") < log.index(fake_installer.WROTE_MARKER) < log.rindex("COMPLETED")
     assert "e2e-Secret-pw" not in log
-    assert our_domains() == [], "the install domain is destroyed and undefined"
+    assert domains_of(target_image) == [], "the install domain is destroyed and undefined"
     assert not (daemon.state_dir / "builds").exists() or not any((daemon.state_dir / "builds").iterdir())
     print(f"\nend-to-end Fedora URL install to a COMPLETED ec2 image: {took:.1f} s")
 
@@ -118,4 +122,50 @@ def test_an_installer_that_never_writes_fails_by_inactivity(trees: dict[str, str
     log = daemon.get(f"/imagefactory/builders/{target_image['id']}/log").text
     assert "preseed.cfg" in log and fake_installer.IDLE_MARKER in log
     assert daemon.get(target_image["href"] + "/raw_image").status_code == 404
-    assert our_domains() == []
+    assert domains_of(target_image) == []
+
+
+def wait_for_log_line(daemon: Daemon, builder_id: str, line: str, timeout: float = INSTALL_WAIT) -> None:
+    """Wait until the builder's log shows ``line`` (the guest is then running)."""
+    deadline = time.monotonic() + timeout
+    while line not in daemon.get(f"/imagefactory/builders/{builder_id}/log").text:
+        assert time.monotonic() < deadline, f"{line!r} not in the log of {builder_id} within {timeout} s"
+        time.sleep(0.5)
+
+
+def test_cancel_stops_the_vm(trees: dict[str, str], daemon_factory: DaemonPool) -> None:
+    """DELETE of the builder while the installer runs: FAILED "cancelled", the domain destroyed and undefined."""
+    daemon = install_daemon(daemon_factory, inactivity=300)
+    target_image = build(daemon, template("Fedora", "38", trees["idle"], "e2e-cancel"))
+    wait_for_log_line(daemon, target_image["id"], fake_installer.IDLE_MARKER)
+    assert len(domains_of(target_image)) == 1
+    answer = daemon.delete(f"/imagefactory/builders/{target_image['id']}")
+    assert answer.status_code == 202, answer.text
+    detail = daemon.wait_final(target_image["href"], timeout=60)
+    assert detail["status"] == "FAILED" and "cancelled" in detail["status_detail"], detail
+    # The builder ends at once; the domain is destroyed on the libvirt thread right after.
+    assert wait_until_no_domain(target_image, 30) == []
+
+
+def wait_until_no_domain(target_image: dict[str, Any], timeout: float) -> list[str]:
+    """The build's domains, once there are none or ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while domains_of(target_image) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return domains_of(target_image)
+
+
+def test_a_killed_daemon_leaves_no_vm_or_disk(trees: dict[str, str], daemon_factory: DaemonPool) -> None:
+    """kill -9 mid-install, then start again: the old domain and the build's disk are gone, the builder FAILED."""
+    daemon = install_daemon(daemon_factory, inactivity=300)
+    target_image = build(daemon, template("Fedora", "38", trees["idle"], "e2e-killed"))
+    wait_for_log_line(daemon, target_image["id"], fake_installer.IDLE_MARKER)
+    builds = daemon.state_dir / "builds"
+    assert any(builds.iterdir()) and len(domains_of(target_image)) == 1
+    daemon.kill()
+    assert len(domains_of(target_image)) == 1, "killed with the daemon, the VM runs on"
+    daemon.start_ready()
+    assert wait_until_no_domain(target_image, 30) == []
+    assert not any(builds.iterdir())
+    detail = daemon.get_json(target_image["href"])
+    assert detail["status"] == "FAILED" and "restart" in detail["status_detail"], detail
