@@ -65,7 +65,7 @@ class Guest:
             disk.truncate(DISK_BYTES)
         self.spec = InstallSpec(
             name=f"{DOMAIN_PREFIX}test-virt-{uuid.uuid4().hex[:8]}", disk_path=str(folder / "disk.raw"),
-            kernel_path=str(kernel.vmlinuz), initrd_path=str(folder / "initrd.img"), cmdline="console=ttyS0",
+            kernel_path=str(kernel.bootable), initrd_path=str(folder / "initrd.img"), cmdline="console=ttyS0",
             console_log=str(folder / "console.log"), memory_mib=256, vcpus=1)
         self.started = time.monotonic()
         self.lines: list[tuple[float, str]] = []

@@ -200,14 +200,29 @@ def test_start_error_still_undefines(tmp_path: Path) -> None:
 
 
 def test_libvirt_error_while_watching_fails(tmp_path: Path) -> None:
-    """An error reading the domain fails the install with libvirt's message; the domain is removed."""
+    """Errors reading the domain, OBSERVE_ATTEMPTS polls in a row, fail the install with libvirt's message."""
     run = Install(tmp_path)
     run.advance(1)
-    run.domain.failures["state"] = libvirt_error("Cannot recv data: Connection reset by peer",
-                                                 libvirt.VIR_ERR_SYSTEM_ERROR)
-    run.advance(1)
+    for _ in range(install.OBSERVE_ATTEMPTS):
+        assert not run.result.called
+        run.domain.failures["state"] = libvirt_error("Cannot recv data: Connection reset by peer",
+                                                     libvirt.VIR_ERR_SYSTEM_ERROR)
+        run.advance(1)
     assert "libvirt: Cannot recv data: Connection reset by peer" in run.failure_message()
     assert run.gone()
+
+
+def test_a_passing_libvirt_error_is_tried_again(tmp_path: Path) -> None:
+    """One failed poll (QEMU exiting while libvirt still calls the domain running) does not fail the install."""
+    run = Install(tmp_path)
+    run.advance(1)
+    run.domain.failures["blockStats"] = libvirt_error("Unable to read from monitor: Connection reset by peer",
+                                                      libvirt.VIR_ERR_INTERNAL_ERROR)
+    run.advance(1)
+    assert not run.result.called
+    run.domain.power_off()
+    run.advance(1)
+    assert result_of(run.result) is None
 
 
 def test_cancel_destroys_the_domain_before_the_caller_hears(tmp_path: Path) -> None:

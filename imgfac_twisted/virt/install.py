@@ -47,6 +47,10 @@ PROGRESS_STARTED = 5
 PROGRESS_CEILING = 95
 #: The share of the disk an install is expected to write (see InstallProgress).
 EXPECTED_DISK_FILL = 0.25
+#: Polls in a row that may fail before a libvirt error fails the install:
+#: while QEMU exits, libvirt may still call the domain running but no longer
+#: answer for its disk.
+OBSERVE_ATTEMPTS = 3
 
 _log = Logger()
 
@@ -141,6 +145,7 @@ class _InstallWatch:
         self._started_at = 0.0
         self._last_activity = 0.0
         self._last_writes = (0, 0)
+        self._failed_polls = 0
         self._cancelled = False
         #: True while _cancel holds the result back (see there).
         self._holding_result = False
@@ -188,6 +193,7 @@ class _InstallWatch:
     def _observed(self, seen: _Observation) -> None:
         if self._finishing:
             return
+        self._failed_polls = 0
         self._console_cursor = seen.console_cursor
         self._emit(self._console.feed(seen.console))
         if seen.console_problem is not None and self._console_problem is None:
@@ -217,8 +223,14 @@ class _InstallWatch:
             self._report_progress(moved)
 
     def _observe_failed(self, failure: Failure) -> None:
-        if not self._finishing:
-            self._finish(_Outcome.FAILED, _failure_reason(failure, "watching the domain failed"))
+        self._failed_polls += 1
+        if self._finishing:
+            return
+        if self._failed_polls < OBSERVE_ATTEMPTS:
+            _log.info("install {domain}: reading the domain failed, will try again: {error}",
+                      domain=self._spec.name, error=failure.getErrorMessage())
+            return
+        self._finish(_Outcome.FAILED, _failure_reason(failure, "watching the domain failed"))
 
     def _finish(self, outcome: _Outcome, reason: str = "") -> None:
         """Stop watching, destroy and undefine the domain, then settle the result."""
