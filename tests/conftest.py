@@ -5,6 +5,7 @@
 * ``daemon_factory``: make daemons with custom config/arguments for one test;
   each is stopped (SIGTERM) when the test ends.
 * ``module_daemon_factory``: the same, shared by a module.
+* ``moto``: a ``moto_server`` on a free loopback port, one per test module.
 
 When a test fails, the logs of the daemons it used are added to its report.
 """
@@ -16,6 +17,7 @@ from typing import Any, Iterator
 import pytest
 
 from daemon import Daemon, DaemonPool
+from moto_peer import MotoServer
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +68,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         for daemon in _daemons_of(item):
             report.sections.append((f"daemon log ({daemon.workdir.name}, port {daemon.port})",
                                     daemon.diagnostics(80)))
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """A real ``moto_server`` (the AWS wire protocol) on 127.0.0.1, stopped after the module's last test."""
+    server = MotoServer(tmp_path_factory.mktemp("moto"), "moto")
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import bcrypt
 import pytest
@@ -29,7 +29,7 @@ from test_conductor_unit import (
     spec_shape,
 )
 from test_ec2_moto import TEMPLATE as EC2_TEMPLATE
-from test_ec2_moto import MotoServer, credentials
+from moto_peer import MotoServer, credentials
 
 pytestmark = pytest.mark.integration
 
@@ -43,13 +43,6 @@ PUSH_TIMEOUT = 120.0
 FINAL = ("COMPLETED", "FAILED")
 
 
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    server = MotoServer(tmp_path_factory.mktemp("moto"), "moto")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def conductor_config(folder: Path, moto: MotoServer, **extra: Any) -> dict[str, Any]:

@@ -17,11 +17,6 @@ import base64
 import hashlib
 import http.client
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -29,17 +24,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import boto3
 import pytest
 
 from daemon import Daemon, DaemonPool, free_port, mock_config
+from moto_peer import ACCESS_KEY, ACCOUNT, SECRET, MotoServer, credentials
 
 pytestmark = pytest.mark.integration
 
-MOTO_SERVER = Path(sys.executable).parent / "moto_server"
-SECRET = "moto-SECRET-9c1e7f3a5b2d-DistinctiveValue"
-ACCESS_KEY = "AKIAIMGFACTORYTEST01"
-ACCOUNT = "123456789012"
 TAG = "imagefactory:provider_image"
 TEMPLATE = ("<template><name>ec2push</name><os><name>Mock</name><version>1</version><arch>aarch64</arch>"
             "<install type='url'><url>http://example.invalid/</url></install></os>"
@@ -48,55 +39,6 @@ BUILD_TIMEOUT = 240.0
 PUSH_TIMEOUT = 120.0
 #: The issue's bound for an endpoint that refuses connections.
 REFUSED_BOUND = 120.0
-
-
-def credentials(secret: str = SECRET, access_key: str = ACCESS_KEY, account: str | None = ACCOUNT) -> str:
-    account_xml = f"<account_number>{account}</account_number>" if account else ""
-    return (f"<provider_credentials><ec2_credentials>{account_xml}<access_key>{access_key}</access_key>"
-            f"<secret_access_key>{secret}</secret_access_key>"
-            "<certificate>ignored</certificate><key>ignored</key></ec2_credentials></provider_credentials>")
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"moto_server exited with {process.returncode}")
-        with socket.socket() as probe:
-            probe.settimeout(0.5)
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"moto_server did not listen on {port} within {timeout} s")
-
-
-class MotoServer:
-    """``moto_server`` on a free loopback port, in a process group of its own."""
-
-    def __init__(self, workdir: Path, name: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / f"{name}.log"
-        self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(self.port)],
-                                        stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env={**os.environ, **(env or {})}, start_new_session=True)
-        wait_for_port(self.port, self.process)
-
-    def clients(self) -> tuple[Any, Any]:
-        session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                                        region_name="us-east-1")
-        return session.client("ec2", endpoint_url=self.url), session.client("ebs", endpoint_url=self.url)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self._log.close()
 
 
 @dataclass
@@ -199,13 +141,6 @@ def ec2_error(code: str, message: str) -> bytes:
 # -- fixtures ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    server = MotoServer(tmp_path_factory.mktemp("moto"), "moto")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
