@@ -124,3 +124,41 @@ def test_failed_install_fails_every_waiter(setup):
     for waiter in waiters:
         with pytest.raises(ImageFactoryError, match="disk full"):
             result_of(waiter)
+    late = images.wait_for("build1", template, "c", lambda p: None)
+    with pytest.raises(ImageFactoryError, match="disk full"):
+        result_of(late)
+    assert len(system.installs) == 1, "a failed install is not tried again for the same build"
+
+
+def test_wait_for_slot_fires_once_the_install_holds_a_local_session(setup):
+    """With one slot, build2's builders wait (PENDING) until build1's install is done; then build2's starts."""
+    system, images, _ = setup
+    template = parse_template(MOCK_OS)
+    first = images.wait_for_slot("build1", template, "a", lambda p: None)
+    assert first.called, "a free slot: at once"
+    second = images.wait_for_slot("build2", template, "b", lambda p: None)
+    assert not second.called and len(system.installs) == 1
+    finish(*system.installs[0])
+    assert second.called and len(system.installs) == 2
+
+
+def test_wait_for_slot_fires_when_the_install_fails_before_a_slot(setup):
+    """No installer for the OS: the slot wait ends at once, and waiting for the image then says why."""
+    _, images, _ = setup
+    template = parse_template(SPEC_TEMPLATE)
+    assert images.wait_for_slot("build1", template, "a", lambda p: None).called
+    with pytest.raises(NoInstaller):
+        result_of(images.wait_for("build1", template, "a", lambda p: None))
+
+
+def test_cancelled_slot_wait_cancels_an_install_nobody_waits_for(setup):
+    """The only builder of build2 is cancelled while waiting for a slot: build2's install never runs."""
+    system, images, _ = setup
+    template = parse_template(MOCK_OS)
+    images.wait_for("build1", template, "a", lambda p: None)
+    waiting = images.wait_for_slot("build2", template, "b", lambda p: None)
+    waiting.cancel()
+    with pytest.raises(CancelledError):
+        result_of(waiting)
+    finish(*system.installs[0])
+    assert len(system.installs) == 1, "build2's install was cancelled before it got a slot"

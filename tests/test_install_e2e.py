@@ -63,9 +63,10 @@ def trees(libvirtd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield {"writes": served.url, "idle": served_idle.url}
 
 
-def install_daemon(daemon_factory: DaemonPool, inactivity: float) -> Daemon:
+def install_daemon(daemon_factory: DaemonPool, inactivity: float, **settings: Any) -> Daemon:
     return daemon_factory(mock_config(libvirt_uri=URI, libvirt_domain_type="qemu", install_memory_mib=MEMORY_MIB,
-                                      install_inactivity_timeout=inactivity, install_timeout=INSTALL_WAIT))
+                                      install_inactivity_timeout=inactivity, install_timeout=INSTALL_WAIT,
+                                      **settings))
 
 
 def build(daemon: Daemon, tdl: str) -> dict[str, Any]:
@@ -169,3 +170,23 @@ def test_a_killed_daemon_leaves_no_vm_or_disk(trees: dict[str, str], daemon_fact
     assert not any(builds.iterdir())
     detail = daemon.get_json(target_image["href"])
     assert detail["status"] == "FAILED" and "restart" in detail["status_detail"], detail
+
+
+def test_builds_beyond_the_local_session_limit_wait_pending(trees: dict[str, str],
+                                                           daemon_factory: DaemonPool) -> None:
+    """max_concurrent_local_sessions 1: a second build stays PENDING (no VM) until the first install ends."""
+    daemon = install_daemon(daemon_factory, inactivity=300, max_concurrent_local_sessions=1)
+    first = build(daemon, template("Fedora", "38", trees["idle"], "e2e-first"))
+    wait_for_log_line(daemon, first["id"], fake_installer.IDLE_MARKER)
+    second = build(daemon, template("Fedora", "38", trees["idle"], "e2e-second"))
+    time.sleep(3)
+    waiting = daemon.get_json(second["href"])
+    assert waiting["status"] == "PENDING", waiting
+    assert domains_of(second) == [] and len(domains_of(first)) == 1
+    assert daemon.delete(f"/imagefactory/builders/{first['id']}").status_code == 202
+    daemon.poll(second["href"], lambda body: body["status"] == "BUILDING", timeout=60)
+    wait_for_log_line(daemon, second["id"], "fake-installer: started")
+    assert len(domains_of(second)) == 1
+    assert daemon.delete(f"/imagefactory/builders/{second['id']}").status_code == 202
+    assert daemon.wait_final(second["href"], timeout=60)["status"] == "FAILED"
+    assert wait_until_no_domain(first, 30) == [] and wait_until_no_domain(second, 30) == []

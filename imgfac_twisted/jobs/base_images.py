@@ -1,8 +1,10 @@
 """One base image per build: installed once, shared by every target of the build.
 
 The first target builder that asks starts the install (within the install
-limit); the others wait for the same image.  While it runs, each waiting
-builder's progress and log follow it.  A builder that stops waiting (it was
+limit, ``max_concurrent_local_sessions``); the others wait for the same
+image.  While it runs, each waiting builder's progress and log follow it.
+``wait_for_slot`` lets the dispatcher keep a builder PENDING until its
+build's install holds a slot.  A builder that stops waiting (it was
 cancelled) stops only its own wait; the install is cancelled when nobody
 waits any more.
 """
@@ -40,9 +42,20 @@ class _Install:
     #: Progress callbacks of the builders waiting, by builder id.
     listeners: dict[str, Callable[[int], Any]] = field(default_factory=dict)
     waiters: list[Deferred] = field(default_factory=list)
+    #: Builders waiting for the install to get a slot (see BaseImages.wait_for_slot).
+    slot_waiters: list[Deferred] = field(default_factory=list)
+    #: True once the install holds an install slot, or has ended.
+    has_slot: bool = False
     running: Deferred | None = None
     outcome: Any = None
     logs: BuilderLogs | None = None
+
+    def got_slot(self) -> None:
+        self.has_slot = True
+        waiters, self.slot_waiters = self.slot_waiters, []
+        for waiter in waiters:
+            if not waiter.called:
+                waiter.callback(None)
 
     def progress(self, percent: int) -> None:
         for report in list(self.listeners.values()):
@@ -71,6 +84,32 @@ class BaseImages:
     def wait_for(self, build_id: str, template: Template, builder_id: str,
                  progress: Callable[[int], Any]) -> Deferred:
         """Fire with the path of the build's base image, installing it if nobody has yet."""
+        install = self._listen(build_id, template, builder_id, progress)
+        waiter: Deferred = Deferred(lambda waiting: self._stop_listening(install, builder_id, waiting))
+        if install.outcome is not None:
+            self._settle(waiter, install.outcome)
+        else:
+            install.waiters.append(waiter)
+        return waiter
+
+    def wait_for_slot(self, build_id: str, template: Template, builder_id: str,
+                      progress: Callable[[int], Any]) -> Deferred:
+        """Fire (None) once the build's install holds an install slot or has ended, starting it if need be.
+
+        Until then the builder waits for a local session, as a PENDING
+        builder does; from then on it follows the install's progress.
+        """
+        install = self._listen(build_id, template, builder_id, progress)
+        waiter: Deferred = Deferred(lambda waiting: self._stop_listening(install, builder_id, waiting))
+        if install.has_slot or install.outcome is not None:
+            waiter.callback(None)
+        else:
+            install.slot_waiters.append(waiter)
+        return waiter
+
+    def _listen(self, build_id: str, template: Template, builder_id: str,
+                progress: Callable[[int], Any]) -> _Install:
+        """The build's install, with ``builder_id`` among its listeners; started if it was not."""
         install = self._installs.get(build_id)
         if install is None:
             install = self._prepare(build_id, template)
@@ -78,20 +117,17 @@ class BaseImages:
         if install.running is None and install.outcome is None:
             # Started only once the first builder listens, so it sees the install's first log line.
             self._start(build_id, install)
+        return install
 
-        def stop_waiting(waiter: Deferred) -> None:
-            install.listeners.pop(builder_id, None)
-            if waiter in install.waiters:
-                install.waiters.remove(waiter)
-            if not install.listeners and install.running is not None:
-                install.running.cancel()
-
-        waiter: Deferred = Deferred(stop_waiting)
-        if install.outcome is not None:
-            self._settle(waiter, install.outcome)
-        else:
-            install.waiters.append(waiter)
-        return waiter
+    @staticmethod
+    def _stop_listening(install: _Install, builder_id: str, waiter: Deferred) -> None:
+        """A builder stopped waiting (cancelled); the install is cancelled when nobody waits any more."""
+        install.listeners.pop(builder_id, None)
+        for waiting in (install.waiters, install.slot_waiters):
+            if waiter in waiting:
+                waiting.remove(waiter)
+        if not install.listeners and install.running is not None:
+            install.running.cancel()
 
     def forget(self, build_id: str) -> None:
         """The build's targets are done with its base image: drop it (an install still running is cancelled)."""
@@ -121,6 +157,7 @@ class BaseImages:
             raise NoInstaller(f"no installer for the operating system {install.template.os_name!r} "
                               f"(this daemon installs: {', '.join(sorted(s.name for s in self._systems.values()))})")
         await self._slots.acquire()
+        install.got_slot()
         try:
             partial = install.image_path + ".partial"
             job = _InstallJob(install, partial)
@@ -134,10 +171,14 @@ class BaseImages:
     def _finished(self, outcome: Any, build_id: str, install: _Install) -> None:
         install.running = None
         install.outcome = outcome
+        # Those waiting for a slot go on, and meet the outcome when they wait for the image.
+        install.got_slot()
         if isinstance(outcome, Failure):
-            # A failed or abandoned install is not kept: a new build starts afresh.
-            self._installs.pop(build_id, None)
             _remove(install.image_path + ".partial")
+            if outcome.check(CancelledError):
+                # Abandoned (nobody waited any more): a target of the build that comes later starts afresh.
+                # A failure is kept, so the build's other targets fail with its reason, not a second install.
+                self._installs.pop(build_id, None)
         waiters, install.waiters = install.waiters, []
         for waiter in waiters:
             self._settle(waiter, outcome)

@@ -210,7 +210,8 @@ class Dispatcher(Service):
                     for target_image in target_images]
         await self._updater.record_build(image, build, target_images, builders, new_image)
         for builder in builders:
-            self._launch(builder, self._build_slots, Status.BUILDING, self._build_work(builder, template))
+            self._launch(builder, self._build_slots, Status.BUILDING, self._build_work(builder, template),
+                         ready=self._install_slot(builder, template))
         self._clean_up_after(build.id, [self._running[builder.id].deferred for builder in builders])
         return StartedBuild(image=image, build=build, target_images=target_images)
 
@@ -394,20 +395,31 @@ class Dispatcher(Service):
 
         return work
 
+    def _install_slot(self, builder: Builder, template: Template) -> Callable[[], Deferred] | None:
+        """For a target made from the base image: wait, PENDING, until the build's install holds a local session."""
+        if not getattr(self._targets[builder.target], "uses_base_image", True):
+            return None
+        return lambda: self._base_images.wait_for_slot(builder.build_id, template, builder.id,
+                                                       lambda percent: _logged(self._updater.move(
+                                                           builder.id, Status.BUILDING, percent // 2)))
+
     def _launch(self, builder: Builder, slots: DeferredSemaphore, active: Status,
-                work: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+                work: Callable[[], Awaitable[dict[str, Any]]], ready: Callable[[], Deferred] | None = None) -> None:
         running = _Running(deferred=Deferred())
         self._running[builder.id] = running
-        running.deferred = ensureDeferred(self._run(builder.id, slots, active, work, running))
+        running.deferred = ensureDeferred(self._run(builder.id, slots, active, work, running, ready))
         self._track(builder.id, running.deferred)
         running.deferred.addBoth(lambda _: self._running.pop(builder.id, None))
 
     async def _run(self, builder_id: str, slots: DeferredSemaphore, active: Status,
-                   work: Callable[[], Awaitable[dict[str, Any]]], running: _Running) -> None:
+                   work: Callable[[], Awaitable[dict[str, Any]]], running: _Running,
+                   ready: Callable[[], Deferred] | None) -> None:
         try:
             await self._updater.move(builder_id, Status.PENDING)
             await slots.acquire()
             try:
+                if ready is not None:
+                    await ready()
                 await self._updater.move(builder_id, active, 0)
                 changes = await work()
             finally:

@@ -61,6 +61,9 @@ class Target(Protocol):
     """What the dispatcher needs of a target plug-in."""
 
     name: str
+    #: Whether the image is made from the build's base image (when absent: it is).  Builders of
+    #: such targets stay PENDING until the build's install holds a local session.
+    uses_base_image: bool
 
     def build(self, job: BuildJob) -> Deferred:
         """Make the target image; fire with its Artifact."""

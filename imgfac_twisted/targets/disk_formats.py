@@ -150,6 +150,8 @@ class ProgressBand:
 class DiskImageTarget:
     """A target whose image is the base image converted by ``qemu-img convert`` into one DiskFormat."""
 
+    uses_base_image = True
+
     def __init__(self, name: str, disk: DiskFormat, run: Runner = run_process) -> None:
         self.name = name
         self.disk = disk

@@ -28,6 +28,8 @@ class MockTarget:
     """A target that makes a small deterministic file instead of a disk image."""
 
     name = "mock"
+    #: Made without the build's base image: its builders never wait for an install.
+    uses_base_image = False
 
     def __init__(self, environment: PluginEnvironment) -> None:
         self._duration = environment.config.mock_duration
