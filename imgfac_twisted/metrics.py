@@ -21,7 +21,9 @@ ACTIVE = (Status.BUILDING, Status.PUSHING)
 
 #: Path segments that are names, not ids; any other segment is shown as {id}.
 ROUTE_WORDS = frozenset({b"imagefactory", b"images", b"builds", b"target_images", b"provider_images", b"builders",
-                         b"status", b"log", b"static", b"openapi.json", b"metrics", b"raw_image"})
+                         b"status", b"log", b"static", b"openapi.json", b"metrics", b"raw_image",
+                         # the Conductor API's words
+                         b"conductor", b"api", b"provider_accounts"})
 MAX_ROUTE_SEGMENTS = 10
 
 GaugeReader = Callable[[], Iterable[tuple[tuple[str, ...], float]]]

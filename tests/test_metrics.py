@@ -7,6 +7,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import ensureDeferred
 
+from imgfac_twisted.metrics import route_of
 from imgfac_twisted.service import register_gauges
 from imgfac_twisted.testing import SPEC_TEMPLATE, Stack, result_of
 
@@ -66,3 +67,14 @@ def test_live_metrics_count_http_requests(daemon):
     page = requests.get(daemon.url("/metrics"), verify=daemon.pem_path, timeout=10)
     assert page.headers["content-type"].startswith("text/plain")
     assert "imagefactory_event_outbox_length" in page.text
+
+
+@pytest.mark.parametrize("path, label", [
+    ("/imagefactory/images/3f2a/builds/9b1c/target_images/77aa/raw_image",
+     "/imagefactory/images/{id}/builds/{id}/target_images/{id}/raw_image"),
+    ("/conductor/api/provider_images/5ee6", "/conductor/api/provider_images/{id}"),
+    ("/conductor/api/provider_accounts/ec2-acc", "/conductor/api/provider_accounts/{id}"),
+    ("/" + "x/" * 11, "other"),
+])
+def test_route_labels_keep_the_api_words_and_hide_ids(path, label):
+    assert route_of([segment.encode() for segment in path.strip("/").split("/")]) == label
