@@ -64,6 +64,9 @@ class ConductorAPI:
         self._deleter = deleter
         self._accounts = accounts
         self._max_body_bytes = max_body_bytes
+        #: Build id -> id of the template it was made from.  Builds never change, so a target
+        #: image's read needs the store once per build, not once per request (pollers).
+        self._build_templates: dict[str, str] = {}
         self._openapi = (files("imgfac_twisted.web.conductor") / "openapi.json").read_bytes()
 
     @app.handle_errors(Exception)
@@ -157,6 +160,13 @@ class ConductorAPI:
             element = xml.marked_deleted(element)
         return xml_document(request, 200, element)
 
+    async def _template_of(self, build_id: str) -> str:
+        """The id of the template the build was made from (remembered: builds never change)."""
+        template_id = self._build_templates.get(build_id)
+        if template_id is None:
+            template_id = self._build_templates[build_id] = (await self._get_build(build_id)).template_id
+        return template_id
+
     async def _get_build(self, build_id: str) -> Build:
         try:
             return await self._store.get_build(build_id)
@@ -188,8 +198,7 @@ class ConductorAPI:
 
     async def _target_image_answer(self, request: IRequest, target_image_id: str, deleting: bool) -> bytes:
         builder = self._target_builder(target_image_id)
-        build = await self._get_build(builder.build_id)
-        element = xml.target_image_element(base_url(request), builder, build.template_id,
+        element = xml.target_image_element(base_url(request), builder, await self._template_of(builder.build_id),
                                            self._pushes_of(builder.id, self._index.all()))
         if deleting:
             await self._deleted(self._deleter.delete_target_image(target_image_id), "TargetImageNotFound",

@@ -1,0 +1,154 @@
+"""Conductor API reads (XML, Basic auth) against the factory API's reads of the same objects (JSON).
+
+One daemon, started as the README starts it, with the Conductor API on and
+one bcrypt user.  20 mock builds run.  wrk (64 connections) reads the 20
+target images in rotation, alternately through
+``GET /conductor/api/target_images/<id>`` (Basic auth on every request,
+XML) and ``GET /imagefactory/images/.../target_images/<id>`` (no auth,
+JSON, the factory's fast path).  It prints requests/s and latency of both
+and the ratio conductor / factory.  bcrypt costs tens of milliseconds by
+design; the Conductor side stays usable only because a successful check
+is remembered for a minute, which this measures.
+
+    .venv/bin/python bench/bench_conductor_reads.py [--duration 10] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from urllib.parse import urlsplit
+
+import bcrypt
+import requests
+from requests_oauthlib import OAuth1
+
+from bench_status_polling import (CLIENT_KEY, CLIENT_SECRET, TEMPLATE, WrkResult, certificate_only, ensure_wrk,
+                                  run_wrk)
+from benchlib import BenchError, free_port, start, stop, tail, wait_until_serving
+
+USER, PASSWORD = "bench", "bench-password-not-for-production"
+BUILDS = 20
+
+LUA = """-- Rotates over the paths with the same headers on every request.
+local paths = {%s}
+local headers = {%s}
+local requests = {}
+local count = 0
+local i = 0
+
+function init(args)
+   for k, path in ipairs(paths) do
+      requests[k] = wrk.format("GET", path, headers)
+   end
+   count = #requests
+   i = math.random(count) - 1
+end
+
+function request()
+   i = i %% count + 1
+   return requests[i]
+end
+"""
+
+
+def lua_script(path: str, paths: list[str], headers: dict[str, str]) -> str:
+    with open(path, "w", encoding="utf-8") as stream:
+        stream.write(LUA % (", ".join(json.dumps(p) for p in paths),
+                            ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items())))
+    return path
+
+
+def start_daemon(work: str, port: int, duration: float) -> tuple:
+    """The daemon with the Conductor API on; (process, base URL, CA file, log path)."""
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()
+    with open(os.path.join(work, "imagefactory.conf"), "w", encoding="utf-8") as stream:
+        json.dump({"clients": {CLIENT_KEY: CLIENT_SECRET}, "mock_duration": duration,
+                   "max_concurrent_builds": BUILDS, "conductor": True, "conductor_users": {USER: hashed}}, stream)
+    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+    log = os.path.join(work, "daemon.log")
+    process = start([twistd, "-n", "imagefactory", "--rest", "--config", "imagefactory.conf", "--state_dir", "state",
+                     "--port", str(port), "--address", "127.0.0.1"], log, cwd=work)
+    pem = os.path.join(work, "state", "tls", "imagefactory.pem")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(pem):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise BenchError(f"the daemon made no certificate; last lines of {log}:\n{tail(log)}")
+        time.sleep(0.1)
+    ca = certificate_only(pem, os.path.join(work, "ca.pem"))
+    base = f"https://127.0.0.1:{port}"
+    wait_until_serving(base + "/imagefactory", process, log, ca)
+    return process, base, ca, log
+
+
+def start_builds(base: str, ca: str) -> list[dict]:
+    """BUILDS mock builds; their target images (JSON documents)."""
+    auth = OAuth1(CLIENT_KEY, client_secret=CLIENT_SECRET)
+    found = []
+    with requests.Session() as session:
+        for _ in range(BUILDS):
+            answer = session.post(base + "/imagefactory/images", data={"template": TEMPLATE, "targets": "mock"},
+                                  auth=auth, verify=ca, timeout=10)
+            if answer.status_code != 202:
+                raise BenchError(f"POST /imagefactory/images answered {answer.status_code}: {answer.text[:300]}")
+            found += answer.json()["build"]["target_images"]
+    return found
+
+
+def check_both(base: str, ca: str, target_image: dict, basic: str) -> None:
+    """Both APIs answer 200 for the same object, in their own media type."""
+    xml = requests.get(f"{base}/conductor/api/target_images/{target_image['id']}", verify=ca, timeout=10,
+                       headers={"Authorization": basic, "Accept": "application/xml"})
+    factory = requests.get(target_image["href"], verify=ca, timeout=10)
+    if xml.status_code != 200 or b"<target_image" not in xml.content:
+        raise BenchError(f"the Conductor read answered {xml.status_code}: {xml.text[:300]}")
+    if factory.status_code != 200 or factory.json()["id"] != target_image["id"]:
+        raise BenchError(f"the factory read answered {factory.status_code}: {factory.text[:300]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    options = parser.parse_args()
+    wrk = ensure_wrk()
+    with tempfile.TemporaryDirectory() as work:
+        daemon = None
+        try:
+            daemon, base, ca, log = start_daemon(work, free_port(), 4 * options.rounds * options.duration + 120)
+            target_images = start_builds(base, ca)
+            basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+            check_both(base, ca, target_images[0], basic)
+            conductor_lua = lua_script(os.path.join(work, "conductor.lua"),
+                                       [f"/conductor/api/target_images/{t['id']}" for t in target_images],
+                                       {"Authorization": basic, "Accept": "application/xml"})
+            factory_lua = lua_script(os.path.join(work, "factory.lua"),
+                                     [urlsplit(t["href"]).path for t in target_images], {})
+            print(f"bench: {BUILDS} mock builds; wrk 64 connections; {options.rounds} rounds of "
+                  f"{options.duration:g} s, alternating", flush=True)
+            results: dict[str, list[WrkResult]] = {"conductor": [], "factory": []}
+            run_wrk(wrk, base + "/", conductor_lua, 3)  # warm-up: the first bcrypt checks
+            for _ in range(options.rounds):
+                for name, lua in (("conductor", conductor_lua), ("factory", factory_lua)):
+                    results[name].append(run_wrk(wrk, base + "/", lua, options.duration, daemon.pid))
+            if daemon.poll() is not None:
+                raise BenchError(f"the daemon exited; last lines of {log}:\n{tail(log)}")
+            medians = {}
+            for name, runs in results.items():
+                medians[name] = statistics.median(r.requests_per_second for r in runs)
+                p50 = statistics.median(r.p50_ms for r in runs)
+                p99 = statistics.median(r.p99_ms for r in runs)
+                print(f"  {name:9}  {medians[name]:8.0f} req/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms")
+            print(f"ratio conductor / factory (req/s) = {medians['conductor'] / medians['factory']:.2f}")
+        finally:
+            stop(daemon)
+
+
+if __name__ == "__main__":
+    main()
