@@ -22,16 +22,14 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from urllib.parse import urlsplit
 
 import bcrypt
 import requests
-from requests_oauthlib import OAuth1
 
-from bench_status_polling import (CLIENT_KEY, CLIENT_SECRET, TEMPLATE, WrkResult, certificate_only, ensure_wrk,
-                                  run_wrk)
-from benchlib import BenchError, free_port, start, stop, tail, wait_until_serving
+from bench_status_polling import (CLIENT_KEY, CLIENT_SECRET, WrkResult, ensure_wrk, post_mock_builds, run_wrk,
+                                  start_daemon)
+from benchlib import BenchError, free_port, stop, tail
 
 USER, PASSWORD = "bench", "bench-password-not-for-production"
 BUILDS = 20
@@ -65,40 +63,11 @@ def lua_script(path: str, paths: list[str], headers: dict[str, str]) -> str:
     return path
 
 
-def start_daemon(work: str, port: int, duration: float) -> tuple:
-    """The daemon with the Conductor API on; (process, base URL, CA file, log path)."""
+def conductor_config(duration: float) -> dict:
+    """The daemon's config: OAuth client, long mock builds, the Conductor API with one bcrypt user."""
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()
-    with open(os.path.join(work, "imagefactory.conf"), "w", encoding="utf-8") as stream:
-        json.dump({"clients": {CLIENT_KEY: CLIENT_SECRET}, "mock_duration": duration,
-                   "max_concurrent_builds": BUILDS, "conductor": True, "conductor_users": {USER: hashed}}, stream)
-    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-    log = os.path.join(work, "daemon.log")
-    process = start([twistd, "-n", "imagefactory", "--rest", "--config", "imagefactory.conf", "--state_dir", "state",
-                     "--port", str(port), "--address", "127.0.0.1"], log, cwd=work)
-    pem = os.path.join(work, "state", "tls", "imagefactory.pem")
-    deadline = time.monotonic() + 60
-    while not os.path.exists(pem):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise BenchError(f"the daemon made no certificate; last lines of {log}:\n{tail(log)}")
-        time.sleep(0.1)
-    ca = certificate_only(pem, os.path.join(work, "ca.pem"))
-    base = f"https://127.0.0.1:{port}"
-    wait_until_serving(base + "/imagefactory", process, log, ca)
-    return process, base, ca, log
-
-
-def start_builds(base: str, ca: str) -> list[dict]:
-    """BUILDS mock builds; their target images (JSON documents)."""
-    auth = OAuth1(CLIENT_KEY, client_secret=CLIENT_SECRET)
-    found = []
-    with requests.Session() as session:
-        for _ in range(BUILDS):
-            answer = session.post(base + "/imagefactory/images", data={"template": TEMPLATE, "targets": "mock"},
-                                  auth=auth, verify=ca, timeout=10)
-            if answer.status_code != 202:
-                raise BenchError(f"POST /imagefactory/images answered {answer.status_code}: {answer.text[:300]}")
-            found += answer.json()["build"]["target_images"]
-    return found
+    return {"clients": {CLIENT_KEY: CLIENT_SECRET}, "mock_duration": duration, "max_concurrent_builds": BUILDS,
+            "conductor": True, "conductor_users": {USER: hashed}}
 
 
 def check_both(base: str, ca: str, target_image: dict, basic: str) -> None:
@@ -121,8 +90,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         daemon = None
         try:
-            daemon, base, ca, log = start_daemon(work, free_port(), 4 * options.rounds * options.duration + 120)
-            target_images = start_builds(base, ca)
+            twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+            daemon, base, ca, log = start_daemon(twistd, work, free_port(),
+                                                 conductor_config(4 * options.rounds * options.duration + 120))
+            target_images = post_mock_builds(base, ca, BUILDS)
             basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
             check_both(base, ca, target_images[0], basic)
             conductor_lua = lua_script(os.path.join(work, "conductor.lua"),

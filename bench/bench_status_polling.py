@@ -98,22 +98,51 @@ def certificate_only(pem_path: str, out_path: str) -> str:
     return out_path
 
 
-def start_builds(base: str, ca: str) -> list[str]:
-    """Start BUILDS mock builds with OAuth-signed POSTs; the URL paths of their target image statuses."""
+def start_daemon(twistd: str, work: str, port: int, config: dict[str, Any]) -> tuple[subprocess.Popen, str, str, str]:
+    """The daemon as the README starts it, with ``config``; (process, base URL, CA file, log path).
+
+    twistd -n (default logging to stdout), --rest, a config file, a state
+    dir; HTTPS with the generated certificate, OAuth on.
+    """
+    config_path = os.path.join(work, "imagefactory.conf")
+    with open(config_path, "w", encoding="utf-8") as stream:
+        json.dump(config, stream)
+    os.chmod(config_path, 0o600)
+    log = os.path.join(work, "daemon.log")
+    process = start([twistd, "-n", "imagefactory", "--rest", "--config", "imagefactory.conf",
+                     "--state_dir", "state", "--port", str(port), "--address", "127.0.0.1"], log, cwd=work)
+    pem = os.path.join(work, "state", "tls", "imagefactory.pem")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(pem):
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop(process)
+            raise BenchError(f"the daemon made no certificate; last lines of {log}:\n{tail(log)}")
+        time.sleep(0.1)
+    ca = certificate_only(pem, os.path.join(work, "ca.pem"))
+    base = f"https://127.0.0.1:{port}"
+    wait_until_serving(base + "/imagefactory", process, log, ca)
+    return process, base, ca, log
+
+
+def post_mock_builds(base: str, ca: str, count: int = BUILDS) -> list[dict[str, Any]]:
+    """Start ``count`` mock builds with OAuth-signed POSTs; their target images (JSON documents)."""
     auth = OAuth1(CLIENT_KEY, client_secret=CLIENT_SECRET)
-    paths = []
+    target_images: list[dict[str, Any]] = []
     with requests.Session() as session:
-        for _ in range(BUILDS):
+        for _ in range(count):
             answer = session.post(base + "/imagefactory/images", data={"template": TEMPLATE, "targets": "mock"},
                                   auth=auth, verify=ca, timeout=10)
             if answer.status_code != 202:
                 raise BenchError(f"POST /imagefactory/images answered {answer.status_code}: {answer.text[:500]}")
-            build = answer.json()["build"]
-            for target_image in build["target_images"]:
-                paths.append(urlsplit(target_image["href"]).path + "/status")
-    if len(paths) != BUILDS:
-        raise BenchError(f"{BUILDS} builds made {len(paths)} target images, not {BUILDS}")
-    return paths
+            target_images += answer.json()["build"]["target_images"]
+    if len(target_images) != count:
+        raise BenchError(f"{count} builds made {len(target_images)} target images, not {count}")
+    return target_images
+
+
+def start_builds(base: str, ca: str) -> list[str]:
+    """Start BUILDS mock builds; the URL paths of their target image statuses."""
+    return [urlsplit(target_image["href"]).path + "/status" for target_image in post_mock_builds(base, ca)]
 
 
 def check_statuses(base: str, paths: list[str], ca: str, expected: str, within: float) -> dict[str, Any]:
@@ -400,34 +429,17 @@ def run(args: argparse.Namespace, work: str) -> None:
     # Builds must outlast every wrk run, warm-ups and checks included.
     measured = 2 * args.warmup + 2 * args.rounds * args.duration
     mock_duration = 2 * measured + 60
-    config_path = os.path.join(work, "imagefactory.conf")
-    with open(config_path, "w", encoding="utf-8") as stream:
-        json.dump({"clients": {CLIENT_KEY: CLIENT_SECRET}, "mock_duration": mock_duration,
-                   "max_concurrent_builds": BUILDS}, stream)
-    os.chmod(config_path, 0o600)
-
     daemon_port, bare_port = free_port(), free_port()
     while bare_port == daemon_port:
         bare_port = free_port()
-    daemon_log = os.path.join(work, "daemon.log")
     bare_log = os.path.join(work, "bare.log")
     daemon = bare = None
     profiles: list[tuple[str, str, WrkResult]] = []
     try:
-        # As the README starts it: twistd -n (default logging to stdout), --rest,
-        # a config file, a state dir; HTTPS with the generated certificate, OAuth on.
-        daemon = start([twistd, "-n", "imagefactory", "--rest", "--config", "imagefactory.conf",
-                        "--state_dir", "state", "--port", str(daemon_port), "--address", "127.0.0.1"],
-                       daemon_log, cwd=work)
+        daemon, daemon_base, ca, daemon_log = start_daemon(
+            twistd, work, daemon_port,
+            {"clients": {CLIENT_KEY: CLIENT_SECRET}, "mock_duration": mock_duration, "max_concurrent_builds": BUILDS})
         pem = os.path.join(work, "state", "tls", "imagefactory.pem")
-        deadline = time.monotonic() + 60
-        while not os.path.exists(pem):
-            if daemon.poll() is not None or time.monotonic() > deadline:
-                raise BenchError(f"the daemon made no certificate; last lines of {daemon_log}:\n{tail(daemon_log)}")
-            time.sleep(0.1)
-        ca = certificate_only(pem, os.path.join(work, "ca.pem"))
-        daemon_base = f"https://127.0.0.1:{daemon_port}"
-        wait_until_serving(daemon_base + "/imagefactory", daemon, daemon_log, ca)
         print(f"bench: daemon (pid {daemon.pid}) serving {daemon_base}, log {daemon_log}", flush=True)
 
         paths = start_builds(daemon_base, ca)
