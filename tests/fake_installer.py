@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import io
 import hashlib
 import http.server
 import lzma
@@ -404,3 +405,44 @@ def serve_tree(root: Path) -> TreeServer:
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         """No access log on the test's stderr."""
+
+
+# --- ISOs ---------------------------------------------------------------------------------------------------------
+
+def make_iso(path: Path | str, files: dict[str, bytes], rock_ridge: bool = True, joliet: bool = True) -> str:
+    """An ISO holding ``files`` (path -> bytes), with Rock Ridge and Joliet names when asked."""
+    import pycdlib  # a product dependency, but only ISO tests need it here
+
+    iso = pycdlib.PyCdlib()
+    iso.new(interchange_level=4 if rock_ridge else 1, rock_ridge="1.09" if rock_ridge else None,
+            joliet=3 if joliet else None)
+    made = set()
+    for name, data in files.items():
+        parts = name.split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth])
+            if folder not in made:
+                made.add(folder)
+                iso.add_directory("/" + folder.upper(), rr_name=parts[depth - 1] if rock_ridge else None,
+                                  joliet_path="/" + folder if joliet else None)
+        leaf = parts[-1].upper().replace("-", "_")
+        iso_name = "/" + "/".join([*(p.upper() for p in parts[:-1]), leaf if "." in leaf else leaf + "."]) + ";1"
+        if not rock_ridge:
+            iso_name = iso_name.replace(".TREEINFO", "TREEINFO")
+        iso.add_fp(io.BytesIO(data), len(data), iso_name, rr_name=parts[-1] if rock_ridge else None,
+                   joliet_path="/" + name if joliet else None)
+    iso.write(str(path))
+    iso.close()
+    return str(path)
+
+
+def lay_out_iso(path: Path, writes: bool = True) -> Path:
+    """An installer ISO laid out as Fedora's: ``.treeinfo`` and images/pxeboot/{vmlinuz,initrd.img}."""
+    tree = Path(tempfile.mkdtemp(prefix="fake-iso-tree-"))
+    try:
+        laid = lay_out_tree(tree, writes)
+        make_iso(path, {".treeinfo": (tree / ".treeinfo").read_bytes(), FEDORA_KERNEL: laid.kernel.read_bytes(),
+                        FEDORA_INITRD: laid.initrd.read_bytes()})
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+    return path

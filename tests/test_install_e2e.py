@@ -30,10 +30,10 @@ INSTALL_WAIT = 420.0
 MEMORY_MIB = 256
 
 
-def template(os_name: str, version: str, url: str, name: str) -> str:
+def template(os_name: str, version: str, url: str, name: str, install: str = "url") -> str:
     return (f"<template><name>{name}</name><description>end-to-end install</description>"
             f"<os><name>{os_name}</name><version>{version}</version><arch>x86_64</arch>"
-            f"<install type='url'><url>{url}</url></install><rootpw>e2e-Secret-pw</rootpw></os>"
+            f"<install type='{install}'><{install}>{url}</{install}></install><rootpw>e2e-Secret-pw</rootpw></os>"
             f"<disk><size>64M</size></disk>"
             f"<packages><package name='openssh-server'/></packages></template>")
 
@@ -59,8 +59,9 @@ def trees(libvirtd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     writing, idle = tmp_path_factory.mktemp("tree"), tmp_path_factory.mktemp("idle-tree")
     fake_installer.lay_out_tree(writing, writes=True)
     fake_installer.lay_out_tree(idle, writes=False)
+    fake_installer.lay_out_iso(writing / "fake-installer.iso", writes=True)
     with fake_installer.serve_tree(writing) as served, fake_installer.serve_tree(idle) as served_idle:
-        yield {"writes": served.url, "idle": served_idle.url}
+        yield {"writes": served.url, "idle": served_idle.url, "iso": served.url + "fake-installer.iso"}
 
 
 def install_daemon(daemon_factory: DaemonPool, inactivity: float, **settings: Any) -> Daemon:
@@ -190,3 +191,17 @@ def test_builds_beyond_the_local_session_limit_wait_pending(trees: dict[str, str
     assert daemon.delete(f"/imagefactory/builders/{second['id']}").status_code == 202
     assert daemon.wait_final(second["href"], timeout=60)["status"] == "FAILED"
     assert wait_until_no_domain(first, 30) == [] and wait_until_no_domain(second, 30) == []
+
+
+def test_iso_install_boots_from_the_iso_s_kernel_with_the_iso_attached(trees: dict[str, str],
+                                                                     daemon_factory: DaemonPool) -> None:
+    """<install type='iso'>: kernel and initrd read out of the downloaded ISO, ks.cfg appended, COMPLETED."""
+    daemon = install_daemon(daemon_factory, inactivity=120)
+    target_image = build(daemon, template("Fedora", "38", trees["iso"], "e2e-iso", install="iso"))
+    detail = daemon.wait_final(target_image["href"], timeout=INSTALL_WAIT)
+    log = daemon.get(f"/imagefactory/builders/{target_image['id']}/log").text
+    assert detail["status"] == "COMPLETED", (detail, log[-3000:])
+    result = fake_installer.parse_result(daemon.get(target_image["href"] + "/raw_image").content[:65536])
+    assert result.name == "ks.cfg" and "cdrom" in result.content.decode()
+    assert "fake-installer.iso" in log and fake_installer.WROTE_MARKER in log
+    assert domains_of(target_image) == []

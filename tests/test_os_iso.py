@@ -1,41 +1,15 @@
 """ISO installs: the kernel and initrd taken out of an ISO made here with pycdlib; local ISO paths."""
 
-import io
 import os
 
-import pycdlib
 import pytest
 
+from fake_installer import make_iso
 from imgfac_twisted.errors import ImageFactoryError, InvalidTemplate
 from imgfac_twisted.os.iso import extract_boot_files, local_iso_path
 from imgfac_twisted.os.trees import BootFiles, fedora_iso_paths
 
 KERNEL, INITRD = b"kernel-bytes" * 100, b"initrd-bytes" * 50
-
-
-def make_iso(path, files, rock_ridge=True, joliet=True):
-    """An ISO holding ``files`` (path -> bytes), with Rock Ridge and Joliet names when asked."""
-    iso = pycdlib.PyCdlib()
-    iso.new(interchange_level=4 if rock_ridge else 1, rock_ridge="1.09" if rock_ridge else None,
-            joliet=3 if joliet else None)
-    made = set()
-    for name, data in files.items():
-        parts = name.split("/")
-        for depth in range(1, len(parts)):
-            folder = "/".join(parts[:depth])
-            if folder not in made:
-                made.add(folder)
-                iso.add_directory("/" + folder.upper(), rr_name=parts[depth - 1] if rock_ridge else None,
-                                  joliet_path="/" + folder if joliet else None)
-        leaf = parts[-1].upper().replace("-", "_")
-        iso_name = "/" + "/".join([*(p.upper() for p in parts[:-1]), leaf if "." in leaf else leaf + "."]) + ";1"
-        if not rock_ridge:
-            iso_name = iso_name.replace(".TREEINFO", "TREEINFO")
-        iso.add_fp(io.BytesIO(data), len(data), iso_name, rr_name=parts[-1] if rock_ridge else None,
-                   joliet_path="/" + name if joliet else None)
-    iso.write(str(path))
-    iso.close()
-    return str(path)
 
 
 @pytest.mark.parametrize("rock_ridge, joliet", [(True, True), (False, True), (False, False)])
