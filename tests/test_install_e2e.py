@@ -14,6 +14,7 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any, Iterator
 
 import pytest
@@ -98,7 +99,10 @@ def test_fedora_url_install_makes_an_ec2_image(trees: dict[str, str], daemon_fac
     result = fake_installer.parse_result(image[:65536])
     assert result.name == "ks.cfg" and result.sha256 == fake_installer.sha256_hex(result.content)
     kickstart = result.content.decode()
-    assert "url --url=" in kickstart and trees["writes"] in kickstart
+    # The tree is on this host's 127.0.0.1: the installer inside the VM is sent to 10.0.2.2 (QEMU's user network).
+    port = urlsplit(trees["writes"]).port
+    assert f'url --url="http://10.0.2.2:{port}/"' in kickstart, kickstart
+    assert f"inst.repo=http://10.0.2.2:{port}/" in log
     assert "openssh-server" in kickstart and "poweroff" in kickstart
     assert "e2e-Secret-pw" not in kickstart, "the root password is written hashed"
     assert "rootpw --iscrypted $6$" in kickstart

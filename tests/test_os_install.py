@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from imgfac_twisted.os.debian import debian, ubuntu
 from imgfac_twisted.os.fedora import centos, fedora, rhel
 from imgfac_twisted.os.testing import FakeJob, FakeVirt, TreeResource, appended_members, gzip_newc
+from imgfac_twisted.os.vm_install import as_seen_from_guest
 from imgfac_twisted.template import parse_template
 from imgfac_twisted.testing import InlineDoor
 
@@ -275,3 +276,17 @@ def test_disk_errors_are_reported_without_paths(tmp_path):
     message = str(failure.value)
     assert message.startswith("Fedora 39 install failed: No such file or directory")
     assert str(tmp_path) not in message
+
+
+@pytest.mark.parametrize("url, seen", [
+    ("http://127.0.0.1:8000/f39/", "http://10.0.2.2:8000/f39/"),
+    ("http://localhost/f39/", "http://10.0.2.2/f39/"),
+    ("http://user:pw@127.0.1.1:81/x/?a=b", "http://user:pw@10.0.2.2:81/x/?a=b"),
+    ("http://[::1]:8080/tree/", "http://10.0.2.2:8080/tree/"),
+    ("http://mirror.test/f39/", "http://mirror.test/f39/"),
+    ("http://127.example.com/f39/", "http://127.example.com/f39/"),
+    (None, None),
+])
+def test_a_loopback_tree_url_is_given_to_the_guest_as_the_host_s_address(url, seen):
+    """Inside the VM 127.0.0.1 is the guest itself; QEMU's user network shows this host as 10.0.2.2."""
+    assert as_seen_from_guest(url) == seen

@@ -17,10 +17,12 @@ options are.  Cancelling ``install()`` cancels whatever step is under way.
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import os
 import shutil
 from dataclasses import dataclass
 from typing import Any, Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import treq
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -40,6 +42,8 @@ from .trees import TREEINFO, BootFiles, from_treeinfo
 DOWNLOADED = 10
 #: Marker left in a tree's cache folder when the tree has no .treeinfo.
 NO_TREEINFO = ".treeinfo.absent"
+#: How the guest reaches this host on QEMU's user-mode network (the domain's only network).
+HOST_SEEN_FROM_GUEST = "10.0.2.2"
 CHECKSUMS = ("sha256sum", "sha1sum", "md5sum")
 
 
@@ -146,17 +150,22 @@ class VMInstaller:
         job.progress(DOWNLOADED)
         kernel = os.path.join(job.work_dir, "vmlinuz")
         initrd = os.path.join(job.work_dir, "initrd.img")
-        answers = self.answers(template, media.tree_url).encode("utf-8")
+        tree_url = as_seen_from_guest(media.tree_url)
+        if tree_url != media.tree_url:
+            job.log(f"the guest reaches this host as {HOST_SEEN_FROM_GUEST}: "
+                    f"the installer is given {_without_passwords(tree_url or '')}")
+        answers = self.answers(template, tree_url).encode("utf-8")
         if media.kernel != kernel:
             await self._door.run(shutil.copyfile, media.kernel, kernel)
         await self._door.run(copy_and_append, media.initrd, initrd, self.answer_file, answers)
         job.log(f"appended {self.answer_file} to the initrd")
         await self._door.run(create_sparse_disk, job.image_path, template.disk_size_bytes)
         job.log(f"created a sparse raw disk of {template.disk_size_bytes} bytes")
-        await self._run_vm(job, kernel, initrd, media)
+        await self._run_vm(job, kernel, initrd, media, tree_url)
         job.progress(100)
 
-    async def _run_vm(self, job: InstallJob, kernel: str, initrd: str, media: BootMedia) -> None:
+    async def _run_vm(self, job: InstallJob, kernel: str, initrd: str, media: BootMedia,
+                      tree_url: str | None) -> None:
         virt = self._virt or importlib.import_module("imgfac_twisted.virt.install")
         config = self._environment.config
         connection = getattr(self._environment, "libvirt", None)
@@ -167,7 +176,7 @@ class VMInstaller:
             disk_path=job.image_path,
             kernel_path=kernel,
             initrd_path=initrd,
-            cmdline=self.command_line(job.template, media.tree_url),
+            cmdline=self.command_line(job.template, tree_url),
             console_log=os.path.join(job.work_dir, "console.log"),
             iso_path=media.iso,
             memory_mib=config.install_memory_mib,
@@ -268,3 +277,28 @@ def _share(job: InstallJob, start: int, end: int) -> Callable[[int, int | None],
             job.progress(start + (end - start) * min(received, total) // total)
     return report
 
+
+def as_seen_from_guest(url: str | None) -> str | None:
+    """``url`` with a loopback host (127.0.0.0/8, localhost, ::1) made the address the guest reaches this host at.
+
+    The factory downloads the kernel from the URL as given; the installer,
+    inside the VM, fetches the rest from it, and inside the VM 127.0.0.1 is
+    the guest itself.
+    """
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if not _is_loopback(parts.hostname or ""):
+        return url
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = (userinfo + "@" if userinfo else "") + HOST_SEEN_FROM_GUEST + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
