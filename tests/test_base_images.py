@@ -162,3 +162,30 @@ def test_cancelled_slot_wait_cancels_an_install_nobody_waits_for(setup):
         result_of(waiting)
     finish(*system.installs[0])
     assert len(system.installs) == 1, "build2's install was cancelled before it got a slot"
+
+
+def test_wound_down_waits_for_an_abandoned_install_to_end(setup):
+    """The last builder leaves: wound_down fires only when the install itself has ended (its clean-up done)."""
+    system, images, _ = setup
+    template = parse_template(MOCK_OS)
+    # An OS whose cancel takes a while, as a VM's does: the result is held until the clean-up is done.
+    installing = Deferred(lambda cancelled: cancelled.pause())
+    system.install = lambda job: installing
+    waiter = images.wait_for("build1", template, "a", lambda p: None)
+    waiter.cancel()
+    with pytest.raises(CancelledError):
+        result_of(waiter)
+    ended = images.wound_down("build1")
+    assert not ended.called, "the install has not ended yet"
+    installing.unpause()
+    assert ended.called
+
+
+def test_wound_down_is_at_once_when_others_still_wait(setup):
+    """One of two builders leaves: the install goes on for the other, and the one leaving need not wait."""
+    _, images, _ = setup
+    template = parse_template(MOCK_OS)
+    leaving = images.wait_for("build1", template, "a", lambda p: None)
+    images.wait_for("build1", template, "b", lambda p: None)
+    leaving.cancel()
+    assert images.wound_down("build1").called

@@ -129,6 +129,21 @@ class BaseImages:
         if not install.listeners and install.running is not None:
             install.running.cancel()
 
+    def wound_down(self, build_id: str) -> Deferred:
+        """Fire (None) once an install of the build that nobody waits for any more has ended; at once otherwise.
+
+        A cancelled builder waits for this before it ends, so that when it
+        shows FAILED its VM is already destroyed (the install's own end
+        comes after its clean-up).
+        """
+        install = self._installs.get(build_id)
+        ended: Deferred = Deferred()
+        if install is None or install.listeners or install.running is None:
+            ended.callback(None)
+        else:
+            install.running.addBoth(lambda result: (ended.called or ended.callback(None), result)[1])
+        return ended
+
     def forget(self, build_id: str) -> None:
         """The build's targets are done with its base image: drop it (an install still running is cancelled)."""
         install = self._installs.pop(build_id, None)

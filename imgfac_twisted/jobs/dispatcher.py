@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore, ensureDeferred
+from twisted.internet.defer import TimeoutError as WaitTimedOut
 from twisted.logger import Logger
 
 from ..errors import ImageFactoryError, InvalidRequest, UnknownObject
@@ -47,6 +48,8 @@ UUID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-
 RESTART_REASON = "the daemon restarted while this builder was {status}; start the work again"
 STOP_REASON = "the daemon stopped while this builder was running"
 CANCEL_REASON = "cancelled by a client"
+#: How long a cancelled builder waits for its abandoned install to clean up (destroy its VM) before ending.
+WIND_DOWN_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -426,12 +429,24 @@ class Dispatcher(Service):
                 slots.release()
             await self._updater.move(builder_id, Status.COMPLETED, 100, **changes)
         except CancelledError:
+            await self._wound_down(builder_id)
             await self._fail(builder_id, running.stop_reason[0] if running.stop_reason else CANCEL_REASON)
         except ImageFactoryError as error:
             await self._fail(builder_id, error.message)
         except Exception:
             self.log.failure("builder {builder_id} failed unexpectedly", builder_id=builder_id)
             await self._fail(builder_id, f"unexpected error in the factory; its log has the details (builder {builder_id})")
+
+    async def _wound_down(self, builder_id: str) -> None:
+        """Wait (a bounded time) for the builder's abandoned install, if any, to have cleaned up its VM."""
+        builder = self._index.get(builder_id)
+        if builder is None or builder.operation != Operation.BUILD:
+            return
+        try:
+            await self._base_images.wound_down(builder.build_id).addTimeout(WIND_DOWN_TIMEOUT, self._reactor)
+        except WaitTimedOut:
+            self.log.warn("builder {builder_id}: its install did not end within {seconds} s of being cancelled",
+                          builder_id=builder_id, seconds=WIND_DOWN_TIMEOUT)
 
     async def _fail(self, builder_id: str, reason: str) -> None:
         await self._updater.move(builder_id, Status.FAILED, status_detail=reason)
