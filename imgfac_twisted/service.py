@@ -130,7 +130,7 @@ def make_service(config: Config, reactor: Any) -> IService:
         accounts = load_accounts(config.provider_accounts, dispatcher.provider_type, dispatcher.provider)
         auth_door = ThreadDoor(reactor, "basic-auth", threads=2)
         auth_door.setServiceParent(root)
-        deleter = Deleter(store, index, dispatcher, accounts, disk_door, config.state_dir)
+        deleter = Deleter(store, index, dispatcher, accounts, disk_door, config.state_dir, updater)
         conductor = _conductor_resource(config, reactor, dispatcher, store, index, deleter, accounts, auth_door)
     for pool in (door, logs_door, disk_door, cloud_door):
         pool.setServiceParent(root)

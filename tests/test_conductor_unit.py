@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from typing import Any
 
 import bcrypt
@@ -222,7 +223,7 @@ class Conductor:
         self.stack = stack
         self.accounts = {"mock-acc": ProviderAccount("mock-acc", "mock", "mock", Credentials("mockuser"))}
         self.deleter = Deleter(stack.store, stack.index, stack.dispatcher, self.accounts, InlineDoor(),
-                               stack.config.state_dir)
+                               stack.config.state_dir, stack.updater)
         self.api = ConductorAPI(stack.dispatcher, stack.store, stack.index, self.deleter, self.accounts, 1024 * 1024)
         auth = BasicAuthenticator({"admin": HASH}, InlineDoor(), stack.clock)
         self.treq = StubTreq(ConductorResource(self.api.app.resource(), auth))
@@ -352,18 +353,30 @@ def test_delete_of_each_level_answers_deleted_and_removes_what_hangs_under_it(co
     deleted = conductor.xml("DELETE", f"/images/{answer.get('id')}")
     assert deleted.findtext("status") == "DELETED" and deleted.findtext("name") == "f14jeos"
     assert len(conductor.xml("GET", "/images")) == 0 and stack.index.all() == []
+    stack.run_for(0.5)
+    deletions = [event.body for event in stack.events if event.body["event"] == "DELETED"]
+    assert {(body["id"], body["_type"]) for body in deletions} == {(pushed.get("id"), "provider_image"),
+                                                                  (target_id, "target_image")}
+    pushed_events = [event for event in stack.events if event.body["id"] == pushed.get("id")]
+    assert pushed_events[-1].routing_key == "provider_image.push.deleted"
+    assert pushed_events[-1].body["old_status"] == "COMPLETED" and pushed_events[-1].body["new_status"] == "DELETED"
+    assert [event.body["sequence"] for event in pushed_events] == list(range(1, len(pushed_events) + 1))
+    assert result_of(stack.store.count_pending_events()) == 0
 
 
 def test_deleting_a_running_build_cancels_it_first(conductor, stack):
-    """A build still running is stopped, then deleted with its files."""
+    """A build still running is stopped (FAILED, cancelled), then deleted with its files; its events say both."""
     answer = new_image(conductor)
     target_id = answer.find("build/target_images/target_image").get("id")
     stack.run_for(0.2)
     assert not stack.index.get(target_id).status.is_final
     conductor.xml("DELETE", f"/images/{answer.get('id')}")
     assert stack.index.get(target_id) is None
-    import os
     assert not os.path.exists(os.path.join(stack.config.state_dir, "builders", target_id))
+    stack.run_for(0.5)
+    last_two = [event.body for event in stack.events if event.body["id"] == target_id][-2:]
+    assert [(body["event"], body["new_status"]) for body in last_two] == [("FAILURE", "FAILED"),
+                                                                          ("DELETED", "DELETED")]
 
 
 def test_provider_accounts_never_show_credentials(conductor):

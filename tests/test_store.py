@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from imgfac_twisted.errors import InvalidTransition, UnknownObject
-from imgfac_twisted.events import event_for_change
+from imgfac_twisted.events import event_for_change, event_for_deletion
 from imgfac_twisted.model import Build, Builder, BuilderChange, Image, Operation, ProviderImage, Status, TargetImage
 from imgfac_twisted.store import IStore
 from imgfac_twisted.store.sqlite import SQLiteStore
@@ -200,3 +200,14 @@ def test_deleting_a_build_or_an_image_removes_everything_under_it(store, level):
     with pytest.raises(UnknownObject):
         result_of(store.get_provider_image("pi"))
     assert result_of(store.get_template(image.template_id)).id == image.template_id
+
+
+def test_a_deletion_puts_its_events_in_the_outbox_in_the_same_transaction(store):
+    """The DELETED events given with a deletion are written to the outbox by the same transaction."""
+    image, build, target_image, builder = record_one_build(store)
+    before = result_of(store.count_pending_events())
+    deleted = event_for_deletion(builder, 10.0)
+    result_of(store.delete_target_image(target_image.id, [deleted]))
+    pending = result_of(store.pending_events(100))
+    assert result_of(store.count_pending_events()) == before + 1
+    assert pending[-1][1].body["event"] == "DELETED" and pending[-1][1].body["id"] == builder.id

@@ -23,7 +23,10 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
-from ..model import BuilderChange, Operation, iso8601_utc
+from ..model import Builder, BuilderChange, Operation, iso8601_utc
+
+#: The ``event`` and ``new_status`` of a builder removed with its object (the Conductor API's DELETE).
+DELETED = "DELETED"
 
 
 @dataclass(frozen=True)
@@ -55,28 +58,39 @@ class Event:
 def event_for_change(change: BuilderChange, timestamp: float) -> Event:
     """The event of one builder change; ``change.new.sequence`` numbers it."""
     new, old = change.new, change.old
-    push = new.operation == Operation.PUSH
+    return _builder_event(new, change.kind, old.status.value if old is not None else None, new.status.value,
+                          new.sequence, timestamp)
+
+
+def event_for_deletion(builder: Builder, timestamp: float) -> Event:
+    """The event of a builder removed with its object (a Conductor DELETE): ``DELETED``, the last of its sequence."""
+    return _builder_event(builder, DELETED, builder.status.value, DELETED, builder.sequence + 1, timestamp)
+
+
+def _builder_event(builder: Builder, kind: str, old_status: str | None, new_status: str, sequence: int,
+                   timestamp: float) -> Event:
+    push = builder.operation == Operation.PUSH
     object_type = "provider_image" if push else "target_image"
     body = {
         "event_id": str(uuid.uuid4()),
-        "event": change.kind,
+        "event": kind,
         "_type": object_type,
-        "id": new.id,
-        "image_id": new.image_id,
-        "build_id": new.build_id,
-        "target_image_id": new.target_image_id,
-        "provider_image_id": new.id if push else None,
-        "operation": new.operation.value,
-        "target": new.target,
-        "provider": new.provider,
-        "old_status": old.status.value if old is not None else None,
-        "new_status": new.status.value,
-        "completed": new.completed,
-        "status_detail": new.status_detail,
+        "id": builder.id,
+        "image_id": builder.image_id,
+        "build_id": builder.build_id,
+        "target_image_id": builder.target_image_id,
+        "provider_image_id": builder.id if push else None,
+        "operation": builder.operation.value,
+        "target": builder.target,
+        "provider": builder.provider,
+        "old_status": old_status,
+        "new_status": new_status,
+        "completed": builder.completed,
+        "status_detail": builder.status_detail,
         "timestamp": iso8601_utc(timestamp),
-        "sequence": new.sequence,
+        "sequence": sequence,
     }
-    routing_key = f"{object_type}.{new.operation.value}.{new.status.value.lower()}"
+    routing_key = f"{object_type}.{builder.operation.value}.{new_status.lower()}"
     return Event(routing_key=routing_key, body=body)
 
 

@@ -7,8 +7,9 @@ A deletion, whatever its level:
 2. removes every pushed image under it from its cloud through the provider
    plug-in (EC2: deregister the AMI, delete its snapshot), with the
    credentials of the configured provider account that pushed it;
-3. removes the records (one store transaction) and forgets the builders (the
-   index: both APIs then answer 404);
+3. removes the records and puts one DELETED event per builder in the outbox
+   (one store transaction, through the update function), and forgets the
+   builders (the index: both APIs then answer 404);
 4. removes the files: builder folders (images, logs) and, for a build or an
    image, the build's base image folder.
 
@@ -28,11 +29,13 @@ from twisted.logger import Logger
 
 from ..doors import IDoor
 from ..errors import ImageFactoryError
+from ..events import Event
 from ..model import Builder, Operation
 from ..store import IStore
 from .accounts import ProviderAccount
 from .dispatcher import Dispatcher, discard_path
 from .index import BuilderIndex
+from .updates import BuilderUpdater
 
 
 class DeleteFailed(ImageFactoryError):
@@ -45,9 +48,11 @@ class Deleter:
     log = Logger()
 
     def __init__(self, store: IStore, index: BuilderIndex, dispatcher: Dispatcher,
-                 accounts: dict[str, ProviderAccount], disk_door: IDoor, state_dir: str) -> None:
+                 accounts: dict[str, ProviderAccount], disk_door: IDoor, state_dir: str,
+                 updater: BuilderUpdater) -> None:
         self._store = store
         self._index = index
+        self._updater = updater
         self._dispatcher = dispatcher
         self._accounts = accounts
         self._disk_door = disk_door
@@ -58,29 +63,29 @@ class Deleter:
         await self._store.get_image(image_id)
         builds = [build.id for build in await self._store.list_builds() if build.image_id == image_id]
         await self._delete(f"image {image_id}", lambda b: b.image_id == image_id,
-                           lambda: self._store.delete_image(image_id), builds)
+                           lambda events: self._store.delete_image(image_id, events), builds)
 
     async def delete_build(self, build_id: str) -> None:
         """Delete a build and its target and provider images."""
         await self._store.get_build(build_id)
         await self._delete(f"build {build_id}", lambda b: b.build_id == build_id,
-                           lambda: self._store.delete_build(build_id), [build_id])
+                           lambda events: self._store.delete_build(build_id, events), [build_id])
 
     async def delete_target_image(self, target_image_id: str) -> None:
         """Delete a target image and its provider images."""
         await self._store.get_target_image(target_image_id)
         await self._delete(f"target image {target_image_id}",
                            lambda b: target_image_id in (b.id, b.target_image_id),
-                           lambda: self._store.delete_target_image(target_image_id), [])
+                           lambda events: self._store.delete_target_image(target_image_id, events), [])
 
     async def delete_provider_image(self, provider_image_id: str) -> None:
         """Delete a provider image, from its cloud too."""
         await self._store.get_provider_image(provider_image_id)
         await self._delete(f"provider image {provider_image_id}", lambda b: b.id == provider_image_id,
-                           lambda: self._store.delete_provider_image(provider_image_id), [])
+                           lambda events: self._store.delete_provider_image(provider_image_id, events), [])
 
-    async def _delete(self, what: str, under: Callable[[Builder], bool], remove_records: Callable[[], Any],
-                      build_ids: list[str]) -> None:
+    async def _delete(self, what: str, under: Callable[[Builder], bool],
+                      remove_records: Callable[[list[Event]], Any], build_ids: list[str]) -> None:
         builders = [builder for builder in self._index.all() if under(builder)]
         try:
             await self._stop_running(builders)
@@ -91,8 +96,8 @@ class Deleter:
         except Exception:
             self.log.failure("deleting {what} failed", what=what)
             raise DeleteFailed(f"{what} was not deleted: unexpected error; the daemon's log has the details") from None
-        await remove_records()
-        self._index.remove(builder.id for builder in builders)
+        # As they are now: a builder stopped above has ended since the list was made.
+        await self._updater.delete([self._index.get(builder.id) or builder for builder in builders], remove_records)
         await self._remove_files(os.path.join(self._state_dir, "builders", builder.id) for builder in builders)
         await self._remove_files(os.path.join(self._state_dir, "builds", build_id) for build_id in build_ids)
         self.log.info("deleted {what} ({count} builders)", what=what, count=len(builders))

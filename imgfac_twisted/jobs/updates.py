@@ -9,7 +9,7 @@ from twisted.logger import Logger
 
 from ..doors import shielded
 from ..errors import UnknownObject
-from ..events import Event, event_for_change
+from ..events import Event, event_for_change, event_for_deletion
 from ..events.relay import OutboxRelay
 from ..metrics import Metrics
 from ..model import Build, Builder, BuilderChange, Image, ProviderImage, Status, TargetImage
@@ -48,6 +48,18 @@ class BuilderUpdater:
         """Record a new provider image with its NEW push builder, and its creation event."""
         await self._store.record_push(provider_image, builder, self._creations([builder]))
         self._created([builder])
+
+    async def delete(self, builders: list[Builder], delete_records: Callable[[list[Event]], Deferred]) -> None:
+        """Remove ``builders`` with the records above them, one DELETED event each in the same transaction.
+
+        ``delete_records(events)`` is the store's deletion of the object;
+        the builders are then forgotten (both APIs answer 404) and the
+        events published.
+        """
+        now = self._clock.seconds()
+        await delete_records([event_for_deletion(builder, now) for builder in builders])
+        self._index.remove(builder.id for builder in builders)
+        self._relay.wake()
 
     def _creations(self, builders: list[Builder]) -> list[Event]:
         now = self._clock.seconds()

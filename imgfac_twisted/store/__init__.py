@@ -70,14 +70,15 @@ class IStore(Interface):
     def list_builds() -> Deferred:
         """Fire with every Build, oldest first."""
 
-    def delete_image(image_id: str) -> Deferred:
-        """In one transaction: remove the image, its builds, target and provider images and their builders."""
+    def delete_image(image_id: str, events=()) -> Deferred:
+        """In one transaction: remove the image, its builds, target and provider images and their builders,
+        and put ``events`` (their DELETED events) in the outbox."""
 
-    def delete_build(build_id: str) -> Deferred:
-        """In one transaction: remove the build, its target and provider images and their builders."""
+    def delete_build(build_id: str, events=()) -> Deferred:
+        """In one transaction: remove the build, its target and provider images and their builders (+ ``events``)."""
 
-    def delete_target_image(target_image_id: str) -> Deferred:
-        """In one transaction: remove the target image, its provider images and their builders."""
+    def delete_target_image(target_image_id: str, events=()) -> Deferred:
+        """In one transaction: remove the target image, its provider images and their builders (+ ``events``)."""
 
-    def delete_provider_image(provider_image_id: str) -> Deferred:
-        """In one transaction: remove the provider image and its builder."""
+    def delete_provider_image(provider_image_id: str, events=()) -> Deferred:
+        """In one transaction: remove the provider image and its builder (+ ``events``)."""

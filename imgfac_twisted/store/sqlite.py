@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import sqlite3
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
@@ -88,7 +88,7 @@ def _row_values(obj: Any) -> list[Any]:
     return values
 
 
-def _outbox_inserts(events: list[Event]) -> list[tuple[str, list[Any]]]:
+def _outbox_inserts(events: Sequence[Event]) -> list[tuple[str, list[Any]]]:
     return [("INSERT INTO outbox (event) VALUES (?)", [event.to_json()]) for event in events]
 
 
@@ -288,25 +288,27 @@ class SQLiteStore:
         return [_from_row(kind, row) for row in rows]
 
     # Children before parents: the foreign keys are enforced.
-    def delete_image(self, image_id: str) -> Deferred:
+    def delete_image(self, image_id: str, events: Sequence[Event] = ()) -> Deferred:
         return self._door.run(self._transaction, [
             (f"DELETE FROM {table} WHERE {column} = ?", [image_id])
             for table, column in (("builders", "image_id"), ("provider_images", "image_id"),
-                                  ("target_images", "image_id"), ("builds", "image_id"), ("images", "id"))])
+                                  ("target_images", "image_id"), ("builds", "image_id"), ("images", "id"))]
+            + _outbox_inserts(events))
 
-    def delete_build(self, build_id: str) -> Deferred:
+    def delete_build(self, build_id: str, events: Sequence[Event] = ()) -> Deferred:
         return self._door.run(self._transaction, [
             (f"DELETE FROM {table} WHERE {column} = ?", [build_id])
             for table, column in (("builders", "build_id"), ("provider_images", "build_id"),
-                                  ("target_images", "build_id"), ("builds", "id"))])
+                                  ("target_images", "build_id"), ("builds", "id"))]
+            + _outbox_inserts(events))
 
-    def delete_target_image(self, target_image_id: str) -> Deferred:
+    def delete_target_image(self, target_image_id: str, events: Sequence[Event] = ()) -> Deferred:
         return self._door.run(self._transaction, [
             ("DELETE FROM builders WHERE id = ? OR target_image_id = ?", [target_image_id, target_image_id]),
             ("DELETE FROM provider_images WHERE target_image_id = ?", [target_image_id]),
-            ("DELETE FROM target_images WHERE id = ?", [target_image_id])])
+            ("DELETE FROM target_images WHERE id = ?", [target_image_id])] + _outbox_inserts(events))
 
-    def delete_provider_image(self, provider_image_id: str) -> Deferred:
+    def delete_provider_image(self, provider_image_id: str, events: Sequence[Event] = ()) -> Deferred:
         return self._door.run(self._transaction, [
             ("DELETE FROM builders WHERE id = ?", [provider_image_id]),
-            ("DELETE FROM provider_images WHERE id = ?", [provider_image_id])])
+            ("DELETE FROM provider_images WHERE id = ?", [provider_image_id])] + _outbox_inserts(events))
