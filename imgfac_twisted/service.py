@@ -146,7 +146,8 @@ def make_service(config: Config, reactor: Any) -> IService:
     relay.setServiceParent(root)
     dispatcher.setServiceParent(root)
     if config.rest:
-        _web_service(config, reactor, dispatcher, index, logs, metrics, conductor).setServiceParent(root)
+        _web_service(config, reactor, dispatcher, index, logs, metrics, _oauth_verifier(config, reactor, store),
+                     conductor).setServiceParent(root)
     log.info("imagefactory configured: {settings}", settings=config.redacted())
     return root
 
@@ -202,9 +203,26 @@ def _conductor_resource(config: Config, reactor: Any, dispatcher: Dispatcher, st
     return ConductorResource(api.app.resource(), BasicAuthenticator(config.conductor_users, auth_door, reactor))
 
 
+def _oauth_verifier(config: Config, reactor: Any, store: SQLiteStore) -> OAuthVerifier | None:
+    """The OAuth verifier, or None with ``no_oauth``; spent nonces are kept in the store, so they outlive a restart.
+
+    The store is written behind the request (off the reactor): a replay
+    is refused from memory at once, and after a restart from what the store kept.
+    """
+    if config.no_oauth:
+        return None
+
+    def spent(client_key: str, nonce: str, expiry: float) -> None:
+        store.spend_nonce(client_key, nonce, expiry, reactor.seconds()).addErrback(
+            lambda failure: log.failure("spent OAuth nonce not stored", failure))
+
+    return OAuthVerifier(config.clients, reactor, config.oauth_timestamp_window,
+                         known_nonces=store.thd_spent_nonces(reactor.seconds()), spent=spent)
+
+
 def _web_service(config: Config, reactor: Any, dispatcher: Dispatcher, index: BuilderIndex,
-                 logs: BuilderLogs, metrics: Metrics, conductor: Resource | None = None) -> IService:
-    verifier = None if config.no_oauth else OAuthVerifier(config.clients, reactor, config.oauth_timestamp_window)
+                 logs: BuilderLogs, metrics: Metrics, verifier: OAuthVerifier | None,
+                 conductor: Resource | None = None) -> IService:
     if verifier is not None and not config.clients:
         log.warn("OAuth is on but the config names no clients: every write request will be refused")
     api = FactoryAPI(dispatcher, index, logs, metrics, verifier)

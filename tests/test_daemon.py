@@ -676,6 +676,19 @@ def test_replayed_request_is_401(daemon: Daemon) -> None:
     assert_json_error(second, 401)
 
 
+def test_a_request_replayed_after_a_restart_is_401(daemon_factory: DaemonPool) -> None:
+    """The spent nonce outlives the daemon: the same signed request after a restart is still a replay."""
+    daemon = daemon_factory(mock_config())
+    prepared = requests.Request("POST", daemon.url("/imagefactory/images"),
+                                data={"targets": "mock", "template": F14}, auth=oauth()).prepare()
+    with requests.Session() as session:
+        assert session.send(prepared, verify=daemon.verify, timeout=10).status_code == 202
+    daemon.restart()
+    with requests.Session() as session:
+        replayed = session.send(prepared, verify=daemon.verify, timeout=10)
+    assert_json_error(replayed, 401, "replayed")
+
+
 def test_stale_timestamp_is_401(daemon: Daemon) -> None:
     """A signature whose timestamp is an hour old is a 401."""
     auth = oauth(timestamp=str(int(time.time()) - 3600))

@@ -326,6 +326,20 @@ def test_replay_fails(verifier: OAuthVerifier, clock: Clock) -> None:
     assert failure(verifier, request) == "nonce already used (replayed request)"
 
 
+def test_spent_nonces_are_handed_on_and_known_ones_refused(clock: Clock) -> None:
+    """Each verified request's nonce goes to ``spent`` (forged ones do not); a verifier that starts with it refuses it."""
+    spent: list[tuple[str, str, float]] = []
+    first = OAuthVerifier(CLIENTS, clock, timestamp_window=WINDOW, spent=lambda *nonce: spent.append(nonce))
+    request = sign(clock, nonce="n-1")
+    assert "invalid signature" in failure(first, sign(clock, secret="forger", nonce="n-2"))
+    assert first.verify(*request) == "client1"
+    assert spent == [("client1", "n-1", int(clock.seconds()) + WINDOW)]
+    after_restart = OAuthVerifier(CLIENTS, clock, timestamp_window=WINDOW, known_nonces=spent)
+    assert failure(after_restart, request) == "nonce already used (replayed request)"
+    clock.advance(WINDOW + 1)
+    assert after_restart.verify(*sign(clock, nonce="n-1")) == "client1", "forgotten once expired"
+
+
 def test_same_nonce_other_key_is_not_a_replay(verifier: OAuthVerifier, clock: Clock) -> None:
     """Nonces are remembered per consumer key."""
     assert verifier.verify(*sign(clock, "client1", nonce="shared")) == "client1"

@@ -211,3 +211,15 @@ def test_a_deletion_puts_its_events_in_the_outbox_in_the_same_transaction(store)
     pending = result_of(store.pending_events(100))
     assert result_of(store.count_pending_events()) == before + 1
     assert pending[-1][1].body["event"] == "DELETED" and pending[-1][1].body["id"] == builder.id
+
+
+def test_spent_nonces_are_kept_until_they_expire(store):
+    """spend_nonce records (key, nonce, expiry); thd_spent_nonces gives the live ones; expired ones are dropped."""
+    result_of(store.spend_nonce("client1", "n-1", 100.0, 50.0))
+    result_of(store.spend_nonce("weird key/é", "n-1", 200.0, 60.0))
+    assert sorted(store.thd_spent_nonces(99.0)) == [("client1", "n-1", 100.0), ("weird key/é", "n-1", 200.0)]
+    assert store.thd_spent_nonces(150.0) == [("weird key/é", "n-1", 200.0)]
+    result_of(store.spend_nonce("client1", "n-2", 300.0, 150.0))
+    rows = store.thd_spent_nonces(0.0)
+    assert ("client1", "n-1", 100.0) not in rows and len(rows) == 2, "expired nonces are deleted as new ones come"
+

@@ -43,6 +43,9 @@ class IStore(Interface):
     def count_pending_events() -> Deferred:
         """Fire with the number of events waiting in the outbox."""
 
+    def spend_nonce(client_key, nonce, expiry, now) -> Deferred:
+        """Record an OAuth nonce as spent until ``expiry``; forget those expired before ``now``."""
+
     def get_image(image_id: str) -> Deferred:
         """Fire with the Image, or fail with UnknownObject."""
 

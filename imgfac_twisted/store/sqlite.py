@@ -63,6 +63,8 @@ CREATE TABLE IF NOT EXISTS builders (
 CREATE INDEX IF NOT EXISTS builders_status ON builders(status);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS oauth_nonces (
+    client_key TEXT NOT NULL, nonce TEXT NOT NULL, expiry REAL NOT NULL, PRIMARY KEY (client_key, nonce));
 """
 
 _TABLES: dict[type, str] = {
@@ -243,6 +245,18 @@ class SQLiteStore:
 
     def delete_events(self, outbox_ids: list[int]) -> Deferred:
         return self._door.run(self._transaction, [("DELETE FROM outbox WHERE id = ?", [i]) for i in outbox_ids])
+
+    def spend_nonce(self, client_key: str, nonce: str, expiry: float, now: float) -> Deferred:
+        """Record an OAuth nonce as spent until ``expiry``; forget those expired before ``now``."""
+        return self._door.run(self._transaction, [
+            ("INSERT OR REPLACE INTO oauth_nonces (client_key, nonce, expiry) VALUES (?, ?, ?)",
+             [client_key, nonce, expiry]),
+            ("DELETE FROM oauth_nonces WHERE expiry < ?", [now])])
+
+    def thd_spent_nonces(self, now: float) -> list[tuple[str, str, float]]:
+        """The OAuth nonces spent and not expired at ``now`` (blocking: for start-up, before the reactor runs)."""
+        rows = self._db().execute("SELECT client_key, nonce, expiry FROM oauth_nonces WHERE expiry >= ?", [now])
+        return [(row["client_key"], row["nonce"], row["expiry"]) for row in rows]
 
     def count_pending_events(self) -> Deferred:
         return self._door.run(lambda: self._db().execute("SELECT COUNT(*) FROM outbox").fetchone()[0])

@@ -13,7 +13,10 @@ oauthlib's :class:`~oauthlib.oauth1.SignatureOnlyEndpoint` and a
   :class:`twisted.internet.task.Clock` in tests), not ``time.time()``;
 * refuses a nonce already used by the same consumer inside the window, and
   forgets nonces once their timestamp has left the window, so memory stays
-  bounded.
+  bounded;
+* hands every spent nonce to ``spent`` (the daemon writes it to the store,
+  off the reactor) and starts from ``known_nonces`` (read from the store at
+  start), so a request replayed right after a restart is refused too.
 
 Every failure raises :class:`~imgfac_twisted.errors.AuthenticationFailed`
 with a message meant for the client. Messages never contain a secret, and
@@ -27,7 +30,7 @@ from __future__ import annotations
 import heapq
 import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
 from oauthlib.common import CaseInsensitiveDict, Request, urldecode
@@ -252,6 +255,8 @@ class OAuthVerifier:
         clients: Mapping[str, str],
         clock: IReactorTime,
         timestamp_window: int = 300,
+        known_nonces: Iterable[tuple[str, str, float]] = (),
+        spent: Callable[[str, str, float], object] | None = None,
     ) -> None:
         """Verify against ``clients`` (consumer key -> shared secret).
 
@@ -259,10 +264,15 @@ class OAuthVerifier:
         Timestamps more than ``timestamp_window`` seconds away from
         ``clock.seconds()`` are refused, and used nonces are remembered for
         as long as their timestamp stays inside that window.
+        ``known_nonces`` are (consumer key, nonce, expiry) already spent;
+        ``spent(key, nonce, expiry)`` is told of each newly spent one.
         """
         self._clock = clock
         self._window = timestamp_window
+        self._spent = spent
         self._nonces = _NonceMemory()
+        for client_key, nonce, expiry in known_nonces:
+            self._nonces.remember(client_key, nonce, expiry)
         self._validator = _TwoLeggedValidator(
             clients, clock, timestamp_window, self._nonces
         )
@@ -304,9 +314,10 @@ class OAuthVerifier:
             raise AuthenticationFailed(self._rejection_reason(request))
 
         # Only now, with the signature verified, is the nonce spent.
-        self._nonces.remember(
-            request.client_key, request.nonce, int(request.timestamp) + self._window
-        )
+        expiry = int(request.timestamp) + self._window
+        self._nonces.remember(request.client_key, request.nonce, expiry)
+        if self._spent is not None:
+            self._spent(request.client_key, request.nonce, expiry)
         return request.client_key
 
     # -- helpers ----------------------------------------------------------
