@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import os
 import statistics
 import sys
@@ -28,40 +27,11 @@ import bcrypt
 import requests
 
 from bench_status_polling import (CLIENT_KEY, CLIENT_SECRET, WrkResult, ensure_wrk, post_mock_builds, run_wrk,
-                                  start_daemon)
+                                  start_daemon, write_lua)
 from benchlib import BenchError, free_port, stop, tail
 
 USER, PASSWORD = "bench", "bench-password-not-for-production"
 BUILDS = 20
-
-LUA = """-- Rotates over the paths with the same headers on every request.
-local paths = {%s}
-local headers = {%s}
-local requests = {}
-local count = 0
-local i = 0
-
-function init(args)
-   for k, path in ipairs(paths) do
-      requests[k] = wrk.format("GET", path, headers)
-   end
-   count = #requests
-   i = math.random(count) - 1
-end
-
-function request()
-   i = i %% count + 1
-   return requests[i]
-end
-"""
-
-
-def lua_script(path: str, paths: list[str], headers: dict[str, str]) -> str:
-    with open(path, "w", encoding="utf-8") as stream:
-        stream.write(LUA % (", ".join(json.dumps(p) for p in paths),
-                            ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items())))
-    return path
-
 
 def conductor_config(duration: float) -> dict:
     """The daemon's config: OAuth client, long mock builds, the Conductor API with one bcrypt user."""
@@ -96,10 +66,10 @@ def main() -> None:
             target_images = post_mock_builds(base, ca, BUILDS)
             basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
             check_both(base, ca, target_images[0], basic)
-            conductor_lua = lua_script(os.path.join(work, "conductor.lua"),
+            conductor_lua = write_lua(os.path.join(work, "conductor.lua"),
                                        [f"/conductor/api/target_images/{t['id']}" for t in target_images],
                                        {"Authorization": basic, "Accept": "application/xml"})
-            factory_lua = lua_script(os.path.join(work, "factory.lua"),
+            factory_lua = write_lua(os.path.join(work, "factory.lua"),
                                      [urlsplit(t["href"]).path for t in target_images], {})
             print(f"bench: {BUILDS} mock builds; wrk 64 connections; {options.rounds} rounds of "
                   f"{options.duration:g} s, alternating", flush=True)

@@ -186,16 +186,17 @@ class WrkResult:
     cpu_us_per_request: float | None = None
 
 
-LUA = """-- Rotates over the status paths; requests are formatted once (in init) so
+LUA = """-- Rotates over the paths; requests are formatted once (in init) so
 -- that the client spends as little as possible per request.
 local paths = {%s}
+local headers = {%s}
 local requests = {}
 local count = 0
 local i = 0
 
 function init(args)
    for k, path in ipairs(paths) do
-      requests[k] = wrk.format("GET", path)
+      requests[k] = wrk.format("GET", path, headers)
    end
    count = #requests
    -- Each thread starts elsewhere in the list.
@@ -207,6 +208,14 @@ function request()
    return requests[i]
 end
 """
+
+
+def write_lua(path: str, paths: list[str], headers: dict[str, str] | None = None) -> str:
+    """A wrk script at ``path`` that GETs ``paths`` in rotation, with ``headers`` on every request."""
+    with open(path, "w", encoding="utf-8") as stream:
+        stream.write(LUA % (", ".join(json.dumps(p) for p in paths),
+                            ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in (headers or {}).items())))
+    return path
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
@@ -461,9 +470,7 @@ def run(args: argparse.Namespace, work: str) -> None:
         print(f"bench: bare server (pid {bare.pid}) serving {bare_base}; response bodies {len(daemon_bytes.content)} "
               f"bytes (daemon) and {len(bare_bytes.content)} bytes (bare)", flush=True)
 
-        lua = os.path.join(work, "status_paths.lua")
-        with open(lua, "w", encoding="utf-8") as stream:
-            stream.write(LUA % ", ".join(json.dumps(path) for path in paths))
+        lua = write_lua(os.path.join(work, "status_paths.lua"), paths)
         # The URL gives wrk its host and port; the script supplies the paths.
         daemon_url, bare_url = daemon_base + paths[0], bare_base + paths[0]
 
