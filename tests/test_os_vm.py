@@ -21,6 +21,7 @@ from imgfac_twisted.doors import ThreadDoor
 from imgfac_twisted.os.debian import debian
 from imgfac_twisted.os.fedora import fedora
 from imgfac_twisted.os.testing import FakeJob
+from imgfac_twisted.os.vm_install import as_seen_from_guest
 from imgfac_twisted.template import parse_template
 
 pytestmark = pytest.mark.integration
@@ -89,7 +90,9 @@ async def test_fedora_kickstart_reaches_the_installer(tree, tmp_path):
     result = fake_installer.parse_result(disk)
     assert result.name == "ks.cfg"
     assert result.sha256 == hashlib.sha256(result.content).hexdigest()
-    assert f'url --url="{tree}"'.encode() in result.content and b"\ntmux\n" in result.content
+    # The tree is on this host's loopback: the guest is sent to 10.0.2.2, QEMU's address for this host.
+    assert f'url --url="{as_seen_from_guest(tree)}"'.encode() in result.content and b"\ntmux\n" in result.content
+    assert "10.0.2.2" in as_seen_from_guest(tree)
     assert job.progress_seen[-1] == 100
     log = "\n".join(job.lines)
     assert "appended ks.cfg to the initrd" in log and fake_installer.WROTE_MARKER in log
