@@ -11,6 +11,7 @@ onto the disk, so the downloaded image shows what the factory gave it.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -208,3 +209,19 @@ def test_iso_install_boots_from_the_iso_s_kernel_with_the_iso_attached(trees: di
     assert result.name == "ks.cfg" and "cdrom" in result.content.decode()
     assert "fake-installer.iso" in log and fake_installer.WROTE_MARKER in log
     assert domains_of(target_image) == []
+
+
+def test_a_stopped_daemon_destroys_its_vm_and_fails_the_builder(trees: dict[str, str],
+                                                                 daemon_factory: DaemonPool) -> None:
+    """SIGTERM mid-install: the daemon exits cleanly within the stop timeout, its VM destroyed; FAILED after restart."""
+    daemon = install_daemon(daemon_factory, inactivity=300)
+    target_image = build(daemon, template("Fedora", "38", trees["idle"], "e2e-stopped"))
+    wait_for_log_line(daemon, target_image["id"], fake_installer.IDLE_MARKER)
+    started = time.monotonic()
+    assert daemon.stop() in (0, -signal.SIGTERM), daemon.diagnostics()
+    took = time.monotonic() - started
+    assert domains_of(target_image) == [], "the VM was destroyed before the daemon exited"
+    daemon.start_ready()
+    detail = daemon.get_json(target_image["href"])
+    assert detail["status"] == "FAILED" and "stopped" in detail["status_detail"], detail
+    print(f"\nSIGTERM to exit with a VM running: {took:.1f} s")
