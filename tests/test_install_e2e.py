@@ -15,8 +15,8 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
