@@ -140,8 +140,14 @@ class BaseImages:
         ended: Deferred = Deferred()
         if install is None or install.listeners or install.running is None:
             ended.callback(None)
-        else:
-            install.running.addBoth(lambda result: (ended.called or ended.callback(None), result)[1])
+            return ended
+
+        def end(result: Any) -> Any:
+            if not ended.called:  # the caller may have given up waiting (timeout)
+                ended.callback(None)
+            return result
+
+        install.running.addBoth(end)
         return ended
 
     def forget(self, build_id: str) -> None:

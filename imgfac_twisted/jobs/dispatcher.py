@@ -84,7 +84,7 @@ class Job:
         """Fire with the path of the build's raw base image; its install moves progress 0 to 50."""
         assert self.base_images is not None and self.template is not None, "only build jobs have a base image"
         return self.base_images.wait_for(self.builder.build_id, self.template, self.builder.id,
-                                         lambda percent: _logged(self.report(percent // 2)))
+                                         install_progress(self.report))
 
     def artifact(self, path: str) -> Deferred:
         """Fire with the Artifact of ``path`` (hashed on the disk door, off the reactor)."""
@@ -131,8 +131,13 @@ def discard_path(path: str) -> None:
             pass
 
 
-def _logged(deferred: Deferred) -> None:
-    deferred.addErrback(lambda failure: Logger().failure("progress of a base image install not recorded", failure))
+def install_progress(report: Callable[[int], Deferred]) -> Callable[[int], None]:
+    """A base image install's progress (0..100) reported as the first half (0..50) of a target builder's."""
+    def reported(percent: int) -> None:
+        report(percent // 2).addErrback(
+            lambda failure: Logger().failure("progress of a base image install not recorded", failure))
+
+    return reported
 
 
 def parse_targets(text: str, known: list[str]) -> list[str]:
@@ -402,9 +407,8 @@ class Dispatcher(Service):
         """For a target made from the base image: wait, PENDING, until the build's install holds a local session."""
         if not getattr(self._targets[builder.target], "uses_base_image", True):
             return None
-        return lambda: self._base_images.wait_for_slot(builder.build_id, template, builder.id,
-                                                       lambda percent: _logged(self._updater.move(
-                                                           builder.id, Status.BUILDING, percent // 2)))
+        progress = install_progress(lambda percent: self._updater.move(builder.id, Status.BUILDING, percent))
+        return lambda: self._base_images.wait_for_slot(builder.build_id, template, builder.id, progress)
 
     def _launch(self, builder: Builder, slots: DeferredSemaphore, active: Status,
                 work: Callable[[], Awaitable[dict[str, Any]]], ready: Callable[[], Deferred] | None = None) -> None:

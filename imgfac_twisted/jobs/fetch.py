@@ -11,10 +11,7 @@ from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.web.client import ResponseFailed
 
 from ..errors import InvalidTemplate
-
-
-class _TooLarge(Exception):
-    pass
+from ..http_bodies import BodyTooLarge, collect_capped
 
 
 class TemplateFetcher:
@@ -35,7 +32,7 @@ class TemplateFetcher:
             # whatever the reason: say what really happened.
             fetching.addTimeout(self._timeout, self._reactor, onTimeoutCancel=lambda *_: Failure(too_slow))
             return await fetching
-        except _TooLarge:
+        except BodyTooLarge:
             raise InvalidTemplate(f"template at {url} is larger than {self._max_bytes} bytes") from None
         except (ConnectError, DNSLookupError, ResponseFailed) as error:
             raise InvalidTemplate(f"template at {url} could not be fetched: {error.__class__.__name__}") from None
@@ -47,19 +44,8 @@ class TemplateFetcher:
         response = await self._http.get(url)
         if response.code != 200:
             raise InvalidTemplate(f"template at {url} could not be fetched: HTTP {response.code}")
-        # The collector raises once the cap is passed; treq then drops the
-        # connection, so an endless body costs at most max_bytes.
         chunks: list[bytes] = []
-        received = 0
-
-        def collect(data: bytes) -> None:
-            nonlocal received
-            received += len(data)
-            if received > self._max_bytes:
-                raise _TooLarge()
-            chunks.append(data)
-
-        await treq.collect(response, collect)
+        await collect_capped(response, chunks.append, self._max_bytes)
         try:
             return b"".join(chunks).decode("utf-8")
         except UnicodeDecodeError:

@@ -26,6 +26,7 @@ from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
 from ..config import redact_url
 from ..errors import ImageFactoryError
+from ..http_bodies import BodyTooLarge, collect_capped
 
 #: How much of an error response's body is read (and dropped).
 ERROR_BODY_BYTES = 64 * 1024
@@ -39,10 +40,6 @@ class DownloadFailed(ImageFactoryError):
     def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
         self.code = code
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def tree_key(tree_url: str) -> str:
@@ -126,7 +123,7 @@ class Downloader:
             received = await self._save(url, response, partial, progress)
             os.replace(partial, destination)
             return received
-        except _TooLarge:
+        except BodyTooLarge:
             raise DownloadFailed(f"{redact_url(url)} is larger than the limit of {self._max_bytes} bytes") from None
         except (ConnectError, DNSLookupError, ResponseFailed, ResponseNeverReceived) as error:
             raise DownloadFailed(f"download of {redact_url(url)} failed: {_reason(error)}") from None
@@ -138,29 +135,23 @@ class Downloader:
             length = response.length
             if isinstance(length, int) and length > self._max_bytes:
                 await _drop_body(response)
-                raise _TooLarge()
+                raise BodyTooLarge()
             return
         await _drop_body(response)
         raise DownloadFailed(f"download of {redact_url(url)} failed: HTTP {response.code}", code=response.code)
 
     async def _save(self, url: str, response: Any, partial: str, progress: Progress | None) -> int:
         total = response.length if isinstance(response.length, int) else None
-        received = 0
         # Writes go straight to the file from the reactor thread: chunks are
         # network-sized and land in the page cache; a thread hop per chunk
         # would cost more than the write and could reorder chunks.
         with open(partial, "wb") as stream:
             def write(data: bytes) -> None:
-                nonlocal received
-                received += len(data)
-                if received > self._max_bytes:
-                    # treq drops the connection when the collector raises.
-                    raise _TooLarge()
                 stream.write(data)
                 if progress is not None:
-                    progress(received, total)
+                    progress(stream.tell(), total)
 
-            await treq.collect(response, write)
+            received = await collect_capped(response, write, self._max_bytes)
         if total is not None and received != total:
             raise DownloadFailed(f"download of {redact_url(url)} failed: {received} of {total} bytes received")
         return received
@@ -168,16 +159,8 @@ class Downloader:
 
 async def _drop_body(response: Any) -> None:
     """Read a little of an unwanted body, so the connection is not left hanging."""
-    seen = 0
-
-    def discard(data: bytes) -> None:
-        nonlocal seen
-        seen += len(data)
-        if seen > ERROR_BODY_BYTES:
-            raise _TooLarge()
-
     try:
-        await treq.collect(response, discard)
+        await collect_capped(response, lambda data: None, ERROR_BODY_BYTES)
     except Exception:  # the body does not matter; the status was the answer
         pass
 

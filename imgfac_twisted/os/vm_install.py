@@ -153,7 +153,7 @@ class VMInstaller:
         tree_url = as_seen_from_guest(media.tree_url)
         if tree_url != media.tree_url:
             job.log(f"the guest reaches this host as {HOST_SEEN_FROM_GUEST}: "
-                    f"the installer is given {_without_passwords(tree_url or '')}")
+                    f"the installer is given {redact_url(tree_url or '')}")
         answers = self.answers(template, tree_url).encode("utf-8")
         if media.kernel != kernel:
             await self._door.run(shutil.copyfile, media.kernel, kernel)
