@@ -21,9 +21,9 @@ from imgfac_twisted.testing import FakeLibvirtConnection, libvirt_error, result_
 from imgfac_twisted.virt import install
 from imgfac_twisted.virt.connection import LibvirtConnection
 from imgfac_twisted.virt.domain import domain_xml
-from imgfac_twisted.virt.install import (DOMAIN_PREFIX, PROGRESS_CEILING, PROGRESS_STARTED, ConsoleTail,
-                                         InstallFailed, InstallSpec, LeftoverDomainsSweep, clean_console_line,
-                                         remove_leftover_domains, run_install)
+from imgfac_twisted.virt.console import ConsoleCursor
+from imgfac_twisted.virt.install import (DOMAIN_PREFIX, PROGRESS_CEILING, PROGRESS_STARTED, InstallFailed,
+                                         InstallSpec, LeftoverDomainsSweep, remove_leftover_domains, run_install)
 
 GiB = 1024 ** 3
 
@@ -317,40 +317,6 @@ def test_unknown_domain_type_is_refused(tmp_path: Path) -> None:
                     inactivity_timeout=1, total_timeout=1, progress=lambda _: None, log=lambda _: None)
 
 
-def test_console_tail_keeps_long_lines_bounded() -> None:
-    """A guest printing without newlines is passed on in pieces of LONGEST_CONSOLE_LINE."""
-    tail = ConsoleTail(keep=3)
-    lines = tail.feed(b"x" * (install.LONGEST_CONSOLE_LINE * 2 + 10))
-    assert lines == ["x" * install.LONGEST_CONSOLE_LINE] * 2
-    assert tail.flush() == ["x" * 10]
-    assert list(tail.last) == ["x" * install.LONGEST_CONSOLE_LINE] * 2 + ["x" * 10]
-
-
-def test_clean_console_line_strips_terminal_codes() -> None:
-    """OSC titles, charset selections and DEL are removed; tabs stay."""
-    assert clean_console_line(b"\x1b]0;anaconda\x07\x1b(Bmain\tpane\x7f") == "main\tpane"
-
-
-def test_console_is_read_incrementally_and_again_after_rotation(tmp_path: Path) -> None:
-    """Only new bytes are read; a shorter file, or another file (virtlogd rotated it), is read from 0."""
-    path = tmp_path / "console.log"
-    path.write_bytes(b"0123456789")
-    data, cursor, problem = install._thd_read_console(str(path), install._ConsoleCursor())
-    assert (data, cursor.offset, problem) == (b"0123456789", 10, None)
-    with open(path, "ab") as console:
-        console.write(b"ab")
-    data, cursor, _ = install._thd_read_console(str(path), cursor)
-    assert (data, cursor.offset) == (b"ab", 12)
-    path.write_bytes(b"new\n")
-    data, cursor, _ = install._thd_read_console(str(path), cursor)
-    assert (data, cursor.offset) == (b"new\n", 4)
-    os.rename(path, tmp_path / "console.log.0")
-    path.write_bytes(b"0123456789rotated\n")
-    assert install._thd_read_console(str(path), cursor)[0] == b"0123456789rotated\n"
-    missing = install._ConsoleCursor(5, 7)
-    assert install._thd_read_console(str(tmp_path / "missing"), missing) == (b"", missing, None)
-
-
 def test_unreadable_console_is_said_once_and_named_in_the_reason(tmp_path: Path) -> None:
     """A console log that cannot be read does not fail the install; the build log and the reason say why."""
     run = Install(tmp_path, inactivity=3)
@@ -481,13 +447,13 @@ async def test_watcher_calls_on_the_test_driver(test_driver: LibvirtConnection, 
     xml = TEST_DOMAIN.format(name=name, disk=disk)
     try:
         assert await test_driver.run(install._thd_define_and_start, xml, str(disk)) == 4096
-        seen = await test_driver.run(install._thd_observe, name, str(console), install._ConsoleCursor())
+        seen = await test_driver.run(install._thd_observe, name, str(console), ConsoleCursor())
         assert seen.condition is install._Condition.RUNNING and seen.console == b"hello\n"
         await test_driver.run(lambda conn: conn.lookupByName(name).shutdown())
         seen = await test_driver.run(install._thd_observe, name, str(console), seen.console_cursor)
         assert seen.condition is install._Condition.POWERED_OFF and seen.console == b""
     finally:
-        await test_driver.run(install._thd_tear_down, name, str(console), install._ConsoleCursor())
+        await test_driver.run(install._thd_tear_down, name, str(console), ConsoleCursor())
     names = await test_driver.run(lambda conn: [domain.name() for domain in conn.listAllDomains(0)])
     assert name not in names
 
@@ -512,7 +478,7 @@ async def test_remove_leftover_domains(test_driver: LibvirtConnection, tmp_path:
         names = await test_driver.run(lambda conn: [domain.name() for domain in conn.listAllDomains(0)])
         assert "not-ours" in names and not [name for name in names if name.startswith(DOMAIN_PREFIX)]
     finally:
-        await test_driver.run(install._thd_tear_down, "not-ours", os.devnull, install._ConsoleCursor())
+        await test_driver.run(install._thd_tear_down, "not-ours", os.devnull, ConsoleCursor())
 
 
 @pytest_twisted.ensureDeferred

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import enum
 import os
-import re
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -30,17 +28,13 @@ from twisted.python.failure import Failure
 from ..errors import ImageFactoryError
 from ..xmlsafe import parse_xml
 from .connection import LibvirtConnection
+from .console import CONSOLE_READ_LIMIT, ConsoleTail, ConsoleCursor, thd_read_console
 from .domain import DISK_TARGET, DOMAIN_TYPES, domain_xml
 
 #: Every domain the factory defines is named with this prefix (then the build id).
 DOMAIN_PREFIX = "imgfac-"
 #: How many of the console's last lines end a failure's reason.
 CONSOLE_LINES_IN_REASON = 20
-#: The most console bytes read in one poll; the rest is read by the next polls.
-CONSOLE_READ_LIMIT = 1024 * 1024
-#: A console line longer than this is passed on in pieces (a guest printing
-#: without newlines must not grow our memory).
-LONGEST_CONSOLE_LINE = 4096
 #: Progress figures: reported once the domain runs, and the most an estimate
 #: reaches before the guest has really powered off.
 PROGRESS_STARTED = 5
@@ -136,7 +130,7 @@ class _InstallWatch:
         self.state = InstallState.STARTING
         self.result: Deferred = Deferred(self._cancel)
         self._console = ConsoleTail(CONSOLE_LINES_IN_REASON)
-        self._console_cursor = _ConsoleCursor()
+        self._console_cursor = ConsoleCursor()
         self._console_problem: str | None = None
         self._poller = LoopingCall(self._poll)
         self._poller.clock = clock
@@ -353,84 +347,6 @@ class InstallProgress:
         return figure
 
 
-# --- the serial console ------------------------------------------------------------------------------------------
-
-# CSI sequences (colours, cursor moves), OSC sequences (window titles), charset
-# selections and the other two-byte escapes.
-_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[()*+][0-~]|\x1b[@-Z\\-_]")
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def clean_console_line(raw: bytes) -> str:
-    """One console line as text: UTF-8 (bad bytes replaced), escapes and control characters removed.
-
-    A carriage return inside a line rewrote it on a terminal (progress
-    counters do that), so only the text after the last one is kept.
-    """
-    text = _ESCAPES.sub("", raw.decode("utf-8", errors="replace")).rstrip("\r")
-    if "\r" in text:
-        text = text.rsplit("\r", 1)[-1]
-    return _CONTROLS.sub("", text).rstrip()
-
-
-class ConsoleTail:
-    """Turns the console's bytes, as they come, into clean complete lines, and remembers the last few."""
-
-    def __init__(self, keep: int) -> None:
-        self._partial = b""
-        #: The last ``keep`` non-empty lines.
-        self.last: deque[str] = deque(maxlen=keep)
-
-    def feed(self, data: bytes) -> list[str]:
-        """The lines that ``data`` completed (blank lines left out)."""
-        *complete, self._partial = (self._partial + data).split(b"\n")
-        while len(self._partial) > LONGEST_CONSOLE_LINE:
-            complete.append(self._partial[:LONGEST_CONSOLE_LINE])
-            self._partial = self._partial[LONGEST_CONSOLE_LINE:]
-        return self._keep(complete)
-
-    def flush(self) -> list[str]:
-        """The last, unterminated line, if any (the console has ended)."""
-        rest, self._partial = self._partial, b""
-        return self._keep([rest])
-
-    def _keep(self, raw_lines: list[bytes]) -> list[str]:
-        lines = [line for line in map(clean_console_line, raw_lines) if line]
-        self.last.extend(lines)
-        return lines
-
-
-@dataclass(frozen=True)
-class _ConsoleCursor:
-    """Where the next console read starts: the file (by inode) and the offset in it."""
-
-    inode: int = 0
-    offset: int = 0
-
-
-def _thd_read_console(path: str, cursor: _ConsoleCursor,
-                      limit: int = CONSOLE_READ_LIMIT) -> tuple[bytes, _ConsoleCursor, str | None]:
-    """Up to ``limit`` new bytes of the console log, the cursor after them, and why it cannot be read (or None).
-
-    Another file than last time (virtlogd, which writes the log for QEMU,
-    rotates it at its size limit) or a shorter one is read from its start.
-    No file yet is no output yet.
-    """
-    try:
-        with open(path, "rb") as console:
-            status = os.fstat(console.fileno())
-            offset = cursor.offset
-            if status.st_ino != cursor.inode or status.st_size < offset:
-                offset = 0
-            console.seek(offset)
-            data = console.read(limit)
-    except FileNotFoundError:
-        return b"", cursor, None
-    except OSError as error:
-        return b"", cursor, f"the console log {path} cannot be read: {error.strerror}"
-    return data, _ConsoleCursor(status.st_ino, offset + len(data)), None
-
-
 # --- the calls on the connection's thread --------------------------------------------------------------------
 
 class _Condition(enum.Enum):
@@ -446,7 +362,7 @@ class _Observation:
     detail: str
     writes: tuple[int, int]   # the disk's (write requests, bytes written) so far
     console: bytes            # console bytes not seen before
-    console_cursor: _ConsoleCursor  # where the next read starts
+    console_cursor: ConsoleCursor  # where the next read starts
     console_problem: str | None     # why the console log cannot be read
 
 
@@ -457,7 +373,7 @@ def _thd_define_and_start(conn: Any, xml: str, disk_path: str) -> int:
     return os.path.getsize(disk_path)
 
 
-def _thd_observe(conn: Any, name: str, console_path: str, console_cursor: _ConsoleCursor) -> _Observation:
+def _thd_observe(conn: Any, name: str, console_path: str, console_cursor: ConsoleCursor) -> _Observation:
     import libvirt
 
     domain = conn.lookupByName(name)
@@ -472,7 +388,7 @@ def _thd_observe(conn: Any, name: str, console_path: str, console_cursor: _Conso
             condition, detail = _condition(domain)
             if condition is _Condition.RUNNING:
                 raise
-    console, console_cursor, problem = _thd_read_console(console_path, console_cursor)
+    console, console_cursor, problem = thd_read_console(console_path, console_cursor)
     return _Observation(condition, detail, writes, console, console_cursor, problem)
 
 
@@ -499,7 +415,7 @@ _SHUTOFF_REASONS = {0: "unknown", 1: "shutdown", 2: "destroyed", 3: "crashed", 4
                     6: "failed", 7: "from snapshot", 8: "daemon"}
 
 
-def _thd_tear_down(conn: Any, name: str, console_path: str, console_cursor: _ConsoleCursor) -> bytes:
+def _thd_tear_down(conn: Any, name: str, console_path: str, console_cursor: ConsoleCursor) -> bytes:
     """Destroy and undefine the domain if it exists; the console bytes not read yet."""
     import libvirt
 
@@ -512,7 +428,7 @@ def _thd_tear_down(conn: Any, name: str, console_path: str, console_cursor: _Con
         _thd_remove(domain)
     rest = []
     while True:
-        data, console_cursor, _ = _thd_read_console(console_path, console_cursor)
+        data, console_cursor, _ = thd_read_console(console_path, console_cursor)
         rest.append(data)
         if len(data) < CONSOLE_READ_LIMIT or sum(map(len, rest)) >= 4 * CONSOLE_READ_LIMIT:
             return b"".join(rest)
