@@ -62,7 +62,7 @@ def test_missing_file_names_url_and_status(tmp_path, tree):
     stub, fetcher = downloader(tmp_path, tree)
     failure = settle(stub, ensureDeferred(fetcher.from_tree(TREE, "images/nothing")))
     assert failure.check(DownloadFailed) and failure.value.code == 404
-    assert str(failure.value) == "download of http://mirror.test/fedora/39/images/nothing failed: HTTP 404"
+    assert str(failure.value) == "download of http://mirror.test/fedora/39/images/nothing failed: HTTP 404 Not Found"
     assert not os.path.exists(fetcher.cached_path(TREE, "images/nothing"))
 
 

@@ -15,6 +15,7 @@ import hashlib
 import os
 import posixpath
 import uuid
+from http import HTTPStatus
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -30,6 +31,10 @@ from ..http_bodies import BodyTooLarge, collect_capped
 
 #: How much of an error response's body is read (and dropped).
 ERROR_BODY_BYTES = 64 * 1024
+#: The HTTP statuses that say "no such file" when an optional file is probed.
+#: S3-backed mirrors and many CDNs answer 403 for a key that does not exist
+#: (S3 does unless the caller may list the bucket), so it is one of them.
+ABSENT_STATUSES = frozenset({403, 404, 410})
 
 Progress = Callable[[int, "int | None"], None]
 
@@ -40,6 +45,11 @@ class DownloadFailed(ImageFactoryError):
     def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+
+    @property
+    def absent(self) -> bool:
+        """Whether the server's answer may mean the file is not there (see ABSENT_STATUSES)."""
+        return self.code in ABSENT_STATUSES
 
 
 def tree_key(tree_url: str) -> str:
@@ -138,7 +148,7 @@ class Downloader:
                 raise BodyTooLarge()
             return
         await _drop_body(response)
-        raise DownloadFailed(f"download of {redact_url(url)} failed: HTTP {response.code}", code=response.code)
+        raise DownloadFailed(f"download of {redact_url(url)} failed: {_status(response.code)}", code=response.code)
 
     async def _save(self, url: str, response: Any, partial: str, progress: Progress | None) -> int:
         total = response.length if isinstance(response.length, int) else None
@@ -163,6 +173,14 @@ async def _drop_body(response: Any) -> None:
         await collect_capped(response, lambda data: None, ERROR_BODY_BYTES)
     except Exception:  # the body does not matter; the status was the answer
         pass
+
+
+def _status(code: int) -> str:
+    """``HTTP 403 Forbidden``: the status with its standard phrase, when it has one."""
+    try:
+        return f"HTTP {code} {HTTPStatus(code).phrase}"
+    except ValueError:
+        return f"HTTP {code}"
 
 
 def _reason(error: Exception) -> str:

@@ -199,17 +199,21 @@ class VMInstaller:
         tree = template.install_location
         check_http_url(tree, "the install URL")
         candidates = await self._tree_candidates(tree, template, job.log)
+        tried: list[str] = []
         for boot in candidates:
             try:
                 kernel = await self._downloader.from_tree(tree, boot.kernel, _share(job, 0, 3), job.log)
             except DownloadFailed as error:
-                if error.code == 404:
-                    continue
-                raise
+                # A missing candidate (404, or the 403 of S3-backed mirrors): try the next.
+                if not error.absent:
+                    raise
+                tried.append(f"{boot.kernel}: HTTP {error.code}")
+                continue
+            # The initrd beside a kernel that exists must exist: any error fails the install.
             initrd = await self._downloader.from_tree(tree, boot.initrd, _share(job, 3, DOWNLOADED), job.log)
             return BootMedia(kernel=kernel, initrd=initrd, tree_url=tree)
-        tried = ", ".join(b.kernel for b in candidates)
-        raise ImageFactoryError(f"no installer kernel in the install tree {redact_url(tree)} (looked for {tried})")
+        raise ImageFactoryError(f"no installer kernel in the install tree {redact_url(tree)} "
+                                f"(looked for {', '.join(tried)})")
 
     async def _tree_candidates(self, tree: str, template: Template, log: Callable[[str], None] | None
                                ) -> list[BootFiles]:
@@ -219,8 +223,11 @@ class VMInstaller:
             try:
                 path = await self._downloader.from_tree(tree, TREEINFO, None, log)
             except DownloadFailed as error:
-                if error.code != 404:
+                # 403 too: S3- and CDN-backed mirrors answer it for a file they do not have.
+                if not error.absent:
                     raise
+                if log:
+                    log(f"the install tree has no {TREEINFO} (HTTP {error.code}): using the standard paths")
                 # Remembered, so that a second build of the tree asks nothing.
                 os.makedirs(os.path.dirname(absent), exist_ok=True)
                 open(absent, "wb").close()
