@@ -49,6 +49,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("clients", "secrets", {}, "OAuth consumer keys and their shared secrets.", secret=True, cli=False),
     Option("oauth_timestamp_window", "int", 300,
            "Seconds an OAuth timestamp may be away from the server's clock.", minimum=1),
+    Option("oauth_require_body_hash", "bool", False,
+           "Refuse signed request bodies other than forms (JSON) that carry no oauth_body_hash."),
     Option("max_body_bytes", "int", 2 * 1024 * 1024, "Largest request body accepted, in bytes.", minimum=1024),
     Option("template_fetch_timeout", "float", 30.0,
            "Seconds allowed to fetch a template given as a URL.", minimum=0.1),
@@ -68,6 +70,10 @@ OPTIONS: tuple[Option, ...] = (
            "Seconds an OS install may go without writing to its disk before it fails.", minimum=1),
     Option("install_timeout", "float", 3600.0, "Seconds a whole OS install may take.", minimum=1),
     Option("install_memory_mib", "int", 2048, "Memory of an install VM, in MiB.", minimum=256),
+    Option("boot_test", "bool", True, "Boot every real-OS base image once (in a throwaway overlay) to a login prompt "
+           "on its serial console before its targets are made; off: images are not boot-tested."),
+    Option("boot_test_timeout", "float", 600.0,
+           "Seconds a boot test may take to reach a login prompt before the build fails.", minimum=1),
     Option("cloud_threads", "int", 8, "Threads for blocking cloud SDK calls.", minimum=1),
     Option("provider_dir", "path", "/etc/imagefactory/providers",
            "Folder of provider definition files (one JSON file per EC2-compatible endpoint)."),
@@ -100,6 +106,7 @@ class Config:
     state_dir: str = DEFAULT_STATE_DIR
     clients: Mapping[str, str] = field(default_factory=dict, repr=False)
     oauth_timestamp_window: int = 300
+    oauth_require_body_hash: bool = False
     max_body_bytes: int = 2 * 1024 * 1024
     template_fetch_timeout: float = 30.0
     max_concurrent_builds: int = 4
@@ -113,6 +120,8 @@ class Config:
     install_inactivity_timeout: float = 300.0
     install_timeout: float = 3600.0
     install_memory_mib: int = 2048
+    boot_test: bool = True
+    boot_test_timeout: float = 600.0
     cloud_threads: int = 8
     provider_dir: str = "/etc/imagefactory/providers"
     mock_duration: float = 3.0

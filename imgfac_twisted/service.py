@@ -217,7 +217,8 @@ def _oauth_verifier(config: Config, reactor: Any, store: SQLiteStore) -> OAuthVe
             lambda failure: log.failure("spent OAuth nonce not stored", failure))
 
     return OAuthVerifier(config.clients, reactor, config.oauth_timestamp_window,
-                         known_nonces=store.thd_spent_nonces(reactor.seconds()), spent=spent)
+                         known_nonces=store.thd_spent_nonces(reactor.seconds()), spent=spent,
+                         require_body_hash=config.oauth_require_body_hash)
 
 
 def _web_service(config: Config, reactor: Any, dispatcher: Dispatcher, index: BuilderIndex,
