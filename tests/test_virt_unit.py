@@ -317,6 +317,64 @@ def test_unknown_domain_type_is_refused(tmp_path: Path) -> None:
                     inactivity_timeout=1, total_timeout=1, progress=lambda _: None, log=lambda _: None)
 
 
+# What debian-installer's text frontend (cdebconf) prints for a select question it was not given an answer to,
+# under GNU screen on the serial port: the title underlined, the question, the choices, then the prompt, with
+# no newline after it, while screen redraws its status line.
+DEBIAN_INSTALLER_QUESTION = (
+    b"\x1b[1;1H\x1b[JChoose a mirror of the Debian archive\r\n"
+    b"-------------------------------------\r\n\r\n"
+    b"The goal is to find a mirror of the Debian archive that is close to you on the network.\r\n"
+    b"Debian archive mirror country:\r\n"
+    b"  1: enter information manually,  2: Argentina,  3: Australia,\r\n"
+    b"Prompt: '?' for help, default=1> "
+)
+SCREEN_STATUS = b"\x1b7\x1b[24;1H\x1b[7m 0 installer  1 shell  2 log \x1b[27m\x1b[K\x1b8"
+
+
+def test_an_installer_asking_a_question_fails_at_once_with_the_question(tmp_path: Path) -> None:
+    """The d-i prompt (left without a newline, behind screen's redraws) fails the install on the next poll,
+    long before the inactivity timeout; the reason quotes the question, then the console's last lines."""
+    run = Install(tmp_path, inactivity=300)
+    run.console(b"Starting the installer\n")
+    run.domain.write(4096)
+    run.advance(2)
+    assert not run.result.called
+    run.console(DEBIAN_INSTALLER_QUESTION + SCREEN_STATUS * 3)
+    run.advance(1)
+    message = run.failure_message()
+    assert message.startswith(
+        "the installer stopped to ask a question: Choose a mirror of the Debian archive The goal is to find a mirror "
+        "of the Debian archive that is close to you on the network. Debian archive mirror country: 1: enter "
+        "information manually, 2: Argentina, 3: Australia,; the console's last lines:\n")
+    # The prompt, then screen's status line once: its redraws are dropped.
+    assert message.endswith("\nPrompt: '?' for help, default=1>\n 0 installer  1 shell  2 log")
+    assert run.gone() and run.clock.seconds() == 3
+    assert run.lines.count(" 0 installer  1 shell  2 log") == 1
+
+
+def test_anaconda_asking_in_text_mode_fails_at_once(tmp_path: Path) -> None:
+    """Anaconda's text hub ends with 'Please make a selection from the above': the screen since its rule is quoted."""
+    run = Install(tmp_path, inactivity=300)
+    run.console(b"Starting installer, one moment...\n" + b"=" * 80 + b"\n" + b"=" * 80 + b"\n"
+                b"Installation\n\n1) [x] Language settings\n2) [!] Installation Destination\n"
+                b"Please make a selection from the above ['c' to continue, 'q' to quit, 'r' to\nrefresh]: ")
+    run.advance(1)
+    message = run.failure_message()
+    assert message.startswith("the installer stopped to ask a question: Installation 1) [x] Language settings "
+                              "2) [!] Installation Destination; the console's last lines:\n")
+
+
+def test_a_console_without_a_prompt_is_no_question(tmp_path: Path) -> None:
+    """Installer output that merely mentions help or lists choices does not stop the install."""
+    run = Install(tmp_path, inactivity=300)
+    run.console(b"Choose a mirror\n---------------\n  1: Argentina,\nPrompt: press '?' to see help\n")
+    run.advance(5)
+    assert not run.result.called
+    run.domain.power_off()
+    run.advance(1)
+    assert result_of(run.result) is None
+
+
 def test_unreadable_console_is_said_once_and_named_in_the_reason(tmp_path: Path) -> None:
     """A console log that cannot be read does not fail the install; the build log and the reason say why."""
     run = Install(tmp_path, inactivity=3)

@@ -4,12 +4,14 @@
 
     STARTING --(domain defined and started)--> INSTALLING --(guest powered off)--> DONE
         \\                                          \\
-         `--(libvirt error, cancel)--> FAILED         `--(timeout, crash, libvirt error, cancel)--> FAILED
+         `--(libvirt error, cancel)--> FAILED         `--(timeout, crash, question, libvirt error, cancel)--> FAILED
 
 Every ``poll_interval`` seconds one call on the connection's thread reads the
 domain's state, the write counters of its disk and the new bytes of the
-serial console log.  Whatever the end, the domain is destroyed and undefined
-before the returned Deferred fires, so the caller may then remove the disk.
+serial console log.  An installer that stops to ask a question (its answer
+file left one open) fails at once, with the question in the reason.
+Whatever the end, the domain is destroyed and undefined before the returned
+Deferred fires, so the caller may then remove the disk.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from twisted.python.failure import Failure
 from ..errors import ImageFactoryError
 from ..xmlsafe import parse_xml
 from .connection import LibvirtConnection
-from .console import CONSOLE_READ_LIMIT, ConsoleTail, ConsoleCursor, thd_read_console
+from .console import CONSOLE_READ_LIMIT, ConsoleCursor, ConsoleTail, QuestionSpotter, thd_read_console
 from .domain import DISK_TARGET, DOMAIN_TYPES, domain_xml
 
 #: Every domain the factory defines is named with this prefix (then the build id).
@@ -131,6 +133,7 @@ class _InstallWatch:
         self.result: Deferred = Deferred(self._cancel)
         self._console = ConsoleTail(CONSOLE_LINES_IN_REASON)
         self._console_cursor = ConsoleCursor()
+        self._questions = QuestionSpotter()
         self._console_problem: str | None = None
         self._poller = LoopingCall(self._poll)
         self._poller.clock = clock
@@ -189,7 +192,8 @@ class _InstallWatch:
             return
         self._failed_polls = 0
         self._console_cursor = seen.console_cursor
-        self._emit(self._console.feed(seen.console))
+        lines = self._console.feed(seen.console)
+        self._emit(lines)
         if seen.console_problem is not None and self._console_problem is None:
             # Said once, in the build log, so that a silent console is not taken for a silent guest.
             self._console_problem = seen.console_problem
@@ -201,6 +205,11 @@ class _InstallWatch:
         elif seen.condition is _Condition.BROKEN:
             self._finish(_Outcome.FAILED, f"the domain stopped unexpectedly ({seen.detail})")
         else:
+            question = self._questions.spot(lines, self._console.pending())
+            if question is not None:
+                # Nobody will answer: waiting for the inactivity timeout would only waste its length.
+                self._finish(_Outcome.FAILED, f"the installer stopped to ask a question: {question}")
+                return
             self._watch_running(seen.writes)
 
     def _watch_running(self, writes: tuple[int, int]) -> None:
