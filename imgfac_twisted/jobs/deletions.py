@@ -34,6 +34,7 @@ from ..model import Builder, Operation
 from ..store import IStore
 from .accounts import ProviderAccount
 from .dispatcher import Dispatcher, discard_path
+from .imports import is_imported
 from .index import BuilderIndex
 from .updates import BuilderUpdater
 
@@ -112,6 +113,9 @@ class Deleter:
         # Re-read: a push stopped above may have ended since the list was made.
         current = self._index.get(builder.id) or builder
         if current.operation != Operation.PUSH or not current.identifier_on_provider or not current.provider:
+            return
+        if is_imported(current):
+            # Imported, not made here: it stays on the provider (the DELETE answer lists it).
             return
         provider = self._dispatcher.provider(current.provider)
         details = json.loads(current.provider_details or "{}")
