@@ -66,6 +66,9 @@ class Metrics:
         self._push_seconds = Histogram(
             "imagefactory_push_duration_seconds", "Time from PUSHING to COMPLETED or FAILED.",
             ["provider", "outcome"], buckets=DURATION_BUCKETS, registry=self.registry)
+        self._stage_seconds = Histogram(
+            "imagefactory_stage_duration_seconds", "Time each stage of a builder's work took.",
+            ["stage"], buckets=DURATION_BUCKETS, registry=self.registry)
         self._requests = Counter(
             "imagefactory_http_requests", "HTTP requests answered, by route, method and status code.",
             ["route", "method", "code"], registry=self.registry)
@@ -85,7 +88,8 @@ class Metrics:
         self._refreshers.append(lambda: fetch().addCallback(gauge.set))
 
     def builder_moved(self, old: Builder, new: Builder) -> None:
-        """Time work from its start (BUILDING or PUSHING) to its end."""
+        """Time work from its start (BUILDING or PUSHING) to its end, and each stage that ended."""
+        self._stages_ended(old, new)
         if new.status in ACTIVE and old.status not in ACTIVE:
             self._started[new.id] = new.updated
         elif new.status.is_final and new.id in self._started:
@@ -95,6 +99,14 @@ class Metrics:
                 self._push_seconds.labels(new.provider or "", outcome).observe(seconds)
             else:
                 self._build_seconds.labels(new.target, outcome).observe(seconds)
+
+    def _stages_ended(self, old: Builder, new: Builder) -> None:
+        # Stages only grow at the end, and only the last one can end: compare it.
+        for index in range(max(0, len(old.stages) - 1), len(new.stages)):
+            stage = new.stages[index]
+            was_running = index >= len(old.stages) or old.stages[index].ended_at is None
+            if stage.ended_at is not None and was_running:
+                self._stage_seconds.labels(stage.name.value).observe(stage.ended_at - stage.started_at)
 
     def http_request(self, segments: list[bytes], method: bytes, code: int) -> None:
         """Count one answered request."""

@@ -78,6 +78,50 @@ class Operation(str, enum.Enum):
     PUSH = "push"
 
 
+class StageName(str, enum.Enum):
+    """The stages of a builder's work, in the order they may run."""
+
+    #: Waiting for a slot, or for the build's install to get a local session.
+    WAITING = "waiting"
+    #: Bringing the OS installer (kernel, initrd, ISO) to disk.
+    DOWNLOADING = "downloading"
+    #: The OS installer runs in its VM (or the Mock OS makes its disk).
+    INSTALLING = "installing"
+    #: The installed base image boots once, in a throwaway overlay, to a login prompt.
+    BOOT_TEST = "boot_test"
+    #: The base image becomes the target's format.
+    CONVERTING = "converting"
+    #: A target image goes to a cloud.
+    PUSHING = "pushing"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage a builder ran: its name, when it started and when it ended (None while it runs)."""
+
+    name: StageName
+    started_at: float
+    ended_at: float | None = None
+
+    def ended(self, now: float) -> Stage:
+        """This stage, ended at ``now`` (unchanged when it had ended)."""
+        return self if self.ended_at is not None else dataclasses.replace(self, ended_at=now)
+
+
+def entered(stages: tuple[Stage, ...], name: StageName, now: float) -> tuple[Stage, ...]:
+    """``stages`` with the running one ended and ``name`` started at ``now``; unchanged when ``name`` runs already."""
+    if stages and stages[-1].name == name and stages[-1].ended_at is None:
+        return stages
+    return ended_stages(stages, now) + (Stage(name, now),)
+
+
+def ended_stages(stages: tuple[Stage, ...], now: float) -> tuple[Stage, ...]:
+    """``stages`` with the running one, if any, ended at ``now``."""
+    if not stages or stages[-1].ended_at is not None:
+        return stages
+    return stages[:-1] + (stages[-1].ended(now),)
+
+
 @dataclass(frozen=True)
 class StoredTemplate:
     """A distinct TDL template, kept once however many images use it."""
@@ -165,6 +209,15 @@ class Builder:
     updated: float = 0.0
     #: How many events this builder has had; its next event is numbered one more.
     sequence: int = 1
+    #: The stages its work ran, in order; the last one runs while ``ended_at`` is None.
+    stages: tuple[Stage, ...] = ()
+
+    @property
+    def stage(self) -> StageName | None:
+        """The stage running now, or None (not started, or ended)."""
+        if self.stages and self.stages[-1].ended_at is None:
+            return self.stages[-1].name
+        return None
 
     def moved(self, status: Status, completed: int | None = None, *, now: float, **changes: object) -> Builder:
         """Return a copy in ``status``, after checking the move is allowed."""
@@ -173,6 +226,9 @@ class Builder:
             completed = 100 if status == Status.COMPLETED else self.completed
         if not 0 <= completed <= 100:
             raise ValueError(f"completed must be within 0..100, not {completed}")
+        if status.is_final:
+            # A builder that ended runs no stage any more.
+            changes = {**changes, "stages": ended_stages(changes.get("stages", self.stages), now)}  # type: ignore[arg-type]
         return dataclasses.replace(self, status=status, completed=completed, updated=now,  # type: ignore[arg-type]
                                    sequence=self.sequence + 1, **changes)
 

@@ -32,10 +32,11 @@ from .jobs.index import BuilderIndex
 from .jobs.logs import BuilderLogs
 from .jobs.updates import BuilderUpdater
 from .metrics import Metrics
-from .jobs.base_images import BUILDS_DIR, BaseImages
+from .jobs.base_images import BUILDS_DIR, BaseImages, BootTester
 from .registry import OS_GROUP, PROVIDERS_GROUP, TARGETS_GROUP, PluginEnvironment, load_plugins
 from .store.sqlite import SQLiteStore
 from .virt.connection import LibvirtConnection
+from .virt.boot import LibvirtBootTester
 from .virt.install import LeftoverDomainsSweep
 from .template import MAX_TEMPLATE_BYTES
 from .web import tls
@@ -110,7 +111,8 @@ def make_service(config: Config, reactor: Any) -> IService:
     libvirt = LibvirtConnection(reactor, config.libvirt_uri)
     environment = PluginEnvironment(config, reactor, cloud_door, disk_door=disk_door, libvirt=libvirt)
     base_images = BaseImages(reactor, load_plugins(OS_GROUP, environment), config.state_dir, logs,
-                             config.max_concurrent_local_sessions)
+                             config.max_concurrent_local_sessions, save_manifest=store.save_manifest,
+                             boot_tester=_boot_tester(config, reactor, libvirt))
     dispatcher = Dispatcher(
         reactor, store, updater, index,
         targets=load_plugins(TARGETS_GROUP, environment),
@@ -150,6 +152,14 @@ def make_service(config: Config, reactor: Any) -> IService:
                      conductor).setServiceParent(root)
     log.info("imagefactory configured: {settings}", settings=config.redacted())
     return root
+
+
+def _boot_tester(config: Config, reactor: Any, libvirt: LibvirtConnection) -> BootTester | None:
+    """What boots each real-OS base image once before its targets are made; None with ``boot_test`` off."""
+    if not config.boot_test:
+        return None
+    return LibvirtBootTester(libvirt, reactor, domain_type=config.libvirt_domain_type,
+                             timeout=config.boot_test_timeout, memory_mib=config.install_memory_mib)
 
 
 def _event_bus(config: Config, reactor: Any) -> IEventBus:

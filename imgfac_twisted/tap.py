@@ -11,8 +11,13 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
-from .config import DEFAULT_CONFIG_PATH, OPTIONS, Config, merge_config, read_config_file
+from .config import DEFAULT_CONFIG_PATH, OPTIONS, Config, Option, merge_config, read_config_file
 from .errors import ConfigError
+
+
+def _flag_name(option: Option) -> str:
+    """The command-line flag of a bool option: its name, or ``no_<name>`` when it is on by default."""
+    return f"no_{option.name}" if option.default else option.name
 
 
 class Options(usage.Options):
@@ -21,7 +26,8 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = ("Builds operating-system images from TDL templates and pushes them to clouds. "
                 "Every option can also be set in the JSON config file, by its name without dashes.")
-    optFlags = [[option.name, None, option.help] for option in OPTIONS if option.cli and option.kind == "bool"]
+    # A switch that is on by default is turned off on the command line with --no_<name>.
+    optFlags = [[_flag_name(option), None, option.help] for option in OPTIONS if option.cli and option.kind == "bool"]
     optParameters = [["config", None, None, f"JSON config file [default: {DEFAULT_CONFIG_PATH}]"]] + [
         [option.name, None, None, f"{option.help} [default: {option.default}]"]
         for option in OPTIONS if option.cli and option.kind != "bool"
@@ -36,12 +42,11 @@ class Options(usage.Options):
         for option in OPTIONS:
             if not option.cli:
                 continue
-            value = self[option.name]
             if option.kind == "bool":
-                if value:
-                    given[option.name] = True
-            elif value is not None:
-                given[option.name] = value
+                if self[_flag_name(option)]:
+                    given[option.name] = not option.default
+            elif self[option.name] is not None:
+                given[option.name] = self[option.name]
         path = self["config"] if named else DEFAULT_CONFIG_PATH
         try:
             self.config = merge_config(read_config_file(path, named), given, source=f"config file {path}")

@@ -78,7 +78,8 @@ class Stack:
         self.metrics = Metrics()
         self.updater = BuilderUpdater(self.store, self.relay, self.index, self.logs, self.metrics, self.clock)
         environment = PluginEnvironment(self.config, self.clock, InlineDoor())
-        self.base_images = BaseImages(self.clock, {"mock": MockOS(environment)}, state_dir, self.logs, 1)
+        self.base_images = BaseImages(self.clock, {"mock": MockOS(environment)}, state_dir, self.logs, 1,
+                                      save_manifest=self.store.save_manifest)
         self.dispatcher = Dispatcher(
             self.clock, self.store, self.updater, self.index,
             targets={"mock": MockTarget(environment)},

@@ -87,6 +87,7 @@ def _builder_event(builder: Builder, kind: str, old_status: str | None, new_stat
         "new_status": new_status,
         "completed": builder.completed,
         "status_detail": builder.status_detail,
+        "stage": builder.stage.value if builder.stage is not None else None,
         "timestamp": iso8601_utc(timestamp),
         "sequence": sequence,
     }

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..errors import ImageFactoryError
-from ..os import OperatingSystem
+from ..model import StageName
+from ..os import OperatingSystem, Package
 from ..template import Template
 from .logs import BuilderLogs
 
@@ -29,8 +30,26 @@ BASE_IMAGE_NAME = "base.raw"
 BUILDS_DIR = "builds"
 
 
+class BootTester(Protocol):
+    """Boots an installed base image once to prove it boots (see ``virt.boot``)."""
+
+    def test(self, image_path: str, work_dir: str, build_id: str, log: Callable[[str], None]) -> Deferred:
+        """Fire (None) once the image booted to a login prompt; fail with the reason it did not.
+
+        The image itself is never written: the guest runs on a throwaway overlay.
+        """
+
+
 class NoInstaller(ImageFactoryError):
     """No OS plug-in installs the template's operating system."""
+
+
+@dataclass(frozen=True)
+class Follower:
+    """How a builder waiting for a base image follows its install: progress (0..100) and stages."""
+
+    progress: Callable[[int], Any]
+    stage: Callable[[StageName], Any]
 
 
 @dataclass
@@ -39,8 +58,8 @@ class _Install:
     work_dir: str
     reactor: Any
     image_path: str
-    #: Progress callbacks of the builders waiting, by builder id.
-    listeners: dict[str, Callable[[int], Any]] = field(default_factory=dict)
+    #: The builders waiting, by builder id.
+    listeners: dict[str, Follower] = field(default_factory=dict)
     waiters: list[Deferred] = field(default_factory=list)
     #: Builders waiting for the install to get a slot (see BaseImages.wait_for_slot).
     slot_waiters: list[Deferred] = field(default_factory=list)
@@ -49,6 +68,10 @@ class _Install:
     running: Deferred | None = None
     outcome: Any = None
     logs: BuilderLogs | None = None
+    #: The stage the install is in, for builders that come to wait later.
+    current_stage: StageName | None = None
+    #: The installed system's packages, once the OS plug-in has read them.
+    manifest: list[Package] | None = None
 
     def got_slot(self) -> None:
         self.has_slot = True
@@ -58,8 +81,13 @@ class _Install:
                 waiter.callback(None)
 
     def progress(self, percent: int) -> None:
-        for report in list(self.listeners.values()):
-            report(percent)
+        for follower in list(self.listeners.values()):
+            follower.progress(percent)
+
+    def stage(self, name: StageName) -> None:
+        self.current_stage = name
+        for follower in list(self.listeners.values()):
+            follower.stage(name)
 
     def log(self, message: str) -> None:
         assert self.logs is not None
@@ -73,18 +101,20 @@ class BaseImages:
     log = Logger()
 
     def __init__(self, reactor: Any, systems: dict[str, OperatingSystem], state_dir: str, logs: BuilderLogs,
-                 install_slots: int) -> None:
+                 install_slots: int, save_manifest: Callable[[str, list[Package]], Deferred],
+                 boot_tester: BootTester | None = None) -> None:
         self._reactor = reactor
         self._systems = systems
         self._state_dir = state_dir
         self._logs = logs
+        self._save_manifest = save_manifest
+        self._boot_tester = boot_tester
         self._slots = DeferredSemaphore(install_slots)
         self._installs: dict[str, _Install] = {}
 
-    def wait_for(self, build_id: str, template: Template, builder_id: str,
-                 progress: Callable[[int], Any]) -> Deferred:
+    def wait_for(self, build_id: str, template: Template, builder_id: str, follower: Follower) -> Deferred:
         """Fire with the path of the build's base image, installing it if nobody has yet."""
-        install = self._listen(build_id, template, builder_id, progress)
+        install = self._listen(build_id, template, builder_id, follower)
         waiter: Deferred = Deferred(lambda waiting: self._stop_listening(install, builder_id, waiting))
         if install.outcome is not None:
             self._settle(waiter, install.outcome)
@@ -92,14 +122,13 @@ class BaseImages:
             install.waiters.append(waiter)
         return waiter
 
-    def wait_for_slot(self, build_id: str, template: Template, builder_id: str,
-                      progress: Callable[[int], Any]) -> Deferred:
+    def wait_for_slot(self, build_id: str, template: Template, builder_id: str, follower: Follower) -> Deferred:
         """Fire (None) once the build's install holds an install slot or has ended, starting it if need be.
 
         Until then the builder waits for a local session, as a PENDING
         builder does; from then on it follows the install's progress.
         """
-        install = self._listen(build_id, template, builder_id, progress)
+        install = self._listen(build_id, template, builder_id, follower)
         waiter: Deferred = Deferred(lambda waiting: self._stop_listening(install, builder_id, waiting))
         if install.has_slot or install.outcome is not None:
             waiter.callback(None)
@@ -107,13 +136,14 @@ class BaseImages:
             install.slot_waiters.append(waiter)
         return waiter
 
-    def _listen(self, build_id: str, template: Template, builder_id: str,
-                progress: Callable[[int], Any]) -> _Install:
+    def _listen(self, build_id: str, template: Template, builder_id: str, follower: Follower) -> _Install:
         """The build's install, with ``builder_id`` among its listeners; started if it was not."""
         install = self._installs.get(build_id)
         if install is None:
             install = self._prepare(build_id, template)
-        install.listeners[builder_id] = progress
+        install.listeners[builder_id] = follower
+        if install.running is not None and install.current_stage is not None:
+            follower.stage(install.current_stage)
         if install.running is None and install.outcome is None:
             # Started only once the first builder listens, so it sees the install's first log line.
             self._start(build_id, install)
@@ -183,6 +213,12 @@ class BaseImages:
             partial = install.image_path + ".partial"
             job = _InstallJob(install, partial)
             await system.install(job)
+            if install.manifest is None:
+                raise ImageFactoryError(f"the {system.name} installer gave no package list of the installed system")
+            if system.boot_tested and self._boot_tester is not None:
+                install.stage(StageName.BOOT_TEST)
+                await self._boot_tester.test(partial, install.work_dir, job.build_id, install.log)
+            await self._save_manifest(job.build_id, install.manifest)
             # Only a complete image carries the final name.
             os.replace(partial, install.image_path)
             return install.image_path
@@ -249,6 +285,12 @@ class _InstallJob:
 
     def progress(self, percent: int) -> None:
         self._install.progress(percent)
+
+    def stage(self, name: StageName) -> None:
+        self._install.stage(name)
+
+    def record_manifest(self, packages: list[Package]) -> None:
+        self._install.manifest = list(packages)
 
     def log(self, message: str) -> None:
         self._install.log(message)

@@ -28,16 +28,18 @@ from ..model import (
     Image,
     Operation,
     ProviderImage,
+    StageName,
     Status,
     TargetImage,
     new_id,
 )
+from ..os import Package
 from ..providers import Credentials, Provider, PushResult
 from ..doors import IDoor
 from ..store import IStore
 from ..targets import Artifact, Target
 from ..template import Template, parse_template, template_looks_like_xml
-from .base_images import BUILDS_DIR, BaseImages
+from .base_images import BUILDS_DIR, BaseImages, Follower
 from .fetch import TemplateFetcher
 from .index import BuilderIndex
 from .logs import BuilderLogs
@@ -69,6 +71,7 @@ class Job:
     work_dir: str
     reactor: Any
     report: Callable[[int], Deferred]
+    enter_stage: Callable[[StageName], Deferred]
     logs: BuilderLogs
     disk_door: IDoor
     template: Template | None = None
@@ -81,10 +84,14 @@ class Job:
         return self.report(percent)
 
     def base_image(self) -> Deferred:
-        """Fire with the path of the build's raw base image; its install moves progress 0 to 50."""
+        """Fire with the path of the build's raw base image; its install moves progress 0 to 50.
+
+        The builder follows the install's stages, then enters ``converting``.
+        """
         assert self.base_images is not None and self.template is not None, "only build jobs have a base image"
-        return self.base_images.wait_for(self.builder.build_id, self.template, self.builder.id,
-                                         install_progress(self.report))
+        waiting = self.base_images.wait_for(self.builder.build_id, self.template, self.builder.id,
+                                            follower(self.report, self.enter_stage))
+        return waiting.addCallback(lambda path: self.enter_stage(StageName.CONVERTING).addCallback(lambda _: path))
 
     def artifact(self, path: str) -> Deferred:
         """Fire with the Artifact of ``path`` (hashed on the disk door, off the reactor)."""
@@ -138,6 +145,15 @@ def install_progress(report: Callable[[int], Deferred]) -> Callable[[int], None]
             lambda failure: Logger().failure("progress of a base image install not recorded", failure))
 
     return reported
+
+
+def follower(report: Callable[[int], Deferred], enter_stage: Callable[[StageName], Deferred]) -> Follower:
+    """How a target builder follows its build's install: its progress (0..50) and its stages."""
+    def entered(stage: StageName) -> None:
+        enter_stage(stage).addErrback(
+            lambda failure: Logger().failure("stage of a base image install not recorded", failure))
+
+    return Follower(progress=install_progress(report), stage=entered)
 
 
 def parse_targets(text: str, known: list[str]) -> list[str]:
@@ -277,6 +293,16 @@ class Dispatcher(Service):
                      self._push_work(builder, target_builder, image, provider, credentials))
         return provider_image
 
+    async def contents(self, target_builder: Builder) -> tuple[Image, list[Package]]:
+        """A COMPLETED target image's image and the packages of its build's system (none for the Mock OS,
+        or for a target made without a base image); UnknownObject before it is COMPLETED."""
+        if target_builder.operation != Operation.BUILD or target_builder.status != Status.COMPLETED:
+            raise UnknownObject(f"target image {target_builder.id} is {target_builder.status.value}: "
+                                "its package list is known once COMPLETED")
+        image = await self._store.get_image(target_builder.image_id)
+        packages = await self._store.get_manifest(target_builder.build_id)
+        return image, [Package(*package) for package in packages or []]
+
     def provider_type(self, provider_name: str) -> str | None:
         """The name of the provider plug-in that serves ``provider_name`` (``ec2``, ``mock``), or None."""
         for plugin_name, provider in sorted(self._providers.items()):
@@ -365,7 +391,8 @@ class Dispatcher(Service):
         os.makedirs(work_dir, exist_ok=True)
         return Job(builder=builder, work_dir=work_dir, reactor=self._reactor, logs=self._logs,
                    disk_door=self._disk_door, base_images=self._base_images,
-                   report=lambda percent: self._updater.move(builder.id, status, percent), **extra)
+                   report=lambda percent: self._updater.move(builder.id, status, percent),
+                   enter_stage=lambda stage: self._updater.enter_stage(builder.id, stage), **extra)
 
     def _build_work(self, builder: Builder, template: Template) -> Callable[[], Awaitable[dict[str, Any]]]:
         async def work() -> dict[str, Any]:
@@ -407,8 +434,9 @@ class Dispatcher(Service):
         """For a target made from the base image: wait, PENDING, until the build's install holds a local session."""
         if not getattr(self._targets[builder.target], "uses_base_image", True):
             return None
-        progress = install_progress(lambda percent: self._updater.move(builder.id, Status.BUILDING, percent))
-        return lambda: self._base_images.wait_for_slot(builder.build_id, template, builder.id, progress)
+        following = follower(lambda percent: self._updater.move(builder.id, Status.BUILDING, percent),
+                             lambda stage: self._updater.enter_stage(builder.id, stage))
+        return lambda: self._base_images.wait_for_slot(builder.build_id, template, builder.id, following)
 
     def _launch(self, builder: Builder, slots: DeferredSemaphore, active: Status,
                 work: Callable[[], Awaitable[dict[str, Any]]], ready: Callable[[], Deferred] | None = None) -> None:
@@ -422,12 +450,12 @@ class Dispatcher(Service):
                    work: Callable[[], Awaitable[dict[str, Any]]], running: _Running,
                    ready: Callable[[], Deferred] | None) -> None:
         try:
-            await self._updater.move(builder_id, Status.PENDING)
+            await self._updater.move(builder_id, Status.PENDING, stage=StageName.WAITING)
             await slots.acquire()
             try:
                 if ready is not None:
                     await ready()
-                await self._updater.move(builder_id, active, 0)
+                await self._updater.move(builder_id, active, 0, stage=self._first_stage(builder_id, active))
                 changes = await work()
             finally:
                 slots.release()
@@ -440,6 +468,16 @@ class Dispatcher(Service):
         except Exception:
             self.log.failure("builder {builder_id} failed unexpectedly", builder_id=builder_id)
             await self._fail(builder_id, f"unexpected error in the factory; its log has the details (builder {builder_id})")
+
+    def _first_stage(self, builder_id: str, active: Status) -> StageName | None:
+        """The stage a builder's work starts in: ``pushing``, or ``converting`` for a target made without a
+        base image; a target made from one follows its install's stages (None: it stays ``waiting`` till then)."""
+        if active == Status.PUSHING:
+            return StageName.PUSHING
+        builder = self._index.get(builder_id)
+        if builder is not None and not getattr(self._targets[builder.target], "uses_base_image", True):
+            return StageName.CONVERTING
+        return None
 
     async def _wound_down(self, builder_id: str) -> None:
         """Wait (a bounded time) for the builder's abandoned install, if any, to have cleaned up its VM."""

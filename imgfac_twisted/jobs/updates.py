@@ -12,7 +12,7 @@ from ..errors import UnknownObject
 from ..events import Event, event_for_change, event_for_deletion
 from ..events.relay import OutboxRelay
 from ..metrics import Metrics
-from ..model import Build, Builder, BuilderChange, Image, ProviderImage, Status, TargetImage
+from ..model import Build, Builder, BuilderChange, Image, ProviderImage, StageName, Status, TargetImage, entered
 from ..store import IStore
 from .index import BuilderIndex
 from .logs import BuilderLogs
@@ -73,21 +73,43 @@ class BuilderUpdater:
             self._logs.append(builder.id, f"NEW: {what}")
         self._relay.wake()
 
-    def move(self, builder_id: str, status: Status, completed: int | None = None, **changes: Any) -> Deferred:
-        """Move a builder to ``status`` (and ``completed``); fire with the new Builder.
+    def move(self, builder_id: str, status: Status, completed: int | None = None, *, stage: StageName | None = None,
+             **changes: Any) -> Deferred:
+        """Move a builder to ``status`` (and ``completed``, and into ``stage``); fire with the new Builder.
 
         Cancelling the returned Deferred does not cancel the change: a store
         write that was cut half-way would leave the store and the index
         disagreeing.  The caller stops waiting; the change still lands.
         """
-        return shielded(self._serially(builder_id, lambda: self._move(builder_id, status, completed, changes)),
+        return shielded(self._serially(builder_id, lambda: self._move(builder_id, status, completed, changes, stage)),
                         "builder change failed after its caller stopped waiting")
 
-    async def _move(self, builder_id: str, status: Status, completed: int | None, changes: dict[str, Any]) -> Builder:
+    def enter_stage(self, builder_id: str, stage: StageName) -> Deferred:
+        """Start ``stage`` of a builder's work (ending the one that ran); fire with the Builder.
+
+        Nothing changes when that stage runs already, or the builder has
+        ended.  Like ``move``, the change lands even if the caller stops waiting.
+        """
+        return shielded(self._serially(builder_id, lambda: self._enter_stage(builder_id, stage)),
+                        "builder stage change failed after its caller stopped waiting")
+
+    async def _enter_stage(self, builder_id: str, stage: StageName) -> Builder:
+        old = self._index.get(builder_id)
+        if old is None:
+            raise UnknownObject(f"no builder with id {builder_id!r}")
+        if old.status.is_final:
+            return old
+        return await self._move(builder_id, old.status, None, {}, stage)
+
+    async def _move(self, builder_id: str, status: Status, completed: int | None, changes: dict[str, Any],
+                    stage: StageName | None = None) -> Builder:
         old = self._index.get(builder_id)
         if old is None:
             raise UnknownObject(f"no builder with id {builder_id!r}")
         now = self._clock.seconds()
+        stages = entered(old.stages, stage, now) if stage is not None else old.stages
+        if stages != old.stages:
+            changes = {**changes, "stages": stages}
         new = old.moved(status, completed, now=now, **changes)
         if new.status == old.status and new.completed == old.completed and not changes:
             return old
@@ -99,6 +121,8 @@ class BuilderUpdater:
             self.log.info("builder {builder_id} {old_status} -> {status}{detail}", builder_id=builder_id,
                           old_status=old.status.value, status=new.status.value, detail=detail)
             await self._logs.append(builder_id, f"{old.status.value} -> {new.status.value}{detail}")
+        if new.stage is not None and new.stage != old.stage:
+            await self._logs.append(builder_id, f"stage: {new.stage.value}")
         self._relay.wake()
         return new
 

@@ -8,11 +8,21 @@ Plug-ins are found by entry point (group ``imgfac_twisted.os``).
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from twisted.internet.defer import Deferred
 
+from ..model import StageName
 from ..template import Template
+
+
+class Package(NamedTuple):
+    """One package installed in a base image, as its package manager names it."""
+
+    name: str
+    #: The full version, epoch included (``1:9.2p1-2+deb12u3``).
+    version: str
+    arch: str
 
 
 class InstallJob(Protocol):
@@ -33,11 +43,19 @@ class InstallJob(Protocol):
     def log(self, message: str) -> None:
         """Add a line to the log of every builder waiting for this base image."""
 
+    def stage(self, name: StageName) -> None:
+        """Say which stage the install is in (``downloading``, ``installing``)."""
+
+    def record_manifest(self, packages: list[Package]) -> None:
+        """Hand over the installed system's package list; an install that gives none fails."""
+
 
 class OperatingSystem(Protocol):
     """What the dispatcher needs of an OS plug-in."""
 
     name: str
+    #: Whether its images are boot-tested (a real OS is; the Mock OS's disk has no OS to boot).
+    boot_tested: bool
 
     def handles(self, template: Template) -> bool:
         """True when this plug-in installs the template's OS (name, version, arch)."""

@@ -16,6 +16,7 @@ import uuid
 
 from twisted.internet.defer import Deferred, ensureDeferred
 
+from ..model import StageName
 from ..processes import run_process
 from ..registry import PluginEnvironment
 from ..template import Template
@@ -51,6 +52,8 @@ class MockOS:
     """Installs templates whose OS is named ``Mock`` (any version and arch)."""
 
     name = "Mock"
+    #: Its disk holds a file system but no OS: nothing to boot.
+    boot_tested = False
 
     def __init__(self, environment: PluginEnvironment) -> None:
         self._timeout = MKE2FS_TIMEOUT
@@ -66,6 +69,7 @@ class MockOS:
     async def _install(self, job: InstallJob) -> None:
         template = job.template
         size = template.disk_size_bytes
+        job.stage(StageName.INSTALLING)
         stage = os.path.join(job.work_dir, "mock-root")
         os.makedirs(stage, exist_ok=True)
         content = os.path.join(stage, file_name(template.name))
@@ -85,4 +89,6 @@ class MockOS:
             "-E", f"offset={PARTITION_START},hash_seed={fs_uuid}",
             job.image_path, f"{(size - PARTITION_START) // 1024}k",
         ], timeout=self._timeout, env={**os.environ, "E2FSPROGS_FAKE_TIME": "1"})
+        # No package manager, no packages.
+        job.record_manifest([])
         job.progress(100)

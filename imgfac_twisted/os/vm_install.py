@@ -30,12 +30,14 @@ from twisted.internet.threads import deferToThreadPool
 
 from ..config import redact_url
 from ..errors import ImageFactoryError
+from ..model import StageName
 from ..registry import PluginEnvironment
 from ..template import Template
 from . import InstallJob
 from .downloads import DownloadFailed, Downloader, check_http_url
 from .initrd import copy_and_append
 from .iso import extract_boot_files, file_checksum, is_local, local_iso_path
+from .manifest import ManifestReader
 from .trees import TREEINFO, BootFiles, from_treeinfo
 
 #: Progress when the boot files are on disk; the VM's run fills the rest.
@@ -86,6 +88,8 @@ class VMInstaller:
     os_names: tuple[str, ...] = ()
     #: The answer file's name at the root of the initrd.
     answer_file = "?"
+    #: A real OS: its base images boot, and are boot-tested.
+    boot_tested = True
 
     def __init__(self, environment: PluginEnvironment, *, virt: Any = None, http_client: Any = treq) -> None:
         self._environment = environment
@@ -146,6 +150,7 @@ class VMInstaller:
     async def _steps(self, job: InstallJob) -> None:
         template = job.template
         job.progress(0)
+        job.stage(StageName.DOWNLOADING)
         media = await self._boot_media(job)
         job.progress(DOWNLOADED)
         kernel = os.path.join(job.work_dir, "vmlinuz")
@@ -182,13 +187,19 @@ class VMInstaller:
             memory_mib=config.install_memory_mib,
         )
         job.log(f"starting the installer: {_without_passwords(spec.cmdline)}")
+        job.stage(StageName.INSTALLING)
         span = 100 - DOWNLOADED
+        manifest = ManifestReader(job.log)
         await virt.run_install(
             connection, spec, domain_type=config.libvirt_domain_type, clock=job.reactor,
             inactivity_timeout=config.install_inactivity_timeout, total_timeout=config.install_timeout,
-            progress=lambda percent: job.progress(DOWNLOADED + percent * span // 100), log=job.log,
+            progress=lambda percent: job.progress(DOWNLOADED + percent * span // 100), log=manifest.line,
         )
         job.log("the installer finished and powered the guest off")
+        if manifest.packages is None:
+            raise ImageFactoryError("the installer powered off without printing the package manifest on the "
+                                    "serial console (its answer file's last step)")
+        job.record_manifest(manifest.packages)
 
     # -- finding the installer ------------------------------------------------
 

@@ -46,6 +46,12 @@ class IStore(Interface):
     def spend_nonce(client_key, nonce, expiry, now) -> Deferred:
         """Record an OAuth nonce as spent until ``expiry``; forget those expired before ``now``."""
 
+    def save_manifest(build_id: str, packages) -> Deferred:
+        """Keep the package list ``[(name, version, arch), ...]`` of a build's base image."""
+
+    def get_manifest(build_id: str) -> Deferred:
+        """Fire with the build's package list ``[(name, version, arch), ...]``, or None when none was kept."""
+
     def get_image(image_id: str) -> Deferred:
         """Fire with the Image, or fail with UnknownObject."""
 

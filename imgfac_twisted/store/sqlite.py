@@ -9,7 +9,9 @@ intact: what a committed transaction wrote survives ``kill -9``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import json
 import sqlite3
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
@@ -26,6 +28,8 @@ from ..model import (
     Image,
     Operation,
     ProviderImage,
+    Stage,
+    StageName,
     Status,
     StoredTemplate,
     TargetImage,
@@ -35,6 +39,7 @@ from . import IStore
 
 T = TypeVar("T")
 
+#: The first version of the schema, as every installation has it (created when missing).
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS templates (
     id TEXT PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, xml TEXT NOT NULL, created REAL NOT NULL);
@@ -67,6 +72,16 @@ CREATE TABLE IF NOT EXISTS oauth_nonces (
     client_key TEXT NOT NULL, nonce TEXT NOT NULL, expiry REAL NOT NULL, PRIMARY KEY (client_key, nonce));
 """
 
+#: The schema changes since SCHEMA, in order: (version, statements).  A database is
+#: brought to the last version at open, each step in one transaction, and its
+#: version kept in ``PRAGMA user_version``; a later release only appends here.
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (2, ["ALTER TABLE builders ADD COLUMN stages TEXT",
+         # One package list per build (its base image), as JSON [[name, version, arch], ...].
+         "CREATE TABLE manifests (build_id TEXT PRIMARY KEY, packages TEXT NOT NULL)"]),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
 _TABLES: dict[type, str] = {
     StoredTemplate: "templates",
     Image: "images",
@@ -82,12 +97,30 @@ def _columns(kind: type) -> list[str]:
 
 
 def _row_values(obj: Any) -> list[Any]:
-    """The column values of a model object, enums stored as their strings."""
+    """The column values of a model object, enums stored as their strings, stages as JSON."""
     values = []
     for name in _columns(type(obj)):
         value = getattr(obj, name)
-        values.append(value.value if isinstance(value, (Status, Operation)) else value)
+        if isinstance(value, (Status, Operation)):
+            value = value.value
+        elif name == "stages":
+            value = encode_stages(value)
+        values.append(value)
     return values
+
+
+def encode_stages(stages: tuple[Stage, ...]) -> str | None:
+    """A builder's stages as stored: JSON ``[[name, started_at, ended_at], ...]`` (None for none)."""
+    if not stages:
+        return None
+    return json.dumps([[stage.name.value, stage.started_at, stage.ended_at] for stage in stages])
+
+
+def decode_stages(text: str | None) -> tuple[Stage, ...]:
+    """The stages ``encode_stages`` wrote."""
+    if not text:
+        return ()
+    return tuple(Stage(StageName(name), started, ended) for name, started, ended in json.loads(text))
 
 
 def _outbox_inserts(events: Sequence[Event]) -> list[tuple[str, list[Any]]]:
@@ -99,7 +132,18 @@ def _from_row(kind: type, row: sqlite3.Row) -> Any:
     if kind is Builder:
         values["status"] = Status(values["status"])
         values["operation"] = Operation(values["operation"])
+        values["stages"] = decode_stages(values["stages"])
     return kind(**values)
+
+
+def _migrate_to(version: int, statements: list[str], db: sqlite3.Connection) -> None:
+    """One migration step, unless the database has had it (read inside the write transaction:
+    another process opening the same file may have migrated it meanwhile)."""
+    if db.execute("PRAGMA user_version").fetchone()[0] >= version:
+        return
+    for statement in statements:
+        db.execute(statement)
+    db.execute(f"PRAGMA user_version = {int(version)}")
 
 
 def _insert_sql(kind: type) -> str:
@@ -140,6 +184,16 @@ class SQLiteStore:
         connection.execute("PRAGMA foreign_keys=ON")
         connection.executescript(SCHEMA)
         self._connection = connection
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Apply the MIGRATIONS this database has not had, each in one transaction with its new version."""
+        for version, statements in MIGRATIONS:
+            self._in_transaction(functools.partial(_migrate_to, version, statements))
+
+    def thd_schema_version(self) -> int:
+        """The schema version of the open database."""
+        return int(self._db().execute("PRAGMA user_version").fetchone()[0])
 
     def thd_close(self) -> None:
         if self._connection is not None:
@@ -261,6 +315,20 @@ class SQLiteStore:
     def count_pending_events(self) -> Deferred:
         return self._door.run(lambda: self._db().execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
+    def save_manifest(self, build_id: str, packages: Sequence[tuple[str, str, str]]) -> Deferred:
+        return self._door.run(self._transaction, [
+            ("INSERT OR REPLACE INTO manifests (build_id, packages) VALUES (?, ?)",
+             [build_id, json.dumps([list(package) for package in packages])])])
+
+    def get_manifest(self, build_id: str) -> Deferred:
+        return self._door.run(self.thd_get_manifest, build_id)
+
+    def thd_get_manifest(self, build_id: str) -> list[tuple[str, str, str]] | None:
+        row = self._db().execute("SELECT packages FROM manifests WHERE build_id = ?", [build_id]).fetchone()
+        if row is None:
+            return None
+        return [(name, version, arch) for name, version, arch in json.loads(row["packages"])]
+
     def get_image(self, image_id: str) -> Deferred:
         return self._door.run(self._get, Image, image_id, "image")
 
@@ -304,6 +372,7 @@ class SQLiteStore:
     # Children before parents: the foreign keys are enforced.
     def delete_image(self, image_id: str, events: Sequence[Event] = ()) -> Deferred:
         return self._door.run(self._transaction, [
+            ("DELETE FROM manifests WHERE build_id IN (SELECT id FROM builds WHERE image_id = ?)", [image_id])] + [
             (f"DELETE FROM {table} WHERE {column} = ?", [image_id])
             for table, column in (("builders", "image_id"), ("provider_images", "image_id"),
                                   ("target_images", "image_id"), ("builds", "image_id"), ("images", "id"))]
@@ -313,7 +382,7 @@ class SQLiteStore:
         return self._door.run(self._transaction, [
             (f"DELETE FROM {table} WHERE {column} = ?", [build_id])
             for table, column in (("builders", "build_id"), ("provider_images", "build_id"),
-                                  ("target_images", "build_id"), ("builds", "id"))]
+                                  ("target_images", "build_id"), ("builds", "id"), ("manifests", "build_id"))]
             + _outbox_inserts(events))
 
     def delete_target_image(self, target_image_id: str, events: Sequence[Event] = ()) -> Deferred:

@@ -21,7 +21,8 @@ DISK_TARGET = "vda"
 
 
 def domain_xml(spec: InstallSpec, domain_type: str) -> str:
-    """The domain XML booting ``spec``'s kernel and initrd directly, with its disk, console and network."""
+    """The domain XML booting ``spec``'s kernel and initrd directly (or its disk, when it names no kernel),
+    with its disk, console and network."""
     if domain_type not in DOMAIN_TYPES:
         raise ValueError(f"domain type must be one of {', '.join(DOMAIN_TYPES)}, not {domain_type!r}")
     domain = etree.Element("domain", type=domain_type)
@@ -52,9 +53,17 @@ def domain_xml(spec: InstallSpec, domain_type: str) -> str:
 def _boot(domain: etree._Element, spec: InstallSpec) -> None:
     os_element = etree.SubElement(domain, "os")
     _text(os_element, "type", "hvm", arch="x86_64")
+    if spec.kernel_path is None:
+        # The disk boots itself, through the firmware and its boot loader.
+        etree.SubElement(os_element, "boot", dev="hd")
+        # A firmware that finds nothing to boot resets at once instead of
+        # retrying every minute: the watch sees the guest stop.
+        etree.SubElement(os_element, "bios", rebootTimeout="0")
+        return
     _text(os_element, "kernel", spec.kernel_path)
-    _text(os_element, "initrd", spec.initrd_path)
-    _text(os_element, "cmdline", spec.cmdline)
+    if spec.initrd_path is not None:
+        _text(os_element, "initrd", spec.initrd_path)
+    _text(os_element, "cmdline", spec.cmdline or "")
 
 
 def _devices(domain: etree._Element, spec: InstallSpec) -> None:
@@ -62,7 +71,7 @@ def _devices(domain: etree._Element, spec: InstallSpec) -> None:
     disk = etree.SubElement(devices, "disk", type="file", device="disk")
     # An installer's disk is thrown away if the install fails: no need to
     # pay for host flushes while it runs (QEMU still flushes when it exits).
-    etree.SubElement(disk, "driver", name="qemu", type="raw", cache="unsafe")
+    etree.SubElement(disk, "driver", name="qemu", type=spec.disk_format, cache="unsafe")
     etree.SubElement(disk, "source", file=spec.disk_path)
     etree.SubElement(disk, "target", dev=DISK_TARGET, bus="virtio")
     if spec.iso_path is not None:

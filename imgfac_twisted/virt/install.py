@@ -57,13 +57,37 @@ class InstallSpec:
 
     name: str                  # libvirt domain name; always DOMAIN_PREFIX + build id
     disk_path: str             # raw disk file; created by the caller, full size, sparse
-    kernel_path: str           # installer kernel, booted directly
-    initrd_path: str           # installer initrd (with the kickstart/preseed already appended)
-    cmdline: str               # kernel command line; the caller puts console=ttyS0 last
+    kernel_path: str | None    # installer kernel, booted directly; None: the disk boots itself (firmware)
+    initrd_path: str | None    # installer initrd (with the kickstart/preseed already appended)
+    cmdline: str | None        # kernel command line; the caller puts console=ttyS0 last
     console_log: str           # file the guest's serial console is written to
     iso_path: str | None = None  # attached as a CD-ROM when given
     memory_mib: int = 2048
     vcpus: int = 1
+    disk_format: str = "raw"   # the disk file's format as QEMU reads it (a boot test's overlay: qcow2)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a console line says of a watched guest: it got where it should (``done``), or failed, and why."""
+
+    done: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class WatchRules:
+    """How a watch tells a guest's end: an install ends when the guest powers off; a boot test when
+    the console shows a login prompt (powering off first is then a failure)."""
+
+    #: What is watched, as the reasons name it.
+    activity: str = "install"
+    #: Judges each console line (and the unterminated last one); None: lines say nothing.
+    judge: Callable[[str], Verdict | None] | None = None
+    #: The reason a guest that powers off (or resets) fails for; None: powering off is the end.
+    power_off_failure: str | None = None
+    #: Seconds the disk may go unwritten before the watch fails; None: no limit.
+    inactivity_timeout: float | None = None
 
 
 class InstallFailed(ImageFactoryError):
@@ -90,7 +114,7 @@ _ALLOWED = {
 def run_install(connection: LibvirtConnection, spec: InstallSpec, *, domain_type: str, clock: Any,
                 inactivity_timeout: float, total_timeout: float,
                 progress: Callable[[int], None], log: Callable[[str], None],
-                poll_interval: float = 1.0) -> Deferred:
+                poll_interval: float = 1.0, rules: WatchRules | None = None) -> Deferred:
     """Define and start the domain, watch it until the guest powers itself off (fires None),
     or fail with InstallFailed (no disk activity for inactivity_timeout, whole install past
     total_timeout, libvirt error, domain crashed). progress(0..100) moves while it runs; every
@@ -98,14 +122,14 @@ def run_install(connection: LibvirtConnection, spec: InstallSpec, *, domain_type
     Deferred destroys the domain. The domain is always destroyed and undefined at the end."""
     if domain_type not in DOMAIN_TYPES:
         raise ValueError(f"domain type must be one of {', '.join(DOMAIN_TYPES)}, not {domain_type!r}")
-    watch = _InstallWatch(connection, spec, domain_type, clock, inactivity_timeout, total_timeout,
-                          progress, log, poll_interval)
+    rules = rules or WatchRules(inactivity_timeout=inactivity_timeout)
+    watch = _InstallWatch(connection, spec, domain_type, clock, rules, total_timeout, progress, log, poll_interval)
     return watch.start()
 
 
 @dataclass(frozen=True)
 class _Limits:
-    inactivity_timeout: float
+    inactivity_timeout: float | None
     total_timeout: float
     poll_interval: float
 
@@ -120,13 +144,14 @@ class _InstallWatch:
     """One install, from define to undefine; see the module docstring for its states."""
 
     def __init__(self, connection: LibvirtConnection, spec: InstallSpec, domain_type: str, clock: Any,
-                 inactivity_timeout: float, total_timeout: float, progress: Callable[[int], None],
+                 rules: WatchRules, total_timeout: float, progress: Callable[[int], None],
                  console_line: Callable[[str], None], poll_interval: float) -> None:
         self._connection = connection
         self._spec = spec
         self._xml = domain_xml(spec, domain_type)
         self._clock = clock
-        self._limits = _Limits(inactivity_timeout, total_timeout, poll_interval)
+        self._rules = rules
+        self._limits = _Limits(rules.inactivity_timeout, total_timeout, poll_interval)
         self._report_progress = progress
         self._console_line = console_line
         self.state = InstallState.STARTING
@@ -168,7 +193,8 @@ class _InstallWatch:
         self._report_progress(PROGRESS_STARTED)
         # The total timeout must hold even if a libvirt call never returns.
         self._deadline = self._clock.callLater(self._limits.total_timeout, self._finish, _Outcome.FAILED,
-                                               f"the install took longer than {self._limits.total_timeout:g} s")
+                                               f"the {self._rules.activity} took longer than "
+                                               f"{self._limits.total_timeout:g} s")
         polling = self._poller.start(self._limits.poll_interval, now=False)
         polling.addErrback(self._internal_error)
 
@@ -194,11 +220,17 @@ class _InstallWatch:
         self._console_cursor = seen.console_cursor
         lines = self._console.feed(seen.console)
         self._emit(lines)
+        for piece in self._console.pending():
+            self._judge(piece)
+        if self._finishing:
+            return
         if seen.console_problem is not None and self._console_problem is None:
             # Said once, in the build log, so that a silent console is not taken for a silent guest.
             self._console_problem = seen.console_problem
             self._console_line(f"({seen.console_problem})")
-        if seen.condition is _Condition.POWERED_OFF:
+        if seen.condition is _Condition.POWERED_OFF and self._rules.power_off_failure is not None:
+            self._finish(_Outcome.FAILED, self._rules.power_off_failure)
+        elif seen.condition is _Condition.POWERED_OFF:
             self._finish(_Outcome.DONE)
         elif seen.condition is _Condition.CRASHED:
             self._finish(_Outcome.FAILED, f"the guest crashed ({seen.detail})")
@@ -217,8 +249,9 @@ class _InstallWatch:
         if writes != self._last_writes:
             self._last_writes = writes
             self._last_activity = now
-        if now - self._last_activity >= self._limits.inactivity_timeout:
-            self._finish(_Outcome.FAILED, f"no disk activity for {self._limits.inactivity_timeout:g} s")
+        inactivity_timeout = self._limits.inactivity_timeout
+        if inactivity_timeout is not None and now - self._last_activity >= inactivity_timeout:
+            self._finish(_Outcome.FAILED, f"no disk activity for {inactivity_timeout:g} s")
             return
         assert self._estimate is not None
         moved = self._estimate.update(writes[1], now - self._started_at)
@@ -306,6 +339,15 @@ class _InstallWatch:
     def _emit(self, lines: list[str]) -> None:
         for line in lines:
             self._console_line(line)
+            self._judge(line)
+
+    def _judge(self, line: str) -> None:
+        """Finish as the watch's rules judge ``line`` (only while watching)."""
+        if self._rules.judge is None or self._finishing or not line:
+            return
+        verdict = self._rules.judge(line)
+        if verdict is not None:
+            self._finish(_Outcome.DONE if verdict.done else _Outcome.FAILED, verdict.reason)
 
     def _with_console(self, reason: str) -> str:
         lines = list(self._console.last)

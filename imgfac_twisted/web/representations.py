@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..model import Builder, Operation
+from ..model import Builder, Operation, Stage, iso8601_utc
 from ..jobs.dispatcher import StartedBuild
 
 PREFIX = "/imagefactory"
@@ -60,6 +60,8 @@ def builder_document(builder: Builder, _type: str, href: str) -> dict[str, Any]:
         "provider": builder.provider,
         "target_image_id": builder.target_image_id,
         "status_detail": builder.status_detail,
+        "stage": builder.stage.value if builder.stage is not None else None,
+        "stages": [stage_document(stage) for stage in builder.stages],
     }
     if builder.operation == Operation.PUSH:
         document["identifier_on_provider"] = builder.identifier_on_provider
@@ -71,6 +73,12 @@ def builder_document(builder: Builder, _type: str, href: str) -> dict[str, Any]:
         document["image_size"] = builder.artifact_size
         document["image_sha256"] = builder.artifact_sha256
     return document
+
+
+def stage_document(stage: Stage) -> dict[str, Any]:
+    """One stage of a builder's work, with ISO 8601 UTC times (``ended_at`` null while it runs)."""
+    return {"name": stage.name.value, "started_at": iso8601_utc(stage.started_at),
+            "ended_at": iso8601_utc(stage.ended_at) if stage.ended_at is not None else None}
 
 
 def status_document(builder: Builder, _type: str, href: str) -> dict[str, Any]:
