@@ -49,6 +49,11 @@ class BuilderUpdater:
         await self._store.record_push(provider_image, builder, self._creations([builder]))
         self._created([builder])
 
+    async def record_created(self, builders: list[Builder], write: Callable[[list[Event]], Deferred]) -> None:
+        """Record new builders with what ``write(events)`` stores (in one transaction) and their creation events."""
+        await write(self._creations(builders))
+        self._created(builders)
+
     async def delete(self, builders: list[Builder], delete_records: Callable[[list[Event]], Deferred]) -> None:
         """Remove ``builders`` with the records above them, one DELETED event each in the same transaction.
 

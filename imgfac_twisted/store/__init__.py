@@ -28,6 +28,12 @@ class IStore(Interface):
     def record_push(provider_image, builder, events) -> Deferred:
         """In one transaction: a provider image, its push builder and events."""
 
+    def add_to_build(target_images, builders, events) -> Deferred:
+        """In one transaction: more target images (and their builders, events) in a build already recorded."""
+
+    def record_import(image, build, target_image, provider_image, builders, events) -> Deferred:
+        """In one transaction: an imported image, its build, target image, provider image, builders and events."""
+
     def save_builder(builder, expected_status, event) -> Deferred:
         """Write ``builder`` and add ``event`` to the outbox, if its stored status is still ``expected_status``.
 

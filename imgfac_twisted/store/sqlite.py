@@ -269,6 +269,14 @@ class SQLiteStore:
     def record_push(self, provider_image: ProviderImage, builder: Builder, events: list[Event]) -> Deferred:
         return self._door.run(self._transaction, self._inserts([provider_image, builder]) + _outbox_inserts(events))
 
+    def add_to_build(self, target_images: list[TargetImage], builders: list[Builder], events: list[Event]) -> Deferred:
+        return self._door.run(self._transaction, self._inserts([*target_images, *builders]) + _outbox_inserts(events))
+
+    def record_import(self, image: Image, build: Build, target_image: TargetImage, provider_image: ProviderImage,
+                      builders: list[Builder], events: list[Event]) -> Deferred:
+        objects = [image, build, target_image, provider_image, *builders]
+        return self._door.run(self._transaction, self._inserts(objects) + _outbox_inserts(events))
+
     def save_builder(self, builder: Builder, expected_status: Status, event: Event) -> Deferred:
         return self._door.run(self.thd_save_builder, builder, expected_status, event)
 
