@@ -26,6 +26,8 @@ if [ "${1:-}" = "--test" ]; then
     command -v chromium >/dev/null || need_apt+=(chromium)
     # The event tests talk to a real RabbitMQ on 127.0.0.1:5672.
     command -v rabbitmq-server >/dev/null || need_apt+=(rabbitmq-server)
+    # The kickstart's package-manifest query runs against a real RPM database of packages built with rpmbuild.
+    command -v rpmbuild >/dev/null || need_apt+=(rpm)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${need_apt[*]}"
