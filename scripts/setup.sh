@@ -26,6 +26,8 @@ if [ "${1:-}" = "--test" ]; then
     command -v chromium >/dev/null || need_apt+=(chromium)
     # The event tests talk to a real RabbitMQ on 127.0.0.1:5672.
     command -v rabbitmq-server >/dev/null || need_apt+=(rabbitmq-server)
+    # The real-Debian end-to-end tests make a Debian 12 root file system with debootstrap.
+    command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need_apt+=(debootstrap)
     # The kickstart's package-manifest query runs against a real RPM database of packages built with rpmbuild.
     command -v rpmbuild >/dev/null || need_apt+=(rpm)
 fi
