@@ -40,6 +40,14 @@ from pathlib import Path
 from typing import Iterable
 
 RESULT_HEADER = b"IMGFAC-FAKE-INSTALL\n"
+
+
+def manifest_package() -> str:
+    """The package manifest line the fake installer prints (name, version, arch): the host's busybox-static,
+    whose binary it carries."""
+    version = subprocess.run(["dpkg-query", "-W", "-f=${Version} ${Architecture}", "busybox-static"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    return f"busybox-static {version}"
 #: Printed on the console when the initrd holds no kickstart or preseed.
 MISSING_MARKER = "fake-installer: ERROR: no /ks.cfg or /preseed.cfg in the initrd; the disk is left untouched"
 #: Printed on the console once the result is on the disk.
@@ -266,6 +274,10 @@ else
     dd if=/tmp/result of=/dev/vda bs=4096 conv=fsync 2>/dev/null
     sync
     echo '{WROTE_MARKER}'
+    # What an answer file's last step prints (imgfac_twisted/os/manifest.py): this stand-in's one package.
+    echo IMGFAC-MANIFEST-BEGIN
+    echo "IMGFAC-PKG {manifest_package()}"
+    echo IMGFAC-MANIFEST-END
 fi
 """
     else:

@@ -19,11 +19,12 @@ from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 import pytest
+from lxml import etree
 
 import fake_installer
 from daemon import Daemon, DaemonPool, mock_config
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 URI = "qemu:///system"
 #: Software emulation boots the tiny guest in 10-30 s on this machine; leave room for a loaded one.
@@ -67,9 +68,11 @@ def trees(libvirtd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 def install_daemon(daemon_factory: DaemonPool, inactivity: float, **settings: Any) -> Daemon:
+    # The fake installer's disk holds no OS to boot: the boot test is tested with a real Debian system
+    # (test_real_debian.py) and on its own (test_virt_boot.py).
     return daemon_factory(mock_config(libvirt_uri=URI, libvirt_domain_type="qemu", install_memory_mib=MEMORY_MIB,
                                       install_inactivity_timeout=inactivity, install_timeout=INSTALL_WAIT,
-                                      **settings))
+                                      boot_test=False, **settings))
 
 
 def build(daemon: Daemon, tdl: str) -> dict[str, Any]:
@@ -113,6 +116,14 @@ def test_fedora_url_install_makes_an_ec2_image(trees: dict[str, str], daemon_fac
     assert "e2e-Secret-pw" not in log
     assert domains_of(target_image) == [], "the install domain is destroyed and undefined"
     assert not (daemon.state_dir / "builds").exists() or not any((daemon.state_dir / "builds").iterdir())
+    # The manifest the installer printed is the image's package list; its lines stay out of the log.
+    name, version, arch = fake_installer.manifest_package().split()
+    icicle = etree.fromstring(daemon.get(target_image["href"] + "/icicle").content)
+    assert [dict(package.attrib) for package in icicle.iterfind("packages/package")] == [
+        {"name": name, "version": version, "arch": arch}]
+    assert "IMGFAC-PKG" not in log and "package manifest read from the console: 1 packages" in log
+    assert [stage["name"] for stage in detail["stages"]] == ["waiting", "downloading", "installing", "converting"]
+    assert detail["stage"] is None and all(stage["ended_at"] for stage in detail["stages"])
     print(f"\nend-to-end Fedora URL install to a COMPLETED ec2 image: {took:.1f} s")
 
 

@@ -12,9 +12,9 @@ from twisted.internet.task import Clock
 from imgfac_twisted.os.debian import debian, ubuntu
 from imgfac_twisted.os.fedora import centos, fedora, rhel
 from imgfac_twisted.os.testing import FakeJob, FakeVirt, TreeResource, appended_members, gzip_newc
-from imgfac_twisted.os.vm_install import as_seen_from_guest
+from imgfac_twisted.os.vm_install import InstallError, as_seen_from_guest
 from imgfac_twisted.template import parse_template
-from imgfac_twisted.testing import InlineDoor
+from imgfac_twisted.testing import InlineDoor, result_of
 
 INITRD = gzip_newc({"init": b"#!/bin/sh\n"})
 KERNEL = b"\x7fKERNEL" * 1000
@@ -290,3 +290,26 @@ def test_disk_errors_are_reported_without_paths(tmp_path):
 def test_a_loopback_tree_url_is_given_to_the_guest_as_the_host_s_address(url, seen):
     """Inside the VM 127.0.0.1 is the guest itself; QEMU's user network shows this host as 10.0.2.2."""
     assert as_seen_from_guest(url) == seen
+
+
+def test_the_manifest_printed_on_the_console_is_recorded_not_logged(tmp_path):
+    """The answer file's manifest lines become the job's package list (epochs kept), not build log lines;
+    the stages are downloading, then installing."""
+    setup = Setup(tmp_path, fedora, FEDORA_TREE, tdl())
+    running = setup.start()
+    setup.virt.finish()
+    assert running.result is None
+    assert setup.job.manifest == [("bash", "5.2.15-2+b7", "amd64"), ("openssh-server", "1:9.2p1-2+deb12u3", "amd64")]
+    lines = "\n".join(setup.job.lines)
+    assert "IMGFAC-PKG" not in lines and "package manifest read from the console: 2 packages" in lines
+    assert [stage.value for stage in setup.job.stages] == ["downloading", "installing"]
+
+
+def test_an_install_without_a_manifest_fails_saying_so(tmp_path):
+    """A guest that powers off without printing the manifest (its answer file did not finish) fails the install."""
+    setup = Setup(tmp_path, fedora, FEDORA_TREE, tdl())
+    running = setup.start()
+    setup.virt.finish(manifest=None)
+    with pytest.raises(InstallError, match="without printing the package manifest"):
+        result_of(running)
+    assert setup.job.manifest is None

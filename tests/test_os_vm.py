@@ -24,7 +24,7 @@ from imgfac_twisted.os.testing import FakeJob
 from imgfac_twisted.os.vm_install import as_seen_from_guest
 from imgfac_twisted.template import parse_template
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 libvirt = pytest.importorskip("libvirt")
 fake_installer = pytest.importorskip("fake_installer")

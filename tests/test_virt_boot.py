@@ -150,6 +150,7 @@ def _domains(name: str) -> list[str]:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 @pytest_twisted.inlineCallbacks
 def test_real_libvirt_a_disk_without_boot_loader_fails_quickly_and_leaves_nothing(tmp_path: Path) -> Any:
     """Through the real libvirtd and QEMU: a disk with data but no boot loader fails the boot test well

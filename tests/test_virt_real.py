@@ -22,7 +22,7 @@ import fake_installer
 from imgfac_twisted.virt.connection import LibvirtConnection
 from imgfac_twisted.virt.install import DOMAIN_PREFIX, InstallFailed, InstallSpec, run_install
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 URI = "qemu:///system"
 DISK_BYTES = 64 * 1024 * 1024

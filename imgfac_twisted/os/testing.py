@@ -11,7 +11,9 @@ from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from ..model import StageName
 from ..template import Template
+from . import Package
 from .initrd import newc_archive
 
 
@@ -63,6 +65,11 @@ class FakeInstallSpec:
     vcpus: int = 1
 
 
+#: What an answer file's last step prints on the console (see os/manifest.py).
+FAKE_MANIFEST = ["IMGFAC-MANIFEST-BEGIN", "IMGFAC-PKG bash 5.2.15-2+b7 amd64",
+                 "IMGFAC-PKG openssh-server 1:9.2p1-2+deb12u3 amd64", "IMGFAC-MANIFEST-END"]
+
+
 class FakeVirt:
     """Stands in for the ``imgfac_twisted.virt.install`` module: records run_install calls.
 
@@ -84,10 +91,13 @@ class FakeVirt:
         self.calls.append({"connection": connection, "spec": spec, "deferred": running, **kwargs})
         return running
 
-    def finish(self, progress: int = 100) -> None:
-        """Report progress, then power the guest off (the last install succeeds)."""
+    def finish(self, progress: int = 100, manifest: list[str] | None = FAKE_MANIFEST) -> None:
+        """Report progress, print the package manifest (unless None), then power the guest off
+        (the last install succeeds)."""
         call = self.calls[-1]
         call["progress"](progress)
+        for line in manifest or []:
+            call["log"](line)
         call["log"]("reboot: Power down")
         call["deferred"].callback(None)
 
@@ -103,9 +113,17 @@ class FakeJob:
     reactor: Any
     progress_seen: list[int] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
+    stages: list[StageName] = field(default_factory=list)
+    manifest: list[Package] | None = None
 
     def progress(self, percent: int) -> None:
         self.progress_seen.append(percent)
+
+    def stage(self, name: StageName) -> None:
+        self.stages.append(name)
+
+    def record_manifest(self, packages: list[Package]) -> None:
+        self.manifest = list(packages)
 
     def log(self, message: str) -> None:
         self.lines.append(message)
