@@ -208,10 +208,19 @@ class Dispatcher(Service):
 
     # -- requests --------------------------------------------------------
 
-    async def start_build(self, template_text: str | None, targets_text: str, image_id: str | None = None) -> StartedBuild:
-        """Record a new build (of a new image, or of ``image_id``) and start its builders."""
+    async def start_build(self, template_text: str | None, targets_text: str, image_id: str | None = None,
+                          build_id: str | None = None) -> StartedBuild:
+        """Record a new build (of a new image, or of ``image_id``) and start its builders.
+
+        With ``build_id``, the targets are added to that build of the image
+        instead, made from the build's own template.  An ``image_id`` never
+        seen, given with a template, is created under that id (Conductor
+        chose its images' ids before asking the factory).
+        """
         target_names = parse_targets(targets_text, list(self._targets))
-        image = await self._store.get_image(image_id) if image_id is not None else None
+        if build_id is not None:
+            return await self._add_to_build(image_id, build_id, target_names)
+        image = await self._image_to_rebuild(image_id, template_text)
         if template_text is None or not template_text.strip():
             if image is None:
                 raise InvalidRequest("parameter 'template' is missing (give TDL XML, an image UUID or a URL)")
@@ -222,22 +231,56 @@ class Dispatcher(Service):
         stored = await self._store.add_template(template.xml, now)
         new_image = image is None
         if image is None:
-            image = Image(id=new_id(), template_id=stored.id, name=template.name, description=template.description,
-                          os_name=template.os_name, os_version=template.os_version, os_arch=template.os_arch,
-                          created=now)
+            image = Image(id=image_id or new_id(), template_id=stored.id, name=template.name,
+                          description=template.description, os_name=template.os_name,
+                          os_version=template.os_version, os_arch=template.os_arch, created=now)
         build = Build(id=new_id(), image_id=image.id, template_id=stored.id, created=now)
+        target_images, builders = self._new_targets(image, build, target_names, now)
+        await self._updater.record_build(image, build, target_images, builders, new_image)
+        self._start_builders(build, builders, template)
+        return StartedBuild(image=image, build=build, target_images=target_images)
+
+    async def _image_to_rebuild(self, image_id: str | None, template_text: str | None) -> Image | None:
+        """The image ``image_id``; None for a new image (no id, or an unknown UUID given with a template)."""
+        if image_id is None:
+            return None
+        try:
+            return await self._store.get_image(image_id)
+        except UnknownObject:
+            if template_text and template_text.strip() and UUID_PATTERN.match(image_id):
+                return None
+            raise
+
+    async def _add_to_build(self, image_id: str | None, build_id: str, target_names: list[str]) -> StartedBuild:
+        """More target images in an existing build, made from its template."""
+        build = await self._store.get_build(build_id)
+        if image_id is not None and build.image_id != image_id:
+            raise UnknownObject(f"no build {build_id!r} of image {image_id!r}")
+        image = await self._store.get_image(build.image_id)
+        template = parse_template((await self._store.get_template(build.template_id)).xml)
+        target_images, builders = self._new_targets(image, build, target_names, self._reactor.seconds())
+        await self._updater.record_created(
+            builders, lambda events: self._store.add_to_build(target_images, builders, events))
+        self._start_builders(build, builders, template)
+        return StartedBuild(image=image, build=build, target_images=target_images)
+
+    @staticmethod
+    def _new_targets(image: Image, build: Build, target_names: list[str],
+                     now: float) -> tuple[list[TargetImage], list[Builder]]:
+        """One target image per target, each with its NEW builder."""
         target_images = [TargetImage(id=new_id(), build_id=build.id, image_id=image.id, target=name, created=now)
                          for name in target_names]
         builders = [Builder(id=target_image.id, operation=Operation.BUILD, status=Status.NEW, completed=0,
                             image_id=image.id, build_id=build.id, target=target_image.target,
                             created=now, updated=now)
                     for target_image in target_images]
-        await self._updater.record_build(image, build, target_images, builders, new_image)
+        return target_images, builders
+
+    def _start_builders(self, build: Build, builders: list[Builder], template: Template) -> None:
         for builder in builders:
             self._launch(builder, self._build_slots, Status.BUILDING, self._build_work(builder, template),
                          ready=self._install_slot(builder, template))
         self._clean_up_after(build.id, [self._running[builder.id].deferred for builder in builders])
-        return StartedBuild(image=image, build=build, target_images=target_images)
 
     async def start_push(
         self,
@@ -272,6 +315,8 @@ class Dispatcher(Service):
             raise InvalidRequest(
                 f"target image {target_image_id} is {target_builder.status.value}: only a COMPLETED target image can be pushed"
             )
+        if target_builder.artifact_path is None:
+            raise InvalidRequest(f"target image {target_image_id} has no image file to push (it was imported)")
         if not provider.accepts_target(target_builder.target):
             raise InvalidRequest(f"provider {provider_name!r} cannot take {target_builder.target!r} images "
                                  f"(push a target image built for it, e.g. target 'ec2' for EC2)")
@@ -403,6 +448,11 @@ class Dispatcher(Service):
 
         return work
 
+    def _build_running(self, build_id: str) -> bool:
+        """True while a target builder of the build is running."""
+        return any(builder is not None and builder.operation == Operation.BUILD and builder.build_id == build_id
+                   for builder in map(self._index.get, self._running))
+
     def _clean_up_after(self, build_id: str, ended: list[Deferred]) -> None:
         """Once every target of a build has ended, remove its base image and install files.
 
@@ -410,7 +460,10 @@ class Dispatcher(Service):
         live elsewhere and stay.  A daemon stopped before that leaves them
         to the next start, which removes every build's work files.
         """
-        def clean(_: Any) -> Deferred:
+        def clean(_: Any) -> Deferred | None:
+            if self._build_running(build_id):
+                # Targets added to the build later still need its base image; the last to end cleans up.
+                return None
             self._base_images.forget(build_id)
             return self._disk_door.run(discard_path, os.path.join(self._state_dir, BUILDS_DIR, build_id))
 
