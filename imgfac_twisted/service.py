@@ -27,6 +27,7 @@ from .events.inprocess import InProcessBus
 from .events.relay import OutboxRelay
 from .jobs.dispatcher import Dispatcher
 from .jobs.fetch import TemplateFetcher
+from .jobs.imports import Importer
 from .doors import ThreadDoor
 from .jobs.index import BuilderIndex
 from .jobs.logs import BuilderLogs
@@ -126,6 +127,7 @@ def make_service(config: Config, reactor: Any) -> IService:
         push_slots=config.max_concurrent_pushes,
     )
     register_gauges(metrics, index, dispatcher, store)
+    importer = Importer(store, updater, dispatcher.known_targets, dispatcher.provider, reactor)
     # The Conductor API's accounts are read once, before the reactor: a bad one stops the start.
     conductor = None
     if config.conductor:
@@ -133,7 +135,8 @@ def make_service(config: Config, reactor: Any) -> IService:
         auth_door = ThreadDoor(reactor, "basic-auth", threads=2)
         auth_door.setServiceParent(root)
         deleter = Deleter(store, index, dispatcher, accounts, disk_door, config.state_dir, updater)
-        conductor = _conductor_resource(config, reactor, dispatcher, store, index, deleter, accounts, auth_door)
+        conductor = _conductor_resource(config, reactor, dispatcher, store, index, deleter, accounts, auth_door,
+                                        importer)
     for pool in (door, logs_door, disk_door, cloud_door):
         pool.setServiceParent(root)
     _StoreCloser(store).setServiceParent(root)
@@ -149,7 +152,7 @@ def make_service(config: Config, reactor: Any) -> IService:
     dispatcher.setServiceParent(root)
     if config.rest:
         _web_service(config, reactor, dispatcher, index, logs, metrics, _oauth_verifier(config, reactor, store),
-                     conductor).setServiceParent(root)
+                     conductor, importer).setServiceParent(root)
     log.info("imagefactory configured: {settings}", settings=config.redacted())
     return root
 
@@ -205,12 +208,13 @@ def register_gauges(metrics: Metrics, index: BuilderIndex, dispatcher: Dispatche
 
 def _conductor_resource(config: Config, reactor: Any, dispatcher: Dispatcher, store: SQLiteStore,
                         index: BuilderIndex, deleter: Deleter, accounts: dict[str, ProviderAccount],
-                        auth_door: ThreadDoor) -> Resource:
+                        auth_door: ThreadDoor, importer: Importer) -> Resource:
     """The Conductor API's resource: Basic auth against ``conductor_users``, then its Klein app."""
     if not config.conductor_users:
         log.warn("the Conductor API is on but the config names no conductor_users: every request will be refused")
-    api = ConductorAPI(dispatcher, store, index, deleter, accounts, config.max_body_bytes)
-    return ConductorResource(api.app.resource(), BasicAuthenticator(config.conductor_users, auth_door, reactor))
+    api = ConductorAPI(dispatcher, store, index, deleter, accounts, config.max_body_bytes, importer)
+    return ConductorResource(api.app.resource(), BasicAuthenticator(config.conductor_users, auth_door, reactor),
+                             api.fast_read)
 
 
 def _oauth_verifier(config: Config, reactor: Any, store: SQLiteStore) -> OAuthVerifier | None:
@@ -233,10 +237,10 @@ def _oauth_verifier(config: Config, reactor: Any, store: SQLiteStore) -> OAuthVe
 
 def _web_service(config: Config, reactor: Any, dispatcher: Dispatcher, index: BuilderIndex,
                  logs: BuilderLogs, metrics: Metrics, verifier: OAuthVerifier | None,
-                 conductor: Resource | None = None) -> IService:
+                 conductor: Resource | None = None, importer: Importer | None = None) -> IService:
     if verifier is not None and not config.clients:
         log.warn("OAuth is on but the config names no clients: every write request will be refused")
-    api = FactoryAPI(dispatcher, index, logs, metrics, verifier)
+    api = FactoryAPI(dispatcher, index, logs, metrics, verifier, importer)
     root: Resource = FactoryRoot(api, api.app.resource())
     if conductor is not None:
         root = SiteRoot(root, conductor)
