@@ -156,7 +156,8 @@ def test_multi_push_of_a_build_to_an_ec2_and_a_mock_account(conductor: Daemon, m
                           f"<provider_image><build_id>{built['build_id']}</build_id>"
                           "<provider_account>ec2-acc,mock-acc</provider_account></provider_image>"), 201)
     assert shape(started) == spec_shape(SPEC_STARTED_PUSHES.replace(
-        "</provider_images>", "<provider_image href='h' id='i'><status>New</status></provider_image></provider_images>"))
+        "</provider_images>", "<provider_image href='h' id='i'><status>New</status><provider/><account/>"
+                              "</provider_image></provider_images>"))
     done = {p.get("id"): wait_status(conductor, p.get("href"), PUSH_TIMEOUT) for p in started}
     assert sorted(d.findtext("provider") for d in done.values()) == ["mock", "moto-east"]
     for document in done.values():

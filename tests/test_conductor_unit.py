@@ -147,8 +147,10 @@ def test_config_checks_users_and_accounts():
 
 # -- XML shapes against the spec's examples ---------------------------------------
 
+# The spec's examples, plus the elements the real Conductor also sent and aeolus-cli reads (issue 12):
+# <environment> on images, <target> on a new image's target images, <provider> and <account> on started pushes.
 SPEC_IMAGE = """<image href='https://localhost/conductor/api/images/aad95492' id='aad95492'>
-  <name>tmpl1</name><description>foo</description><os>Fedora</os><os_version>14</os_version><arch>x86_64</arch>
+  <name>tmpl1</name><environment>default</environment><description>foo</description><os>Fedora</os><os_version>14</os_version><arch>x86_64</arch>
   <builds type='xs:list'><build href='https://localhost/conductor/api/builds/5ee69b07' id='5ee69b07'></build></builds>
 </image>"""
 SPEC_BUILD = """<build href='https://localhost/conductor/api/builds/5ee69b07' id='5ee69b07'>
@@ -165,10 +167,11 @@ SPEC_PROVIDER_IMAGE = """<provider_image href='https://localhost/conductor/api/p
 SPEC_STARTED_IMAGE = """<image href='https://localhost/conductor/api/images/fd1f7cbd' id='fd1f7cbd'>
   <build href='https://localhost/conductor/api/builds/81cb0332' id='81cb0332'><target_images>
     <target_image href='https://localhost/conductor/api/target_images/a6cf95c7' id='a6cf95c7'>
-      <status>New</status><provider_images></provider_images></target_image>
+      <status>New</status><target>ec2</target><provider_images></provider_images></target_image>
   </target_images></build></image>"""
 SPEC_STARTED_PUSHES = """<provider_images>
-  <provider_image href='https://localhost/conductor/api/provider_images/019e7f0d' id='019e7f0d'><status>New</status></provider_image>
+  <provider_image href='https://localhost/conductor/api/provider_images/019e7f0d' id='019e7f0d'><status>New</status>
+    <provider>ec2-us-east-1</provider><account>ec2-acc</account></provider_image>
 </provider_images>"""
 
 
@@ -195,7 +198,7 @@ def test_xml_documents_have_the_spec_shapes():
     assert shape(xml.target_image_element(BASE, target, "t1", [])) == spec_shape(SPEC_TARGET_IMAGE)
     assert shape(xml.provider_image_element(BASE, push)) == spec_shape(SPEC_PROVIDER_IMAGE)
     assert shape(xml.started_image_element(BASE, "i1", "b1", [target])) == spec_shape(SPEC_STARTED_IMAGE)
-    assert shape(xml.started_pushes_element(BASE, [push])) == spec_shape(SPEC_STARTED_PUSHES)
+    assert shape(xml.started_pushes_element(BASE, [(push, "ec2-acc")])) == spec_shape(SPEC_STARTED_PUSHES)
     element = xml.provider_image_element(BASE, push)
     assert element.get("href") == f"{BASE}/conductor/api/provider_images/pi1" and element.findtext("status") == "New"
     assert element.findtext("target_identifier") == "ami-1" and element.findtext("object_type") == "provider_image"

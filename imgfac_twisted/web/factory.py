@@ -23,6 +23,7 @@ from twisted.web.resource import Resource
 from .. import API_NAME, API_VERSION
 from ..errors import InvalidRequest, UnknownObject
 from ..jobs.dispatcher import Dispatcher
+from ..jobs.imports import ImportedImage, Importer
 from ..jobs.index import BuilderIndex
 from ..jobs.logs import BuilderLogs
 from ..metrics import Metrics
@@ -30,8 +31,9 @@ from ..model import Builder, Operation, Status
 from . import representations as shapes
 from .assets import Assets, wants_html
 from .errors import Conflict, error_body, json_body, render_failure
+from .manifests import icicle_xml, spdx_json
 from .oauth import OAuthVerifier
-from .params import read_params
+from .params import provider_credentials, read_params
 
 def base_url(request: IRequest) -> str:
     """``scheme://host[:port]`` as the client addressed this daemon."""
@@ -68,6 +70,33 @@ def required(params: dict[str, str], *names: str) -> list[str]:
     return [params[name].strip() for name in names]
 
 
+def imported_image_document(base: str, imported: ImportedImage) -> dict[str, Any]:
+    """The answer to an import: the image, its build, target image and provider image, nested (2011 factory)."""
+    image, build = imported.image, imported.build
+    target, push = imported.target_builder, imported.push_builder
+    assert push.target_image_id is not None
+    return {
+        "_type": "image",
+        "href": base + shapes.image_path(image.id),
+        "id": image.id,
+        "build": {
+            "_type": "build",
+            "href": base + shapes.build_path(image.id, build.id),
+            "id": build.id,
+            "target_images": [{
+                "_type": "target_image",
+                "href": base + shapes.target_image_path(image.id, build.id, target.id),
+                "id": target.id,
+                "provider_images": [{
+                    "_type": "provider_image",
+                    "href": base + shapes.provider_image_path(image.id, build.id, target.id, push.id),
+                    "id": push.id,
+                }],
+            }],
+        },
+    }
+
+
 def signed(handler: Callable[..., Any]) -> Callable[..., Any]:
     """Refuse the request (401) unless it carries a valid OAuth signature."""
 
@@ -85,8 +114,9 @@ class FactoryAPI:
     app = Klein()
 
     def __init__(self, dispatcher: Dispatcher, index: BuilderIndex, logs: BuilderLogs, metrics: Metrics,
-                 verifier: OAuthVerifier | None) -> None:
+                 verifier: OAuthVerifier | None, importer: Importer | None = None) -> None:
         self._dispatcher = dispatcher
+        self._importer = importer
         self._metrics = metrics
         self._index = index
         self._logs = logs
@@ -183,6 +213,24 @@ class FactoryAPI:
                                 "its image can be downloaded once COMPLETED")
         return download(request, found.artifact_path, found.artifact_sha256)
 
+    @app.route("/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>/icicle",
+               methods=["GET"])
+    async def icicle(self, request: IRequest, image_id: str, build_id: str, target_image_id: str) -> bytes:
+        """The packages inside a COMPLETED target image, as the original factory's ICICLE XML; 404 before."""
+        found = self._target_builder(image_id, build_id, target_image_id)
+        image, packages = await self._dispatcher.contents(found)
+        request.setHeader(b"content-type", b"application/xml; charset=utf-8")
+        return icicle_xml(image, packages)
+
+    @app.route("/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>/sbom",
+               methods=["GET"])
+    async def sbom(self, request: IRequest, image_id: str, build_id: str, target_image_id: str) -> bytes:
+        """The packages inside a COMPLETED target image, as an SPDX 2.3 JSON document; 404 before."""
+        found = self._target_builder(image_id, build_id, target_image_id)
+        image, packages = await self._dispatcher.contents(found)
+        request.setHeader(b"content-type", b"application/spdx+json")
+        return spdx_json(image, found, packages, base_url(request) + shapes.object_path(found) + "/sbom")
+
     @app.route("/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>"
                "/provider_images/<provider_image_id>", methods=["GET"])
     def provider_image(self, request: IRequest, image_id: str, build_id: str, target_image_id: str,
@@ -255,24 +303,44 @@ class FactoryAPI:
     @app.route("/imagefactory/images", methods=["POST"])
     @signed
     def create_image(self, request: IRequest) -> Any:
+        """A new image built for ``targets`` from ``template``; or, given ``target_identifier``, an import."""
         params = read_params(request)
+        if params.get("target_identifier", "").strip() and not params.get("targets", "").strip():
+            return self._import(request, params)
         targets, template = required(params, "targets", "template")
         return self._started(request, self._dispatcher.start_build(template, targets))
 
     @app.route("/imagefactory/images/<image_id>", methods=["PUT"])
     @signed
     def rebuild_image(self, request: IRequest, image_id: str) -> Any:
+        """A new build of the image; with ``build_id``, more target images in that build.
+
+        An image id never seen, with a template, is created under that id
+        (Conductor chose its images' ids before asking the factory).
+        """
         params = read_params(request)
         (targets,) = required(params, "targets")
-        return self._started(request, self._dispatcher.start_build(params.get("template"), targets, image_id))
+        build_id = params.get("build_id", "").strip() or None
+        return self._started(request, self._dispatcher.start_build(params.get("template"), targets, image_id,
+                                                                   build_id=build_id))
+
+    def _import(self, request: IRequest, params: dict[str, str]) -> Any:
+        """Record an image already on a provider (no build, no upload); 200 with the nested objects."""
+        if self._importer is None:
+            raise UnknownObject("this daemon does not import images")
+        target, provider, identifier = required(params, "target_name", "provider_name", "target_identifier")
+        importing = self._importer.import_image(target, provider, identifier, params.get("image_descriptor", ""))
+        base = base_url(request)
+        return ensureDeferred(importing).addCallback(
+            lambda imported: json_body(request, 200, imported_image_document(base, imported)))
 
     @app.route("/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>/provider_images",
                methods=["POST"])
     @signed
     def push_target_image(self, request: IRequest, image_id: str, build_id: str, target_image_id: str) -> Any:
         provider, credentials = required(read_params(request), "provider", "credentials")
-        return self._pushed(request, self._dispatcher.start_push(target_image_id, provider, credentials,
-                                                                 image_id, build_id))
+        return self._pushed(request, self._dispatcher.start_push(target_image_id, provider,
+                                                                 provider_credentials(credentials), image_id, build_id))
 
     @app.route("/imagefactory/provider_images", methods=["POST"])
     @signed
@@ -280,6 +348,7 @@ class FactoryAPI:
         params = read_params(request)
         image_id, build_id, target_image_id, provider, credentials = required(
             params, "image_id", "build_id", "target_image_id", "provider", "credentials")
+        credentials = provider_credentials(credentials)
 
         async def start() -> Any:
             try:

@@ -1,5 +1,10 @@
 """Reading a write request's parameters: JSON object, form-encoded or multipart body, and the query.
 
+A JSON body may come wrapped as ActiveResource (Conductor's factory client)
+sends it, ``{"image": {"targets": ..., "template": ...}}``: an object with
+exactly one key whose value is an object stands for that inner object, as
+the 2011 factory read it.
+
 twisted.web parses form bodies of POST requests only, and answers a
 malformed multipart body with a bare 400 before the API sees it; the API
 needs PUT bodies too and JSON errors always, so it reads every body itself
@@ -15,7 +20,11 @@ from urllib.parse import parse_qsl
 
 from twisted.web.iweb import IRequest
 
+from lxml import etree
+
 from ..errors import InvalidRequest
+from ..providers import MAX_CREDENTIALS_BYTES
+from ..xmlsafe import parse_xml
 from .errors import UnsupportedMediaType
 
 FORM = b"application/x-www-form-urlencoded"
@@ -73,10 +82,42 @@ def _json_object(body: bytes) -> dict[str, str]:
         raise InvalidRequest(f"request body is not valid JSON: {error}") from None
     if not isinstance(document, dict):
         raise InvalidRequest("request body must be a JSON object")
+    document = unwrapped(document)
     wrong = sorted(name for name, value in document.items() if not isinstance(value, str))
     if wrong:
         raise InvalidRequest(f"parameters must be strings: {', '.join(wrong)}")
     return {_text(name, "request body"): _text(value, "request body") for name, value in document.items()}
+
+
+def unwrapped(document: dict[str, object]) -> dict[str, object]:
+    """The inner object of ActiveResource's wrapping (``{"image": {...}}``); any other object as it is."""
+    if len(document) == 1:
+        (inner,) = document.values()
+        if isinstance(inner, dict):
+            return inner
+    return document
+
+
+def provider_credentials(text: str) -> str:
+    """The ``<provider_credentials>`` document, found anywhere in ``text``, as XML text.
+
+    Conductor sends its whole provider account (``<provider_account><name/>
+    ...<provider_credentials>...</provider_credentials></provider_account>``)
+    where the factory spec has the bare ``<provider_credentials>`` document.
+    Text that is not XML, or holds no such element, is returned as it is:
+    the provider's own parser then says what is wrong with it.  Nothing of
+    the credentials is logged or echoed here.
+    """
+    try:
+        root = parse_xml(text, max_bytes=MAX_CREDENTIALS_BYTES, what="credentials", error=InvalidRequest)
+    except InvalidRequest:
+        return text
+    if root.tag == "provider_credentials":
+        return text
+    found = next(root.iter("provider_credentials"), None)
+    if found is None:
+        return text
+    return etree.tostring(found, encoding="unicode", with_tail=False)
 
 
 def _multipart_fields(content_type: bytes, body: bytes) -> dict[str, str]:

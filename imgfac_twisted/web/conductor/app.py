@@ -1,15 +1,21 @@
 """The Conductor API's routes (Klein), over the same dispatcher, store and index as the factory API.
 
-Routes are thin: read the XML body, check, ask the dispatcher or the
-deleter, shape the XML answer.  Credentials and Accept are checked before
-routing (``resource.ConductorResource``); errors become ``<error>``
-documents in ``errors``.
+Routes are thin: read the XML body, check, ask the dispatcher, the importer
+or the deleter, shape the XML answer.  Credentials and Accept are checked
+before routing (``resource.ConductorResource``, which also takes
+ActiveResource's ``.xml`` off the path); errors become ``<error>`` documents
+in ``errors``.
+
+Besides the spec's routes, those aeolus-cli used on the real Conductor:
+imports (``POST images`` with ``<target_identifier>``), the listings under
+an image, a build and a target image, ``providers``, ``provider_types`` and
+``environments`` (one, ``default``, holding every image).
 """
 
 from __future__ import annotations
 
 from importlib.resources import files
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from klein import Klein
 from lxml import etree
@@ -21,6 +27,7 @@ from ...errors import InvalidRequest, UnknownObject
 from ...jobs.accounts import ProviderAccount
 from ...jobs.deletions import DeleteFailed, Deleter
 from ...jobs.dispatcher import Dispatcher
+from ...jobs.imports import ImportedImage, Importer
 from ...jobs.index import BuilderIndex
 from ...model import Build, Builder, Operation, Status
 from ...store import IStore
@@ -57,8 +64,9 @@ class ConductorAPI:
     app = Klein()
 
     def __init__(self, dispatcher: Dispatcher, store: IStore, index: BuilderIndex, deleter: Deleter,
-                 accounts: dict[str, ProviderAccount], max_body_bytes: int) -> None:
+                 accounts: dict[str, ProviderAccount], max_body_bytes: int, importer: Importer | None = None) -> None:
         self._dispatcher = dispatcher
+        self._importer = importer
         self._store = store
         self._index = index
         self._deleter = deleter
@@ -73,16 +81,69 @@ class ConductorAPI:
     def error(self, request: IRequest, failure: Failure) -> bytes:
         return render_failure(request, failure)
 
+    # -- the hot reads, without Klein ----------------------------------------
+
+    def fast_read(self, request: IRequest) -> bytes | None:
+        """A target or provider image by id, answered from the index without Klein's routing; None otherwise.
+
+        The Conductor UI polled these every 30 s per user; Klein's routing
+        costs about as much as the answer.  Anything not answered here
+        (unknown ids, a build whose template is not remembered yet, other
+        paths) goes through Klein as before, with the same result.
+        """
+        segments = request.postpath
+        if len(segments) != 4 or segments[1] != b"api" or segments[2] not in (b"target_images", b"provider_images"):
+            return None
+        try:
+            object_id = segments[3].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        builder = self._index.get(object_id)
+        if builder is None:
+            return None
+        if segments[2] == b"provider_images":
+            if builder.operation != Operation.PUSH:
+                return None
+            return xml_document(request, 200, xml.provider_image_element(base_url(request), builder))
+        template_id = self._build_templates.get(builder.build_id)
+        if builder.operation != Operation.BUILD or template_id is None:
+            return None
+        return xml_document(request, 200, xml.target_image_element(
+            base_url(request), builder, template_id, self._pushes_of(builder.id, self._index.all())))
+
     # -- images ------------------------------------------------------------
 
     @app.route("/conductor/api/images", methods=["GET"])
     def images(self, request: IRequest) -> Any:
+        return ensureDeferred(self._images_answer(request))
+
+    @app.route("/conductor/api/environments/<name>/images", methods=["GET"])
+    def environment_images(self, request: IRequest, name: str) -> Any:
+        """Every image for ``default``; no image for any other environment (as the real Conductor answered)."""
+        if name != xml.DEFAULT_ENVIRONMENT:
+            return xml_document(request, 200, xml.collection("images", []))
+        return ensureDeferred(self._images_answer(request))
+
+    async def _images_answer(self, request: IRequest) -> bytes:
+        base = base_url(request)
+        builds = await self._store.list_builds()
+        members = [xml.image_element(base, image, [b.id for b in builds if b.image_id == image.id])
+                   for image in await self._store.list_images()]
+        return xml_document(request, 200, xml.collection("images", members))
+
+    @app.route("/conductor/api/environments", methods=["GET"])
+    def environments(self, request: IRequest) -> bytes:
+        return xml_document(request, 200, xml.collection(
+            "environments", [xml.environment_element(base_url(request), xml.DEFAULT_ENVIRONMENT)]))
+
+    @app.route("/conductor/api/images/<image_id>/builds", methods=["GET"])
+    def image_builds(self, request: IRequest, image_id: str) -> Any:
         async def answer() -> bytes:
+            await self._get_image(image_id)
             base = base_url(request)
-            builds = await self._store.list_builds()
-            members = [xml.image_element(base, image, [b.id for b in builds if b.image_id == image.id])
-                       for image in await self._store.list_images()]
-            return xml_document(request, 200, xml.collection("images", members))
+            members = [xml.build_element(base, build) for build in await self._store.list_builds()
+                       if build.image_id == image_id]
+            return xml_document(request, 200, xml.collection("builds", members))
 
         return ensureDeferred(answer())
 
@@ -95,21 +156,27 @@ class ConductorAPI:
         return ensureDeferred(self._image_answer(request, image_id, deleting=True))
 
     async def _image_answer(self, request: IRequest, image_id: str, deleting: bool) -> bytes:
-        try:
-            image = await self._store.get_image(image_id)
-        except UnknownObject:
-            raise not_found("ImageNotFound", f"no image with id {image_id!r}") from None
+        image = await self._get_image(image_id)
         builds = [b.id for b in await self._store.list_builds() if b.image_id == image_id]
         element = xml.image_element(base_url(request), image, builds)
         if deleting:
+            contents = self._provider_contents(lambda b: b.image_id == image_id)
             await self._deleted(self._deleter.delete_image(image_id), "ImageNotFound", "ImageDeleteFailure",
                                 f"no image with id {image_id!r}")
-            element = xml.marked_deleted(element)
+            element = xml.marked_deleted(element, contents)
         return xml_document(request, 200, element)
+
+    async def _get_image(self, image_id: str) -> Any:
+        try:
+            return await self._store.get_image(image_id)
+        except UnknownObject:
+            raise not_found("ImageNotFound", f"no image with id {image_id!r}") from None
 
     @app.route("/conductor/api/images", methods=["POST"])
     def create_image(self, request: IRequest) -> Any:
         root = self._body(request, "image")
+        if _text(root, "target_identifier"):
+            return ensureDeferred(self._import(request, root))
         targets, template = _text(root, "targets"), _text(root, "tdl")
         missing = [name for name, value in (("targets", targets), ("tdl", template)) if not value]
         if missing:
@@ -131,6 +198,36 @@ class ConductorAPI:
             return xml_document(request, 201, element)
 
         return ensureDeferred(start())
+
+    async def _import(self, request: IRequest, root: etree._Element) -> bytes:
+        """An image already on a provider: the 2012 form names an account, the 2011 form a target and provider."""
+        if self._importer is None:
+            raise ConductorError("NotFound", 404, "this daemon does not import images")
+        identifier, descriptor = _text(root, "target_identifier"), _text(root, "image_descriptor")
+        account_name = _text(root, "provider_account_name")
+        if account_name:
+            account = self._accounts.get(account_name)
+            if account is None:
+                raise not_found("ProviderAccountNotFound", f"no provider account {account_name!r}")
+            target, provider = account.provider_type, account.provider
+            account_identifier: str | None = account.credentials.account_identifier
+        else:
+            target, provider, account_identifier = _text(root, "target_name"), _text(root, "provider_name"), None
+            if not (target and provider):
+                raise insufficient("an import needs <target_identifier> and either <provider_account_name> "
+                                   "or <target_name> and <provider_name>")
+        try:
+            imported = await self._importer.import_image(target, provider, identifier, descriptor, account_identifier)
+        except InvalidRequest as error:
+            raise incorrect(error.message) from None
+        return self._imported_answer(request, imported)
+
+    def _imported_answer(self, request: IRequest, imported: ImportedImage) -> bytes:
+        base = base_url(request)
+        element = xml.started_image_element(base, imported.image.id, imported.build.id, [imported.target_builder],
+                                            [imported.push_builder])
+        request.setHeader(b"location", xml.href(base, "images", imported.image.id).encode("utf-8"))
+        return xml_document(request, 201, element)
 
     # -- builds ------------------------------------------------------------
 
@@ -155,10 +252,23 @@ class ConductorAPI:
         build = await self._get_build(build_id)
         element = xml.build_element(base_url(request), build)
         if deleting:
+            contents = self._provider_contents(lambda b: b.build_id == build_id)
             await self._deleted(self._deleter.delete_build(build_id), "BuildNotFound", "BuildDeleteFailure",
                                 f"no build with id {build_id!r}")
-            element = xml.marked_deleted(element)
+            element = xml.marked_deleted(element, contents)
         return xml_document(request, 200, element)
+
+    @app.route("/conductor/api/builds/<build_id>/target_images", methods=["GET"])
+    def build_target_images(self, request: IRequest, build_id: str) -> Any:
+        async def answer() -> bytes:
+            template_id = await self._template_of(build_id)
+            base = base_url(request)
+            builders = self._index.all()
+            members = [xml.target_image_element(base, builder, template_id, self._pushes_of(builder.id, builders))
+                       for builder in builders if builder.operation == Operation.BUILD and builder.build_id == build_id]
+            return xml_document(request, 200, xml.collection("target_images", members))
+
+        return ensureDeferred(answer())
 
     async def _template_of(self, build_id: str) -> str:
         """The id of the template the build was made from (remembered: builds never change)."""
@@ -201,10 +311,19 @@ class ConductorAPI:
         element = xml.target_image_element(base_url(request), builder, await self._template_of(builder.build_id),
                                            self._pushes_of(builder.id, self._index.all()))
         if deleting:
+            contents = self._provider_contents(lambda b: b.target_image_id == target_image_id)
             await self._deleted(self._deleter.delete_target_image(target_image_id), "TargetImageNotFound",
                                 "TargetImageDeleteFailure", f"no target image with id {target_image_id!r}")
-            element = xml.marked_deleted(element)
+            element = xml.marked_deleted(element, contents)
         return xml_document(request, 200, element)
+
+    @app.route("/conductor/api/target_images/<target_image_id>/provider_images", methods=["GET"])
+    def target_image_provider_images(self, request: IRequest, target_image_id: str) -> bytes:
+        self._target_builder(target_image_id)
+        base = base_url(request)
+        members = [xml.provider_image_element(base, builder) for builder in self._index.all()
+                   if builder.operation == Operation.PUSH and builder.target_image_id == target_image_id]
+        return xml_document(request, 200, xml.collection("provider_images", members))
 
     def _target_builder(self, target_image_id: str) -> Builder:
         found = self._index.get(target_image_id)
@@ -215,6 +334,11 @@ class ConductorAPI:
     @staticmethod
     def _pushes_of(target_image_id: str, builders: Iterable[Builder]) -> list[str]:
         return [b.id for b in builders if b.operation == Operation.PUSH and b.target_image_id == target_image_id]
+
+    def _provider_contents(self, under: Callable[[Builder], bool]) -> list[tuple[str, str]]:
+        """(provider, identifier there) of every provider image ``under`` the object being deleted."""
+        return [(b.provider or "", b.identifier_on_provider) for b in self._index.all()
+                if b.operation == Operation.PUSH and b.identifier_on_provider and under(b)]
 
     # -- provider images ---------------------------------------------------
 
@@ -234,11 +358,12 @@ class ConductorAPI:
     def delete_provider_image(self, request: IRequest, provider_image_id: str) -> Any:
         builder = self._push_builder(provider_image_id)
         element = xml.provider_image_element(base_url(request), builder)
+        contents = self._provider_contents(lambda b: b.id == provider_image_id)
 
         async def delete() -> bytes:
             await self._deleted(self._deleter.delete_provider_image(provider_image_id), "ProviderImageNotFound",
                                 "ProviderImageDeleteFailure", f"no provider image with id {provider_image_id!r}")
-            return xml_document(request, 200, xml.marked_deleted(element))
+            return xml_document(request, 200, xml.marked_deleted(element, contents))
 
         return ensureDeferred(delete())
 
@@ -272,19 +397,19 @@ class ConductorAPI:
         candidates, what = await self._push_candidates(kind, object_id)
         plan = [(account, builder) for account in accounts
                 for builder in await self._matching(account, candidates, what)]
-        started: list[Builder] = []
+        started: list[tuple[Builder, str]] = []
         for account, builder in plan:
             try:
                 provider_image = await self._dispatcher.start_push_with_credentials(
                     builder.id, account.provider, account.credentials)
             except Exception as error:
-                done = f"; started before it: {', '.join(b.id for b in started)}" if started else ""
+                done = f"; started before it: {', '.join(b.id for b, _ in started)}" if started else ""
                 reason = getattr(error, "message", None) or type(error).__name__
                 raise ConductorError("PushError", 500, f"the push of target image {builder.id} to account "
                                      f"{account.name!r} could not be started: {reason}{done}") from error
             pushed = self._index.get(provider_image.id)
             if pushed is not None:
-                started.append(pushed)
+                started.append((pushed, account.name))
         return xml_document(request, 201, xml.started_pushes_element(base_url(request), started))
 
     async def _push_candidates(self, kind: str, object_id: str) -> tuple[list[Builder], str]:
@@ -336,6 +461,28 @@ class ConductorAPI:
         if account is None:
             raise not_found("ProviderAccountNotFound", f"no provider account {name!r}")
         return xml_document(request, 200, xml.account_element(base_url(request), account))
+
+    @app.route("/conductor/api/providers", methods=["GET"])
+    def providers(self, request: IRequest) -> bytes:
+        """The providers the configured accounts push to."""
+        base = base_url(request)
+        names = sorted({(account.provider, account.provider_type) for account in self._accounts.values()})
+        members = [xml.provider_element(base, name, kind, *self._provider_location(name)) for name, kind in names]
+        return xml_document(request, 200, xml.collection("providers", members))
+
+    def _provider_location(self, name: str) -> tuple[str, str]:
+        """The provider's URL and its name in its own cloud (an EC2 region), as far as its plug-in tells."""
+        endpoint = getattr(self._dispatcher.provider(name), "endpoint", None)
+        if endpoint is None:
+            return "", name
+        where = endpoint(name)
+        return where.endpoint_url or f"https://ec2.{where.region}.amazonaws.com", where.region
+
+    @app.route("/conductor/api/provider_types", methods=["GET"])
+    def provider_types(self, request: IRequest) -> bytes:
+        """The targets this daemon builds (aeolus-cli lists them as its targets)."""
+        members = [xml.provider_type_element(target) for target in self._dispatcher.known_targets()]
+        return xml_document(request, 200, xml.collection("provider_types", members))
 
     @app.route("/conductor/api/openapi.json", methods=["GET"])
     def openapi(self, request: IRequest) -> bytes:

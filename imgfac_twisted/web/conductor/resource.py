@@ -2,15 +2,16 @@
 
 ``ConductorResource`` checks, before any routing (so unknown paths are not
 answered to strangers): the body size (413), the Basic credentials (401,
-bcrypt on a door), the Accept header (406); then hands the request to the
-Klein app.  ``SiteRoot`` sends paths under ``/conductor`` there and every
+bcrypt on a door), the Accept header (406); then takes ActiveResource's
+format suffix off the path (aeolus-cli asks for ``images.xml``,
+``images/<id>.xml``) and hands the request to the Klein app.  ``SiteRoot`` sends paths under ``/conductor`` there and every
 other request, untouched, to the factory's root (its fast read path stays
 as it is: one byte comparison more).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -26,6 +27,15 @@ XML_RANGES = frozenset({b"*/*", b"application/*", b"application/xml", b"text/*",
 #: The OpenAPI document is JSON.
 JSON_RANGES = frozenset({b"*/*", b"application/*", b"application/json"})
 OPENAPI_PATH = [b"conductor", b"api", b"openapi.json"]
+#: ActiveResource's format suffix, optional on every route.
+FORMAT_SUFFIX = b".xml"
+
+
+def without_format_suffix(segments: list[bytes]) -> list[bytes]:
+    """The path segments with ``.xml`` taken off the last one (``images.xml`` -> ``images``)."""
+    if len(segments) > 2 and segments[-1].endswith(FORMAT_SUFFIX) and len(segments[-1]) > len(FORMAT_SUFFIX):
+        return segments[:-1] + [segments[-1][:-len(FORMAT_SUFFIX)]]
+    return segments
 
 
 def accepts(header: bytes | None, ranges: frozenset[bytes]) -> bool:
@@ -45,10 +55,13 @@ class ConductorResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, app_resource: Resource, authenticator: BasicAuthenticator) -> None:
+    def __init__(self, app_resource: Resource, authenticator: BasicAuthenticator,
+                 fast_read: Callable[[IRequest], bytes | None] | None = None) -> None:
+        """``fast_read`` answers some GETs without the app's routing (None: let the app answer)."""
         super().__init__()
         self._app = app_resource
         self._authenticator = authenticator
+        self._fast_read = fast_read
 
     def render(self, request: IRequest) -> Any:
         if getattr(request, "too_large", False):
@@ -67,9 +80,20 @@ class ConductorResource(Resource):
             self._finish(request, render_failure(request, Failure(NotAcceptable(
                 "this API answers with application/xml only: accept application/xml (or */*)"))))
             return
-        answer = self._app.render(request)
+        request.postpath = without_format_suffix(request.postpath)
+        answer = self._read_fast(request) if request.method in (b"GET", b"HEAD") else None
+        if answer is None:
+            answer = self._app.render(request)
         if answer is not NOT_DONE_YET:
             self._finish(request, answer)
+
+    def _read_fast(self, request: IRequest) -> bytes | None:
+        if self._fast_read is None:
+            return None
+        try:
+            return self._fast_read(request)
+        except Exception:
+            return render_failure(request, Failure())
 
     @staticmethod
     def _finish(request: IRequest, body: bytes) -> None:
