@@ -189,6 +189,9 @@ def test_status_page_shows_builders_live(slow_daemon: Daemon, builds: dict[str, 
                                            "row => [row.querySelector('progress').value, "
                                            "row.querySelector('.percent').textContent]")
     assert value > running["value"] and percent == f"{value:g}%"
+    # The running stage shows next to the bar (a mock target's work is its conversion).
+    stage = page.eval_on_selector(f'#rows tr[data-id="{running["id"]}"] .stage', "cell => cell.textContent")
+    assert stage == "converting" == slow_daemon.get_json(f"/imagefactory/builders/{running['id']}")["stage"]
 
     # The FAILED row, with its reason and a red badge; running rows' badges are blue.
     failed = page.wait_for_selector(f'#rows tr[data-id="{builds["fail"]}"][data-status="FAILED"]')

@@ -89,6 +89,7 @@
     row.progress.max = 100;
     row.progress.setAttribute("aria-label", "Progress of builder " + short(id));
     row.percent = meter.appendChild(el("span", "percent"));
+    row.stage = meter.appendChild(el("span", "stage"));
 
     row.reason = cells[6];
     row.reason.className = "reason";
@@ -132,6 +133,8 @@
     if (row.progress.value !== completed) row.progress.value = completed;
     setAttr(row.progress, "aria-valuetext", completed + "% " + status.toLowerCase());
     setText(row.percent, completed + "%");
+    /* The stage running now (installing, boot test, converting...): where the time goes. */
+    setText(row.stage, builder.stage ? String(builder.stage).replace("_", " ") : "");
     setText(row.reason, status === "FAILED" ? builder.status_detail || "(no reason given)" : "");
   }
 
