@@ -223,3 +223,70 @@ def test_spent_nonces_are_kept_until_they_expire(store):
     rows = store.thd_spent_nonces(0.0)
     assert ("client1", "n-1", 100.0) not in rows and len(rows) == 2, "expired nonces are deleted as new ones come"
 
+
+
+def test_stages_read_back(store):
+    """A builder's stages (names, starts, ends; the last one running) are stored and read back as they were."""
+    from imgfac_twisted.model import Stage, StageName
+
+    _, _, _, builder = record_one_build(store)
+    stages = (Stage(StageName.WAITING, 1.0, 2.5), Stage(StageName.INSTALLING, 2.5, None))
+    moved = builder.moved(Status.PENDING, now=3.0, stages=stages)
+    result_of(store.save_builder(moved, Status.NEW, an_event(moved, builder)))
+    assert result_of(store.get_builder(builder.id)).stages == stages
+    assert result_of(store.get_builder(builder.id)).stage == StageName.INSTALLING
+
+
+def test_manifests_are_kept_per_build_and_go_with_it(store):
+    """A build's package list reads back in order; an unknown build has none; deleting the image removes it."""
+    image, build, _, _ = record_one_build(store)
+    packages = [("openssh-server", "1:9.2p1-2+deb12u3", "amd64"), ("tzdata", "2024a-0+deb12u1", "all")]
+    assert result_of(store.get_manifest(build.id)) is None
+    result_of(store.save_manifest(build.id, packages))
+    assert result_of(store.get_manifest(build.id)) == packages
+    result_of(store.delete_image(image.id))
+    assert result_of(store.get_manifest(build.id)) is None
+
+
+def test_a_database_of_the_first_schema_is_migrated_keeping_every_record(tmp_path):
+    """A database written by the release before schema versions (the first schema, user_version 0) is brought
+    to the current version at open: its records all read back, and the new columns and tables work."""
+    from imgfac_twisted.store.sqlite import SCHEMA, SCHEMA_VERSION
+
+    path = str(tmp_path / "old.sqlite")
+    old = sqlite3.connect(path)
+    old.executescript(SCHEMA)
+    old.execute("INSERT INTO templates VALUES ('t', 'digest', '<template/>', 1.0)")
+    old.execute("INSERT INTO images VALUES ('img', 't', 'name', NULL, 'Fedora', '14', 'x86_64', 1.0)")
+    old.execute("INSERT INTO builds VALUES ('bld', 'img', 't', 1.0)")
+    old.execute("INSERT INTO target_images VALUES ('ti', 'bld', 'img', 'ec2', 1.0)")
+    old.execute("INSERT INTO builders (id, operation, status, completed, image_id, build_id, target, created, "
+                "updated, sequence, artifact_sha256) VALUES ('ti', 'build', 'COMPLETED', 100, 'img', 'bld', 'ec2', "
+                "1.0, 2.0, 4, 'abc')")
+    old.execute("INSERT INTO outbox (event) VALUES ('{}')")
+    old.execute("INSERT INTO oauth_nonces VALUES ('client1', 'n1', 99.0)")
+    old.commit()
+    old.close()
+
+    store = SQLiteStore(path, InlineDoor())
+    store.thd_open()
+    try:
+        assert store.thd_schema_version() == SCHEMA_VERSION
+        builder = result_of(store.get_builder("ti"))
+        assert (builder.status, builder.artifact_sha256, builder.sequence, builder.stages) == (
+            Status.COMPLETED, "abc", 4, ())
+        assert result_of(store.get_image("img")).name == "name"
+        assert result_of(store.get_target_image("ti")).target == "ec2"
+        assert result_of(store.count_pending_events()) == 1
+        assert store.thd_spent_nonces(0.0) == [("client1", "n1", 99.0)]
+        result_of(store.save_manifest("bld", [("bash", "5.2", "amd64")]))
+        assert result_of(store.get_manifest("bld")) == [("bash", "5.2", "amd64")]
+    finally:
+        store.thd_close()
+    again = SQLiteStore(path, InlineDoor())
+    again.thd_open()
+    try:
+        assert again.thd_schema_version() == SCHEMA_VERSION, "opening a migrated database again changes nothing"
+        assert result_of(again.get_manifest("bld")) == [("bash", "5.2", "amd64")]
+    finally:
+        again.thd_close()
