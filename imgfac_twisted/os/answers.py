@@ -26,6 +26,23 @@ with warnings.catch_warnings():
 #: A random password is set when the template gives none, so no image ships an empty one.
 RANDOM_PASSWORD_BYTES = 24
 
+#: The installed system's consoles, on its kernel command line: the screen, and the first serial port last
+#: (the one /dev/console is), which the boot test watches for the login prompt and clouds show as the
+#: instance's console output (EC2 get-console-output, GCE's serial port).
+INSTALLED_CONSOLES = "console=tty0 console=ttyS0,115200n8"
+#: The serial port whose output the factory reads (QEMU writes it to the build's console log).
+SERIAL_PORT = "/dev/ttyS0"
+#: The package manifest, the answer file's very last step, is printed on SERIAL_PORT as::
+#:
+#:     IMGFAC-MANIFEST-BEGIN
+#:     IMGFAC-PKG <name> <version> <arch>     (one line per installed package; the version with its epoch)
+#:     IMGFAC-MANIFEST-END
+#:
+#: and read back from the console by os/manifest.py.
+MANIFEST_BEGIN = "IMGFAC-MANIFEST-BEGIN"
+MANIFEST_PACKAGE = "IMGFAC-PKG"
+MANIFEST_END = "IMGFAC-MANIFEST-END"
+
 
 def one_line(value: str, what: str) -> str:
     """``value`` unchanged; InvalidTemplate if it would break out of its line of the answer file."""
@@ -87,3 +104,17 @@ def _run_script(command: Command, script: str) -> list[str]:
         f"rm -f {shlex.quote(script)}",
     ]
 
+
+def manifest_script(list_packages: str) -> str:
+    """A POSIX shell script printing the package manifest on its standard output.
+
+    ``list_packages`` is a shell command printing one ``IMGFAC-PKG <name>
+    <version> <arch>`` line per installed package, run in the installed
+    system: reading its package database needs no network.
+    """
+    return "\n".join([
+        "# The installed packages, for Image Factory's package manifest.",
+        f"echo {MANIFEST_BEGIN}",
+        list_packages,
+        f"echo {MANIFEST_END}",
+    ]) + "\n"
