@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import http.server
 import lzma
 import os
 import re
@@ -49,7 +48,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import fake_installer
 from fake_installer import Entry, char_device, directory, newc_archive, regular
@@ -75,6 +74,26 @@ LOGIN_PROMPT = re.compile(rb"\S+ login: ?$", re.MULTILINE)
 def cache_home() -> Path:
     """This module's part of the test cache."""
     return fake_installer.cache_dir() / "debian-12"
+
+
+# --- the template -------------------------------------------------------------------------------------------------
+
+#: What the template's <file> and <command> leave in the installed system.
+FILE_PATH = "/etc/imgfac-e2e/greeting.txt"
+FILE_TEXT = "written by Image Factory's late_command"
+COMMAND_RESULT = "/etc/imgfac-e2e/openssh-version"
+
+
+def template(name: str, url: str, disk: str = "1536M") -> str:
+    """A Debian 12 template installed from ``url``, with a package, a file and a command (it records a version)."""
+    return (f"<template><name>{name}</name><description>a real Debian 12 system</description>"
+            f"<os><name>Debian</name><version>12</version><arch>x86_64</arch>"
+            f"<install type='url'><url>{url}</url></install><rootpw>e2e-Secret-pw</rootpw></os>"
+            f"<disk><size>{disk}</size></disk>"
+            f"<packages><package name='openssh-server'/></packages>"
+            f"<files><file name='{FILE_PATH}'>{FILE_TEXT}</file></files>"
+            f"<commands><command name='record'>dpkg-query -W -f='${{Version}}' openssh-server"
+            f" &gt; {COMMAND_RESULT}</command></commands></template>")
 
 
 # --- the root file system ------------------------------------------------------------------------------------------

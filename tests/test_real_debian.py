@@ -47,23 +47,10 @@ DISK_FORMATS = {"ec2": "raw", "openstack-kvm": "qcow2", "vsphere": "vmdk", "hype
 BUILD_WAIT = 1500.0
 #: Long enough for this system to reach its login prompt under load (41 s idle); the failing build waits it out.
 BOOT_TEST_TIMEOUT = 240.0
-FILE_PATH = "/etc/imgfac-e2e/greeting.txt"
-FILE_TEXT = "written by Image Factory's late_command"
-COMMAND_RESULT = "/etc/imgfac-e2e/openssh-version"
 #: The partition the stand-in installer makes starts at sector 2048.
 PARTITION_OFFSET = 2048 * 512
-
-
-def template(name: str, url: str) -> str:
-    """A Debian 12 template with a package, a file and a command, installed from ``url``."""
-    return (f"<template><name>{name}</name><description>a real Debian 12 system</description>"
-            f"<os><name>Debian</name><version>12</version><arch>x86_64</arch>"
-            f"<install type='url'><url>{url}</url></install><rootpw>e2e-Secret-pw</rootpw></os>"
-            f"<disk><size>1536M</size></disk>"
-            f"<packages><package name='openssh-server'/></packages>"
-            f"<files><file name='{FILE_PATH}'>{FILE_TEXT}</file></files>"
-            f"<commands><command name='record'>dpkg-query -W -f='${{Version}}' openssh-server"
-            f" &gt; {COMMAND_RESULT}</command></commands></template>")
+FILE_PATH, FILE_TEXT, COMMAND_RESULT = debian_system.FILE_PATH, debian_system.FILE_TEXT, debian_system.COMMAND_RESULT
+template = debian_system.template
 
 
 @dataclass
