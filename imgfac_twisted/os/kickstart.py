@@ -29,8 +29,7 @@ OLDEST_RHEL = 6
 #: rpm's line per installed package, the epoch written ``E:`` only when there
 #: is one; the ``gpg-pubkey`` entries of imported keys have no architecture
 #: and are not packages: nothing is printed for them.
-RPM_FORMAT = (f"%|ARCH?{{{MANIFEST_PACKAGE} %{{NAME}} %|EPOCH?{{%{{EPOCH}}:}}:{{}}|%{{VERSION}}-%{{RELEASE}} "
-              f"%{{ARCH}}\\n}}:{{}}|")
+RPM_FORMAT = "%|ARCH?{" + MANIFEST_PACKAGE + " %{NAME} %|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE} %{ARCH}\\n}:{}|"
 
 
 def os_major(template: Template) -> int | None:

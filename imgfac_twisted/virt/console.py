@@ -20,7 +20,7 @@ CONSOLE_READ_LIMIT = 1024 * 1024
 #: without newlines must not grow our memory).
 LONGEST_CONSOLE_LINE = 4096
 
-#: A line equal to one of this many lines passed on just before is dropped:
+#: A line equal to one of this many lines just before it is dropped:
 #: a full-screen program (GNU screen, around debian-installer on the serial
 #: port) redraws the same lines, its status line every second.
 REDRAW_WINDOW = 24
@@ -76,7 +76,7 @@ def _clean_text(text: str) -> str:
 class ConsoleTail:
     """Turns the console's bytes, as they come, into clean complete lines, and remembers the last few.
 
-    A line repeating one of the REDRAW_WINDOW lines passed on before it is a
+    A line repeating one of the REDRAW_WINDOW lines just before it is a
     redraw and is dropped.
     """
 
