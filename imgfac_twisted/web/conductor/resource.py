@@ -67,7 +67,11 @@ class ConductorResource(Resource):
         if getattr(request, "too_large", False):
             return render_failure(request, Failure(PayloadTooLarge(
                 f"request body is larger than {request.max_body_bytes} bytes")))
-        checking = self._authenticator.authenticate(request.getHeader(b"authorization"))
+        header = request.getHeader(b"authorization")
+        if self._authenticator.recently_checked(header) is not None:
+            # A poller's credentials, checked moments ago: answered on this turn, without a Deferred.
+            return self._answer(request)
+        checking = self._authenticator.authenticate(header)
         checking.addCallback(lambda _: self._authorized(request))
         checking.addErrback(lambda failure: self._finish(request, render_failure(request, failure)))
         return NOT_DONE_YET
@@ -75,17 +79,21 @@ class ConductorResource(Resource):
     def _authorized(self, request: IRequest) -> None:
         if getattr(request, "_disconnected", False):
             return
+        answer = self._answer(request)
+        if answer is not NOT_DONE_YET:
+            self._finish(request, answer)
+
+    def _answer(self, request: IRequest) -> Any:
+        """The answer of an authenticated request: bytes, or NOT_DONE_YET when the app finishes it later."""
         ranges = JSON_RANGES if request.postpath == OPENAPI_PATH else XML_RANGES
         if not accepts(request.getHeader(b"accept"), ranges):
-            self._finish(request, render_failure(request, Failure(NotAcceptable(
-                "this API answers with application/xml only: accept application/xml (or */*)"))))
-            return
+            return render_failure(request, Failure(NotAcceptable(
+                "this API answers with application/xml only: accept application/xml (or */*)")))
         request.postpath = without_format_suffix(request.postpath)
         answer = self._read_fast(request) if request.method in (b"GET", b"HEAD") else None
         if answer is None:
             answer = self._app.render(request)
-        if answer is not NOT_DONE_YET:
-            self._finish(request, answer)
+        return answer
 
     def _read_fast(self, request: IRequest) -> bytes | None:
         if self._fast_read is None:
