@@ -144,6 +144,9 @@ def test_listing_and_showing_every_collection(conductor: Daemon, built: dict[str
     assert len(mine) == 2
     for target in mine:
         if len(target.find("provider_images")) == 0:
+            # The spec's shape, plus (additively) the link to the package list of a COMPLETED target image.
+            icicle = target.find("icicle")
+            target.remove(icicle)
             assert shape(target) == spec_shape(SPEC_TARGET_IMAGE)
         assert target.find("build").get("id") == build_id and target.findtext("object_type") == "target_image"
     assert len({t.findtext("template") for t in mine}) == 1, "one template behind one build"
@@ -340,3 +343,15 @@ def test_bad_provider_accounts_stop_the_start(daemon_factory: DaemonPool, moto: 
     assert "provider account 'lost': unknown provider 'ec2-nowhere-9'" in said
     assert "provider account 'broken'" in said and "not well-formed" in said
     assert "moto-SECRET" not in said
+
+
+def test_a_completed_target_image_links_its_package_list(conductor: Daemon, built: dict[str, Any]) -> None:
+    """A COMPLETED target image carries an <icicle> link, with and without ActiveResource's .xml; the link
+    answers the ICICLE document (the Mock OS's: no packages)."""
+    for target_image in built["targets"].values():
+        link = target_image.find("icicle")
+        assert link is not None and link.get("href").endswith(f"/target_images/{target_image.get('id')}/icicle")
+        for href in (link.get("href"), link.get("href") + ".xml"):
+            icicle = xml_of(call(conductor, "GET", href))
+            assert icicle.tag == "icicle" and icicle.find("packages") is not None
+            assert len(icicle.find("packages")) == 0

@@ -195,7 +195,11 @@ def test_xml_documents_have_the_spec_shapes():
                    target_image_id="ti1", identifier_on_provider="ami-1")
     assert shape(xml.image_element(BASE, image, ["b1"])) == spec_shape(SPEC_IMAGE)
     assert shape(xml.build_element(BASE, build)) == spec_shape(SPEC_BUILD)
-    assert shape(xml.target_image_element(BASE, target, "t1", [])) == spec_shape(SPEC_TARGET_IMAGE)
+    # The spec's shape; a COMPLETED one adds (additively) a link to its package list.
+    completed = xml.target_image_element(BASE, target, "t1", [])
+    assert completed[-1].tag == "icicle" and completed[-1].get("href") == completed.get("href") + "/icicle"
+    completed.remove(completed[-1])
+    assert shape(completed) == spec_shape(SPEC_TARGET_IMAGE)
     assert shape(xml.provider_image_element(BASE, push)) == spec_shape(SPEC_PROVIDER_IMAGE)
     assert shape(xml.started_image_element(BASE, "i1", "b1", [target])) == spec_shape(SPEC_STARTED_IMAGE)
     assert shape(xml.started_pushes_element(BASE, [(push, "ec2-acc")])) == spec_shape(SPEC_STARTED_PUSHES)

@@ -32,6 +32,7 @@ from ...jobs.index import BuilderIndex
 from ...model import Build, Builder, Operation, Status
 from ...store import IStore
 from ...xmlsafe import parse_xml
+from ..manifests import icicle_xml
 from ..errors import UnsupportedMediaType
 from ..factory import base_url
 from ..params import media_type
@@ -316,6 +317,17 @@ class ConductorAPI:
                                 "TargetImageDeleteFailure", f"no target image with id {target_image_id!r}")
             element = xml.marked_deleted(element, contents)
         return xml_document(request, 200, element)
+
+    @app.route("/conductor/api/target_images/<target_image_id>/icicle", methods=["GET"])
+    async def target_image_icicle(self, request: IRequest, target_image_id: str) -> bytes:
+        """The packages inside a COMPLETED target image (ICICLE XML, as the factory API serves it); 404 before."""
+        builder = self._target_builder(target_image_id)
+        try:
+            image, packages = await self._dispatcher.contents(builder)
+        except UnknownObject as error:
+            raise not_found("TargetImageNotFound", error.message) from None
+        request.setHeader(b"content-type", b"application/xml; charset=utf-8")
+        return icicle_xml(image, packages)
 
     @app.route("/conductor/api/target_images/<target_image_id>/provider_images", methods=["GET"])
     def target_image_provider_images(self, request: IRequest, target_image_id: str) -> bytes:

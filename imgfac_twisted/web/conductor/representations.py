@@ -95,6 +95,9 @@ def target_image_element(base: str, builder: Builder, template_id: str,
     pushed = _child(root, "provider_images")
     for provider_image_id in provider_image_ids:
         _reference(pushed, "provider_image", base, "provider_images", provider_image_id)
+    if builder.status == Status.COMPLETED:
+        # What is inside: the installed system's packages, as the original factory's ICICLE.
+        etree.SubElement(root, "icicle", href=href(base, "target_images", builder.id) + "/icicle")
     return root
 
 
