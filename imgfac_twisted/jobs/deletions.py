@@ -6,7 +6,8 @@ A deletion, whatever its level:
    FAILED, "cancelled"), and waits until it has;
 2. removes every pushed image under it from its cloud through the provider
    plug-in (EC2: deregister the AMI, delete its snapshot), with the
-   credentials of the configured provider account that pushed it;
+   credentials of the configured provider account that pushed it (an
+   imported image was not made here and stays on its provider);
 3. removes the records and puts one DELETED event per builder in the outbox
    (one store transaction, through the update function), and forgets the
    builders (the index: both APIs then answer 404);
