@@ -30,6 +30,9 @@ from daemon import CLIENTS, Daemon, DaemonPool, mock_config
 from imgfac_twisted.errors import AuthenticationFailed
 from imgfac_twisted.testing import SPEC_TEMPLATE
 from imgfac_twisted.web.oauth import OAuthVerifier
+from imgfac_twisted.web.params import provider_credentials, unwrapped
+from moto_peer import credentials as ec2_credentials
+from test_ec2_unit import make_provider
 from real_clients_replay import authorization_params, gem_authorization, json_names, recorded, xml_names
 
 KEY, SECRET = "mock-key", "mock-secret"
@@ -147,6 +150,29 @@ def test_oauth_require_body_hash_refuses_a_signed_json_body_without_one() -> Non
     # A request without a body (DELETE) needs no hash.
     assert strict.verify("DELETE", url, {"Authorization": gem_authorization(
         "DELETE", url, None, KEY, SECRET, "n8", str(int(clock.seconds())))}, b"") == KEY
+
+
+def test_activeresource_wrapping_is_unwrapped_and_nothing_else() -> None:
+    """One key whose value is an object: the inner object; any other object stays as it is."""
+    inner = {"targets": "ec2", "template": "<template/>"}
+    assert unwrapped({"image": inner}) == inner
+    assert unwrapped({"image": inner, "other": "x"}) == {"image": inner, "other": "x"}
+    assert unwrapped({"targets": "ec2"}) == {"targets": "ec2"}
+    assert unwrapped({"image": ["not", "an", "object"]}) == {"image": ["not", "an", "object"]}
+
+
+def test_credentials_are_found_inside_conductors_provider_account(tmp_path: Path) -> None:
+    """Mock and EC2 alike: the <provider_credentials> element anywhere in the document is what the provider reads."""
+    mock = provider_credentials(PROVIDER_ACCOUNT)
+    assert etree.fromstring(mock).tag == "provider_credentials" and MOCK_PASSWORD in mock
+    ec2_account = ("<provider_account><name>ec2-acc</name><provider>ec2-us-east-1</provider>"
+                   f"<provider_type>ec2</provider_type>{ec2_credentials()}</provider_account>")
+    parsed = make_provider(tmp_path).parse_credentials(provider_credentials(ec2_account))
+    assert parsed.account_identifier == make_provider(tmp_path).parse_credentials(ec2_credentials()).account_identifier
+    assert provider_credentials(MOCK_CREDENTIALS) == MOCK_CREDENTIALS
+    # Not XML, or no such element: left for the provider's parser to refuse with its own message.
+    assert provider_credentials("not xml") == "not xml"
+    assert provider_credentials("<provider_account/>") == "<provider_account/>"
 
 
 # -- through the daemon, over TLS ------------------------------------------------------------------
