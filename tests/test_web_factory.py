@@ -15,7 +15,8 @@ from imgfac_twisted.web.oauth import OAuthVerifier
 BASE = "http://imgfac-host:8075"
 FORM = {"Content-Type": ["application/x-www-form-urlencoded"]}
 BUILDER_KEYS = {"status", "_type", "completed", "provider_account_identifier", "image_id", "href", "operation",
-                "id", "build_id", "target", "provider", "target_image_id", "status_detail", "image_size", "image_sha256"}
+                "id", "build_id", "target", "provider", "target_image_id", "status_detail", "image_size", "image_sha256",
+                "stage", "stages"}
 
 
 class Client_:
