@@ -293,6 +293,7 @@ def test_build_answer_shape_and_builder_documents(daemon: Daemon) -> None:
         "operation": "build", "id": target_id, "build_id": build_id, "target": "mock", "provider": None,
         "target_image_id": None, "status_detail": detail["status_detail"],
         "image_size": detail["image_size"], "image_sha256": detail["image_sha256"],
+        "stage": None, "stages": detail["stages"],
     }
     assert detail["image_size"] > 0 and len(detail["image_sha256"]) == 64
 
