@@ -37,9 +37,11 @@ from ..errors import UnsupportedMediaType
 from ..factory import base_url
 from ..params import media_type
 from . import representations as xml
-from .errors import ConductorError, incorrect, insufficient, not_found, render_failure, xml_document
+from .errors import XML_CONTENT_TYPE, ConductorError, incorrect, insufficient, not_found, render_failure, xml_document
 
 XML_TYPES = (b"application/xml", b"text/xml")
+#: Serialized documents kept for the hot reads (one per object polled; dropped all at once beyond this).
+MAX_SERIALIZED = 4096
 ID_PARAMETERS = ("target_image_id", "build_id", "image_id")
 
 
@@ -76,6 +78,9 @@ class ConductorAPI:
         #: Build id -> id of the template it was made from.  Builds never change, so a target
         #: image's read needs the store once per build, not once per request (pollers).
         self._build_templates: dict[str, str] = {}
+        #: Object id -> (what its document was made from, the serialized document): pollers read
+        #: the same unchanged builder again and again; lxml would rebuild the same bytes each time.
+        self._serialized: dict[str, tuple[tuple[Any, ...], bytes]] = {}
         self._openapi = (files("imgfac_twisted.web.conductor") / "openapi.json").read_bytes()
 
     @app.handle_errors(Exception)
@@ -102,15 +107,34 @@ class ConductorAPI:
         builder = self._index.get(object_id)
         if builder is None:
             return None
+        base = base_url(request)
         if segments[2] == b"provider_images":
             if builder.operation != Operation.PUSH:
                 return None
-            return xml_document(request, 200, xml.provider_image_element(base_url(request), builder))
+            return self._serialized_answer(request, (builder, base), lambda: xml.provider_image_element(base, builder))
         template_id = self._build_templates.get(builder.build_id)
         if builder.operation != Operation.BUILD or template_id is None:
             return None
-        return xml_document(request, 200, xml.target_image_element(
-            base_url(request), builder, template_id, self._pushes_of(builder.id, self._index.all())))
+        pushes = self._pushes_of(builder.id, self._index.all())
+        return self._serialized_answer(request, (builder, base, template_id, *pushes),
+                                       lambda: xml.target_image_element(base, builder, template_id, pushes))
+
+    def _serialized_answer(self, request: IRequest, made_from: tuple[Any, ...],
+                           element: Callable[[], etree._Element]) -> bytes:
+        """The 200 XML answer of ``element()``, serialized again only when what it is made from changed.
+
+        ``made_from`` starts with the builder: the index holds a new
+        (immutable) Builder after every change, so identity says "unchanged".
+        """
+        builder = made_from[0]
+        cached = self._serialized.get(builder.id)
+        if cached is None or cached[0][0] is not builder or cached[0][1:] != made_from[1:]:
+            if len(self._serialized) >= MAX_SERIALIZED:
+                self._serialized.clear()
+            cached = self._serialized[builder.id] = (made_from, xml_document(request, 200, element()))
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", XML_CONTENT_TYPE)
+        return cached[1]
 
     # -- images ------------------------------------------------------------
 
