@@ -271,6 +271,15 @@ if [ @GRUB@ = 1 ]; then
     options=$(answer debian-installer/add-kernel-opts)
     say "installing GRUB to /dev/vda, kernel options: $options"
     sed -i "s|^GRUB_CMDLINE_LINUX=.*|GRUB_CMDLINE_LINUX=\"$options\"|" /target/etc/default/grub
+    # As debian-installer's grub-installer does: an install on a serial console gets GRUB on that console
+    # (GRUB's default graphical terminal never reaches the kernel on a machine without a screen).
+    serial=$(sed -n 's/.*console=\(ttyS[0-9][^ ]*\).*/\1/p' /proc/cmdline)
+    if [ -n "$serial" ]; then
+        unit=${serial#ttyS}
+        speed=$(echo "$serial" | sed -n 's/^ttyS[0-9]*,\([0-9]*\).*/\1/p')
+        printf 'GRUB_TERMINAL=serial\nGRUB_SERIAL_COMMAND="serial --unit=%s --speed=%s --word=8 --parity=no --stop=1"\n' \
+            "${unit%%,*}" "${speed:-9600}" >> /target/etc/default/grub
+    fi
     chroot /target grub-install --target=i386-pc /dev/vda || fail "grub-install failed"
     chroot /target update-grub || fail "update-grub failed"
 else
@@ -446,11 +455,12 @@ def qemu_argv(disk: Path, disk_format: str, console: Path, *, snapshot: bool = T
               memory_mib: int = MEMORY_MIB, boot: tuple[Path, Path, str] | None = None) -> list[str]:
     """QEMU under software emulation with ``disk`` on virtio, user networking and the serial console in a file.
 
+    No screen (as the factory's boot test): an image must boot on its serial console alone.
     ``boot`` is (kernel, initrd, command line) to boot a kernel directly; else the disk's boot loader runs.
     ``snapshot`` keeps every write in a throwaway overlay: the image is read, never changed.
     """
     argv = [QEMU, "-machine", "pc", "-accel", "tcg", "-cpu", "max", "-smp", str(cpus), "-m", str(memory_mib),
-            "-display", "none", "-monitor", "none", "-no-reboot", "-serial", f"file:{console}",
+            "-vga", "none", "-display", "none", "-monitor", "none", "-no-reboot", "-serial", f"file:{console}",
             "-drive", f"file={disk},format={disk_format},if=virtio,cache=unsafe",
             "-nic", "user,model=virtio-net-pci"]
     if snapshot:

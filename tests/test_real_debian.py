@@ -98,7 +98,10 @@ def post(daemon: Daemon, tdl: str, targets: tuple[str, ...]) -> Build:
     answer = daemon.post("/imagefactory/images", data={"targets": ",".join(targets), "template": tdl})
     assert answer.status_code == 202, answer.text
     build = answer.json()["build"]
-    return Build({image["target"]: {**image, "build_id": build["id"]} for image in build["target_images"]}, {})
+    # The answer lists ids and links only: each target image's details name its target.
+    details = [daemon.get_json(image["href"]) for image in build["target_images"]]
+    assert sorted(detail["target"] for detail in details) == sorted(targets)
+    return Build({detail["target"]: {**detail, "build_id": build["id"]} for detail in details}, {})
 
 
 def log_of(daemon: Daemon, image: dict[str, Any]) -> str:
