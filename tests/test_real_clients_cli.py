@@ -230,3 +230,24 @@ def test_imports_of_2011_and_2012_then_reads_through_both_apis_then_delete(condu
         assert etree.fromstring(deleted.content).findtext("content/provider_content/target_identifier") in (
             "ami-5592553c", "mock-image-7")
     assert conductor.get(f"/imagefactory/builders/{target_image_id}").status_code == 404
+
+
+def test_every_listing_answers_with_and_without_the_suffix(conductor: Daemon) -> None:
+    """The listings aeolus-cli reads, and the spec's, answer alike with and without .xml."""
+    made = build_mock(conductor)
+    paths = ["images", "builds", "target_images", "provider_images", "provider_accounts", "providers",
+             "provider_types", "environments", "environments/default/images", f"images/{made['image']}",
+             f"images/{made['image']}/builds", f"builds/{made['build']}/target_images",
+             f"target_images/{made['target_image']}/provider_images", f"provider_images/{made['provider_image']}"]
+    for path in paths:
+        answers = [conductor.get(f"/conductor/api/{path}{suffix}", auth=(CONDUCTOR_USER, CONDUCTOR_PASSWORD),
+                                 headers={"Accept": "application/xml", "Accept_language": "en"})
+                   for suffix in ("", ".xml")]
+        assert [a.status_code for a in answers] == [200, 200], (path, [a.text for a in answers])
+        assert xml_names(answers[0].content) == xml_names(answers[1].content), path
+    environments = etree.fromstring(conductor.get("/conductor/api/environments.xml",
+                                                  auth=(CONDUCTOR_USER, CONDUCTOR_PASSWORD)).content)
+    assert [e.findtext("name") for e in environments] == ["default"]
+    providers = etree.fromstring(conductor.get("/conductor/api/providers.xml",
+                                               auth=(CONDUCTOR_USER, CONDUCTOR_PASSWORD)).content)
+    assert [(p.findtext("name"), p.findtext("provider_type")) for p in providers] == [("mock", "mock")]
