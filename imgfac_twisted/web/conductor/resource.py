@@ -107,6 +107,8 @@ class ConductorResource(Resource):
     def _finish(request: IRequest, body: bytes) -> None:
         if getattr(request, "_disconnected", False) or request.finished:
             return
+        # As twisted.web does for a body returned by render(): a length, not chunks.
+        request.setHeader(b"content-length", str(len(body)).encode("ascii"))
         if request.method != b"HEAD":
             request.write(body)
         request.finish()
