@@ -23,7 +23,8 @@ ACTIVE = (Status.BUILDING, Status.PUSHING)
 ROUTE_WORDS = frozenset({b"imagefactory", b"images", b"builds", b"target_images", b"provider_images", b"builders",
                          b"status", b"log", b"static", b"openapi.json", b"metrics", b"raw_image",
                          # the Conductor API's words
-                         b"conductor", b"api", b"provider_accounts"})
+                         b"conductor", b"api", b"provider_accounts", b"providers", b"provider_types",
+                         b"environments"})
 MAX_ROUTE_SEGMENTS = 10
 
 GaugeReader = Callable[[], Iterable[tuple[tuple[str, ...], float]]]
@@ -50,6 +51,9 @@ def route_of(segments: list[bytes]) -> str:
     """A request path as a route label: names kept, ids as ``{id}`` (bounded cardinality)."""
     if len(segments) > MAX_ROUTE_SEGMENTS:
         return "other"
+    if segments and segments[-1].endswith(b".xml"):
+        # ActiveResource's format suffix (aeolus-cli): the same route as without it.
+        segments = [*segments[:-1], segments[-1][:-4]]
     return (b"/" + b"/".join([segment if segment in ROUTE_WORDS else b"{id}" for segment in segments])).decode("ascii")
 
 

@@ -74,6 +74,9 @@ def test_live_metrics_count_http_requests(daemon):
      "/imagefactory/images/{id}/builds/{id}/target_images/{id}/raw_image"),
     ("/conductor/api/provider_images/5ee6", "/conductor/api/provider_images/{id}"),
     ("/conductor/api/provider_accounts/ec2-acc", "/conductor/api/provider_accounts/{id}"),
+    ("/conductor/api/images.xml", "/conductor/api/images"),
+    ("/conductor/api/target_images/77aa.xml", "/conductor/api/target_images/{id}"),
+    ("/conductor/api/environments/default/images.xml", "/conductor/api/environments/{id}/images"),
     ("/" + "x/" * 11, "other"),
 ])
 def test_route_labels_keep_the_api_words_and_hide_ids(path, label):
