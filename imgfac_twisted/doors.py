@@ -53,6 +53,19 @@ class ThreadDoor(Service):
         return deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)
 
 
+#: Threads of the CPU door.  Two: one long validation does not hold up the next request's.
+CPU_THREADS = 2
+
+
+def cpu_door(reactor: Any) -> ThreadDoor:
+    """The door for CPU-bound work on request data (parsing and validating a template).
+
+    lxml parses and validates with the GIL released, so the reactor thread
+    keeps running while a 1 MiB template is checked for a second or two.
+    """
+    return ThreadDoor(reactor, "cpu", threads=CPU_THREADS)
+
+
 def shielded(inner: Deferred, late_failure: str | None = None) -> Deferred:
     """A Deferred with ``inner``'s result whose cancellation leaves ``inner`` running.
 

@@ -1,10 +1,22 @@
-"""Reading HTTP response bodies (treq) with a cap on their size."""
+"""HTTP clients on the injected reactor, and reading their response bodies with a cap on their size."""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
 import treq
+from treq.client import HTTPClient
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.client import Agent
+
+
+def http_client_on(reactor: IReactorTime) -> HTTPClient:
+    """A treq client whose connections and timers run on ``reactor``.
+
+    The ``treq`` module's own functions use the global reactor: a test
+    driving another one, or a Clock, would not see their timers.
+    """
+    return HTTPClient(Agent(reactor))  # type: ignore[arg-type]
 
 
 class BodyTooLarge(Exception):

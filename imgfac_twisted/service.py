@@ -28,7 +28,7 @@ from .events.relay import OutboxRelay
 from .jobs.dispatcher import Dispatcher
 from .jobs.fetch import TemplateFetcher
 from .jobs.imports import Importer
-from .doors import ThreadDoor
+from .doors import ThreadDoor, cpu_door
 from .jobs.index import BuilderIndex
 from .jobs.logs import BuilderLogs
 from .jobs.updates import BuilderUpdater
@@ -108,6 +108,7 @@ def make_service(config: Config, reactor: Any) -> IService:
     updater = BuilderUpdater(store, relay, index, logs, metrics, reactor)
     disk_door = ThreadDoor(reactor, "disk", threads=2)
     cloud_door = ThreadDoor(reactor, "cloud", threads=config.cloud_threads)
+    template_door = cpu_door(reactor)
     # Opened lazily on its own thread: a daemon that installs no real OS needs no libvirtd.
     libvirt = LibvirtConnection(reactor, config.libvirt_uri)
     environment = PluginEnvironment(config, reactor, cloud_door, disk_door=disk_door, libvirt=libvirt)
@@ -125,6 +126,7 @@ def make_service(config: Config, reactor: Any) -> IService:
         disk_door=disk_door,
         build_slots=config.max_concurrent_builds,
         push_slots=config.max_concurrent_pushes,
+        cpu_door=template_door,
     )
     register_gauges(metrics, index, dispatcher, store)
     importer = Importer(store, updater, dispatcher.known_targets, dispatcher.provider, reactor)
@@ -137,7 +139,7 @@ def make_service(config: Config, reactor: Any) -> IService:
         deleter = Deleter(store, index, dispatcher, accounts, disk_door, config.state_dir, updater)
         conductor = _conductor_resource(config, reactor, dispatcher, store, index, deleter, accounts, auth_door,
                                         importer)
-    for pool in (door, logs_door, disk_door, cloud_door):
+    for pool in (door, logs_door, disk_door, cloud_door, template_door):
         pool.setServiceParent(root)
     _StoreCloser(store).setServiceParent(root)
     # Before the dispatcher, so it stops after the installs; the sweep's call

@@ -91,6 +91,7 @@ class Stack:
             disk_door=InlineDoor(),
             build_slots=self.config.max_concurrent_builds,
             push_slots=self.config.max_concurrent_pushes,
+            cpu_door=InlineDoor(),
         )
 
     def run_for(self, seconds: float, step: float = 0.05) -> None:

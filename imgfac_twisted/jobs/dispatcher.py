@@ -190,6 +190,7 @@ class Dispatcher(Service):
         disk_door: IDoor,
         build_slots: int,
         push_slots: int,
+        cpu_door: IDoor,
     ) -> None:
         self._reactor = reactor
         self._store = store
@@ -202,6 +203,9 @@ class Dispatcher(Service):
         self._logs = logs
         self._base_images = base_images
         self._disk_door = disk_door
+        #: Where templates are parsed and validated: RELAX NG on a 1 MiB
+        #: template takes about a second of CPU, too long for the reactor.
+        self._cpu_door = cpu_door
         self._build_slots = DeferredSemaphore(build_slots)
         self._push_slots = DeferredSemaphore(push_slots)
         self._running: dict[str, _Running] = {}
@@ -224,7 +228,7 @@ class Dispatcher(Service):
         if template_text is None or not template_text.strip():
             if image is None:
                 raise InvalidRequest("parameter 'template' is missing (give TDL XML, an image UUID or a URL)")
-            template = parse_template((await self._store.get_template(image.template_id)).xml)
+            template = await self._parse((await self._store.get_template(image.template_id)).xml)
         else:
             template = await self._resolve_template(template_text.strip())
         now = self._reactor.seconds()
@@ -257,7 +261,7 @@ class Dispatcher(Service):
         if image_id is not None and build.image_id != image_id:
             raise UnknownObject(f"no build {build_id!r} of image {image_id!r}")
         image = await self._store.get_image(build.image_id)
-        template = parse_template((await self._store.get_template(build.template_id)).xml)
+        template = await self._parse((await self._store.get_template(build.template_id)).xml)
         target_images, builders = self._new_targets(image, build, target_names, self._reactor.seconds())
         await self._updater.record_created(
             builders, lambda events: self._store.add_to_build(target_images, builders, events))
@@ -401,17 +405,23 @@ class Dispatcher(Service):
 
     # -- running ---------------------------------------------------------
 
+    async def _parse(self, text: str | bytes) -> Template:
+        """``text`` parsed and validated through the CPU door; InvalidTemplate if it is not a valid TDL."""
+        template: Template = await self._cpu_door.run(parse_template, text)
+        return template
+
     async def _resolve_template(self, text: str) -> Template:
+        """The template ``text`` stands for: inline TDL XML, a known image's UUID, or an http(s) URL."""
         if template_looks_like_xml(text):
-            return parse_template(text)
+            return await self._parse(text)
         if UUID_PATTERN.match(text):
             try:
                 image = await self._store.get_image(text)
             except UnknownObject:
                 raise InvalidRequest(f"parameter 'template' names no known image ({text})") from None
-            return parse_template((await self._store.get_template(image.template_id)).xml)
+            return await self._parse((await self._store.get_template(image.template_id)).xml)
         if text.startswith(("http://", "https://")):
-            return parse_template(await self._fetcher.fetch(text))
+            return await self._parse(await self._fetcher.fetch(text))
         raise InvalidRequest("parameter 'template' must be TDL XML, the UUID of a known image, or an http(s) URL")
 
     def _provider(self, name: str) -> Provider:

@@ -4,24 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-import treq
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.web.client import ResponseFailed
 
 from ..errors import InvalidTemplate
-from ..http_bodies import BodyTooLarge, collect_capped
+from ..http_bodies import BodyTooLarge, collect_capped, http_client_on
 
 
 class TemplateFetcher:
     """Fetches template text by URL with a size cap and an overall time limit."""
 
-    def __init__(self, reactor: Any, timeout: float, max_bytes: int, http_client: Any = treq) -> None:
+    def __init__(self, reactor: Any, timeout: float, max_bytes: int, http_client: Any = None) -> None:
         self._reactor = reactor
         self._timeout = timeout
         self._max_bytes = max_bytes
-        self._http = http_client
+        self._http = http_client if http_client is not None else http_client_on(reactor)
 
     async def fetch(self, url: str) -> str:
         """The body of ``url`` as text; InvalidTemplate naming the URL when it cannot be had."""

@@ -19,7 +19,6 @@ from http import HTTPStatus
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-import treq
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.python.failure import Failure
@@ -27,7 +26,7 @@ from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
 from ..config import redact_url
 from ..errors import ImageFactoryError
-from ..http_bodies import BodyTooLarge, collect_capped
+from ..http_bodies import BodyTooLarge, collect_capped, http_client_on
 
 #: How much of an error response's body is read (and dropped).
 ERROR_BODY_BYTES = 64 * 1024
@@ -73,12 +72,12 @@ class Downloader:
     """Downloads files to disk with a size cap and an overall time limit per file."""
 
     def __init__(self, reactor: Any, cache_root: str, timeout: float, max_bytes: int,
-                 http_client: Any = treq) -> None:
+                 http_client: Any = None) -> None:
         self._reactor = reactor
         self._cache_root = cache_root
         self._timeout = timeout
         self._max_bytes = max_bytes
-        self._http = http_client
+        self._http = http_client if http_client is not None else http_client_on(reactor)
 
     def tree_dir(self, tree_url: str) -> str:
         """The cache folder of the install tree at ``tree_url``."""

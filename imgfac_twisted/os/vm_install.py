@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
-import treq
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.threads import deferToThreadPool
 
@@ -91,7 +90,7 @@ class VMInstaller:
     #: A real OS: its base images boot, and are boot-tested.
     boot_tested = True
 
-    def __init__(self, environment: PluginEnvironment, *, virt: Any = None, http_client: Any = treq) -> None:
+    def __init__(self, environment: PluginEnvironment, *, virt: Any = None, http_client: Any = None) -> None:
         self._environment = environment
         config = environment.config
         self._downloader = Downloader(environment.reactor, os.path.join(config.state_dir, "cache", "trees"),
