@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
 EVENT_FIELDS = {"event_id", "event", "_type", "id", "image_id", "build_id", "target_image_id",
                 "provider_image_id", "operation", "target", "provider", "old_status", "new_status",
-                "completed", "status_detail", "timestamp", "sequence"}
+                "completed", "status_detail", "timestamp", "sequence", "stage"}
 
 
 def rabbitmqctl(*args: str) -> None:
