@@ -18,6 +18,8 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
+from .deferreds import settle
+
 T = TypeVar("T")
 
 
@@ -78,10 +80,9 @@ def shielded(inner: Deferred, late_failure: str | None = None) -> Deferred:
     outer: Deferred = Deferred(lambda _: None)
 
     def forward(result: Any) -> None:
-        if not outer.called:
-            (outer.errback if isinstance(result, Failure) else outer.callback)(result)
-        elif isinstance(result, Failure) and late_failure is not None:
+        if outer.called and isinstance(result, Failure) and late_failure is not None:
             Logger().failure(late_failure, result)
+        settle(outer, result)
 
     inner.addBoth(forward)
     return outer

@@ -15,6 +15,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succeed
 from twisted.logger import Logger
 
+from ..deferreds import observe
 from ..store import IStore
 from . import IEventBus
 
@@ -51,8 +52,7 @@ class OutboxRelay(Service):
             self._retry_call.cancel()
         if self._draining is None:
             return succeed(None)
-        waiting: Deferred = Deferred()
-        self._draining.addBoth(lambda _: waiting.callback(None) if not waiting.called else None)
+        waiting = observe(self._draining)
         # What is still unconfirmed stays in the outbox for the next start.
         return waiting.addTimeout(5, self._clock, onTimeoutCancel=lambda *_: None)
 

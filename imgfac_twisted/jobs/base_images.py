@@ -19,6 +19,7 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..deferreds import settle
 from ..errors import ImageFactoryError
 from ..model import StageName
 from ..os import OperatingSystem, Package
@@ -77,8 +78,7 @@ class _Install:
         self.has_slot = True
         waiters, self.slot_waiters = self.slot_waiters, []
         for waiter in waiters:
-            if not waiter.called:
-                waiter.callback(None)
+            settle(waiter, None)
 
     def progress(self, percent: int) -> None:
         for follower in list(self.listeners.values()):
@@ -242,15 +242,10 @@ class BaseImages:
 
     @staticmethod
     def _settle(waiter: Deferred, outcome: Any) -> None:
-        if waiter.called:
-            return
-        if isinstance(outcome, Failure):
-            if outcome.check(CancelledError):
-                waiter.errback(Failure(ImageFactoryError("the base image install was cancelled")))
-            else:
-                waiter.errback(outcome)
-        else:
-            waiter.callback(outcome)
+        """Hand a waiting builder the install's outcome; a cancelled install is a plain failure to it."""
+        if isinstance(outcome, Failure) and outcome.check(CancelledError):
+            outcome = Failure(ImageFactoryError("the base image install was cancelled"))
+        settle(waiter, outcome)
 
     def stop(self) -> None:
         """Cancel every install under way (the daemon is stopping)."""

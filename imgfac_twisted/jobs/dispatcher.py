@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore, ensureDeferred, succeed
 from twisted.internet.defer import TimeoutError as WaitTimedOut
 from twisted.logger import Logger
 
@@ -35,6 +35,7 @@ from ..model import (
 )
 from ..os import Package
 from ..providers import Credentials, Provider, PushResult
+from ..deferreds import InFlight, observe
 from ..doors import IDoor
 from ..store import IStore
 from ..targets import Artifact, Target
@@ -209,6 +210,8 @@ class Dispatcher(Service):
         self._build_slots = DeferredSemaphore(build_slots)
         self._push_slots = DeferredSemaphore(push_slots)
         self._running: dict[str, _Running] = {}
+        #: Every piece of work started in the background: stopService waits for it.
+        self._background = InFlight()
 
     # -- requests --------------------------------------------------------
 
@@ -366,12 +369,7 @@ class Dispatcher(Service):
     def stopped(self, builder_id: str) -> Deferred:
         """Fire (with None) once the builder's running work has ended; at once when it is not running."""
         running = self._running.get(builder_id)
-        ended: Deferred = Deferred()
-        if running is None:
-            ended.callback(None)
-        else:
-            running.deferred.addBoth(lambda result: (ended.callback(None), result)[1])
-        return ended
+        return succeed(None) if running is None else observe(running.deferred)
 
     def cancel(self, builder_id: str) -> bool:
         """Stop a running builder, which then ends FAILED; False when it is not running."""
@@ -401,7 +399,8 @@ class Dispatcher(Service):
         for builder_id in list(self._running):
             self._stop(builder_id, STOP_REASON)
         self._base_images.stop()
-        return DeferredList([running.deferred for running in self._running.values()])
+        # The builders' runs and the FAILED records of the start-up recovery.
+        return self._background.ended()
 
     # -- running ---------------------------------------------------------
 
@@ -478,8 +477,8 @@ class Dispatcher(Service):
             return self._disk_door.run(discard_path, os.path.join(self._state_dir, BUILDS_DIR, build_id))
 
         cleaned = DeferredList(ended, consumeErrors=True).addCallback(clean)
-        cleaned.addErrback(lambda failure: self.log.failure(
-            "work files of build {build_id} not removed", failure, build_id=build_id))
+        self._background.run_logged(cleaned, self.log, "work files of build {build_id} not removed",
+                                    build_id=build_id)
 
     def _push_work(self, builder: Builder, target_builder: Builder, image: Image, provider: Provider,
                    credentials: Credentials) -> Callable[[], Awaitable[dict[str, Any]]]:
@@ -565,6 +564,6 @@ class Dispatcher(Service):
         return True
 
     def _track(self, builder_id: str, deferred: Deferred) -> None:
-        """Log what a background Deferred fails with, so no failure passes unseen."""
-        deferred.addErrback(lambda failure: self.log.failure(
-            "background work for builder {builder_id} failed", failure, builder_id=builder_id))
+        """Keep background work until it ends (stopService waits) and log what it fails with."""
+        self._background.run_logged(deferred, self.log, "background work for builder {builder_id} failed",
+                                    builder_id=builder_id)

@@ -42,10 +42,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, fail
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
+from ..deferreds import InFlight, Wakeup
 from ..doors import shielded
 from ..errors import ImageFactoryError, InvalidCredentials
 from ..registry import PluginEnvironment
@@ -156,7 +157,7 @@ class EC2Provider:
         provider = job.builder.provider or ""
         endpoint = self._endpoints.get(provider)
         if endpoint is None:
-            return ensureDeferred(_fail(Ec2Error(f"the ec2 plug-in does not serve provider {provider!r}")))
+            return fail(Ec2Error(f"the ec2 plug-in does not serve provider {provider!r}"))
         push = Ec2Push(endpoint, job, credentials, self._door, self._reactor, self._settings, self._client_factory)
         return ensureDeferred(push.run())
 
@@ -166,18 +167,14 @@ class EC2Provider:
         """Deregister the AMI ``identifier`` and delete its snapshot (``details['snapshot_id']``); gone is fine."""
         endpoint = self._endpoints.get(provider_name)
         if endpoint is None:
-            return ensureDeferred(_fail(Ec2Error(f"the ec2 plug-in does not serve provider {provider_name!r}")))
+            return fail(Ec2Error(f"the ec2 plug-in does not serve provider {provider_name!r}"))
         if credentials is None:
-            return ensureDeferred(_fail(Ec2Error(
+            return fail(Ec2Error(
                 f"{provider_name}: no provider account of this daemon holds the credentials of the account "
-                f"that pushed AMI {identifier}: it cannot be deregistered")))
+                f"that pushed AMI {identifier}: it cannot be deregistered"))
         removal = Ec2Delete(endpoint, credentials, self._door, self._reactor, self._settings.cleanup_retry,
                             self._client_factory)
         return ensureDeferred(removal.run(identifier, details.get("snapshot_id")))
-
-
-async def _fail(error: Exception) -> Any:
-    raise error
 
 
 #: Error codes that mean the AMI or snapshot is not there (any more): already deleted.
@@ -257,7 +254,8 @@ class Ec2Push:
         self._ebs: Any = None
         self._stopping = False
         #: Door calls not yet settled (waited for, bounded, before cleaning up).
-        self._calls: set[Deferred] = set()
+        #: The door calls still running (a thread cannot be stopped half-way).
+        self._calls = InFlight()
         self._retry_lines = 0
         self._progress = -1
         self.snapshot_id: str | None = None
@@ -346,7 +344,7 @@ class Ec2Push:
         queue: deque[Block] = deque()
         in_flight: dict[int, Deferred] = {}
         errors: list[BaseException] = []
-        state = _Wakeup()
+        state = Wakeup()
         reading: list[Deferred] = []
         #: Where the read in flight started: no block before it is still unread.
         read_from = [0]
@@ -531,24 +529,9 @@ class Ec2Push:
 
     async def _settle(self, timeout: float) -> None:
         """Wait (at most ``timeout`` s) until the door calls still running have returned."""
-        pending = list(self._calls)
-        if not pending:
+        if not self._calls:
             return
-        done: Deferred = Deferred()
-        remaining = [len(pending)]
-
-        def one(result: Any) -> Any:
-            remaining[0] -= 1
-            if remaining[0] == 0 and not done.called:
-                done.callback(None)
-            return result
-
-        for call in pending:
-            call.addBoth(one)
-        timer = self._reactor.callLater(timeout, lambda: None if done.called else done.callback(None))
-        await done
-        if timer.active():
-            timer.cancel()
+        await self._calls.ended().addTimeout(timeout, self._reactor, onTimeoutCancel=lambda *_: None)
 
     # -- calls -----------------------------------------------------------------
 
@@ -561,14 +544,7 @@ class Ec2Push:
             self.image_id = answer["ImageId"]
 
     def _track(self, call: Deferred) -> Deferred:
-        self._calls.add(call)
-
-        def untrack(result: Any) -> Any:
-            self._calls.discard(call)
-            return result
-
-        call.addBoth(untrack)
-        return call
+        return self._calls.add(call)
 
     async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking function on the door, once."""
@@ -620,29 +596,3 @@ class Ec2Push:
 
 def _message(error: BaseException) -> str:
     return error.message if isinstance(error, ImageFactoryError) else (str(error) or type(error).__name__)
-
-
-class _Wakeup:
-    """Something happened (a put or a read finished) since ``clear``; ``wait`` until it does."""
-
-    def __init__(self) -> None:
-        self._happened = False
-        self._waiter: Deferred | None = None
-
-    def clear(self) -> None:
-        self._happened = False
-
-    def poke(self) -> None:
-        self._happened = True
-        if self._waiter is not None:
-            waiter, self._waiter = self._waiter, None
-            waiter.callback(None)
-
-    def wait(self) -> Deferred:
-        if self._happened:
-            self._happened = False
-            d: Deferred = Deferred()
-            d.callback(None)
-            return d
-        self._waiter = Deferred()
-        return self._waiter

@@ -32,6 +32,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..deferreds import settle
 from ..processes import run_process
 from ..registry import PluginEnvironment
 from ..template import Template
@@ -214,12 +215,7 @@ def stoppable_on_disk(job: BuildJob, fn: Callable[..., Any], *args: Any) -> Defe
     """
     stop = threading.Event()
     waiting: Deferred = Deferred(lambda _: stop.set())
-
-    def forward(result: Any) -> None:
-        if not waiting.called:
-            (waiting.errback if isinstance(result, Failure) else waiting.callback)(result)
-
-    job.on_disk(fn, *args, stop).addBoth(forward)
+    job.on_disk(fn, *args, stop).addBoth(lambda result: settle(waiting, result))
     return waiting
 
 

@@ -27,6 +27,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..deferreds import observe, settle
 from ..errors import ImageFactoryError
 from ..xmlsafe import parse_xml
 from .connection import LibvirtConnection
@@ -306,11 +307,7 @@ class _InstallWatch:
         self._settle(Failure(InstallFailed(self._with_console(reason))))
 
     def _settle(self, result: Failure | None) -> None:
-        if not self.result.called:
-            if isinstance(result, Failure):
-                self.result.errback(result)
-            else:
-                self.result.callback(result)
+        settle(self.result, result)
         if self._holding_result:
             # Only our own pause: the caller's callbacks may pause the result
             # too, when one of them returns a Deferred.
@@ -554,9 +551,7 @@ class LeftoverDomainsSweep(Service):
         super().stopService()
         if self._sweeping is None or self._sweeping.called:
             return None
-        waiting: Deferred = Deferred()
-        self._sweeping.addBoth(lambda _: waiting.callback(None))
-        return waiting
+        return observe(self._sweeping)
 
     def _swept(self, names: list[str]) -> None:
         if names:

@@ -19,7 +19,7 @@ import hmac
 import os
 from typing import Any, Mapping
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 
 from ..doors import IDoor
 from ..errors import AuthenticationFailed
@@ -117,7 +117,7 @@ class BasicAuthenticator:
         try:
             user, password = parse_basic(header)
         except AuthenticationFailed as error:
-            return _failed(error)
+            return fail(error)
         key = self._key(user, password)
         if self._remembered(key, user):
             return succeed(user)
@@ -139,8 +139,3 @@ class BasicAuthenticator:
                 del self._recent[stale]
         self._recent[key] = expires
 
-
-def _failed(error: Exception) -> Deferred:
-    deferred: Deferred = Deferred()
-    deferred.errback(error)
-    return deferred

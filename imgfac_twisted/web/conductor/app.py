@@ -19,7 +19,6 @@ from typing import Any, Callable, Iterable
 
 from klein import Klein
 from lxml import etree
-from twisted.internet.defer import ensureDeferred
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
@@ -139,15 +138,15 @@ class ConductorAPI:
     # -- images ------------------------------------------------------------
 
     @app.route("/conductor/api/images", methods=["GET"])
-    def images(self, request: IRequest) -> Any:
-        return ensureDeferred(self._images_answer(request))
+    async def images(self, request: IRequest) -> bytes:
+        return await self._images_answer(request)
 
     @app.route("/conductor/api/environments/<name>/images", methods=["GET"])
-    def environment_images(self, request: IRequest, name: str) -> Any:
+    async def environment_images(self, request: IRequest, name: str) -> bytes:
         """Every image for ``default``; no image for any other environment (as the real Conductor answered)."""
         if name != xml.DEFAULT_ENVIRONMENT:
             return xml_document(request, 200, xml.collection("images", []))
-        return ensureDeferred(self._images_answer(request))
+        return await self._images_answer(request)
 
     async def _images_answer(self, request: IRequest) -> bytes:
         base = base_url(request)
@@ -162,23 +161,20 @@ class ConductorAPI:
             "environments", [xml.environment_element(base_url(request), xml.DEFAULT_ENVIRONMENT)]))
 
     @app.route("/conductor/api/images/<image_id>/builds", methods=["GET"])
-    def image_builds(self, request: IRequest, image_id: str) -> Any:
-        async def answer() -> bytes:
-            await self._get_image(image_id)
-            base = base_url(request)
-            members = [xml.build_element(base, build) for build in await self._store.list_builds()
-                       if build.image_id == image_id]
-            return xml_document(request, 200, xml.collection("builds", members))
-
-        return ensureDeferred(answer())
+    async def image_builds(self, request: IRequest, image_id: str) -> bytes:
+        await self._get_image(image_id)
+        base = base_url(request)
+        members = [xml.build_element(base, build) for build in await self._store.list_builds()
+                   if build.image_id == image_id]
+        return xml_document(request, 200, xml.collection("builds", members))
 
     @app.route("/conductor/api/images/<image_id>", methods=["GET"])
-    def image(self, request: IRequest, image_id: str) -> Any:
-        return ensureDeferred(self._image_answer(request, image_id, deleting=False))
+    async def image(self, request: IRequest, image_id: str) -> bytes:
+        return await self._image_answer(request, image_id, deleting=False)
 
     @app.route("/conductor/api/images/<image_id>", methods=["DELETE"])
-    def delete_image(self, request: IRequest, image_id: str) -> Any:
-        return ensureDeferred(self._image_answer(request, image_id, deleting=True))
+    async def delete_image(self, request: IRequest, image_id: str) -> bytes:
+        return await self._image_answer(request, image_id, deleting=True)
 
     async def _image_answer(self, request: IRequest, image_id: str, deleting: bool) -> bytes:
         image = await self._get_image(image_id)
@@ -198,10 +194,10 @@ class ConductorAPI:
             raise not_found("ImageNotFound", f"no image with id {image_id!r}") from None
 
     @app.route("/conductor/api/images", methods=["POST"])
-    def create_image(self, request: IRequest) -> Any:
+    async def create_image(self, request: IRequest) -> bytes:
         root = self._body(request, "image")
         if _text(root, "target_identifier"):
-            return ensureDeferred(self._import(request, root))
+            return await self._import(request, root)
         targets, template = _text(root, "targets"), _text(root, "tdl")
         missing = [name for name, value in (("targets", targets), ("tdl", template)) if not value]
         if missing:
@@ -213,16 +209,13 @@ class ConductorAPI:
             raise not_found("TargetNotFound", f"unknown target {', '.join(map(repr, unknown))}: "
                                               f"known targets are {', '.join(known)}")
 
-        async def start() -> bytes:
-            started = await self._dispatcher.start_build(template, targets)
-            base = base_url(request)
-            builders = [self._index.get(t.id) for t in started.target_images]
-            element = xml.started_image_element(base, started.image.id, started.build.id,
-                                                [b for b in builders if b is not None])
-            request.setHeader(b"location", xml.href(base, "images", started.image.id).encode("utf-8"))
-            return xml_document(request, 201, element)
-
-        return ensureDeferred(start())
+        started = await self._dispatcher.start_build(template, targets)
+        base = base_url(request)
+        builders = [self._index.get(t.id) for t in started.target_images]
+        element = xml.started_image_element(base, started.image.id, started.build.id,
+                                            [b for b in builders if b is not None])
+        request.setHeader(b"location", xml.href(base, "images", started.image.id).encode("utf-8"))
+        return xml_document(request, 201, element)
 
     async def _import(self, request: IRequest, root: etree._Element) -> bytes:
         """An image already on a provider: the 2012 form names an account, the 2011 form a target and provider."""
@@ -257,21 +250,18 @@ class ConductorAPI:
     # -- builds ------------------------------------------------------------
 
     @app.route("/conductor/api/builds", methods=["GET"])
-    def builds(self, request: IRequest) -> Any:
-        async def answer() -> bytes:
-            base = base_url(request)
-            members = [xml.build_element(base, build) for build in await self._store.list_builds()]
-            return xml_document(request, 200, xml.collection("builds", members))
-
-        return ensureDeferred(answer())
+    async def builds(self, request: IRequest) -> bytes:
+        base = base_url(request)
+        members = [xml.build_element(base, build) for build in await self._store.list_builds()]
+        return xml_document(request, 200, xml.collection("builds", members))
 
     @app.route("/conductor/api/builds/<build_id>", methods=["GET"])
-    def build(self, request: IRequest, build_id: str) -> Any:
-        return ensureDeferred(self._build_answer(request, build_id, deleting=False))
+    async def build(self, request: IRequest, build_id: str) -> bytes:
+        return await self._build_answer(request, build_id, deleting=False)
 
     @app.route("/conductor/api/builds/<build_id>", methods=["DELETE"])
-    def delete_build(self, request: IRequest, build_id: str) -> Any:
-        return ensureDeferred(self._build_answer(request, build_id, deleting=True))
+    async def delete_build(self, request: IRequest, build_id: str) -> bytes:
+        return await self._build_answer(request, build_id, deleting=True)
 
     async def _build_answer(self, request: IRequest, build_id: str, deleting: bool) -> bytes:
         build = await self._get_build(build_id)
@@ -284,16 +274,13 @@ class ConductorAPI:
         return xml_document(request, 200, element)
 
     @app.route("/conductor/api/builds/<build_id>/target_images", methods=["GET"])
-    def build_target_images(self, request: IRequest, build_id: str) -> Any:
-        async def answer() -> bytes:
-            template_id = await self._template_of(build_id)
-            base = base_url(request)
-            builders = self._index.all()
-            members = [xml.target_image_element(base, builder, template_id, self._pushes_of(builder.id, builders))
-                       for builder in builders if builder.operation == Operation.BUILD and builder.build_id == build_id]
-            return xml_document(request, 200, xml.collection("target_images", members))
-
-        return ensureDeferred(answer())
+    async def build_target_images(self, request: IRequest, build_id: str) -> bytes:
+        template_id = await self._template_of(build_id)
+        base = base_url(request)
+        builders = self._index.all()
+        members = [xml.target_image_element(base, builder, template_id, self._pushes_of(builder.id, builders))
+                   for builder in builders if builder.operation == Operation.BUILD and builder.build_id == build_id]
+        return xml_document(request, 200, xml.collection("target_images", members))
 
     async def _template_of(self, build_id: str) -> str:
         """The id of the template the build was made from (remembered: builds never change)."""
@@ -311,25 +298,22 @@ class ConductorAPI:
     # -- target images -----------------------------------------------------
 
     @app.route("/conductor/api/target_images", methods=["GET"])
-    def target_images(self, request: IRequest) -> Any:
-        async def answer() -> bytes:
-            base = base_url(request)
-            templates = {build.id: build.template_id for build in await self._store.list_builds()}
-            builders = self._index.all()
-            members = [xml.target_image_element(base, builder, templates.get(builder.build_id, ""),
-                                                self._pushes_of(builder.id, builders))
-                       for builder in builders if builder.operation == Operation.BUILD]
-            return xml_document(request, 200, xml.collection("target_images", members))
-
-        return ensureDeferred(answer())
+    async def target_images(self, request: IRequest) -> bytes:
+        base = base_url(request)
+        templates = {build.id: build.template_id for build in await self._store.list_builds()}
+        builders = self._index.all()
+        members = [xml.target_image_element(base, builder, templates.get(builder.build_id, ""),
+                                            self._pushes_of(builder.id, builders))
+                   for builder in builders if builder.operation == Operation.BUILD]
+        return xml_document(request, 200, xml.collection("target_images", members))
 
     @app.route("/conductor/api/target_images/<target_image_id>", methods=["GET"])
-    def target_image(self, request: IRequest, target_image_id: str) -> Any:
-        return ensureDeferred(self._target_image_answer(request, target_image_id, deleting=False))
+    async def target_image(self, request: IRequest, target_image_id: str) -> bytes:
+        return await self._target_image_answer(request, target_image_id, deleting=False)
 
     @app.route("/conductor/api/target_images/<target_image_id>", methods=["DELETE"])
-    def delete_target_image(self, request: IRequest, target_image_id: str) -> Any:
-        return ensureDeferred(self._target_image_answer(request, target_image_id, deleting=True))
+    async def delete_target_image(self, request: IRequest, target_image_id: str) -> bytes:
+        return await self._target_image_answer(request, target_image_id, deleting=True)
 
     async def _target_image_answer(self, request: IRequest, target_image_id: str, deleting: bool) -> bytes:
         builder = self._target_builder(target_image_id)
@@ -391,17 +375,14 @@ class ConductorAPI:
         return xml_document(request, 200, xml.provider_image_element(base_url(request), builder))
 
     @app.route("/conductor/api/provider_images/<provider_image_id>", methods=["DELETE"])
-    def delete_provider_image(self, request: IRequest, provider_image_id: str) -> Any:
+    async def delete_provider_image(self, request: IRequest, provider_image_id: str) -> bytes:
         builder = self._push_builder(provider_image_id)
         element = xml.provider_image_element(base_url(request), builder)
         contents = self._provider_contents(lambda b: b.id == provider_image_id)
 
-        async def delete() -> bytes:
-            await self._deleted(self._deleter.delete_provider_image(provider_image_id), "ProviderImageNotFound",
-                                "ProviderImageDeleteFailure", f"no provider image with id {provider_image_id!r}")
-            return xml_document(request, 200, xml.marked_deleted(element, contents))
-
-        return ensureDeferred(delete())
+        await self._deleted(self._deleter.delete_provider_image(provider_image_id), "ProviderImageNotFound",
+                            "ProviderImageDeleteFailure", f"no provider image with id {provider_image_id!r}")
+        return xml_document(request, 200, xml.marked_deleted(element, contents))
 
     def _push_builder(self, provider_image_id: str) -> Builder:
         found = self._index.get(provider_image_id)
@@ -410,7 +391,7 @@ class ConductorAPI:
         return found
 
     @app.route("/conductor/api/provider_images", methods=["POST"])
-    def push(self, request: IRequest) -> Any:
+    async def push(self, request: IRequest) -> bytes:
         root = self._body(request, "provider_image")
         given = {name: _text(root, name) for name in ID_PARAMETERS if _text(root, name)}
         account_names = _names(_text(root, "provider_account"))
@@ -427,7 +408,7 @@ class ConductorAPI:
                             f"known accounts are {', '.join(sorted(self._accounts)) or 'none'}")
         accounts = [self._accounts[name] for name in account_names]
         (kind, object_id), = given.items()
-        return ensureDeferred(self._push(request, kind, object_id, accounts))
+        return await self._push(request, kind, object_id, accounts)
 
     async def _push(self, request: IRequest, kind: str, object_id: str, accounts: list[ProviderAccount]) -> bytes:
         candidates, what = await self._push_candidates(kind, object_id)
