@@ -23,7 +23,7 @@ import time
 
 from benchlib import BenchError
 
-from imgfac_twisted.jobs.dispatcher import file_artifact
+from imgfac_twisted.jobs.work import file_artifact
 from imgfac_twisted.targets.sparse import copy_hashed
 
 MIB = 1024 * 1024

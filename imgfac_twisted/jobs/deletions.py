@@ -34,7 +34,8 @@ from ..events import Event
 from ..model import Builder, Operation
 from ..store import IStore
 from .accounts import ProviderAccount
-from .dispatcher import Dispatcher, discard_path
+from .dispatcher import Dispatcher
+from .work import discard_path
 from .imports import is_imported
 from .index import BuilderIndex
 from .updates import BuilderUpdater

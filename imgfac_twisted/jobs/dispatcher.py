@@ -8,11 +8,9 @@ PUSHING -> COMPLETED or FAILED.  Every change goes through BuilderUpdater.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -34,17 +32,18 @@ from ..model import (
     new_id,
 )
 from ..os import Package
-from ..providers import Credentials, Provider, PushResult
+from ..providers import Credentials, Provider
 from ..deferreds import InFlight, observe
 from ..doors import IDoor
 from ..store import IStore
-from ..targets import Artifact, Target
+from ..targets import Target
 from ..template import Template, parse_template, template_looks_like_xml
-from .base_images import BUILDS_DIR, BaseImages, Follower
+from .base_images import BUILDS_DIR, BaseImages
 from .fetch import TemplateFetcher
 from .index import BuilderIndex
 from .logs import BuilderLogs
 from .updates import BuilderUpdater
+from .work import ProviderPushJob, TargetBuildJob, discard_path, follower
 
 UUID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -65,96 +64,9 @@ class StartedBuild:
 
 
 @dataclass
-class Job:
-    """One builder's work, as handed to a target or provider plug-in."""
-
-    builder: Builder
-    work_dir: str
-    reactor: Any
-    report: Callable[[int], Deferred]
-    enter_stage: Callable[[StageName], Deferred]
-    logs: BuilderLogs
-    disk_door: IDoor
-    template: Template | None = None
-    target_builder: Builder | None = None
-    image: Image | None = None
-    base_images: BaseImages | None = None
-
-    def progress(self, percent: int) -> Deferred:
-        """Record how far the work got (0..100)."""
-        return self.report(percent)
-
-    def base_image(self) -> Deferred:
-        """Fire with the path of the build's raw base image; its install moves progress 0 to 50.
-
-        The builder follows the install's stages, then enters ``converting``.
-        """
-        assert self.base_images is not None and self.template is not None, "only build jobs have a base image"
-        waiting = self.base_images.wait_for(self.builder.build_id, self.template, self.builder.id,
-                                            follower(self.report, self.enter_stage))
-        return waiting.addCallback(lambda path: self.enter_stage(StageName.CONVERTING).addCallback(lambda _: path))
-
-    def artifact(self, path: str) -> Deferred:
-        """Fire with the Artifact of ``path`` (hashed on the disk door, off the reactor)."""
-        return self.disk_door.run(file_artifact, path)
-
-    def discard(self, path: str) -> Deferred:
-        """Remove a file or folder (if there) on the disk door, off the reactor."""
-        return self.disk_door.run(discard_path, path)
-
-    def on_disk(self, fn: Callable[..., Any], *args: Any) -> Deferred:
-        """Run blocking file work ``fn(*args)`` on the disk door, off the reactor."""
-        return self.disk_door.run(fn, *args)
-
-    def log(self, message: str) -> Deferred:
-        """Add a line to the builder's log."""
-        return self.logs.append(self.builder.id, message)
-
-
-@dataclass
 class _Running:
     deferred: Deferred
     stop_reason: list[str] = field(default_factory=list)
-
-
-def file_artifact(path: str) -> Artifact:
-    """Size and SHA-256 of a file, read in 1 MiB pieces (blocking: run it on a door)."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as stream:
-        while chunk := stream.read(1024 * 1024):
-            digest.update(chunk)
-            size += len(chunk)
-    return Artifact(path=path, size=size, sha256=digest.hexdigest())
-
-
-def discard_path(path: str) -> None:
-    """Remove ``path``, a file or a folder, if it is there (blocking: run it on a door)."""
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass
-
-
-def install_progress(report: Callable[[int], Deferred]) -> Callable[[int], None]:
-    """A base image install's progress (0..100) reported as the first half (0..50) of a target builder's."""
-    def reported(percent: int) -> None:
-        report(percent // 2).addErrback(
-            lambda failure: Logger().failure("progress of a base image install not recorded", failure))
-
-    return reported
-
-
-def follower(report: Callable[[int], Deferred], enter_stage: Callable[[StageName], Deferred]) -> Follower:
-    """How a target builder follows its build's install: its progress (0..50) and its stages."""
-    def entered(stage: StageName) -> None:
-        enter_stage(stage).addErrback(
-            lambda failure: Logger().failure("stage of a base image install not recorded", failure))
-
-    return Follower(progress=install_progress(report), stage=entered)
 
 
 def parse_targets(text: str, known: list[str]) -> list[str]:
@@ -433,25 +345,38 @@ class Dispatcher(Service):
         """The provider names a client may use, the AWS regions summed up."""
         names: list[str] = []
         for plugin_name, provider in sorted(self._providers.items()):
-            listed = getattr(provider, "provider_names", lambda: [plugin_name])()
+            listed = provider.provider_names()
             regions = [n for n in listed if n.startswith("ec2-")]
             names += [n for n in listed if not n.startswith("ec2-")]
             if regions:
                 names.append(f"ec2-<region> ({len(regions)} AWS regions, e.g. {regions[0]})")
         return ", ".join(names)
 
-    def _job(self, builder: Builder, status: Status, **extra: Any) -> Job:
+    def _work_dir(self, builder: Builder) -> str:
+        """The builder's own folder in the state directory, made if need be."""
         work_dir = os.path.join(self._state_dir, "builders", builder.id)
         os.makedirs(work_dir, exist_ok=True)
-        return Job(builder=builder, work_dir=work_dir, reactor=self._reactor, logs=self._logs,
-                   disk_door=self._disk_door, base_images=self._base_images,
-                   report=lambda percent: self._updater.move(builder.id, status, percent),
-                   enter_stage=lambda stage: self._updater.enter_stage(builder.id, stage), **extra)
+        return work_dir
+
+    def _build_job(self, builder: Builder, template: Template) -> TargetBuildJob:
+        """What the builder's target plug-in builds from."""
+        return TargetBuildJob(
+            builder=builder, work_dir=self._work_dir(builder), reactor=self._reactor, logs=self._logs,
+            report=lambda percent: self._updater.move(builder.id, Status.BUILDING, percent),
+            template=template, base_images=self._base_images, disk_door=self._disk_door,
+            enter_stage=lambda stage: self._updater.enter_stage(builder.id, stage))
+
+    def _push_job(self, builder: Builder, target_builder: Builder, image: Image) -> ProviderPushJob:
+        """What the builder's provider plug-in pushes from."""
+        return ProviderPushJob(
+            builder=builder, work_dir=self._work_dir(builder), reactor=self._reactor, logs=self._logs,
+            report=lambda percent: self._updater.move(builder.id, Status.PUSHING, percent),
+            target_builder=target_builder, image=image)
 
     def _build_work(self, builder: Builder, template: Template) -> Callable[[], Awaitable[dict[str, Any]]]:
         async def work() -> dict[str, Any]:
             target = self._targets[builder.target]
-            artifact = await target.build(self._job(builder, Status.BUILDING, template=template))
+            artifact = await target.build(self._build_job(builder, template))
             return {"artifact_path": artifact.path, "artifact_size": artifact.size,
                     "artifact_sha256": artifact.sha256}
 
@@ -483,10 +408,7 @@ class Dispatcher(Service):
     def _push_work(self, builder: Builder, target_builder: Builder, image: Image, provider: Provider,
                    credentials: Credentials) -> Callable[[], Awaitable[dict[str, Any]]]:
         async def work() -> dict[str, Any]:
-            job = self._job(builder, Status.PUSHING, target_builder=target_builder, image=image)
-            pushed = await provider.push(job, credentials)
-            if isinstance(pushed, str):
-                pushed = PushResult(identifier=pushed)
+            pushed = await provider.push(self._push_job(builder, target_builder, image), credentials)
             return {"identifier_on_provider": pushed.identifier,
                     "provider_details": json.dumps(pushed.details) if pushed.details else None}
 
@@ -494,7 +416,7 @@ class Dispatcher(Service):
 
     def _install_slot(self, builder: Builder, template: Template) -> Callable[[], Deferred] | None:
         """For a target made from the base image: wait, PENDING, until the build's install holds a local session."""
-        if not getattr(self._targets[builder.target], "uses_base_image", True):
+        if not self._targets[builder.target].uses_base_image:
             return None
         following = follower(lambda percent: self._updater.move(builder.id, Status.BUILDING, percent),
                              lambda stage: self._updater.enter_stage(builder.id, stage))
@@ -537,7 +459,7 @@ class Dispatcher(Service):
         if active == Status.PUSHING:
             return StageName.PUSHING
         builder = self._index.get(builder_id)
-        if builder is not None and not getattr(self._targets[builder.target], "uses_base_image", True):
+        if builder is not None and not self._targets[builder.target].uses_base_image:
             return StageName.CONVERTING
         return None
 

@@ -26,16 +26,27 @@ class Package(NamedTuple):
 
 
 class InstallJob(Protocol):
-    """What an OS plug-in is given to install one build's base image."""
+    """What an OS plug-in is given to install one build's base image (``jobs.base_images`` makes it)."""
 
-    template: Template
-    #: The build's id; its work dir is ``state_dir/builds/<build id>``.
-    build_id: str
-    #: Where to write the image: a raw disk file that does not exist yet.
-    image_path: str
-    #: A directory of the build's own, for scratch files.
-    work_dir: str
-    reactor: Any
+    @property
+    def template(self) -> Template:
+        """The build's template."""
+
+    @property
+    def build_id(self) -> str:
+        """The build's id; its work dir is ``state_dir/builds/<build id>``."""
+
+    @property
+    def image_path(self) -> str:
+        """Where to write the image: a raw disk file that does not exist yet."""
+
+    @property
+    def work_dir(self) -> str:
+        """A directory of the build's own, for scratch files."""
+
+    @property
+    def reactor(self) -> Any:
+        """The reactor, for timers and processes."""
 
     def progress(self, percent: int) -> None:
         """Record how far the install got (0..100)."""

@@ -3,8 +3,8 @@
 A provider plug-in says which provider names it ``serves`` (``mock``,
 ``ec2-us-east-1``, ...), turns the credentials XML of a push request into
 credentials (``parse_credentials``, in memory only: never stored, logged or
-returned) and pushes (``push(job, credentials)``), firing with the image's
-identifier on the provider.  ``delete`` removes a pushed image from the
+returned) and pushes (``push(job, credentials)``), firing with a
+PushResult: the image's identifier on the provider and facts worth showing.  ``delete`` removes a pushed image from the
 provider again (for EC2: deregister the AMI, delete its snapshot); an image
 already gone counts as deleted.  Plug-ins are found by entry point (group
 ``imgfac_twisted.providers``).
@@ -42,15 +42,27 @@ class PushResult:
 
 
 class PushJob(Protocol):
-    """What a provider plug-in is given for one push (the dispatcher implements it)."""
+    """What a provider plug-in is given for one push (``jobs.work.ProviderPushJob`` implements it)."""
 
-    builder: Builder
-    #: The pushed target image's builder (COMPLETED, with its artifact path).
-    target_builder: Builder
-    #: The image the target image was built for (its os_arch, name, ...).
-    image: Image
-    work_dir: str
-    reactor: Any
+    @property
+    def builder(self) -> Builder:
+        """The provider image's builder."""
+
+    @property
+    def target_builder(self) -> Builder:
+        """The pushed target image's builder (COMPLETED, with its artifact path)."""
+
+    @property
+    def image(self) -> Image:
+        """The image the target image was built for (its os_arch, name, ...; empty for an imported one)."""
+
+    @property
+    def work_dir(self) -> str:
+        """A directory of this builder's own, in the state directory."""
+
+    @property
+    def reactor(self) -> Any:
+        """The reactor, for timers."""
 
     def log(self, message: str) -> Deferred:
         """Add a line to the builder's log (shown at ``/imagefactory/builders/<id>/log``)."""
@@ -65,14 +77,17 @@ class Provider(Protocol):
     def serves(self, provider_name: str) -> bool:
         """True when this plug-in pushes to the provider so named."""
 
+    def provider_names(self) -> list[str]:
+        """Every provider name this plug-in serves, sorted (listed to a client that named another)."""
+
     def accepts_target(self, target: str) -> bool:
         """True when this provider can take images of ``target`` (e.g. EC2 takes raw ``ec2`` images)."""
 
     def parse_credentials(self, xml: str) -> Credentials:
         """Credentials from the push request's XML; InvalidCredentials when unusable."""
 
-    def push(self, job: PushJob, credentials: Credentials) -> Deferred:
-        """Push the target image; fire with its PushResult (or just the identifier string)."""
+    def push(self, job: PushJob, credentials: Credentials) -> Deferred[PushResult]:
+        """Push the target image; fire with its PushResult."""
 
     def delete(self, provider_name: str, identifier: str, details: dict[str, str],
                credentials: Credentials | None) -> Deferred:

@@ -152,7 +152,7 @@ class EC2Provider:
         return Credentials(account_identifier=account or fields["access_key"],
                            secrets={"access_key": fields["access_key"], "secret_access_key": secret})
 
-    def push(self, job: PushJob, credentials: Credentials) -> Deferred:
+    def push(self, job: PushJob, credentials: Credentials) -> Deferred[PushResult]:
         """Push the job's target image; fire with a PushResult (AMI id, ``snapshot_id``)."""
         provider = job.builder.provider or ""
         endpoint = self._endpoints.get(provider)
@@ -283,8 +283,9 @@ class Ec2Push:
         path = target_builder.artifact_path
         if not path:
             raise Ec2Error(f"target image {target_builder.id} has no image file to push")
-        image = getattr(job, "image", None)
-        os_arch = getattr(image, "os_arch", None) or getattr(getattr(job, "template", None), "os_arch", None)
+        image = job.image
+        # An imported image's arch is not known here (empty).
+        os_arch = image.os_arch or None
         architecture = architecture_of(os_arch)
         if architecture is None:
             raise Ec2Error(f"{endpoint.name}: EC2 has no architecture for the template's arch {os_arch!r} "
@@ -329,7 +330,7 @@ class Ec2Push:
         await self._wait_for_snapshot()
         await self._report(95)
         await self._log(f"snapshot {self.snapshot_id} completed")
-        await self._register(architecture, gib, getattr(image, "name", None))
+        await self._register(architecture, gib, image.name or None)
         await self._wait_for_image()
         await self._report(100)
         await self._log(f"registered AMI {self.image_id} ({architecture}, root device {ROOT_DEVICE_NAME} "

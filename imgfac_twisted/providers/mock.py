@@ -21,7 +21,7 @@ from ..registry import PluginEnvironment
 from ..errors import ImageFactoryError, InvalidCredentials
 from ..mocking import MOCK_STEPS, advance_in_steps
 from ..xmlsafe import parse_xml
-from . import MAX_CREDENTIALS_BYTES, Credentials, PushJob
+from . import MAX_CREDENTIALS_BYTES, Credentials, PushJob, PushResult
 
 FAIL_USERNAME = "FAIL"
 
@@ -62,6 +62,10 @@ class MockProvider:
         """Only the provider named ``mock``."""
         return provider_name == "mock"
 
+    def provider_names(self) -> list[str]:
+        """Only ``mock``."""
+        return ["mock"]
+
     def accepts_target(self, target: str) -> bool:
         """Any target: nothing is really uploaded."""
         return True
@@ -71,11 +75,11 @@ class MockProvider:
         fields = credential_fields(xml, "mock_credentials", ("username", "password"), ("username", "password"))
         return Credentials(account_identifier=fields["username"], secrets={"password": fields["password"]})
 
-    def push(self, job: PushJob, credentials: Credentials) -> Deferred:
+    def push(self, job: PushJob, credentials: Credentials) -> Deferred[PushResult]:
         """Pretend to push; fire with an invented identifier."""
         return ensureDeferred(self._push(job, credentials))
 
-    async def _push(self, job: PushJob, credentials: Credentials) -> str:
+    async def _push(self, job: PushJob, credentials: Credentials) -> PushResult:
         failure = None
         if credentials.account_identifier == FAIL_USERNAME:
             failure = MockPushFailed(f"the mock provider fails pushes for user {FAIL_USERNAME} on purpose")
@@ -83,7 +87,7 @@ class MockProvider:
         await advance_in_steps(job.reactor, self._duration, job.progress, MOCK_STEPS // 2, failure)
         identifier = f"mock-{uuid.uuid4()}"
         await job.log(f"pushed as {identifier}")
-        return identifier
+        return PushResult(identifier=identifier)
 
     def delete(self, provider_name: str, identifier: str, details: dict[str, str],
                credentials: Credentials | None) -> Deferred:

@@ -29,14 +29,23 @@ class Artifact:
 
 
 class BuildJob(Protocol):
-    """What a target plug-in is given for one build (the dispatcher implements it)."""
+    """What a target plug-in is given for one build (``jobs.work.TargetBuildJob`` implements it)."""
 
-    builder: Builder
-    template: Template
-    #: A directory of this builder's own, in the state directory.
-    work_dir: str
-    #: The reactor (IReactorTime and friends), for timers and processes.
-    reactor: Any
+    @property
+    def builder(self) -> Builder:
+        """The target image's builder."""
+
+    @property
+    def template(self) -> Template:
+        """The build's template."""
+
+    @property
+    def work_dir(self) -> str:
+        """A directory of this builder's own, in the state directory."""
+
+    @property
+    def reactor(self) -> Any:
+        """The reactor (IReactorTime and friends), for timers and processes."""
 
     def base_image(self) -> Deferred:
         """Fire with the path of the build's raw base image (installing it if need be)."""
@@ -61,8 +70,8 @@ class Target(Protocol):
     """What the dispatcher needs of a target plug-in."""
 
     name: str
-    #: Whether the image is made from the build's base image (when absent: it is).  Builders of
-    #: such targets stay PENDING until the build's install holds a local session.
+    #: Whether the image is made from the build's base image.  Builders of such targets
+    #: stay PENDING until the build's install holds a local session.
     uses_base_image: bool
 
     def build(self, job: BuildJob) -> Deferred:
