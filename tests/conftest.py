@@ -1,4 +1,17 @@
-"""Fixtures that start the real ``twistd imagefactory`` daemon (see tests/daemon.py).
+"""Fixtures and hooks for both tiers.
+
+The tiers are folders: ``tests/unit/`` (fakes, a ``Clock``, StubTreq, inline
+doors: no socket, no process, no sleeping) and ``tests/integration/`` (real
+peers).  Every test under ``tests/integration/`` is marked ``integration`` here,
+so ``-m integration`` and ``-m "not integration"`` select the tiers too.
+
+Unit fixtures:
+
+* ``stack``: the daemon's core wired on fakes (``imgfac_twisted.testing.Stack``),
+  closed when the test ends; a module changes its settings by overriding
+  ``stack_settings``.
+
+Daemon fixtures (see tests/support/daemon.py):
 
 * ``daemon``: one TLS + OAuth daemon per test module (mock builds take 0.5 s),
   always stopped at the end of the module.
@@ -12,12 +25,44 @@ When a test fails, the logs of the daemons it used are added to its report.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from daemon import Daemon, DaemonPool
-from moto_peer import MotoServer
+from support.daemon import Daemon, DaemonPool
+from support.moto_peer import MotoServer
+from support.openapi_document import load_document
+from support.pem_material import operator_chain as make_operator_chain
+
+from imgfac_twisted.testing import Stack
+
+#: The folder whose tests are the integration tier.
+INTEGRATION = Path(__file__).resolve().parent / "integration"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration/ ``integration``: the folder is the tier."""
+    for item in items:
+        if INTEGRATION in item.path.parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def stack_settings() -> dict[str, Any]:
+    """Config settings of the ``stack`` fixture (``Config`` field names); override it in a module to change them."""
+    return {}
+
+
+@pytest.fixture
+def stack(tmp_path: Path, stack_settings: dict[str, Any]) -> Iterator[Stack]:
+    """The daemon's core on fakes (SQLite file, inline doors, a Clock), closed after the test."""
+    instance = Stack(str(tmp_path), **stack_settings)
+    try:
+        yield instance
+    finally:
+        instance.close()
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +123,15 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def operator_chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | object]:
+    """An "--ssl_pem" bundle: root CA -> intermediate -> leaf (see support.pem_material.operator_chain)."""
+    return make_operator_chain(tmp_path_factory.mktemp("operator"))
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    """The factory API's OpenAPI document as installed (what the daemon serves); a module may override it."""
+    return load_document()
