@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian 12 machine for this project: system packages, then
 # a virtualenv in .venv with the project (and its test tools) installed.
-# Usage: scripts/setup.sh [--test]
+# Usage: scripts/setup.sh [--test | --unit]
+#   --test: everything the whole test suite needs (browsers, RabbitMQ, libvirtd...);
+#   --unit: only what the unit tier (tests/unit) needs: the base packages and the venv with the test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,7 +54,7 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-if [ "${1:-}" = "--test" ]; then
+if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--unit" ]; then
     # A regular (not editable) install: the tests exercise what a user gets.
     .venv/bin/python -m pip install -q --force-reinstall --no-deps . >/dev/null
     .venv/bin/python -m pip install -q '.[test]'

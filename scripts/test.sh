@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# Sets everything up on a fresh machine and runs the whole test suite.
+# The README's test command: sets everything up on a fresh machine and runs the tests.
+#   scripts/test.sh [PYTEST ARGS]          both tiers, everything (what CI runs)
+#   scripts/test.sh --unit [PYTEST ARGS]   the unit tier alone (tests/unit: fakes, no daemon, no peers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--unit" ]; then
+    shift
+    scripts/setup.sh --unit
+    exec .venv/bin/pytest tests/unit "$@"
+fi
 scripts/setup.sh --test
 mkdir -p test-artifacts
 exec .venv/bin/pytest "$@"
