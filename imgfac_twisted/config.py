@@ -1,7 +1,8 @@
 """The daemon's settings: defaults in code, then the JSON file, then the command line.
 
-Every option has one entry in ``OPTIONS``; the command-line parser and the
-config file checker are both made from that table, so they cannot drift.
+Every option is declared once, as a field of ``Config`` (its type, default,
+help and limits); ``OPTIONS`` is made from those fields, and the command-line
+parser and the config file checker from ``OPTIONS``, so they cannot drift.
 All mistakes are collected and reported together in one ConfigError.
 """
 
@@ -14,6 +15,7 @@ from typing import Any, Callable, Mapping
 
 from .errors import ConfigError
 from .jsonfile import read_json_object
+from .redaction import redact_url
 
 DEFAULT_CONFIG_PATH = "/etc/imagefactory/imagefactory.conf"
 DEFAULT_STATE_DIR = "/var/lib/imagefactory"
@@ -37,100 +39,96 @@ class Option:
     choices: tuple[str, ...] | None = None
 
 
-OPTIONS: tuple[Option, ...] = (
-    Option("rest", "bool", False, "Serve the REST API over HTTP(S)."),
-    Option("port", "int", 8075, "Port the REST API listens on.", minimum=0, maximum=65535),
-    Option("address", "str", "0.0.0.0", "Address the REST API listens on."),
-    Option("no_ssl", "bool", False, "Serve plain HTTP instead of HTTPS."),
-    Option("ssl_pem", "path", None, "PEM file with the TLS certificate and key "
-           "(default: a self-signed one generated in the state directory).", optional=True),
-    Option("no_oauth", "bool", False, "Accept write requests without OAuth signatures."),
-    Option("state_dir", "path", DEFAULT_STATE_DIR, "Directory for the store, images and generated key."),
-    Option("clients", "secrets", {}, "OAuth consumer keys and their shared secrets.", secret=True, cli=False),
-    Option("oauth_timestamp_window", "int", 300,
-           "Seconds an OAuth timestamp may be away from the server's clock.", minimum=1),
-    Option("oauth_require_body_hash", "bool", False,
-           "Refuse signed request bodies other than forms (JSON) that carry no oauth_body_hash."),
-    Option("max_body_bytes", "int", 2 * 1024 * 1024, "Largest request body accepted, in bytes.", minimum=1024),
-    Option("template_fetch_timeout", "float", 30.0,
-           "Seconds allowed to fetch a template given as a URL.", minimum=0.1),
-    Option("max_concurrent_builds", "int", 4, "Builds that run at once; the rest wait PENDING.", minimum=1),
-    Option("max_concurrent_pushes", "int", 4, "Pushes that run at once; the rest wait PENDING.", minimum=1),
-    Option("max_concurrent_local_sessions", "int", 2, "OS installs (virtual machines, local sessions) that run at once; the rest wait PENDING.", minimum=1),
-    Option("install_download_timeout", "float", 600.0,
-           "Seconds allowed to download one installer file (kernel, initrd, ISO).", minimum=1),
-    Option("install_download_max_bytes", "int", 2 * 1024 ** 3,
-           "Largest installer file (kernel, initrd, ISO) downloaded, in bytes.", minimum=1),
-    Option("install_iso_dir", "path", None, "Folder of local ISOs a template may name as "
-           "<iso>file:NAME</iso> (default: none, only http(s) ISOs).", optional=True),
-    Option("libvirt_uri", "str", "qemu:///system", "libvirt connection URI the OS installs run on."),
-    Option("libvirt_domain_type", "str", "kvm", "libvirt domain type of install VMs: kvm, or qemu "
-           "(software emulation, for hosts without usable KVM).", choices=("kvm", "qemu")),
-    Option("install_inactivity_timeout", "float", 300.0,
-           "Seconds an OS install may go without writing to its disk before it fails.", minimum=1),
-    Option("install_timeout", "float", 3600.0, "Seconds a whole OS install may take.", minimum=1),
-    Option("install_memory_mib", "int", 2048, "Memory of an install VM, in MiB.", minimum=256),
-    Option("boot_test", "bool", True, "Boot every real-OS base image once (in a throwaway overlay) to a login prompt "
-           "on its serial console before its targets are made; off: images are not boot-tested."),
-    Option("boot_test_timeout", "float", 600.0,
-           "Seconds a boot test may take to reach a login prompt before the build fails.", minimum=1),
-    Option("cloud_threads", "int", 8, "Threads for blocking cloud SDK calls.", minimum=1),
-    Option("provider_dir", "path", "/etc/imagefactory/providers",
-           "Folder of provider definition files (one JSON file per EC2-compatible endpoint)."),
-    Option("mock_duration", "float", 3.0, "Seconds a mock build or push takes.", minimum=0),
-    Option("access_log", "path", None, "File for an HTTP access log (default: none).", optional=True),
-    Option("amqp_url", "str", None, "Publish builder events to this AMQP broker, "
-           "e.g. amqp://guest:guest@127.0.0.1:5672/%2F (default: in-process events only).",
-           optional=True, secret=True),
-    Option("amqp_exchange", "str", "imagefactory", "Durable topic exchange the events are published on."),
-    Option("conductor", "bool", False, "Also serve the Conductor image API (XML, Basic auth) at /conductor/api/."),
-    Option("conductor_users", "users", {}, "Conductor API users and their bcrypt password hashes "
-           "(as 'htpasswd -nB' writes them).", secret=True, cli=False),
-    Option("provider_accounts", "accounts", {}, "Provider accounts of the Conductor API: name to "
-           '{"provider": ..., "credentials": <credentials XML file>}.', cli=False),
-)
+def _option_of(field_: dataclasses.Field[Any]) -> Option:
+    """The Option a Config field declares (see :func:`setting`)."""
+    declared: dict[str, Any] = dict(field_.metadata[_SETTING])
+    kind = declared.pop("kind") or _KIND_OF_TYPE.get(str(field_.type))
+    if kind is None:
+        raise TypeError(f"Config.{field_.name}: give setting() a kind for the type {field_.type}")
+    default = field_.default_factory() if field_.default is dataclasses.MISSING else field_.default  # type: ignore[misc]
+    return Option(name=field_.name, kind=kind, default=default, optional=default is None, **declared)
 
-OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+
+_SETTING = "imgfac_twisted.setting"
+#: The kind of an option whose type says it all; others name theirs (``path``, ``secrets``, ...).
+_KIND_OF_TYPE = {"bool": "bool", "int": "int", "float": "float", "str": "str", "str | None": "str"}
+
+
+def setting(default: Any, help: str, *, kind: str | None = None, secret: bool = False, cli: bool = True,
+            minimum: float | None = None, maximum: float | None = None,
+            choices: tuple[str, ...] | None = None) -> Any:
+    """A Config field declaring its option: default, help and limits, all in one place.
+
+    ``kind`` is taken from the field's type unless given; a default of None
+    makes the option optional; a secret is left out of the Config's repr.
+    """
+    declared = {"kind": kind, "help": help, "secret": secret, "cli": cli, "minimum": minimum,
+                "maximum": maximum, "choices": choices}
+    metadata = {_SETTING: declared}
+    if isinstance(default, dict):
+        return field(default_factory=dict, repr=not secret, metadata=metadata)
+    return field(default=default, repr=not secret, metadata=metadata)
 
 
 @dataclass(frozen=True)
 class Config:
-    """The merged settings the daemon runs with."""
+    """The merged settings the daemon runs with; each field declares its option (``OPTIONS`` is made from them)."""
 
-    rest: bool = False
-    port: int = 8075
-    address: str = "0.0.0.0"
-    no_ssl: bool = False
-    ssl_pem: str | None = None
-    no_oauth: bool = False
-    state_dir: str = DEFAULT_STATE_DIR
-    clients: Mapping[str, str] = field(default_factory=dict, repr=False)
-    oauth_timestamp_window: int = 300
-    oauth_require_body_hash: bool = False
-    max_body_bytes: int = 2 * 1024 * 1024
-    template_fetch_timeout: float = 30.0
-    max_concurrent_builds: int = 4
-    max_concurrent_pushes: int = 4
-    max_concurrent_local_sessions: int = 2
-    install_download_timeout: float = 600.0
-    install_download_max_bytes: int = 2 * 1024 ** 3
-    install_iso_dir: str | None = None
-    libvirt_uri: str = "qemu:///system"
-    libvirt_domain_type: str = "kvm"
-    install_inactivity_timeout: float = 300.0
-    install_timeout: float = 3600.0
-    install_memory_mib: int = 2048
-    boot_test: bool = True
-    boot_test_timeout: float = 600.0
-    cloud_threads: int = 8
-    provider_dir: str = "/etc/imagefactory/providers"
-    mock_duration: float = 3.0
-    access_log: str | None = None
-    amqp_url: str | None = field(default=None, repr=False)
-    amqp_exchange: str = "imagefactory"
-    conductor: bool = False
-    conductor_users: Mapping[str, str] = field(default_factory=dict, repr=False)
-    provider_accounts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    rest: bool = setting(False, "Serve the REST API over HTTP(S).")
+    port: int = setting(8075, "Port the REST API listens on.", minimum=0, maximum=65535)
+    address: str = setting("0.0.0.0", "Address the REST API listens on.")
+    no_ssl: bool = setting(False, "Serve plain HTTP instead of HTTPS.")
+    ssl_pem: str | None = setting(None, "PEM file with the TLS certificate and key "
+                                  "(default: a self-signed one generated in the state directory).", kind="path")
+    no_oauth: bool = setting(False, "Accept write requests without OAuth signatures.")
+    state_dir: str = setting(DEFAULT_STATE_DIR, "Directory for the store, images and generated key.", kind="path")
+    clients: Mapping[str, str] = setting({}, "OAuth consumer keys and their shared secrets.",
+                                         kind="secrets", secret=True, cli=False)
+    oauth_timestamp_window: int = setting(300, "Seconds an OAuth timestamp may be away from the server's clock.",
+                                          minimum=1)
+    oauth_require_body_hash: bool = setting(
+        False, "Refuse signed request bodies other than forms (JSON) that carry no oauth_body_hash.")
+    max_body_bytes: int = setting(2 * 1024 * 1024, "Largest request body accepted, in bytes.", minimum=1024)
+    template_fetch_timeout: float = setting(30.0, "Seconds allowed to fetch a template given as a URL.",
+                                            minimum=0.1)
+    max_concurrent_builds: int = setting(4, "Builds that run at once; the rest wait PENDING.", minimum=1)
+    max_concurrent_pushes: int = setting(4, "Pushes that run at once; the rest wait PENDING.", minimum=1)
+    max_concurrent_local_sessions: int = setting(
+        2, "OS installs (virtual machines, local sessions) that run at once; the rest wait PENDING.", minimum=1)
+    install_download_timeout: float = setting(
+        600.0, "Seconds allowed to download one installer file (kernel, initrd, ISO).", minimum=1)
+    install_download_max_bytes: int = setting(
+        2 * 1024 ** 3, "Largest installer file (kernel, initrd, ISO) downloaded, in bytes.", minimum=1)
+    install_iso_dir: str | None = setting(None, "Folder of local ISOs a template may name as "
+                                          "<iso>file:NAME</iso> (default: none, only http(s) ISOs).", kind="path")
+    libvirt_uri: str = setting("qemu:///system", "libvirt connection URI the OS installs run on.")
+    libvirt_domain_type: str = setting("kvm", "libvirt domain type of install VMs: kvm, or qemu "
+                                       "(software emulation, for hosts without usable KVM).", choices=("kvm", "qemu"))
+    install_inactivity_timeout: float = setting(
+        300.0, "Seconds an OS install may go without writing to its disk before it fails.", minimum=1)
+    install_timeout: float = setting(3600.0, "Seconds a whole OS install may take.", minimum=1)
+    install_memory_mib: int = setting(2048, "Memory of an install VM, in MiB.", minimum=256)
+    boot_test: bool = setting(True, "Boot every real-OS base image once (in a throwaway overlay) to a login prompt "
+                              "on its serial console before its targets are made; off: images are not boot-tested.")
+    boot_test_timeout: float = setting(
+        600.0, "Seconds a boot test may take to reach a login prompt before the build fails.", minimum=1)
+    cloud_threads: int = setting(8, "Threads for blocking cloud SDK calls.", minimum=1)
+    provider_dir: str = setting("/etc/imagefactory/providers",
+                                "Folder of provider definition files (one JSON file per EC2-compatible endpoint).",
+                                kind="path")
+    mock_duration: float = setting(3.0, "Seconds a mock build or push takes.", minimum=0)
+    access_log: str | None = setting(None, "File for an HTTP access log (default: none).", kind="path")
+    amqp_url: str | None = setting(None, "Publish builder events to this AMQP broker, "
+                                   "e.g. amqp://guest:guest@127.0.0.1:5672/%2F (default: in-process events only).",
+                                   secret=True)
+    amqp_exchange: str = setting("imagefactory", "Durable topic exchange the events are published on.")
+    conductor: bool = setting(False, "Also serve the Conductor image API (XML, Basic auth) at /conductor/api/.")
+    conductor_users: Mapping[str, str] = setting({}, "Conductor API users and their bcrypt password hashes "
+                                                 "(as 'htpasswd -nB' writes them).",
+                                                 kind="users", secret=True, cli=False)
+    provider_accounts: Mapping[str, Mapping[str, str]] = setting(
+        {}, "Provider accounts of the Conductor API: name to "
+        '{"provider": ..., "credentials": <credentials XML file>}.', kind="accounts", cli=False)
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict fit for a log: secrets replaced by a count."""
@@ -144,13 +142,9 @@ class Config:
         return shown
 
 
-def redact_url(url: str) -> str:
-    """``url`` with the password of its user info replaced by ``***``."""
-    scheme, separator, rest = url.partition("://")
-    userinfo, at, location = rest.rpartition("@")
-    if not separator or not at or ":" not in userinfo:
-        return url
-    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{location}"
+#: Every option, in the order of Config's fields: the command-line parser and the file checker are made from it.
+OPTIONS: tuple[Option, ...] = tuple(_option_of(f) for f in dataclasses.fields(Config))
+OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 
 
 def _check_bool(value: Any) -> bool:

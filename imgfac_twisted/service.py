@@ -24,22 +24,18 @@ from .errors import ConfigError
 from .events import IEventBus
 from .events.amqp import AmqpBus
 from .events.inprocess import InProcessBus
-from .events.relay import OutboxRelay
+from .core import Doors, build_core
 from .jobs.dispatcher import Dispatcher
-from .jobs.fetch import TemplateFetcher
 from .jobs.imports import Importer
 from .doors import ThreadDoor, cpu_door
 from .jobs.index import BuilderIndex
 from .jobs.logs import BuilderLogs
-from .jobs.updates import BuilderUpdater
 from .metrics import Metrics
-from .jobs.base_images import BUILDS_DIR, BaseImages, BootTester
-from .registry import OS_GROUP, PROVIDERS_GROUP, TARGETS_GROUP, PluginEnvironment, load_plugins
+from .jobs.base_images import BUILDS_DIR, BootTester
 from .store.sqlite import SQLiteStore
 from .virt.connection import LibvirtConnection
 from .virt.boot import LibvirtBootTester
 from .virt.install import LeftoverDomainsSweep
-from .template import MAX_TEMPLATE_BYTES
 from .web import tls
 from .web.factory import FactoryAPI, FactoryRoot
 from .jobs.accounts import ProviderAccount, load_accounts
@@ -101,33 +97,14 @@ def make_service(config: Config, reactor: Any) -> IService:
     except Exception as error:
         raise ConfigError(f"the store in {config.state_dir} cannot be opened: {error}") from None
     bus = _event_bus(config, reactor)
-    relay = OutboxRelay(store, bus, reactor)
-    logs_door = ThreadDoor(reactor, "builder-logs", threads=1)
-    logs = BuilderLogs(config.state_dir, logs_door, reactor)
-    metrics = Metrics()
-    updater = BuilderUpdater(store, relay, index, logs, metrics, reactor)
-    disk_door = ThreadDoor(reactor, "disk", threads=2)
-    cloud_door = ThreadDoor(reactor, "cloud", threads=config.cloud_threads)
-    template_door = cpu_door(reactor)
+    doors = Doors(logs=ThreadDoor(reactor, "builder-logs", threads=1), disk=ThreadDoor(reactor, "disk", threads=2),
+                  cloud=ThreadDoor(reactor, "cloud", threads=config.cloud_threads), cpu=cpu_door(reactor))
     # Opened lazily on its own thread: a daemon that installs no real OS needs no libvirtd.
     libvirt = LibvirtConnection(reactor, config.libvirt_uri)
-    environment = PluginEnvironment(config, reactor, cloud_door, disk_door=disk_door, libvirt=libvirt)
-    base_images = BaseImages(reactor, load_plugins(OS_GROUP, environment), config.state_dir, logs,
-                             config.max_concurrent_local_sessions, save_manifest=store.save_manifest,
-                             boot_tester=_boot_tester(config, reactor, libvirt))
-    dispatcher = Dispatcher(
-        reactor, store, updater, index,
-        targets=load_plugins(TARGETS_GROUP, environment),
-        providers=load_plugins(PROVIDERS_GROUP, environment),
-        state_dir=config.state_dir,
-        fetcher=TemplateFetcher(reactor, config.template_fetch_timeout, MAX_TEMPLATE_BYTES),
-        logs=logs,
-        base_images=base_images,
-        disk_door=disk_door,
-        build_slots=config.max_concurrent_builds,
-        push_slots=config.max_concurrent_pushes,
-        cpu_door=template_door,
-    )
+    core = build_core(config, reactor, store, index, bus, doors, libvirt=libvirt,
+                      boot_tester=_boot_tester(config, reactor, libvirt))
+    relay, logs, metrics, dispatcher = core.relay, core.logs, core.metrics, core.dispatcher
+    updater, disk_door = core.updater, doors.disk
     register_gauges(metrics, index, dispatcher, store)
     importer = Importer(store, updater, dispatcher.known_targets, dispatcher.provider, reactor)
     # The Conductor API's accounts are read once, before the reactor: a bad one stops the start.
@@ -139,7 +116,7 @@ def make_service(config: Config, reactor: Any) -> IService:
         deleter = Deleter(store, index, dispatcher, accounts, disk_door, config.state_dir, updater)
         conductor = _conductor_resource(config, reactor, dispatcher, store, index, deleter, accounts, auth_door,
                                         importer)
-    for pool in (door, logs_door, disk_door, cloud_door, template_door):
+    for pool in (door, doors.logs, doors.disk, doors.cloud, doors.cpu):
         pool.setServiceParent(root)
     _StoreCloser(store).setServiceParent(root)
     # Before the dispatcher, so it stops after the installs; the sweep's call

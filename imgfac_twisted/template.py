@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from imgfac_twisted.errors import InvalidTemplate
+from imgfac_twisted.redaction import scrub
 from imgfac_twisted.xmlsafe import parse_xml
 
 __all__ = [
@@ -52,8 +53,6 @@ ARCHES = ("i386", "x86_64", "aarch64", "ppc64le", "s390x", "armv7l")
 
 #: How many validation problems one error message lists at most.
 MAX_REPORTED_ERRORS = 3
-
-_REDACTED = "***"
 
 
 @dataclass(frozen=True)
@@ -136,7 +135,7 @@ def parse_template(text: str | bytes) -> Template:
             text, max_bytes=MAX_TEMPLATE_BYTES, what="template", error=InvalidTemplate
         )
     except InvalidTemplate as exc:
-        raise InvalidTemplate(_redact(exc.message, secrets)) from None
+        raise InvalidTemplate(scrub(exc.message, secrets)) from None
 
     secrets += _secrets_in_tree(root)
     name = root.find("name") if root.tag == "template" else None
@@ -148,7 +147,7 @@ def parse_template(text: str | bytes) -> Template:
         message = "template is invalid: " + "; ".join(problems[:MAX_REPORTED_ERRORS])
         if len(problems) > MAX_REPORTED_ERRORS:
             message += f" (and {len(problems) - MAX_REPORTED_ERRORS} more)"
-        raise InvalidTemplate(_redact(message, secrets))
+        raise InvalidTemplate(scrub(message, secrets))
 
     return _extract(root, _as_text(text, root))
 
@@ -302,12 +301,6 @@ def _secret_variants(secret: str) -> list[str]:
     variants = [secret, secret.strip()]
     variants += [p for p in re.split(r"[\s<>&;/=\"'!?]+", secret) if len(p) >= 3]
     return [v for v in variants if v]
-
-
-def _redact(message: str, secrets: list[str]) -> str:
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        message = message.replace(secret, _REDACTED)
-    return message
 
 
 # ---------------------------------------------------------------------------

@@ -47,52 +47,36 @@ class Stack:
 
     def __init__(self, state_dir: str, **settings: Any) -> None:
         from .config import Config
+        from .core import Doors, Plugins, build_core
         from .events.inprocess import InProcessBus
-        from .events.relay import OutboxRelay
-        from .jobs.base_images import BaseImages
-        from .jobs.dispatcher import Dispatcher
-        from .os.mock import MockOS
-        from .registry import PluginEnvironment
-        from .jobs.fetch import TemplateFetcher
         from .jobs.index import BuilderIndex
-        from .jobs.logs import BuilderLogs
-        from .metrics import Metrics
-        from .jobs.updates import BuilderUpdater
+        from .os.mock import MockOS
         from .providers.mock import MockProvider
+        from .registry import PluginEnvironment
         from .store.sqlite import SQLiteStore
         from .targets.mock import MockTarget
 
+        def mock_plugins(environment: PluginEnvironment) -> Plugins:
+            return Plugins(systems={"mock": MockOS(environment)}, targets={"mock": MockTarget(environment)},
+                           providers={"mock": MockProvider(environment)})
+
         settings.setdefault("mock_duration", 1.0)
+        settings.setdefault("max_concurrent_local_sessions", 1)
         self.config = Config(state_dir=state_dir, **settings)
         self.clock = FakeReactor()
-        self.store = SQLiteStore(f"{state_dir}/imagefactory.sqlite", InlineDoor())
-        self.store.thd_open()
-        self.index = BuilderIndex(self.store.thd_list_builders())
-        self.bus = InProcessBus()
+        store = SQLiteStore(f"{state_dir}/imagefactory.sqlite", InlineDoor())
+        store.thd_open()
+        bus = InProcessBus()
         #: Every event the relay delivered, in order.
         self.events: list[Any] = []
-        self.bus.subscribe("#", self.events.append)
-        self.relay = OutboxRelay(self.store, self.bus, self.clock)
+        bus.subscribe("#", self.events.append)
+        core = build_core(self.config, self.clock, store, BuilderIndex(store.thd_list_builders()), bus,
+                          Doors(logs=InlineDoor(), disk=InlineDoor(), cloud=InlineDoor(), cpu=InlineDoor()),
+                          plugins=mock_plugins, fetch_timeout=5.0)
+        self.store, self.index, self.bus, self.relay = core.store, core.index, bus, core.relay
+        self.logs, self.metrics, self.updater = core.logs, core.metrics, core.updater
+        self.base_images, self.dispatcher = core.base_images, core.dispatcher
         self.relay.startService()
-        self.logs = BuilderLogs(state_dir, InlineDoor(), self.clock)
-        self.metrics = Metrics()
-        self.updater = BuilderUpdater(self.store, self.relay, self.index, self.logs, self.metrics, self.clock)
-        environment = PluginEnvironment(self.config, self.clock, InlineDoor())
-        self.base_images = BaseImages(self.clock, {"mock": MockOS(environment)}, state_dir, self.logs, 1,
-                                      save_manifest=self.store.save_manifest)
-        self.dispatcher = Dispatcher(
-            self.clock, self.store, self.updater, self.index,
-            targets={"mock": MockTarget(environment)},
-            providers={"mock": MockProvider(environment)},
-            state_dir=state_dir,
-            fetcher=TemplateFetcher(self.clock, 5.0, 1024 * 1024),
-            logs=self.logs,
-            base_images=self.base_images,
-            disk_door=InlineDoor(),
-            build_slots=self.config.max_concurrent_builds,
-            push_slots=self.config.max_concurrent_pushes,
-            cpu_door=InlineDoor(),
-        )
 
     def run_for(self, seconds: float, step: float = 0.05) -> None:
         """Advance the clock in small steps so every timer on the way fires."""

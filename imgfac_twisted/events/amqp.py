@@ -49,6 +49,7 @@ from txamqp.protocol import AMQChannel, AMQClient
 from txamqp.queue import Closed as QueueClosed
 from zope.interface import implementer
 
+from ..redaction import redact_url
 from . import Event, EventCallback, IEventBus, ISubscription
 
 #: RabbitMQ's variant of the 0-9-1 spec, from Debian's ``amqp-specs``: the
@@ -127,12 +128,12 @@ def redacted_url(url: str) -> str:
         return f"{scheme}://<unparseable>"
     userinfo = ""
     if parts.username is not None:
-        userinfo = parts.username + (":***" if parts.password is not None else "") + "@"
+        userinfo = parts.username + (f":{parts.password}" if parts.password is not None else "") + "@"
     if ":" in host:
         host = f"[{host}]"
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     vhost = quote(unquote(path) if path else "/", safe="")
-    return f"{parts.scheme}://{userinfo}{host}:{port if port is not None else DEFAULT_PORT}/{vhost}"
+    return redact_url(f"{parts.scheme}://{userinfo}{host}:{port if port is not None else DEFAULT_PORT}/{vhost}")
 
 
 def _describe(reason: Any) -> str:

@@ -10,7 +10,7 @@ from twisted.logger import Logger
 from ..doors import shielded
 from ..errors import UnknownObject
 from ..events import Event, event_for_change, event_for_deletion
-from ..events.relay import OutboxRelay
+from .relay import OutboxRelay
 from ..metrics import Metrics
 from ..model import Build, Builder, BuilderChange, Image, ProviderImage, StageName, Status, TargetImage, entered
 from ..store import IStore

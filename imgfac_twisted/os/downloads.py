@@ -24,7 +24,7 @@ from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
-from ..config import redact_url
+from ..redaction import redact_url
 from ..errors import ImageFactoryError
 from ..http_bodies import BodyTooLarge, collect_capped, http_client_on
 

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.threads import deferToThreadPool
 
-from ..config import redact_url
+from ..redaction import redact_url
 from ..errors import ImageFactoryError
 from ..model import StageName
 from ..registry import PluginEnvironment

@@ -35,14 +35,13 @@ the snapshot); transient errors are retried with backoff (``ec2_calls``).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, fail
+from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
@@ -52,7 +51,8 @@ from ..errors import ImageFactoryError, InvalidCredentials
 from ..registry import PluginEnvironment
 from . import Credentials, PushJob, PushResult
 from .ec2_blocks import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_SCAN_BYTES, Block, BlockReader, volume_size_gib
-from .ec2_calls import Ec2Error, Ec2ServiceError, RetryPolicy, classify, failure_for, make_clients, scrub
+from ..redaction import scrub
+from .ec2_calls import Ec2Error, Ec2ServiceError, Problem, RetryPolicy, make_clients, with_retries
 from .ec2_endpoints import Endpoint, aws_endpoints, load_definitions
 from .mock import credential_fields
 
@@ -203,23 +203,11 @@ class Ec2Delete:
             await self._call("DeleteSnapshot", ec2.delete_snapshot, SnapshotId=snapshot_id)
 
     async def _call(self, action: str, fn: Callable[..., Any], **kwargs: Any) -> None:
-        first = self._reactor.seconds()
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await self._door.run(fn, **kwargs)
-                return
-            except Exception as error:
-                problem = classify(error)
-            if problem.code in GONE_CODES:
-                return
-            transient = problem.transient or problem.code == "InvalidSnapshot.InUse"
-            elapsed = self._reactor.seconds() - first
-            delay = self._policy.next_delay(attempt, elapsed) if transient else None
-            if delay is None:
-                raise failure_for(self._endpoint.name, action, problem, attempt, elapsed, (self._secret_key,))
-            await deferLater(self._reactor, delay, lambda: None)
+        """Call the SDK on the door, retrying transient errors; an object already gone is fine."""
+        # A snapshot still in use by the AMI being deregistered frees up soon.
+        await with_retries(self._reactor, self._policy, self._endpoint.name, action,
+                           lambda: self._door.run(fn, **kwargs), secrets=(self._secret_key,),
+                           also_transient=("InvalidSnapshot.InUse",), gone=GONE_CODES)
 
 
 def ami_name(image_name: str | None, builder_id: str) -> str:
@@ -556,33 +544,23 @@ class Ec2Push:
                     **kwargs: Any) -> Any:
         """Call the SDK on the door, retrying transient errors; raise an Ec2Error with the service's words."""
         policy = policy or self._settings.retry
-        first = self._reactor.seconds()
-        attempt = 0
-        while True:
-            if stoppable and self._stopping:
-                raise CancelledError()
-            attempt += 1
+
+        async def attempt() -> Any:
             call = self._track(self._door.run(fn, **kwargs))
             if observe is not None:
                 call.addCallback(lambda answer: (observe(answer), answer)[1])
-            try:
-                return await shielded(call)
-            except CancelledError:
-                raise
-            except Exception as error:
-                problem = classify(error)
-            if problem.code in also_transient:
-                problem = dataclasses.replace(problem, transient=True)
-            elapsed = self._reactor.seconds() - first
-            delay = policy.next_delay(attempt, elapsed) if problem.transient else None
-            if delay is None or (stoppable and self._stopping):
-                raise failure_for(self._endpoint.name, action, problem, attempt, elapsed, self._secrets)
+            return await shielded(call)
+
+        async def log_retry(problem: Problem, attempts: int, delay: float) -> None:
             if self._retry_lines < MAX_RETRY_LOG_LINES:
                 self._retry_lines += 1
                 more = " (further retries are not logged)" if self._retry_lines == MAX_RETRY_LOG_LINES else ""
                 await self._log(scrub(f"{action}: {problem.code}: {problem.message}; retrying in {delay:.1f} s "
-                                      f"(attempt {attempt + 1} of {policy.max_attempts}){more}", self._secrets))
-            await deferLater(self._reactor, delay, lambda: None)
+                                      f"(attempt {attempts + 1} of {policy.max_attempts}){more}", self._secrets))
+
+        return await with_retries(self._reactor, policy, self._endpoint.name, action, attempt,
+                                  secrets=self._secrets, also_transient=also_transient,
+                                  stopping=lambda: stoppable and self._stopping, on_retry=log_retry)
 
     # -- the job ---------------------------------------------------------------
 

@@ -10,15 +10,23 @@ per call; anything else fails at once with the service's code and message.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import random
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, TypeVar
+
+from twisted.internet.defer import CancelledError
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 
 from ..errors import ImageFactoryError
+from ..redaction import scrub
 from .ec2_endpoints import Endpoint
+
+T = TypeVar("T")
 
 #: Error codes that mean "try again later", over EC2 (query) and EBS (REST-JSON).
 TRANSIENT_CODES = frozenset({
@@ -126,14 +134,6 @@ def _readable(code: str, message: str, status: Any) -> tuple[str, str]:
     return code, message or "(no message)"
 
 
-def scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` with every secret replaced by ``***`` (a message must never carry one)."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
 def failure_for(provider: str, action: str, problem: Problem, attempts: int, elapsed: float,
                 secrets: tuple[str, ...] = ()) -> Ec2Error:
     """The error a push fails with after ``attempts`` attempts of ``action`` ended in ``problem``."""
@@ -172,6 +172,47 @@ class RetryPolicy:
         if elapsed + delay > self.budget:
             return None
         return delay
+
+
+#: Told of each retry: the problem, the attempt that failed (1-based) and the wait before the next.
+RetryObserver = Callable[[Problem, int, float], Awaitable[None]]
+
+
+async def with_retries(clock: IReactorTime, policy: RetryPolicy, provider: str, action: str,
+                       attempt: Callable[[], Awaitable[T]], *, secrets: tuple[str, ...] = (),
+                       also_transient: tuple[str, ...] = (), gone: tuple[str, ...] = (),
+                       stopping: Callable[[], bool] = lambda: False,
+                       on_retry: RetryObserver | None = None) -> T | None:
+    """``attempt()`` until it succeeds, retrying transient errors as ``policy`` allows.
+
+    An error whose code is in ``gone`` counts as done (None: the thing to
+    remove is not there); one in ``also_transient`` is retried too.  Once
+    ``stopping()`` is true no new attempt starts.  What cannot be retried
+    raises the Ec2Error of :func:`failure_for`, with ``secrets`` scrubbed.
+    """
+    first = clock.seconds()
+    attempts = 0
+    while True:
+        if stopping():
+            raise CancelledError()
+        attempts += 1
+        try:
+            return await attempt()
+        except CancelledError:
+            raise
+        except Exception as error:
+            problem = classify(error)
+        if problem.code in gone:
+            return None
+        if problem.code in also_transient:
+            problem = dataclasses.replace(problem, transient=True)
+        elapsed = clock.seconds() - first
+        delay = policy.next_delay(attempts, elapsed) if problem.transient else None
+        if delay is None or stopping():
+            raise failure_for(provider, action, problem, attempts, elapsed, secrets)
+        if on_retry is not None:
+            await on_retry(problem, attempts, delay)
+        await deferLater(clock, delay, lambda: None)
 
 
 _session_lock = threading.Lock()

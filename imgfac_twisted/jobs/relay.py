@@ -17,7 +17,7 @@ from twisted.logger import Logger
 
 from ..deferreds import observe
 from ..store import IStore
-from . import IEventBus
+from ..events import IEventBus
 
 
 class OutboxRelay(Service):
