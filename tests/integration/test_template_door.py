@@ -1,4 +1,4 @@
-"""Template validation leaves the reactor through the CPU door: the reactor stays responsive meanwhile."""
+"""Template validation leaves the reactor through the CPU door: the real reactor stays responsive meanwhile (real threads, real time)."""
 
 from __future__ import annotations
 
