@@ -7,7 +7,7 @@ with the OAuth key and secret in the environment only. Every run is checked
 for a Python traceback and for the secret in its output.
 
 The unit tests (argument parsing, settings, waiting, error mapping) need no
-daemon.
+daemon: tests/unit/test_cli.py.
 """
 
 from __future__ import annotations
@@ -147,7 +147,6 @@ def wait_builder(daemon: Daemon, builder_id: str) -> dict[str, Any]:
 # -- build -------------------------------------------------------------------------
 
 
-@pytest.mark.integration
 def test_build_wait_completes(runner: Runner, built: dict[str, Any]) -> None:
     """build --wait exits 0, prints the image/build/target image ids and a COMPLETED line per status
     change (plain lines, stdout being a pipe); the daemon agrees the target image is COMPLETED."""
@@ -163,7 +162,6 @@ def test_build_wait_completes(runner: Runner, built: dict[str, Any]) -> None:
     assert (document["image_id"], document["build_id"]) == (built["image"], built["build"])
 
 
-@pytest.mark.integration
 def test_build_wait_fail_template_exits_1_with_reason(runner: Runner) -> None:
     """A template named FAIL: build --wait exits 1 and prints the status_detail of the failed target image."""
     result = runner("build", runner.file("fail.tdl", FAIL_TEMPLATE), "--targets", "mock", "--wait")
@@ -173,7 +171,6 @@ def test_build_wait_fail_template_exits_1_with_reason(runner: Runner) -> None:
     assert wait_builder(runner.daemon, target)["status"] == "FAILED"
 
 
-@pytest.mark.integration
 def test_build_from_stdin_json_matches_api(runner: Runner) -> None:
     """`--json build -` reads the template from stdin and prints the API's 202 document, which
     names an image, build and target image that the API then serves."""
@@ -189,7 +186,6 @@ def test_build_from_stdin_json_matches_api(runner: Runner) -> None:
     wait_builder(runner.daemon, target["id"])
 
 
-@pytest.mark.integration
 def test_build_wait_json_prints_final_details(runner: Runner) -> None:
     """--json build --wait prints only JSON on stdout (a list of the final target image details, as
     the API serves them); the progress lines go to stderr."""
@@ -200,7 +196,6 @@ def test_build_wait_json_prints_final_details(runner: Runner) -> None:
     assert "COMPLETED" in result.stderr
 
 
-@pytest.mark.integration
 def test_build_unknown_target_is_client_error(runner: Runner) -> None:
     """An unknown target: exit 2 with the API's error message (which lists the known targets)."""
     result = runner("build", runner.file("f14.tdl", F14), "--targets", "no-such-target")
@@ -209,7 +204,6 @@ def test_build_unknown_target_is_client_error(runner: Runner) -> None:
     assert result.stdout == ""
 
 
-@pytest.mark.integration
 def test_build_missing_template_file(runner: Runner) -> None:
     """A template file that does not exist: exit 2, a one-line error, nothing sent."""
     result = runner("build", str(runner.home / "missing.tdl"), "--targets", "mock")
@@ -220,7 +214,6 @@ def test_build_missing_template_file(runner: Runner) -> None:
 # -- reads -------------------------------------------------------------------------
 
 
-@pytest.mark.integration
 def test_status_table_and_json(runner: Runner, built: dict[str, Any]) -> None:
     """status shows the builder's fields as a table; with --json it is exactly the API's document."""
     table = runner.ok("status", built["target"]).stdout
@@ -232,7 +225,6 @@ def test_status_table_and_json(runner: Runner, built: dict[str, Any]) -> None:
     assert document == runner.daemon.get_json(f"/imagefactory/builders/{built['target']}")
 
 
-@pytest.mark.integration
 def test_status_unknown_id_exit_2(runner: Runner) -> None:
     """status of an unknown id: exit 2 and the API's message."""
     result = runner("status", "00000000-0000-0000-0000-000000000000")
@@ -240,7 +232,6 @@ def test_status_unknown_id_exit_2(runner: Runner) -> None:
     assert "no builder with id" in result.stderr and "(404)" in result.stderr
 
 
-@pytest.mark.integration
 def test_list_shows_builders_newest_first(runner: Runner, built: dict[str, Any]) -> None:
     """list shows every builder (id, operation, target, status, completed, detail), newest first;
     --json is the API's builders document."""
@@ -257,7 +248,6 @@ def test_list_shows_builders_newest_first(runner: Runner, built: dict[str, Any])
     assert {built["target"], newer["target"]} <= set(api_ids)
 
 
-@pytest.mark.integration
 def test_log_prints_the_builders_log(runner: Runner, built: dict[str, Any]) -> None:
     """log prints the builder's log as the API serves it: time-stamped lines up to BUILDING -> COMPLETED."""
     result = runner.ok("log", built["target"])
@@ -268,7 +258,6 @@ def test_log_prints_the_builders_log(runner: Runner, built: dict[str, Any]) -> N
     assert lines[-1].endswith("BUILDING -> COMPLETED")
 
 
-@pytest.mark.integration
 def test_log_follow_ends_with_the_builder(runner: Runner) -> None:
     """log -f of a build just started keeps printing until the builder ends, then exits 0 by itself."""
     ids = build_ids(runner.ok("build", runner.file("f14.tdl", F14), "--targets", "mock").stdout)
@@ -283,7 +272,6 @@ def test_log_follow_ends_with_the_builder(runner: Runner) -> None:
 # -- push, rebuild ---------------------------------------------------------------
 
 
-@pytest.mark.integration
 def test_push_wait_completes(runner: Runner, built: dict[str, Any]) -> None:
     """push --wait of a COMPLETED target image with mock credentials exits 0; the provider image is
     COMPLETED with an identifier on the provider; the password is never printed."""
@@ -299,7 +287,6 @@ def test_push_wait_completes(runner: Runner, built: dict[str, Any]) -> None:
     assert document["target_image_id"] == built["target"] and document["provider_account_identifier"] == "u"
 
 
-@pytest.mark.integration
 def test_push_wait_failing_exits_1(runner: Runner, built: dict[str, Any]) -> None:
     """push --wait with mock credentials of user FAIL exits 1 and prints why (status_detail)."""
     credentials = runner.file("creds-fail.xml", mock_credentials("FAIL"))
@@ -310,7 +297,6 @@ def test_push_wait_failing_exits_1(runner: Runner, built: dict[str, Any]) -> Non
     assert final["status_detail"] in result.stderr
 
 
-@pytest.mark.integration
 def test_push_of_a_push_builder_is_refused(runner: Runner, built: dict[str, Any]) -> None:
     """push needs a target image id: a provider image id is a client error (exit 2), nothing pushed."""
     credentials = runner.file("creds.xml", mock_credentials())
@@ -321,7 +307,6 @@ def test_push_of_a_push_builder_is_refused(runner: Runner, built: dict[str, Any]
     assert result.returncode == 2 and "not a target image" in result.stderr
 
 
-@pytest.mark.integration
 def test_rebuild_wait(runner: Runner, built: dict[str, Any]) -> None:
     """rebuild IMAGE_ID --targets mock --wait makes a new build of the same image (its template) and exits 0."""
     result = runner.ok("rebuild", built["image"], "--targets", "mock", "--wait")
@@ -333,7 +318,6 @@ def test_rebuild_wait(runner: Runner, built: dict[str, Any]) -> None:
 # -- cancel ----------------------------------------------------------------------
 
 
-@pytest.mark.integration
 def test_cancel_running_build(daemon_factory: DaemonPool, tmp_path: Path) -> None:
     """cancel of a running build (mock builds take 60 s here) answers at once; status then shows
     FAILED "cancelled"; cancelling again is a 409 (exit 2)."""
@@ -356,7 +340,6 @@ def test_cancel_running_build(daemon_factory: DaemonPool, tmp_path: Path) -> Non
     assert again.returncode == 2 and "(409)" in again.stderr
 
 
-@pytest.mark.integration
 def test_cancel_wait(daemon_factory: DaemonPool, tmp_path: Path) -> None:
     """cancel --wait returns once the builder has ended FAILED, exit 0."""
     slow = daemon_factory(mock_config(mock_duration=60))
@@ -370,7 +353,6 @@ def test_cancel_wait(daemon_factory: DaemonPool, tmp_path: Path) -> None:
 # -- OAuth and TLS ----------------------------------------------------------------
 
 
-@pytest.mark.integration
 def test_wrong_secret_is_refused_with_oauth_message(runner: Runner) -> None:
     """A wrong secret: non-zero exit (2), a message about OAuth and a hint, no traceback, no secret shown."""
     env = cli_env(runner.home, secret="a-wrong-secret-123")
@@ -381,7 +363,6 @@ def test_wrong_secret_is_refused_with_oauth_message(runner: Runner) -> None:
     assert result.stdout == ""
 
 
-@pytest.mark.integration
 def test_no_key_write_is_sent_unsigned_and_refused_with_hint(runner: Runner) -> None:
     """Without key and secret a write is still sent (unsigned); the OAuth daemon refuses it and the
     CLI says how to configure the key and secret."""
@@ -395,7 +376,6 @@ def test_no_key_write_is_sent_unsigned_and_refused_with_hint(runner: Runner) -> 
     runner.ok("list", env=env)
 
 
-@pytest.mark.integration
 def test_no_key_write_accepted_by_no_oauth_daemon(daemon_factory: DaemonPool, tmp_path: Path) -> None:
     """Unsigned writes work against a daemon started with --no_oauth."""
     open_daemon = daemon_factory(mock_config(), extra_args=["--no_oauth"])
@@ -405,7 +385,6 @@ def test_no_key_write_accepted_by_no_oauth_daemon(daemon_factory: DaemonPool, tm
     assert "COMPLETED" in result.stdout
 
 
-@pytest.mark.integration
 def test_insecure_works_without_ca_file(runner: Runner, built: dict[str, Any]) -> None:
     """--insecure talks to the self-signed daemon without --ca-file; without either the CLI fails
     verification (exit 3) and hints at --ca-file and --insecure."""
@@ -419,7 +398,6 @@ def test_insecure_works_without_ca_file(runner: Runner, built: dict[str, Any]) -
     assert "--ca-file" in refused.stderr and "--insecure" in refused.stderr
 
 
-@pytest.mark.integration
 def test_settings_from_environment(runner: Runner, built: dict[str, Any]) -> None:
     """IMAGEFACTORY_URL and IMAGEFACTORY_CA_FILE replace --url and --ca-file."""
     env = cli_env(runner.home, IMAGEFACTORY_URL=runner.daemon.base_url,
@@ -427,7 +405,6 @@ def test_settings_from_environment(runner: Runner, built: dict[str, Any]) -> Non
     assert built["target"] in runner.ok("list", env=env, connection=[]).stdout
 
 
-@pytest.mark.integration
 def test_settings_from_config_file(runner: Runner, tmp_path: Path) -> None:
     """The config file gives url, key, secret and ca_file (a relative ca_file is relative to the file);
     a secret in a file others can read gets a warning, one in a private file none."""
@@ -447,7 +424,6 @@ def test_settings_from_config_file(runner: Runner, tmp_path: Path) -> None:
     assert "warning:" in result.stderr and "chmod 600" in result.stderr
 
 
-@pytest.mark.integration
 def test_default_config_file_location(runner: Runner) -> None:
     """Without --config the CLI reads ~/.config/imagefactory/cli.json (HOME being the test's directory)."""
     home = runner.home / "other-home"
@@ -460,7 +436,6 @@ def test_default_config_file_location(runner: Runner) -> None:
     assert json.loads(result.stdout)["_type"] == "builders"
 
 
-@pytest.mark.integration
 def test_secret_only_in_environment_never_in_arguments(runner: Runner) -> None:
     """While the CLI runs, its process arguments (/proc/<pid>/cmdline) do not hold the secret, its
     environment does; its output never shows it."""
@@ -490,7 +465,6 @@ def test_secret_only_in_environment_never_in_arguments(runner: Runner) -> None:
     check_clean(subprocess.CompletedProcess(args, process.returncode, stdout, stderr))
 
 
-@pytest.mark.integration
 def test_console_script(runner: Runner) -> None:
     """The installed `imagefactory-cli` console script runs the same CLI."""
     if not CONSOLE_SCRIPT.exists():

@@ -30,8 +30,6 @@ from support.conductor_shapes import (
 )
 from support.moto_peer import EC2_TEMPLATE, MotoServer, credentials
 
-pytestmark = pytest.mark.integration
-
 API = "/conductor/api"
 USER, PASSWORD = "admin", "correct horse battery"
 XML = {"Accept": "application/xml", "Content-Type": "application/xml"}
@@ -40,8 +38,6 @@ MOCK_CREDENTIALS = ("<provider_credentials><mock_credentials><username>mockuser<
 BUILD_TIMEOUT = 240.0
 PUSH_TIMEOUT = 120.0
 FINAL = ("COMPLETED", "FAILED")
-
-
 
 
 def conductor_config(folder: Path, moto: MotoServer, **extra: Any) -> dict[str, Any]:

@@ -25,8 +25,6 @@ from schemathesis.specs.openapi.checks import content_type_conformance, status_c
 
 from support.daemon import Daemon, DaemonPool, mock_config
 
-pytestmark = pytest.mark.integration
-
 USER, PASSWORD = "admin", "schemathesis-pass"
 MAX_EXAMPLES = int(os.environ.get("OPENAPI_TEST_EXAMPLES", "25"))
 SEED = int(os.environ.get("OPENAPI_TEST_SEED", "20130111"))

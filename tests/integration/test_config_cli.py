@@ -17,8 +17,6 @@ import requests
 
 from support.daemon import TWISTD, DaemonPool, free_port, mock_config, oauth
 
-pytestmark = pytest.mark.integration
-
 RUN_TIMEOUT = 30.0
 DEFAULT_CONFIG = "/etc/imagefactory/imagefactory.conf"
 

@@ -1,6 +1,6 @@
 """Integration tests: the real ``twistd imagefactory`` daemon, driven over HTTPS.
 
-Each daemon is a subprocess (tests/daemon.py) with its own state directory,
+Each daemon is a subprocess (tests/support/daemon.py) with its own state directory,
 a generated self-signed certificate that every request verifies against, and
 OAuth 1.0a signatures made by requests-oauthlib (an independent client).
 """
@@ -23,8 +23,6 @@ import requests
 from requests_oauthlib import OAuth1
 
 from support.daemon import Daemon, DaemonPool, mock_config, oauth
-
-pytestmark = pytest.mark.integration
 
 # -- fixtures' data -----------------------------------------------------------
 

@@ -20,8 +20,6 @@ import pytest
 from support.daemon import Daemon, DaemonPool, mock_config
 from imgfac_twisted.testing import SPEC_TEMPLATE, template_named
 
-pytestmark = pytest.mark.integration
-
 BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
 EVENT_FIELDS = {"event_id", "event", "_type", "id", "image_id", "build_id", "target_image_id",
                 "provider_image_id", "operation", "target", "provider", "old_status", "new_status",

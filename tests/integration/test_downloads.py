@@ -2,12 +2,9 @@
 
 import hashlib
 
-import pytest
 
 from support.daemon import CLIENTS, Daemon, DaemonPool
 from imgfac_twisted.testing import SPEC_TEMPLATE
-
-pytestmark = pytest.mark.integration
 
 
 def test_raw_image_downloads_as_made(daemon: Daemon) -> None:

@@ -29,8 +29,6 @@ import pytest
 from support.daemon import Daemon, DaemonPool, free_port, mock_config
 from support.moto_peer import EC2_TEMPLATE, ACCESS_KEY, ACCOUNT, SECRET, MotoServer, credentials
 
-pytestmark = pytest.mark.integration
-
 TAG = "imagefactory:provider_image"
 BUILD_TIMEOUT = 240.0
 PUSH_TIMEOUT = 120.0
@@ -136,8 +134,6 @@ def ec2_error(code: str, message: str) -> bytes:
 
 
 # -- fixtures ------------------------------------------------------------------
-
-
 
 
 @pytest.fixture(scope="module")

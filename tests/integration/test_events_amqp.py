@@ -1,7 +1,7 @@
-"""What only the AMQP bus does: the exchange, message properties, confirms, reconnects, logs, URLs,
-and the ``imagefactory-events`` command.
+"""What only the AMQP bus does: the exchange, message properties, confirms, reconnects, logs, and the
+``imagefactory-events`` command (what needs no broker, URLs among it: tests/unit/test_events_amqp_offline.py).
 
-Against the real RabbitMQ broker (see test_events_bus.py for how it is found
+Against the real RabbitMQ broker (see tests/integration/conftest.py for how it is found
 or started).  Connections are cut without disturbing anyone else's: either
 ``rabbitmqctl close_connection`` on the connections of a user created for
 this module, or a local TCP forwarder between the bus and the broker that

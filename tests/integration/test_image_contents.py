@@ -40,7 +40,6 @@ def _seconds(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-@pytest.mark.integration
 def test_stages_of_a_mock_os_build_in_details_events_and_metrics(daemon: Daemon) -> None:
     """A Mock-OS build for a converted target runs waiting, installing, converting in order, each with an
     ISO 8601 start and end; the stage shows while it runs, in events too; /metrics has their durations."""
@@ -72,7 +71,6 @@ def test_stages_of_a_mock_os_build_in_details_events_and_metrics(daemon: Daemon)
     assert log.index("stage: installing") < log.index("stage: converting") < log.index("COMPLETED")
 
 
-@pytest.mark.integration
 def test_packages_of_a_target_image_are_served_once_completed(daemon: Daemon, tmp_path: Path) -> None:
     """ICICLE and SBOM answer 404 until the target image is COMPLETED, then the Mock OS's empty package list:
     ICICLE as application/xml, the SBOM as a valid SPDX 2.3 document describing the image."""

@@ -1,7 +1,7 @@
 """End to end: a TDL template with a URL install becomes an ec2 image through the running daemon,
 a real libvirtd and QEMU (software emulation).
 
-The "distribution" is tests/fake_installer.py: a real Debian kernel and a
+The "distribution" is tests/support/fake_installer.py: a real Debian kernel and a
 busybox initramfs standing in for anaconda or d-i, served over HTTP on
 127.0.0.1.  The daemon downloads kernel and initrd from that tree, appends
 its generated kickstart/preseed to the initrd, boots the VM and waits for the
@@ -24,7 +24,7 @@ from lxml import etree
 from support import fake_installer
 from support.daemon import Daemon, DaemonPool, mock_config
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 URI = "qemu:///system"
 #: Software emulation boots the tiny guest in 10-30 s on this machine; leave room for a loaded one.

@@ -2,12 +2,9 @@
 
 import re
 
-import pytest
 import requests
 
 
-
-@pytest.mark.integration
 def test_live_metrics_count_http_requests(daemon):
     """The real daemon's /metrics counts requests by route (ids folded), method and code."""
     def requests_for(route, code):

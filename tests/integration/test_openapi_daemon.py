@@ -179,7 +179,6 @@ def call(case: Any, daemon: Daemon, **kwargs: Any) -> Any:
     return case.call(base_url=daemon.base_url, verify=daemon.verify, timeout=REQUEST_TIMEOUT, **kwargs)
 
 
-@pytest.mark.integration
 @schema.parametrize()
 @SETTINGS
 def test_no_oauth_daemon_conforms(case: Any, open_daemon: Daemon, open_tally: Tally) -> None:
@@ -187,7 +186,6 @@ def test_no_oauth_daemon_conforms(case: Any, open_daemon: Daemon, open_tally: Ta
     check_answer(case, call(case, open_daemon), open_tally)
 
 
-@pytest.mark.integration
 @schema.parametrize()
 @SETTINGS
 def test_oauth_daemon_conforms_and_refuses_unsigned_writes(case: Any, oauth_daemon: Daemon,
@@ -200,7 +198,6 @@ def test_oauth_daemon_conforms_and_refuses_unsigned_writes(case: Any, oauth_daem
         assert response.status_code == 401, f"unsigned {case.method} {case.formatted_path} -> {response.status_code}"
 
 
-@pytest.mark.integration
 def test_stateful_scenarios_follow_links(open_daemon: Daemon, stateful_tally: Tally) -> None:
     """Sequences along the document's links (build, then read, log, rebuild, push, cancel) conform.
 
@@ -226,7 +223,6 @@ def test_stateful_scenarios_follow_links(open_daemon: Daemon, stateful_tally: Ta
     assert real_reads, f"no read of a real object answered 200: {answered}"
 
 
-@pytest.mark.integration
 def test_real_builds_and_pushes_conform(open_daemon: Daemon) -> None:
     """Every read of real objects, pushes included (random ids never reach them), conforms.
 
@@ -276,7 +272,6 @@ def test_real_builds_and_pushes_conform(open_daemon: Daemon) -> None:
     print("\n" + tally.report())
 
 
-@pytest.mark.integration
 def test_served_document_is_the_packaged_one(open_daemon: Daemon, document: dict[str, Any]) -> None:
     answer = open_daemon.get("/imagefactory/openapi.json")
     assert answer.status_code == 200
@@ -292,7 +287,6 @@ def built(daemon: Daemon) -> dict[str, Any]:
     return answer.json()
 
 
-@pytest.mark.integration
 def test_bug_form_body_with_non_ascii_text(open_daemon: Daemon) -> None:
     """Form bodies with UTF-8 text are read as text (they once were a 500)."""
     template = F14.replace("Fedora 14", "Fédora 14")
@@ -300,7 +294,6 @@ def test_bug_form_body_with_non_ascii_text(open_daemon: Daemon) -> None:
     assert answer.status_code == 202, answer.text
 
 
-@pytest.mark.integration
 def test_bug_malformed_multipart_body_gets_a_json_error(open_daemon: Daemon) -> None:
     """A multipart body that cannot be parsed is the API's JSON 400, not twisted.web's bare one."""
     answer = open_daemon.post("/imagefactory/images", signed=False, data=b"targets=mock",
@@ -309,7 +302,6 @@ def test_bug_malformed_multipart_body_gets_a_json_error(open_daemon: Daemon) -> 
     assert answer.headers.get("Content-Type") == "application/json", answer.headers
 
 
-@pytest.mark.integration
 def test_bug_log_offset_far_past_the_end(open_daemon: Daemon) -> None:
     """A log offset past anything a file can hold answers an empty log, not a 500."""
     builder_id = built(open_daemon)["build"]["target_images"][0]["id"]
@@ -317,7 +309,6 @@ def test_bug_log_offset_far_past_the_end(open_daemon: Daemon) -> None:
     assert answer.status_code in (200, 400), answer.text
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("path, body", [
     ("/imagefactory/images", b'{"targets": "mock", "template": "<template>\\ud800</template>"}'),
     ("/imagefactory/provider_images", b'{"image_id": "a", "build_id": "b", "target_image_id": "\\ud800", '
@@ -329,7 +320,6 @@ def test_bug_json_string_with_lone_surrogate(open_daemon: Daemon, path: str, bod
     assert answer.status_code == 400, answer.text
 
 
-@pytest.mark.integration
 def test_bug_put_with_multipart_body(open_daemon: Daemon) -> None:
     """PUT reads multipart bodies as POST does."""
     image_id = built(open_daemon)["id"]

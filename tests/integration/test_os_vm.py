@@ -1,6 +1,6 @@
 """OS plug-ins against the real peers: a local HTTP tree, libvirtd and QEMU (software emulation).
 
-The tree holds the fake installer of tests/fake_installer.py (a real Debian
+The tree holds the fake installer of tests/support/fake_installer.py (a real Debian
 kernel and a busybox initramfs) that writes the kickstart or preseed it finds
 at the root of its initrd onto the disk and powers off.  The plug-in runs as
 in the daemon: treq downloads, the disk door, one libvirt connection thread,
@@ -24,7 +24,7 @@ from imgfac_twisted.os.testing import FakeJob
 from imgfac_twisted.os.vm_install import as_seen_from_guest
 from imgfac_twisted.template import parse_template
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 libvirt = pytest.importorskip("libvirt")
 fake_installer = pytest.importorskip("support.fake_installer")

@@ -23,8 +23,6 @@ from support.daemon import Daemon, DaemonPool
 from support.real_clients_replay import cassettes, recorded, xml_names
 from support.real_clients_replay import CONDUCTOR_PASSWORD, CONDUCTOR_USER, real_clients_config
 
-pytestmark = pytest.mark.integration
-
 #: cassette -> (status this daemon answers, recorded element paths it does not send, why).
 DIFFERENCES: dict[str, tuple[int | None, set[str], str]] = {
     "build.yml": (201, set(), "a created image is 201 Created with a Location (this API's documented answer); "

@@ -67,7 +67,6 @@ def completed(daemon: Daemon, href: str) -> dict[str, Any]:
 # -- through the daemon, over TLS ------------------------------------------------------------------
 
 
-@pytest.mark.integration
 def test_conductors_build_request_byte_for_byte(factory: Daemon) -> None:
     """The recorded POST /imagefactory/images (wrapped JSON, gem-signed) is 202 with the recorded keys and _types."""
     exchange = recorded("aeolus_image", "oauth_success_valid.yml")
@@ -80,7 +79,6 @@ def test_conductors_build_request_byte_for_byte(factory: Daemon) -> None:
         assert stopped.status_code in (202, 409), stopped.text
 
 
-@pytest.mark.integration
 def test_a_json_body_changed_after_signing_is_refused(factory: Daemon) -> None:
     """Same oauth_body_hash and signature, another body: 401 saying the body hash does not match."""
     exchange = recorded("aeolus_image", "oauth_success_valid.yml")
@@ -91,7 +89,6 @@ def test_a_json_body_changed_after_signing_is_refused(factory: Daemon) -> None:
     assert "oauth_body_hash" in answer.json()["message"]
 
 
-@pytest.mark.integration
 def test_a_wrong_secret_is_refused_as_recorded(factory: Daemon) -> None:
     """oauth_fail_invalid.yml: signed with the wrong secret, 401."""
     exchange = recorded("aeolus_image", "oauth_fail_invalid.yml")
@@ -99,7 +96,6 @@ def test_a_wrong_secret_is_refused_as_recorded(factory: Daemon) -> None:
     assert answer.status_code == exchange["status"] == 401
 
 
-@pytest.mark.integration
 def test_builders_listing_as_recorded(factory: Daemon) -> None:
     """builder.yml: GET /imagefactory/builders (Accept: application/json) has every recorded key."""
     exchange = recorded("aeolus_image", "builder.yml")
@@ -109,7 +105,6 @@ def test_builders_listing_as_recorded(factory: Daemon) -> None:
     assert json_names(json.loads(exchange["response_body"])) <= json_names(answer.json())
 
 
-@pytest.mark.integration
 def test_conductor_builds_one_more_target_into_the_same_build(factory: Daemon) -> None:
     """PUT /imagefactory/images/:id with build_id: the new target image is in that build; both COMPLETE."""
     first = gem_request(factory, "POST", "/imagefactory/images", wrapped("image", targets="mock", template=SPEC_TEMPLATE))
@@ -130,7 +125,6 @@ def test_conductor_builds_one_more_target_into_the_same_build(factory: Daemon) -
     assert other.status_code == 404, other.text
 
 
-@pytest.mark.integration
 def test_put_of_an_image_id_never_seen(factory: Daemon) -> None:
     """With a template the image is created under Conductor's id; without one it stays 404."""
     chosen = str(uuid.uuid4())
@@ -144,7 +138,6 @@ def test_put_of_an_image_id_never_seen(factory: Daemon) -> None:
     assert missing.status_code == 404, missing.text
 
 
-@pytest.mark.integration
 def test_push_with_conductors_whole_provider_account_as_credentials(factory: Daemon) -> None:
     """POST /imagefactory/provider_images, wrapped, credentials = <provider_account>: pushed; the password shows nowhere."""
     built = gem_request(factory, "POST", "/imagefactory/images", wrapped("image", targets="mock", template=SPEC_TEMPLATE))
@@ -163,7 +156,6 @@ def test_push_with_conductors_whole_provider_account_as_credentials(factory: Dae
     assert not any(MOCK_PASSWORD in text for text in shown)
 
 
-@pytest.mark.integration
 def test_import_through_the_factory_read_through_both_apis_then_delete(factory: Daemon) -> None:
     """POST /imagefactory/images with target_identifier: 200, nested; both APIs show it; DELETE leaves the AMI alone."""
     answer = gem_request(factory, "POST", "/imagefactory/images", wrapped(

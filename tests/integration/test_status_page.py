@@ -1,6 +1,6 @@
 """The status page in a real browser: headless Chromium (Debian's ``chromium``) driven by Playwright.
 
-The real ``twistd imagefactory`` daemon (tests/daemon.py) serves the page over
+The real ``twistd imagefactory`` daemon (tests/support/daemon.py) serves the page over
 HTTPS with its self-signed certificate; mock builds take 6 s, so the page is
 seen while they run.  Screenshots go to ``test-artifacts/``.
 """
@@ -20,8 +20,6 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright
 
 from support.daemon import Daemon, DaemonPool, mock_config
-
-pytestmark = pytest.mark.integration
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]

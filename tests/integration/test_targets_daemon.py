@@ -24,8 +24,6 @@ from lxml import etree
 
 from support.daemon import Daemon, DaemonPool, mock_config
 
-pytestmark = pytest.mark.integration
-
 GIB = 1024 ** 3
 MIB = 1024 ** 2
 TEMPLATE = ("<template><name>mocky</name><os><name>Mock</name><version>1</version><arch>x86_64</arch>"

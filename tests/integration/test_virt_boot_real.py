@@ -33,7 +33,6 @@ def _domains(name: str) -> list[str]:
     return [domain for domain in listed.stdout.split() if domain == name]
 
 
-@pytest.mark.integration
 @pytest.mark.slow
 @pytest_twisted.inlineCallbacks
 def test_real_libvirt_a_disk_without_boot_loader_fails_quickly_and_leaves_nothing(tmp_path: Path) -> Any:

@@ -23,7 +23,6 @@ TEST_DOMAIN = """<domain type='test'><name>{name}</name><memory unit='MiB'>64</m
 <target dev='vda' bus='virtio'/></disk></devices></domain>"""
 
 
-
 @pytest_twisted.async_yield_fixture
 async def test_driver() -> Any:
     """A started LibvirtConnection to libvirt's built-in test driver (no daemon), stopped afterwards."""

@@ -13,8 +13,6 @@ import pytest
 from support.daemon import DaemonPool, mock_config
 from imgfac_twisted.virt.install import DOMAIN_PREFIX
 
-pytestmark = pytest.mark.integration
-
 URI = "qemu:///system"
 
 

@@ -1,6 +1,6 @@
 """run_install against the real libvirtd + QEMU (software emulation), with the fake installer.
 
-The guest is a real Debian kernel and a busybox initramfs (tests/fake_installer.py)
+The guest is a real Debian kernel and a busybox initramfs (tests/support/fake_installer.py)
 that finds the kickstart this test appended to its initrd, writes a result
 derived from it onto the disk and powers off.  Needs a libvirtd on
 qemu:///system: ``scripts/libvirt-up.sh`` (run by ``scripts/setup.sh --test``)
@@ -22,7 +22,7 @@ from support import fake_installer
 from imgfac_twisted.virt.connection import LibvirtConnection
 from imgfac_twisted.virt.install import DOMAIN_PREFIX, InstallFailed, InstallSpec, run_install
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 URI = "qemu:///system"
 DISK_BYTES = 64 * 1024 * 1024

@@ -1,5 +1,5 @@
 """Unit tests of ``imagefactory-cli`` (imgfac_twisted/cli.py): argument parsing, settings, waiting and
-output, error mapping, log paging; no daemon, no subprocess (those: tests/integration/test_cli.py)."""
+output, error mapping, log paging; no daemon, no subprocess (those: tests/integration/test_cli_daemon.py)."""
 
 from __future__ import annotations
 
