@@ -35,7 +35,7 @@ from .jobs.base_images import BUILDS_DIR, BootTester
 from .store.sqlite import SQLiteStore
 from .virt.connection import LibvirtConnection
 from .virt.boot import LibvirtBootTester
-from .virt.install import LeftoverDomainsSweep
+from .virt.leftovers import LeftoverDomainsSweep
 from .web import tls
 from .web.factory import FactoryAPI, FactoryRoot
 from .jobs.accounts import ProviderAccount, load_accounts

@@ -25,7 +25,8 @@ from twisted.logger import Logger
 from ..errors import ImageFactoryError
 from ..processes import ProcessFailed, run_process
 from .connection import LibvirtConnection
-from .install import DOMAIN_PREFIX, InstallFailed, InstallSpec, Verdict, WatchRules, run_install
+from .install import run_install
+from .spec import DOMAIN_PREFIX, InstallFailed, InstallSpec, Verdict, WatchRules
 
 #: The boot test's domain: ``imgfac-boot-<build id>``; a killed daemon's is removed at the next start
 #: like an install's (its files lie in the state directory).

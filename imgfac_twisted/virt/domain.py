@@ -6,12 +6,9 @@ command line can change the document's structure.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from lxml import etree
 
-if TYPE_CHECKING:
-    from .install import InstallSpec
+from .spec import InstallSpec
 
 #: The domain types the factory boots: ``kvm`` (hardware virtualisation) or
 #: ``qemu`` (software emulation, for hosts without usable KVM).

@@ -11,31 +11,34 @@ domain's state, the write counters of its disk and the new bytes of the
 serial console log.  An installer that stops to ask a question (its answer
 file left one open) fails at once, with the question in the reason.
 Whatever the end, the domain is destroyed and undefined before the returned
-Deferred fires, so the caller may then remove the disk.
+Deferred fires, so the caller may then remove the disk.  The blocking libvirt
+calls are in ``calls``; what to boot and how to tell its end, in ``spec``;
+the start-up sweep of leftover domains, in ``leftovers``.
 """
 
 from __future__ import annotations
 
 import enum
-import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..deferreds import observe, settle
-from ..errors import ImageFactoryError
-from ..xmlsafe import parse_xml
+from ..deferreds import settle
+from .calls import Condition, Observation, thd_define_and_start, thd_observe, thd_tear_down
 from .connection import LibvirtConnection
-from .console import CONSOLE_READ_LIMIT, ConsoleCursor, ConsoleTail, QuestionSpotter, thd_read_console
-from .domain import DISK_TARGET, DOMAIN_TYPES, domain_xml
+from .console import ConsoleCursor, ConsoleTail, QuestionSpotter
+from .domain import DOMAIN_TYPES, domain_xml
+from .spec import DOMAIN_PREFIX, InstallFailed, InstallSpec, Verdict, WatchRules
 
-#: Every domain the factory defines is named with this prefix (then the build id).
-DOMAIN_PREFIX = "imgfac-"
+#: The OS plug-ins reach the virt layer through this module alone (``os.vm_install``
+#: imports it when first needed): what it needs of ``spec`` is named here too.
+__all__ = ["DOMAIN_PREFIX", "InstallFailed", "InstallProgress", "InstallSpec", "InstallState", "Verdict",
+           "WatchRules", "run_install"]
+
 #: How many of the console's last lines end a failure's reason.
 CONSOLE_LINES_IN_REASON = 20
 #: Progress figures: reported once the domain runs, and the most an estimate
@@ -50,49 +53,6 @@ EXPECTED_DISK_FILL = 0.25
 OBSERVE_ATTEMPTS = 3
 
 _log = Logger()
-
-
-@dataclass(frozen=True)
-class InstallSpec:
-    """What to boot: the installer's kernel, initrd and command line, and the disk it installs onto."""
-
-    name: str                  # libvirt domain name; always DOMAIN_PREFIX + build id
-    disk_path: str             # raw disk file; created by the caller, full size, sparse
-    kernel_path: str | None    # installer kernel, booted directly; None: the disk boots itself (firmware)
-    initrd_path: str | None    # installer initrd (with the kickstart/preseed already appended)
-    cmdline: str | None        # kernel command line; the caller puts console=ttyS0 last
-    console_log: str           # file the guest's serial console is written to
-    iso_path: str | None = None  # attached as a CD-ROM when given
-    memory_mib: int = 2048
-    vcpus: int = 1
-    disk_format: str = "raw"   # the disk file's format as QEMU reads it (a boot test's overlay: qcow2)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What a console line says of a watched guest: it got where it should (``done``), or failed, and why."""
-
-    done: bool
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class WatchRules:
-    """How a watch tells a guest's end: an install ends when the guest powers off; a boot test when
-    the console shows a login prompt (powering off first is then a failure)."""
-
-    #: What is watched, as the reasons name it.
-    activity: str = "install"
-    #: Judges each console line (and the unterminated last one); None: lines say nothing.
-    judge: Callable[[str], Verdict | None] | None = None
-    #: The reason a guest that powers off (or resets) fails for; None: powering off is the end.
-    power_off_failure: str | None = None
-    #: Seconds the disk may go unwritten before the watch fails; None: no limit.
-    inactivity_timeout: float | None = None
-
-
-class InstallFailed(ImageFactoryError):
-    """The install did not finish; str() is the reason, ending with the console's last lines."""
 
 
 class InstallState(enum.Enum):
@@ -178,7 +138,7 @@ class _InstallWatch:
 
     def start(self) -> Deferred:
         _log.info("install {domain}: starting", domain=self._spec.name)
-        starting = self._connection.run(_thd_define_and_start, self._xml, self._spec.disk_path)
+        starting = self._connection.run(thd_define_and_start, self._xml, self._spec.disk_path)
         starting.addCallbacks(self._started, self._start_failed)
         starting.addErrback(self._internal_error)
         return self.result
@@ -207,14 +167,14 @@ class _InstallWatch:
         # libvirt never has two polls of one install queued.
         if self._finishing:
             return None
-        observing = self._connection.run(_thd_observe, self._spec.name, self._spec.console_log,
+        observing = self._connection.run(thd_observe, self._spec.name, self._spec.console_log,
                                          self._console_cursor)
         observing.addCallbacks(self._observed, self._observe_failed)
         # A LoopingCall stops on its first failure: never hand it one.
         observing.addErrback(self._internal_error)
         return observing
 
-    def _observed(self, seen: _Observation) -> None:
+    def _observed(self, seen: Observation) -> None:
         if self._finishing:
             return
         self._failed_polls = 0
@@ -229,13 +189,13 @@ class _InstallWatch:
             # Said once, in the build log, so that a silent console is not taken for a silent guest.
             self._console_problem = seen.console_problem
             self._console_line(f"({seen.console_problem})")
-        if seen.condition is _Condition.POWERED_OFF and self._rules.power_off_failure is not None:
+        if seen.condition is Condition.POWERED_OFF and self._rules.power_off_failure is not None:
             self._finish(_Outcome.FAILED, self._rules.power_off_failure)
-        elif seen.condition is _Condition.POWERED_OFF:
+        elif seen.condition is Condition.POWERED_OFF:
             self._finish(_Outcome.DONE)
-        elif seen.condition is _Condition.CRASHED:
+        elif seen.condition is Condition.CRASHED:
             self._finish(_Outcome.FAILED, f"the guest crashed ({seen.detail})")
-        elif seen.condition is _Condition.BROKEN:
+        elif seen.condition is Condition.BROKEN:
             self._finish(_Outcome.FAILED, f"the domain stopped unexpectedly ({seen.detail})")
         else:
             question = self._questions.spot(lines, self._console.pending())
@@ -278,7 +238,7 @@ class _InstallWatch:
             self._poller.stop()
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
-        tearing_down = self._connection.run(_thd_tear_down, self._spec.name, self._spec.console_log,
+        tearing_down = self._connection.run(thd_tear_down, self._spec.name, self._spec.console_log,
                                             self._console_cursor)
         tearing_down.addErrback(self._tear_down_failed)
         tearing_down.addCallback(self._torn_down, outcome, reason)
@@ -393,171 +353,3 @@ class InstallProgress:
             return None
         self.figure = figure
         return figure
-
-
-# --- the calls on the connection's thread --------------------------------------------------------------------
-
-class _Condition(enum.Enum):
-    RUNNING = "running"          # still installing (or paused, or shutting down)
-    POWERED_OFF = "powered off"  # shut off by the guest itself: the installer finished
-    CRASHED = "crashed"          # the guest or QEMU crashed
-    BROKEN = "broken"            # stopped for another reason (destroyed from outside, disk error)
-
-
-@dataclass(frozen=True)
-class _Observation:
-    condition: _Condition
-    detail: str
-    writes: tuple[int, int]   # the disk's (write requests, bytes written) so far
-    console: bytes            # console bytes not seen before
-    console_cursor: ConsoleCursor  # where the next read starts
-    console_problem: str | None     # why the console log cannot be read
-
-
-def _thd_define_and_start(conn: Any, xml: str, disk_path: str) -> int:
-    """Define the domain persistently (so that its shut-off reason stays readable) and start it; the disk's size."""
-    domain = conn.defineXML(xml)
-    domain.create()
-    return os.path.getsize(disk_path)
-
-
-def _thd_observe(conn: Any, name: str, console_path: str, console_cursor: ConsoleCursor) -> _Observation:
-    import libvirt
-
-    domain = conn.lookupByName(name)
-    condition, detail = _condition(domain)
-    writes = (0, 0)
-    if condition is _Condition.RUNNING:
-        try:
-            stats = domain.blockStats(DISK_TARGET)
-            writes = (stats[2], stats[3])
-        except libvirt.libvirtError:
-            # It may have stopped between the two calls.
-            condition, detail = _condition(domain)
-            if condition is _Condition.RUNNING:
-                raise
-    console, console_cursor, problem = thd_read_console(console_path, console_cursor)
-    return _Observation(condition, detail, writes, console, console_cursor, problem)
-
-
-def _condition(domain: Any) -> tuple[_Condition, str]:
-    import libvirt
-
-    state, reason = domain.state()
-    if state == libvirt.VIR_DOMAIN_SHUTOFF:
-        detail = f"shut off, reason: {_SHUTOFF_REASONS.get(reason, reason)}"
-        if reason == libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN:
-            return _Condition.POWERED_OFF, detail
-        if reason in (libvirt.VIR_DOMAIN_SHUTOFF_CRASHED, libvirt.VIR_DOMAIN_SHUTOFF_FAILED):
-            return _Condition.CRASHED, detail
-        return _Condition.BROKEN, detail
-    if state == libvirt.VIR_DOMAIN_CRASHED:
-        return _Condition.CRASHED, "crashed"
-    if state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_IOERROR:
-        # QEMU pauses a guest whose disk writes fail, e.g. on a full host disk.
-        return _Condition.BROKEN, "paused after a disk I/O error; is the host's disk full?"
-    return _Condition.RUNNING, "running"
-
-
-_SHUTOFF_REASONS = {0: "unknown", 1: "shutdown", 2: "destroyed", 3: "crashed", 4: "migrated", 5: "saved",
-                    6: "failed", 7: "from snapshot", 8: "daemon"}
-
-
-def _thd_tear_down(conn: Any, name: str, console_path: str, console_cursor: ConsoleCursor) -> bytes:
-    """Destroy and undefine the domain if it exists; the console bytes not read yet."""
-    import libvirt
-
-    try:
-        domain = conn.lookupByName(name)
-    except libvirt.libvirtError as error:
-        if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-            raise
-    else:
-        _thd_remove(domain)
-    rest = []
-    while True:
-        data, console_cursor, _ = thd_read_console(console_path, console_cursor)
-        rest.append(data)
-        if len(data) < CONSOLE_READ_LIMIT or sum(map(len, rest)) >= 4 * CONSOLE_READ_LIMIT:
-            return b"".join(rest)
-
-
-def _thd_remove(domain: Any) -> None:
-    import libvirt
-
-    if domain.isActive():
-        try:
-            domain.destroy()
-        except libvirt.libvirtError as error:
-            # It may have shut off on its own in the meantime.
-            if error.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
-                raise
-    if domain.isPersistent():
-        domain.undefine()
-
-
-# --- leftovers ---------------------------------------------------------------------------------------------------
-
-def remove_leftover_domains(connection: LibvirtConnection, under: str | None = None) -> Deferred:
-    """Destroy and undefine every domain named DOMAIN_PREFIX*; fire with their names.
-
-    With ``under``, only the domains whose disk or console files lie in that
-    directory (a daemon's state_dir): other daemons' installs on the same
-    libvirtd are left alone.
-    """
-    return connection.run(_thd_remove_leftovers, under)
-
-
-def _thd_remove_leftovers(conn: Any, under: str | None) -> list[str]:
-    removed = []
-    for domain in conn.listAllDomains(0):
-        name = domain.name()
-        if not name.startswith(DOMAIN_PREFIX):
-            continue
-        if under is not None and not _uses_files_under(domain.XMLDesc(0), under):
-            continue
-        _thd_remove(domain)
-        removed.append(name)
-    return sorted(removed)
-
-
-def _uses_files_under(xml: str, directory: str) -> bool:
-    domain = parse_xml(xml, max_bytes=4 * 1024 * 1024, what="domain XML")
-    paths = domain.xpath("devices/disk/source/@file | devices/serial/source/@path")
-    top = os.path.abspath(directory)
-    return any(os.path.commonpath([top, os.path.abspath(path)]) == top for path in paths)
-
-
-class LeftoverDomainsSweep(Service):
-    """At start-up, removes the install domains a killed daemon left behind under its state directory.
-
-    A libvirtd that cannot be reached is not an error (a daemon that only
-    builds mock images needs none): one warning is logged and the daemon
-    goes on.
-    """
-
-    def __init__(self, connection: LibvirtConnection, state_dir: str) -> None:
-        self.setName("leftover-domains")
-        self._connection = connection
-        self._state_dir = state_dir
-        self._sweeping: Deferred | None = None
-
-    def startService(self) -> None:
-        super().startService()
-        self._sweeping = remove_leftover_domains(self._connection, self._state_dir)
-        self._sweeping.addCallbacks(self._swept, self._unreachable)
-
-    def stopService(self) -> Deferred | None:
-        super().stopService()
-        if self._sweeping is None or self._sweeping.called:
-            return None
-        return observe(self._sweeping)
-
-    def _swept(self, names: list[str]) -> None:
-        if names:
-            _log.info("removed install domains a stopped daemon left behind: {names}", names=", ".join(names))
-
-    def _unreachable(self, failure: Failure) -> None:
-        _log.warn("libvirt at {uri} cannot be reached ({error}): leftover install domains were not looked for, "
-                 "and OS installs will fail until it can", uri=self._connection.uri,
-                 error=failure.getErrorMessage())

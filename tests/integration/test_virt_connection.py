@@ -13,10 +13,11 @@ import pytest
 import pytest_twisted
 from twisted.logger import LogLevel, globalLogPublisher
 
-from imgfac_twisted.virt import install
+from imgfac_twisted.virt import calls
 from imgfac_twisted.virt.connection import LibvirtConnection
 from imgfac_twisted.virt.console import ConsoleCursor
-from imgfac_twisted.virt.install import (DOMAIN_PREFIX, LeftoverDomainsSweep, remove_leftover_domains)
+from imgfac_twisted.virt.leftovers import LeftoverDomainsSweep, remove_leftover_domains
+from imgfac_twisted.virt.spec import DOMAIN_PREFIX
 
 TEST_DOMAIN = """<domain type='test'><name>{name}</name><memory unit='MiB'>64</memory>
 <os><type>hvm</type></os><devices><disk type='file' device='disk'><source file='{disk}'/>
@@ -77,14 +78,14 @@ async def test_watcher_calls_on_the_test_driver(test_driver: LibvirtConnection, 
     console.write_bytes(b"hello\n")
     xml = TEST_DOMAIN.format(name=name, disk=disk)
     try:
-        assert await test_driver.run(install._thd_define_and_start, xml, str(disk)) == 4096
-        seen = await test_driver.run(install._thd_observe, name, str(console), ConsoleCursor())
-        assert seen.condition is install._Condition.RUNNING and seen.console == b"hello\n"
+        assert await test_driver.run(calls.thd_define_and_start, xml, str(disk)) == 4096
+        seen = await test_driver.run(calls.thd_observe, name, str(console), ConsoleCursor())
+        assert seen.condition is calls.Condition.RUNNING and seen.console == b"hello\n"
         await test_driver.run(lambda conn: conn.lookupByName(name).shutdown())
-        seen = await test_driver.run(install._thd_observe, name, str(console), seen.console_cursor)
-        assert seen.condition is install._Condition.POWERED_OFF and seen.console == b""
+        seen = await test_driver.run(calls.thd_observe, name, str(console), seen.console_cursor)
+        assert seen.condition is calls.Condition.POWERED_OFF and seen.console == b""
     finally:
-        await test_driver.run(install._thd_tear_down, name, str(console), ConsoleCursor())
+        await test_driver.run(calls.thd_tear_down, name, str(console), ConsoleCursor())
     names = await test_driver.run(lambda conn: [domain.name() for domain in conn.listAllDomains(0)])
     assert name not in names
 
@@ -109,7 +110,7 @@ async def test_remove_leftover_domains(test_driver: LibvirtConnection, tmp_path:
         names = await test_driver.run(lambda conn: [domain.name() for domain in conn.listAllDomains(0)])
         assert "not-ours" in names and not [name for name in names if name.startswith(DOMAIN_PREFIX)]
     finally:
-        await test_driver.run(install._thd_tear_down, "not-ours", os.devnull, ConsoleCursor())
+        await test_driver.run(calls.thd_tear_down, "not-ours", os.devnull, ConsoleCursor())
 
 
 @pytest_twisted.ensureDeferred
