@@ -5,22 +5,18 @@ doors: no socket, no process, no sleeping) and ``tests/integration/`` (real
 peers).  Every test under ``tests/integration/`` is marked ``integration`` here,
 so ``-m integration`` and ``-m "not integration"`` select the tiers too.
 
-Unit fixtures:
+Fixtures:
 
 * ``stack``: the daemon's core wired on fakes (``imgfac_twisted.testing.Stack``),
   closed when the test ends; a module changes its settings by overriding
   ``stack_settings``.
 
-Daemon fixtures (see tests/support/daemon.py):
+* ``operator_chain``: an operator's PEM bundle (root CA -> intermediate -> leaf)
+  for the TLS tests of both tiers.
+* ``document``: the factory API's OpenAPI document, read by both tiers.
 
-* ``daemon``: one TLS + OAuth daemon per test module (mock builds take 0.5 s),
-  always stopped at the end of the module.
-* ``daemon_factory``: make daemons with custom config/arguments for one test;
-  each is stopped (SIGTERM) when the test ends.
-* ``module_daemon_factory``: the same, shared by a module.
-* ``moto``: a ``moto_server`` on a free loopback port, one per test module.
-
-When a test fails, the logs of the daemons it used are added to its report.
+The integration tier's own fixtures (the daemon, moto, RabbitMQ) are in
+tests/integration/conftest.py.
 """
 
 from __future__ import annotations
@@ -30,8 +26,6 @@ from typing import Any, Iterator
 
 import pytest
 
-from support.daemon import Daemon, DaemonPool
-from support.moto_peer import MotoServer
 from support.openapi_document import load_document
 from support.pem_material import operator_chain as make_operator_chain
 
@@ -63,66 +57,6 @@ def stack(tmp_path: Path, stack_settings: dict[str, Any]) -> Iterator[Stack]:
         yield instance
     finally:
         instance.close()
-
-
-@pytest.fixture(scope="module")
-def module_daemon_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonPool]:
-    """Daemons shared by the tests of one module; stopped after its last test."""
-    pool = DaemonPool(tmp_path_factory.mktemp("daemons"))
-    try:
-        yield pool
-    finally:
-        pool.stop_all()
-
-
-@pytest.fixture(scope="module")
-def daemon(module_daemon_factory: DaemonPool) -> Daemon:
-    """A started daemon with TLS and OAuth on (clients client1/our-secret and 'weird key/é'/s2)."""
-    return module_daemon_factory.make(name="shared")
-
-
-@pytest.fixture
-def daemon_factory(tmp_path: Any) -> Iterator[DaemonPool]:
-    """Call it (``daemon_factory(config, extra_args=[...], ssl=False, start=True)``) to get a daemon for this test."""
-    pool = DaemonPool(tmp_path / "daemons")
-    try:
-        yield pool
-    finally:
-        pool.stop_all()
-
-
-def _daemons_of(item: pytest.Item) -> list[Daemon]:
-    found: list[Daemon] = []
-    for value in getattr(item, "funcargs", {}).values():
-        if isinstance(value, Daemon):
-            found.append(value)
-        elif isinstance(value, DaemonPool):
-            found.extend(value.daemons)
-    unique: list[Daemon] = []
-    for daemon in found:
-        if all(daemon is not seen for seen in unique):
-            unique.append(daemon)
-    return unique
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()
-    if report.when == "call" and report.failed:
-        for daemon in _daemons_of(item):
-            report.sections.append((f"daemon log ({daemon.workdir.name}, port {daemon.port})",
-                                    daemon.diagnostics(80)))
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    """A real ``moto_server`` (the AWS wire protocol) on 127.0.0.1, stopped after the module's last test."""
-    server = MotoServer(tmp_path_factory.mktemp("moto"), "moto")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

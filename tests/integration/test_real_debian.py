@@ -33,7 +33,7 @@ from typing import Any, Iterator
 import pytest
 from lxml import etree
 
-import debian_system
+from support import debian_system
 from support.daemon import Daemon, DaemonPool, mock_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

@@ -50,8 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from support import fake_installer
-from support.fake_installer import Entry, char_device, directory, newc_archive, regular
+from . import fake_installer
+from .fake_installer import Entry, char_device, directory, newc_archive, regular
 
 SUITE = "bookworm"
 #: What debootstrap adds to minbase: a bootable, reachable system, and the tools the installer borrows.
