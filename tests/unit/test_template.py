@@ -3,6 +3,7 @@
 import pytest
 from lxml import etree
 
+from imgfac_twisted import tdl_schema
 from imgfac_twisted import template as template_module
 from imgfac_twisted.errors import InvalidRequest, InvalidTemplate
 from imgfac_twisted.template import (
@@ -405,7 +406,7 @@ def test_several_problems_reported_together():
 def test_only_first_three_problems_reported(monkeypatch):
     """At most three problems are listed, followed by how many were left out."""
     problems = [f"problem {i}" for i in range(1, 6)]
-    monkeypatch.setattr(template_module, "_validate", lambda root: problems)
+    monkeypatch.setattr(template_module, "validate", lambda root: problems)
     message = invalid(SPEC_EXAMPLE)
     assert message == (
         "template is invalid: problem 1; problem 2; problem 3 (and 2 more)"
@@ -456,7 +457,7 @@ def test_template_looks_like_xml(text, expected):
 def test_schema_names_interleaved_elements_by_path():
     """Every element inside an <interleave> has a define named after its path (errors rely on it)."""
     ns = {"rng": "http://relaxng.org/ns/structure/1.0"}
-    schema = template_module._schema_document()
+    schema = tdl_schema.schema_document()
     refs = schema.xpath("//rng:interleave//rng:ref", namespaces=ns)
     assert refs
     for ref in refs:
