@@ -26,10 +26,9 @@ from typing import Any, Iterator
 
 import pytest
 
+from imgfac_twisted.testing import Stack
 from support.openapi_document import load_document
 from support.pem_material import operator_chain as make_operator_chain
-
-from imgfac_twisted.testing import Stack
 
 #: The folder whose tests are the integration tier.
 INTEGRATION = Path(__file__).resolve().parent / "integration"

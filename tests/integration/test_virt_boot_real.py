@@ -12,8 +12,13 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from imgfac_twisted.virt.boot import (BOOT_DOMAIN_PREFIX, OVERLAY_NAME, POWERED_OFF, BootTestFailed,
-                                      LibvirtBootTester)
+from imgfac_twisted.virt.boot import (
+    BOOT_DOMAIN_PREFIX,
+    OVERLAY_NAME,
+    POWERED_OFF,
+    BootTestFailed,
+    LibvirtBootTester,
+)
 
 URI = "qemu:///system"
 

@@ -8,8 +8,8 @@ import shutil
 import socket
 import subprocess
 import time
-from urllib.parse import quote
 from typing import Any, Callable
+from urllib.parse import quote
 
 import pytest
 from twisted.internet.defer import Deferred

@@ -13,9 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-
 from imgfac_twisted import cli
-
 
 F14 = ("<template><name>f14jeos</name><os><name>Fedora</name> <version>14</version> <arch>x86_64</arch> "
        "<install type='url'> <url>http://download.fedoraproject.org/pub/fedora/linux/releases/14/Fedora/"

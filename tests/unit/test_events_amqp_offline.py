@@ -9,18 +9,23 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from twisted.internet.task import Clock
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from txamqp.content import Content
 
-from imgfac_twisted.events.amqp import (DEFAULT_SPEC_PATH, AmqpBus, BusUnavailable, PublishRejected,
-                                        parse_amqp_url, redacted_url)
+from imgfac_twisted.events.amqp import (
+    DEFAULT_SPEC_PATH,
+    AmqpBus,
+    BusUnavailable,
+    PublishRejected,
+    parse_amqp_url,
+    redacted_url,
+)
 from imgfac_twisted.events.consumer import readable_line
 from support.rabbitmq import SECRET, sample_events, with_credentials
 
 pytestmark = pytest.mark.filterwarnings("ignore:twisted.internet.defer.returnValue:DeprecationWarning")
-
 
 
 def test_url_default_vhost_encoded_and_default_port() -> None:

@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 from imgfac_twisted.web.factory import FactoryAPI
@@ -20,7 +18,6 @@ from support.klein_routes import klein_routes
 from support.openapi_document import operations, resolve
 
 WRITE_METHODS = {"post", "put", "delete"}
-
 
 
 def test_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:

@@ -17,11 +17,18 @@ from twisted.internet.task import Clock
 from imgfac_twisted.errors import AuthenticationFailed
 from imgfac_twisted.web.oauth import OAuthVerifier
 from imgfac_twisted.web.params import provider_credentials, unwrapped
-from support.moto_peer import credentials as ec2_credentials
 from support.ec2_fakes import make_provider
-from support.real_clients_replay import (KEY, MOCK_CREDENTIALS, MOCK_PASSWORD,
-                                          PROVIDER_ACCOUNT, SECRET)
-from support.real_clients_replay import authorization_params, gem_authorization, recorded
+from support.moto_peer import credentials as ec2_credentials
+from support.real_clients_replay import (
+    KEY,
+    MOCK_CREDENTIALS,
+    MOCK_PASSWORD,
+    PROVIDER_ACCOUNT,
+    SECRET,
+    authorization_params,
+    gem_authorization,
+    recorded,
+)
 
 
 def test_the_gems_signature_is_reproduced_byte_for_byte() -> None:
