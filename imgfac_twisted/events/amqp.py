@@ -16,344 +16,43 @@ own channel and exclusive, auto-delete, server-named queue, so nothing is
 left on the broker once it ends; deliveries are not acknowledged (no_ack):
 a subscription is a live view, not a durable work queue.
 
-URLs are ``amqp://user:password@host:port/vhost`` (user, password and vhost
-percent-encoded; the default vhost ``/`` is ``%2F``).  They are parsed here,
-not by txamqp, whose parser keeps ``%2F`` encoded and rejects explicit ports.
-Logs show them through ``redacted_url``: never with the password.
+URLs are ``amqp://user:password@host:port/vhost``, parsed by ``amqp_url``;
+logs show them through ``redacted_url``: never with the password.  The
+txamqp client, adapted to RabbitMQ, is in ``amqp_wire``.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import uuid
-from io import BytesIO
-from dataclasses import dataclass
 from typing import Any, Callable
-from urllib.parse import quote, unquote, urlsplit
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txamqp import spec as txamqp_spec
-from txamqp.client import Closed, TwistedDelegate
-from txamqp.codec import Codec
-from txamqp.connection import Frame, Method
 from txamqp.content import Content
 from txamqp.message import Message
-from txamqp.protocol import AMQChannel, AMQClient
-from txamqp.queue import Closed as QueueClosed
+from txamqp.protocol import AMQChannel
 from zope.interface import implementer
 
-from ..redaction import redact_url
-from . import Event, EventCallback, IEventBus, ISubscription
+from . import Event, EventCallback, IEventBus
+from .amqp_url import DEFAULT_URL, AmqpAddress, parse_amqp_url, redacted_url
+from .amqp_subscriptions import Subscriptions
+from .amqp_wire import AmqpClient, AmqpClientFactory, BusUnavailable, PublishRejected, describe
+
+#: Public names defined in ``amqp_url`` and ``amqp_wire`` too: the bus's callers import them from here.
+__all__ = ["DEFAULT_SPEC_PATH", "DEFAULT_URL", "AmqpAddress", "AmqpBus", "BusUnavailable", "PublishRejected",
+           "parse_amqp_url", "redacted_url"]
 
 #: RabbitMQ's variant of the 0-9-1 spec, from Debian's ``amqp-specs``: the
 #: plain 0-9-1 file lacks the ``confirm`` class that publisher confirms need.
 DEFAULT_SPEC_PATH = "/usr/share/amqp/specs/0-9-1-rabbit/amqp0-9-1.stripped.extended.xml"
 
-DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
-DEFAULT_PORT = 5672
-
 #: The channel that publishes (with confirms); subscriptions get 2, 3, ...
-_PUBLISH_CHANNEL = 1
-
-
-class BusUnavailable(Exception):
-    """The bus has no connection to the broker (or lost it before the broker confirmed)."""
-
-
-class PublishRejected(Exception):
-    """The broker refused a message (a ``basic.nack``): it was not stored."""
-
-
-@dataclass(frozen=True)
-class AmqpAddress:
-    """Where and as whom to connect, from an ``amqp://`` URL."""
-
-    host: str
-    port: int
-    username: str
-    password: str
-    vhost: str
-
-    def __repr__(self) -> str:
-        # Keeps the password out of tracebacks and debug output.
-        return (f"AmqpAddress(host={self.host!r}, port={self.port!r}, username={self.username!r}, "
-                f"password='***', vhost={self.vhost!r})")
-
-
-def parse_amqp_url(url: str) -> AmqpAddress:
-    """Split an ``amqp://user:password@host:port/vhost`` URL; raise ValueError if it is not one.
-
-    User, password and vhost are percent-decoded; the port defaults to 5672,
-    the vhost to ``/``, user and password to ``guest``.
-    """
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as e:
-        raise ValueError(f"not a valid AMQP URL ({e}): {redacted_url(url)}") from None
-    if parts.scheme != "amqp":
-        raise ValueError(f"an AMQP URL starts with amqp:// (amqps is not supported): {redacted_url(url)}")
-    if not parts.hostname:
-        raise ValueError(f"an AMQP URL needs a host: {redacted_url(url)}")
-    path = parts.path[1:] if parts.path.startswith("/") else parts.path
-    if "/" in path:
-        raise ValueError(f"a '/' in the vhost of an AMQP URL must be written %2F: {redacted_url(url)}")
-    return AmqpAddress(
-        host=parts.hostname,
-        port=port if port is not None else DEFAULT_PORT,
-        username=unquote(parts.username) if parts.username is not None else "guest",
-        password=unquote(parts.password) if parts.password is not None else "guest",
-        vhost=unquote(path) if path else "/",
-    )
-
-
-def redacted_url(url: str) -> str:
-    """``url`` fit for logs: ``amqp://user:***@host:port/vhost`` (no password, port and vhost explicit)."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-        host = parts.hostname
-    except ValueError:
-        port, host = None, None
-    if host is None:
-        # Unparseable: keep only the scheme, never what might be credentials.
-        scheme = url.split("://", 1)[0] if "://" in url else "?"
-        return f"{scheme}://<unparseable>"
-    userinfo = ""
-    if parts.username is not None:
-        userinfo = parts.username + (f":{parts.password}" if parts.password is not None else "") + "@"
-    if ":" in host:
-        host = f"[{host}]"
-    path = parts.path[1:] if parts.path.startswith("/") else parts.path
-    vhost = quote(unquote(path) if path else "/", safe="")
-    return redact_url(f"{parts.scheme}://{userinfo}{host}:{port if port is not None else DEFAULT_PORT}/{vhost}")
-
-
-def _describe(reason: Any) -> str:
-    """A short, password-free text for why a connection ended."""
-    if isinstance(reason, Failure):
-        reason = reason.value
-    if isinstance(reason, Closed) and reason.args:
-        reason = reason.args[0]
-    if isinstance(reason, Message):
-        try:
-            return f"{reason.reply_code} {reason.reply_text}".rstrip(".")
-        except AttributeError:
-            return str(reason.method)
-    if isinstance(reason, Failure):
-        reason = reason.value
-    lines = str(reason).strip().splitlines()
-    return lines[0].rstrip(".") if lines else type(reason).__name__
-
-
-async def _read_content(queue: Any) -> Content:
-    """Read one message's content frames from ``queue``, counting bytes.
-
-    Why not txamqp's ``read_content``: it decodes each body frame to ``str``
-    when it is valid UTF-8 and then counts characters, not bytes, against
-    the header's size, so a body with multi-byte characters never completes
-    and stalls every later frame on the connection.
-    """
-    header = (await queue.get()).payload
-    children = [await _read_content(queue) for _ in range(header.weight)]
-    chunks: list[bytes] = []
-    received = 0
-    while received < header.size:
-        chunk = (await queue.get()).payload.content
-        if isinstance(chunk, str):
-            chunk = chunk.encode("utf-8")
-        chunks.append(chunk)
-        received += len(chunk)
-    return Content(b"".join(chunks), children, header.properties.copy())
-
-
-class _Codec(Codec):
-    """txamqp's codec, with tables that may hold booleans, nested tables and non-ASCII text."""
-
-    def encode_table(self, tbl: dict[str, Any]) -> None:
-        buf = BytesIO()
-        codec = _Codec(buf)
-        for key, value in tbl.items():
-            codec.encode_shortstr(key.encode("utf-8"))
-            if isinstance(value, bool):
-                codec.write(b"t")
-                codec.encode_octet(1 if value else 0)
-            elif isinstance(value, dict):
-                codec.write(b"F")
-                codec.encode_table(value)
-            elif isinstance(value, (str, bytes)):
-                codec.write(b"S")
-                codec.encode_longstr(value.encode("utf-8") if isinstance(value, str) else value)
-            else:
-                codec.write(b"I")
-                codec.encode_long(value)
-        codec.flush()
-        encoded = buf.getvalue()
-        self.encode_long(len(encoded))
-        self.write(encoded)
-
-
-class _StartOk:
-    """``connection.start-ok`` encoded with ``_Codec``, for its nested ``capabilities`` table.
-
-    Why: with ``authentication_failure_close`` announced, RabbitMQ answers
-    bad credentials with ``403 ACCESS_REFUSED`` at once; without it, it
-    waits 3 s and drops the socket without a word.  (Not a txamqp Payload
-    subclass: its metaclass would register it as the decoder of every
-    method frame.)
-    """
-
-    type = Method.type
-
-    def __init__(self, payload: Method) -> None:
-        self.payload = payload
-
-    def encode(self, enc: Codec) -> None:
-        buf = BytesIO()
-        codec = _Codec(buf)
-        codec.encode_short(self.payload.method.klass.id)
-        codec.encode_short(self.payload.method.id)
-        for field, arg in zip(self.payload.method.fields, self.payload.args):
-            codec.encode(field.type, arg)
-        codec.flush()
-        enc.encode_longbytes(buf.getvalue())
-
-
-CLIENT_PROPERTIES = {
-    "product": "Image Factory on Twisted",
-    "platform": "Python/Twisted (txamqp)",
-    "connection_name": "imagefactory event bus",
-    "capabilities": {"authentication_failure_close": True, "publisher_confirms": True},
-}
-
-
-class _Client(AMQClient):
-    """txamqp's client, reporting lost connections and failed channels to the bus."""
-
-    def __init__(self, bus: AmqpBus, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.bus = bus
-
-    def send_frame(self, frame: Frame) -> None:
-        payload = frame.payload
-        if isinstance(payload, Method) and payload.method.klass.name == "connection" \
-                and payload.method.name == "start-ok":
-            frame = Frame(frame.channel, _StartOk(payload))
-        super().send_frame(frame)
-
-    def dispatch(self, queue: Any) -> Deferred:
-        return ensureDeferred(self._dispatch(queue))
-
-    async def _dispatch(self, queue: Any) -> None:
-        frame = await queue.get()
-        channel = await self.channel(frame.channel)
-        payload = frame.payload
-        content = await _read_content(queue) if payload.method.content else None
-        self.delegate.dispatch(channel, Message(payload.method, payload.args, content))
-
-    def channel_failed(self, channel: AMQChannel, reason: Failure) -> None:
-        self.bus._channel_failed(self, channel, reason)
-
-    def do_close(self, reason: Any) -> None:
-        # Every end of a connection comes here first: the broker's
-        # connection.close, our own close, a dropped socket (via
-        # connectionLost).  The bus is told before txamqp closes the channels,
-        # so that it never looks connected with a closed channel.
-        self.bus._connection_lost(self, reason)
-        super().do_close(reason)
-
-    def connectionLost(self, reason: Failure) -> None:  # noqa: N802 (Twisted's name)
-        # Normally do_close told the bus already; this is the safety net.
-        self.bus._connection_lost(self, reason)
-        super().connectionLost(reason)
-
-
-class _Delegate(TwistedDelegate):
-    """Handles what the broker sends on its own: confirms and deliveries.
-
-    Why: the stock delegate has no ``basic_ack``/``basic_nack`` handler, and
-    the AttributeError that the first publisher confirm then raises closes
-    the connection without a word.
-    """
-
-    def __init__(self, bus: AmqpBus) -> None:
-        super().__init__()
-        self.bus = bus
-
-    def connection_start(self, ch: AMQChannel, msg: Message) -> None:
-        ch.connection_start_ok(client_properties=CLIENT_PROPERTIES, mechanism=self.client.mechanism,
-                               response=self.client.response, locale=self.client.locale)
-
-    def basic_ack(self, ch: AMQChannel, msg: Message) -> None:
-        self.bus._confirmed(self.client, ch, msg.delivery_tag, msg.multiple, None)
-
-    def basic_nack(self, ch: AMQChannel, msg: Message) -> None:
-        self.bus._confirmed(self.client, ch, msg.delivery_tag, msg.multiple,
-                            PublishRejected(f"the broker refused message {msg.delivery_tag}"))
-
-    def basic_deliver(self, ch: AMQChannel, msg: Message) -> None:
-        self.bus._delivered(msg)
-
-    def basic_cancel(self, ch: AMQChannel, msg: Message) -> None:
-        self.bus._consumer_cancelled_by_broker(msg.consumer_tag)
-
-
-class _ClientFactory(Factory):
-    noisy = False  # the bus logs its own connection states
-
-    def __init__(self, bus: AmqpBus) -> None:
-        self.bus = bus
-
-    def buildProtocol(self, addr: Any) -> _Client:  # noqa: N802 (Twisted's name)
-        bus = self.bus
-        return _Client(bus, delegate=_Delegate(bus), vhost=bus._address.vhost.encode("utf-8"), spec=bus._spec,
-                       heartbeat=bus._heartbeat, clock=bus._reactor)
-
-
-@implementer(ISubscription)
-class _AmqpSubscription:
-    """One consumer on its own channel and queue; ends with its connection."""
-
-    def __init__(self, bus: AmqpBus, client: _Client, channel: AMQChannel, queue: str, consumer_tag: str,
-                 pattern: str, callback: EventCallback) -> None:
-        self.bus = bus
-        self.client = client
-        self.channel = channel
-        self.queue = queue
-        self.consumer_tag = consumer_tag
-        self.pattern = pattern
-        self.callback = callback
-        self.active = True
-
-    def cancel(self) -> Deferred:
-        """Stop delivering at once; fire once the consumer is cancelled and its queue deleted."""
-        if not self.active:
-            return succeed(None)
-        self.active = False
-        self.bus._subscriptions.pop(self.consumer_tag, None)
-        return ensureDeferred(self._tear_down())
-
-    async def _tear_down(self) -> None:
-        if self.client is not self.bus._client or self.channel.closed:
-            return  # the connection went, and the broker deleted the queue with it
-        try:
-            await self.channel.basic_cancel(consumer_tag=self.consumer_tag)
-            await self.channel.queue_delete(queue=self.queue)
-            await self.bus._close_channel(self.client, self.channel)
-        except (Closed, QueueClosed) as e:
-            self.bus.log.debug("subscription {pattern!r} ended with its channel: {reason}",
-                               pattern=self.pattern, reason=_describe(e))
-
-    def end(self) -> None:
-        """The connection or channel went: deliver nothing more."""
-        self.active = False
+PUBLISH_CHANNEL = 1
 
 
 @implementer(IEventBus)
@@ -383,13 +82,12 @@ class AmqpBus(Service):
         self._min_retry_delay = min_retry_delay
         self._max_retry_delay = max_retry_delay
 
-        self._client: _Client | None = None  # set once the handshake is done
-        self._connecting: _Client | None = None  # during the handshake
+        self._client: AmqpClient | None = None  # set once the handshake is done
+        self._connecting: AmqpClient | None = None  # during the handshake
         self._channel: AMQChannel | None = None  # the publishing channel
         self._unconfirmed: dict[int, Deferred] = {}
         self._last_tag = 0
-        self._next_channel_id = _PUBLISH_CHANNEL + 1
-        self._subscriptions: dict[str, _AmqpSubscription] = {}
+        self._subscriptions = Subscriptions(self, exchange, PUBLISH_CHANNEL + 1, self.log)
         self._on_connect: list[Callable[[], object]] = []
         self._waiters: list[tuple[Deferred, bool]] = []
         self._retry_delay = min_retry_delay
@@ -431,7 +129,7 @@ class AmqpBus(Service):
             self._closing = ensureDeferred(self._close(self._client))
         return self._closing
 
-    async def _close(self, client: _Client) -> None:
+    async def _close(self, client: AmqpClient) -> None:
         channel0 = await client.channel(0)
         closed = client.disconnected.wait()
         replied = channel0.connection_close(reply_code=200, reply_text="Image Factory event bus stopping")
@@ -439,7 +137,7 @@ class AmqpBus(Service):
         try:
             await replied
         except Exception as e:  # noqa: BLE001 -- whatever happened, the socket goes now
-            self.log.debug("no clean AMQP close ({reason})", reason=_describe(e))
+            self.log.debug("no clean AMQP close ({reason})", reason=describe(e))
         finally:
             if timeout.active():
                 timeout.cancel()
@@ -489,13 +187,14 @@ class AmqpBus(Service):
         self._retry_call = None
         endpoint = HostnameEndpoint(self._reactor, self._address.host, self._address.port,
                                     timeout=self._connect_timeout)
-        attempt = endpoint.connect(_ClientFactory(self))
+        attempt = endpoint.connect(AmqpClientFactory(self, self._address.vhost, self._spec, self._heartbeat,
+                                                      self._reactor))
         self._attempt = attempt
         attempt.addCallback(lambda client: ensureDeferred(self._handshake(client)))
         attempt.addCallbacks(self._connected, self._connect_failed)
         attempt.addErrback(lambda f: self.log.failure("AMQP event bus: unexpected error while connecting", f))
 
-    async def _handshake(self, client: _Client) -> _Client:
+    async def _handshake(self, client: AmqpClient) -> AmqpClient:
         self._attempt = None
         self._connecting = client
         # Why a timer: a peer that accepts TCP but never answers AMQP would
@@ -507,7 +206,7 @@ class AmqpBus(Service):
             # passwords would corrupt the frame (and AMQPLAIN cannot take bytes).
             await client.start(b"\0" + self._address.username.encode("utf-8") + b"\0"
                                + self._address.password.encode("utf-8"), mechanism="PLAIN")
-            channel = await client.channel(_PUBLISH_CHANNEL)
+            channel = await client.channel(PUBLISH_CHANNEL)
             await channel.channel_open()
             await channel.exchange_declare(exchange=self._exchange_bytes, type="topic", durable=True)
             await channel.confirm_select()
@@ -521,14 +220,14 @@ class AmqpBus(Service):
                 timer.cancel()
         return client
 
-    def _connected(self, client: _Client) -> None:
+    def _connected(self, client: AmqpClient) -> None:
         if self._stopping:
             client.transport.abortConnection()
             return
         self._client = client
-        self._channel = client.channels[_PUBLISH_CHANNEL]
+        self._channel = client.channels[PUBLISH_CHANNEL]
         self._last_tag = 0
-        self._next_channel_id = _PUBLISH_CHANNEL + 1
+        self._subscriptions.new_connection()
         self._retry_delay = self._min_retry_delay
         after = ""
         if self._failures:
@@ -554,7 +253,7 @@ class AmqpBus(Service):
         if self._stopping:
             return
         self._failures += 1
-        reason = _describe(failure)
+        reason = describe(failure)
         delay = self._retry_delay
         self._retry_delay = min(self._retry_delay * 2, self._max_retry_delay)
         if reason != self._last_failure:
@@ -583,31 +282,29 @@ class AmqpBus(Service):
             else:
                 d.errback(error)
 
-    def _connection_lost(self, client: _Client, reason: Any) -> None:
+    def connection_lost(self, client: AmqpClient, reason: Any) -> None:
         if client is not self._client:
             return  # told already, or a handshake that failed (_connect_failed reports it)
         self._client = None
         self._channel = None
         self._closing = None
-        text = _describe(reason)
+        text = describe(reason)
         unconfirmed, self._unconfirmed = self._unconfirmed, {}
-        subscriptions, self._subscriptions = self._subscriptions, {}
-        for subscription in subscriptions.values():
-            subscription.end()
+        subscriptions = self._subscriptions.end_all()
         if self._stopping:
             self.log.info("AMQP event bus disconnected from {url}", url=self.url)
         else:
             self.log.warn("AMQP event bus lost its connection to {url} ({reason}); {unconfirmed} publishes "
                           "unconfirmed, {subscriptions} subscriptions ended; reconnecting in {delay} s",
                           url=self.url, reason=text, unconfirmed=len(unconfirmed),
-                          subscriptions=len(subscriptions), delay=self._min_retry_delay)
+                          subscriptions=subscriptions, delay=self._min_retry_delay)
             self._retry_delay = self._min_retry_delay
             self._retry_call = self._reactor.callLater(self._min_retry_delay, self._connect)
         for d in unconfirmed.values():
             d.errback(BusUnavailable(f"connection to the broker lost before it confirmed the event ({text})"))
 
-    def _channel_failed(self, client: _Client, channel: AMQChannel, reason: Failure) -> None:
-        text = _describe(reason)
+    def channel_failed(self, client: AmqpClient, channel: AMQChannel, reason: Failure) -> None:
+        text = describe(reason)
         if client is self._client and channel is self._channel:
             # Without its publishing channel the connection is of no use:
             # drop it, and the reconnect declares everything afresh.
@@ -615,12 +312,7 @@ class AmqpBus(Service):
                            reason=text)
             client.transport.loseConnection()
             return
-        for tag, subscription in list(self._subscriptions.items()):
-            if subscription.channel is channel:
-                del self._subscriptions[tag]
-                subscription.end()
-                self.log.error("AMQP event bus: the broker ended the subscription to {pattern!r} ({reason})",
-                               pattern=subscription.pattern, reason=text)
+        self._subscriptions.channel_closed(channel, text)
 
     # -- publishing --
 
@@ -647,9 +339,9 @@ class AmqpBus(Service):
     def _publish_failed(self, failure: Failure, tag: int) -> None:
         confirmed = self._unconfirmed.pop(tag, None)
         if confirmed is not None:
-            confirmed.errback(BusUnavailable(f"could not publish: {_describe(failure)}"))
+            confirmed.errback(BusUnavailable(f"could not publish: {describe(failure)}"))
 
-    def _confirmed(self, client: _Client, channel: AMQChannel, tag: int, multiple: bool,
+    def confirmed(self, client: AmqpClient, channel: AMQChannel, tag: int, multiple: bool,
                    error: Exception | None) -> None:
         if client is not self._client or channel is not self._channel:
             return
@@ -680,59 +372,17 @@ class AmqpBus(Service):
         """
         if self._client is None:
             return fail(BusUnavailable(f"not connected to the AMQP broker {self.url}"))
-        return ensureDeferred(self._subscribe(self._client, pattern, callback))
+        return ensureDeferred(self._subscriptions.subscribe(self._client, pattern, callback))
 
-    async def _subscribe(self, client: _Client, pattern: str, callback: EventCallback) -> _AmqpSubscription:
-        channel_id = self._next_channel_id
-        self._next_channel_id += 1
-        channel = await client.channel(channel_id)
-        try:
-            await channel.channel_open()
-            declared = await channel.queue_declare(queue="", exclusive=True, auto_delete=True)
-            queue = declared.queue
-            await channel.queue_bind(queue=queue, exchange=self._exchange_bytes, routing_key=pattern.encode("utf-8"))
-            tag = f"imagefactory-{uuid.uuid4().hex}"
-            subscription = _AmqpSubscription(self, client, channel, queue, tag, pattern, callback)
-            # Registered before consuming, so that no delivery can come first.
-            if client is self._client:
-                self._subscriptions[tag] = subscription
-            await channel.basic_consume(queue=queue, consumer_tag=tag, no_ack=True)
-        except (Closed, QueueClosed) as e:
-            raise BusUnavailable(f"could not subscribe to {pattern!r}: {_describe(e)}") from None
-        if client is not self._client or not subscription.active:
-            raise BusUnavailable(f"connection lost while subscribing to {pattern!r}")
-        self.log.debug("subscribed to {pattern!r} with queue {queue}", pattern=pattern, queue=queue)
-        return subscription
+    def is_current(self, client: AmqpClient) -> bool:
+        """Whether ``client`` holds the bus's connection now (not one lost or still shaking hands)."""
+        return client is self._client
 
-    async def _close_channel(self, client: _Client, channel: AMQChannel) -> None:
-        await channel.channel_close(reply_code=200, reply_text="subscription cancelled")
-        channel.close(None)
-        client.channels.pop(channel.id, None)
+    def delivered(self, msg: Message) -> None:
+        self._subscriptions.delivered(msg)
 
-    def _delivered(self, msg: Message) -> None:
-        subscription = self._subscriptions.get(msg.consumer_tag)
-        if subscription is None or not subscription.active:
-            return  # cancelled: it receives nothing more
-        raw = msg.content.body if msg.content is not None else b""
-        try:
-            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-            body = json.loads(text)
-            if not isinstance(body, dict):
-                raise ValueError("the body is not a JSON object")
-        except ValueError as e:
-            self.log.warn("ignored a message on {exchange} with key {key!r}: not a JSON object ({error})",
-                          exchange=self.exchange, key=msg.routing_key, error=str(e))
-            return
-        try:
-            subscription.callback(Event(routing_key=msg.routing_key, body=body))
-        except Exception:
-            self.log.failure("event subscriber {callback!r} failed", callback=subscription.callback)
-
-    def _consumer_cancelled_by_broker(self, consumer_tag: str) -> None:
-        subscription = self._subscriptions.pop(consumer_tag, None)
-        if subscription is not None:
-            subscription.end()
-            self.log.warn("the broker cancelled the subscription to {pattern!r}", pattern=subscription.pattern)
+    def consumer_cancelled_by_broker(self, consumer_tag: str) -> None:
+        self._subscriptions.cancelled_by_broker(consumer_tag)
 
 
 async def _call(callback: Callable[[], object]) -> None:

@@ -102,13 +102,13 @@ def test_confirms_multiple_and_nack_unit() -> None:
     for event in sample_events()[:6]:
         bus.publish(event).addBoth(results.append)
     assert len(channel.published) == 6 and results == []
-    bus._confirmed(client, channel, 3, True, None)  # type: ignore[arg-type]
+    bus.confirmed(client, channel, 3, True, None)  # type: ignore[arg-type]
     assert results == [None, None, None]
-    bus._confirmed(client, channel, 5, False, None)  # type: ignore[arg-type]
+    bus.confirmed(client, channel, 5, False, None)  # type: ignore[arg-type]
     assert results == [None, None, None, None]
-    bus._confirmed(client, channel, 4, False, PublishRejected("no"))  # type: ignore[arg-type]
+    bus.confirmed(client, channel, 4, False, PublishRejected("no"))  # type: ignore[arg-type]
     assert results[-1].check(PublishRejected)
-    bus._confirmed(client, channel, 6, True, None)  # type: ignore[arg-type]
+    bus.confirmed(client, channel, 6, True, None)  # type: ignore[arg-type]
     assert len(results) == 6 and results[-1] is None
     bus._client, bus._channel = None, None
 
