@@ -4,7 +4,7 @@ The daemon (real libvirtd and QEMU, software emulation) installs a real
 Debian 12 system through its own Debian path: it downloads kernel and initrd
 from a mirror-shaped tree on 127.0.0.1, appends its generated preseed, boots
 the installer and waits for it to power off.  The installer is
-tests/debian_system.py's stand-in for debian-installer (which cannot run
+tests/support/debian_system.py's stand-in for debian-installer (which cannot run
 here: its components are not on the reachable mirror); the system it puts
 on the disk is a real debootstrapped Debian 12 with its own kernel, GRUB,
 systemd and openssh-server.  The factory then boots the base image once (its
