@@ -15,7 +15,7 @@ import html
 import random
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, TypeVar
 
 from twisted.internet.defer import CancelledError
@@ -24,6 +24,7 @@ from twisted.internet.task import deferLater
 
 from ..errors import ImageFactoryError
 from ..redaction import scrub
+from .ec2_blocks import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_SCAN_BYTES
 from .ec2_endpoints import Endpoint
 
 T = TypeVar("T")
@@ -213,6 +214,31 @@ async def with_retries(clock: IReactorTime, policy: RetryPolicy, provider: str, 
         if on_retry is not None:
             await on_retry(problem, attempts, delay)
         await deferLater(clock, delay, lambda: None)
+
+
+@dataclass(frozen=True)
+class Ec2Settings:
+    """The knobs of a push (tests shrink the waits)."""
+
+    #: PutSnapshotBlock calls in flight per push.
+    puts_in_flight: int = 8
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: Deleting what a failed push made: a few quick attempts.
+    cleanup_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_attempts=4, budget=20.0))
+    #: Longest wait for the snapshot to complete, and for the AMI to become available.
+    snapshot_wait: float = 3600.0
+    image_wait: float = 900.0
+    #: How long a just-made snapshot or AMI may be "not found" (eventual consistency).
+    not_found_grace: float = 120.0
+    poll_first: float = 1.0
+    poll_max: float = 15.0
+    #: At a failure, how long to wait for SDK calls still running before cleaning up.
+    settle_wait: float = 10.0
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    max_scan_bytes: int = DEFAULT_MAX_SCAN_BYTES
+
+
+ClientFactory = Callable[[Endpoint, str, str, int], tuple[Any, Any]]
 
 
 _session_lock = threading.Lock()

@@ -10,7 +10,8 @@ from botocore.exceptions import ClientError
 from twisted.internet.task import Clock
 
 from imgfac_twisted.config import Config
-from imgfac_twisted.providers.ec2 import EC2Provider, Ec2Settings
+from imgfac_twisted.providers.ec2 import EC2Provider
+from imgfac_twisted.providers.ec2_calls import Ec2Settings
 from imgfac_twisted.providers.ec2_calls import RetryPolicy
 from imgfac_twisted.registry import PluginEnvironment
 from imgfac_twisted.testing import InlineDoor

@@ -30,7 +30,7 @@ from imgfac_twisted.doors import IDoor
 from imgfac_twisted.errors import ConfigError, ImageFactoryError, InvalidCredentials
 from imgfac_twisted.model import Builder, Image, Operation, Status
 from imgfac_twisted.providers import Credentials, PushResult
-from imgfac_twisted.providers.ec2 import (
+from imgfac_twisted.providers.ec2_push import (
     ami_name,
     architecture_of,
 )

@@ -1,0 +1,412 @@
+"""One push to EC2: the image's non-zero blocks into an EBS snapshot (EBS direct APIs), then an AMI.
+
+The push writes up to ``puts_in_flight`` blocks at once, reading the image
+on the cloud door; every SDK call is retried while transient
+(``ec2_calls.with_retries``); whatever a failed or cancelled push made
+(snapshot, AMI) is deleted again before it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import deque
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
+
+from ..deferreds import InFlight, Wakeup
+from ..doors import shielded
+from ..errors import ImageFactoryError
+from . import Credentials, PushJob, PushResult
+from .ec2_blocks import Block, BlockReader, volume_size_gib
+from ..redaction import scrub
+from .ec2_calls import ClientFactory, Ec2Settings, Ec2Error, Ec2ServiceError, Problem, RetryPolicy, with_retries
+from .ec2_endpoints import Endpoint
+
+#: Targets whose image is a raw disk the EC2 provider can write into a snapshot.
+#: (``mock`` images are tiny raw files: handy in tests.)
+ACCEPTED_TARGETS = ("ec2", "mock")
+
+#: The template's ``<arch>`` to EC2's ``Architecture``.
+ARCHITECTURES = {
+    "x86_64": "x86_64", "amd64": "x86_64", "x64": "x86_64",
+    "aarch64": "arm64", "arm64": "arm64",
+    "i386": "i386", "i486": "i386", "i586": "i386", "i686": "i386", "x86": "i386",
+}
+DEFAULT_ARCHITECTURE = "x86_64"
+ROOT_DEVICE_NAME = "/dev/sda1"
+PROVIDER_IMAGE_TAG = "imagefactory:provider_image"
+
+_AMI_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9()\[\] ./'@_-]+")
+#: At most this many retry lines go to a push's log (the rest are counted).
+MAX_RETRY_LOG_LINES = 20
+
+
+def ami_name(image_name: str | None, builder_id: str) -> str:
+    """A unique AMI name (3..128 of EC2's allowed characters): the image's name and the push's id."""
+    prefix = _AMI_NAME_UNSAFE.sub("-", image_name or "").strip(" -.")[:80] or "imagefactory"
+    return f"{prefix}-{builder_id}"
+
+
+def architecture_of(os_arch: str | None) -> str | None:
+    """EC2's Architecture for a template's arch; None when EC2 has none."""
+    if not os_arch:
+        return DEFAULT_ARCHITECTURE
+    return ARCHITECTURES.get(os_arch.strip().lower())
+
+
+class Ec2Push:
+    """One push: snapshot, blocks, AMI; cleanup when anything fails or the push is cancelled."""
+
+    def __init__(self, endpoint: Endpoint, job: PushJob, credentials: Credentials, door: Any, reactor: Any,
+                 settings: Ec2Settings, client_factory: ClientFactory) -> None:
+        self._endpoint = endpoint
+        self._job = job
+        self._door = door
+        self._reactor = reactor
+        self._settings = settings
+        self._client_factory = client_factory
+        self._access_key = credentials.secrets["access_key"]
+        self._secret_key = credentials.secrets["secret_access_key"]
+        self._secrets = (self._secret_key,)
+        self._account = credentials.account_identifier
+        self._ec2: Any = None
+        self._ebs: Any = None
+        self._stopping = False
+        #: Door calls not yet settled (waited for, bounded, before cleaning up).
+        #: The door calls still running (a thread cannot be stopped half-way).
+        self._calls = InFlight()
+        self._retry_lines = 0
+        self._progress = -1
+        self.snapshot_id: str | None = None
+        self.image_id: str | None = None
+        self.blocks_written = 0
+
+    # -- the whole push ------------------------------------------------------
+
+    async def run(self) -> PushResult:
+        try:
+            return await self._run()
+        except Exception as error:  # CancelledError too: clean up, then let it go on
+            self._stopping = True
+            note = await self._clean_up()
+            if note and isinstance(error, ImageFactoryError):
+                raise Ec2Error(f"{error.message}; {note}") from error
+            raise
+
+    async def _run(self) -> PushResult:
+        job, endpoint, settings = self._job, self._endpoint, self._settings
+        target_builder = job.target_builder
+        if target_builder.target not in ACCEPTED_TARGETS:
+            raise Ec2Error(f"{endpoint.name}: the ec2 providers push the raw images of the 'ec2' target; "
+                           f"target image {target_builder.id} was built for {target_builder.target!r}")
+        path = target_builder.artifact_path
+        if not path:
+            raise Ec2Error(f"target image {target_builder.id} has no image file to push")
+        image = job.image
+        # An imported image's arch is not known here (empty).
+        os_arch = image.os_arch or None
+        architecture = architecture_of(os_arch)
+        if architecture is None:
+            raise Ec2Error(f"{endpoint.name}: EC2 has no architecture for the template's arch {os_arch!r} "
+                           f"(known: {', '.join(sorted(ARCHITECTURES))})")
+        if os_arch is None:
+            await self._log(f"the template's architecture is not known here: registering {architecture}")
+        where = "AWS" if endpoint.is_aws else endpoint.endpoint_url
+        await self._log(f"pushing {os.path.basename(path)} to {endpoint.name} ({where}, region {endpoint.region}) "
+                        f"for account {self._account}")
+        try:
+            size = await self._blocking(os.path.getsize, path)
+        except OSError as error:
+            raise Ec2Error(f"the image file of target image {target_builder.id} cannot be read: "
+                           f"{error.strerror}") from None
+        self._ec2, self._ebs = await self._blocking(self._client_factory, endpoint, self._access_key,
+                                                    self._secret_key, settings.puts_in_flight + 2)
+        gib = volume_size_gib(size)
+        started = await self._call(
+            "StartSnapshot", self._ebs.start_snapshot, observe=self._note_snapshot,
+            VolumeSize=gib, ClientToken=job.builder.id,
+            Description=f"Image Factory provider image {job.builder.id} of target image {target_builder.id}",
+            Tags=[{"Key": PROVIDER_IMAGE_TAG, "Value": job.builder.id}],
+        )
+        block_size = started.get("BlockSize")
+        if not isinstance(block_size, int) or not 0 < block_size <= 64 * 1024 * 1024:
+            raise Ec2Error(f"{endpoint.name}: StartSnapshot answered an unusable block size {block_size!r}")
+        await self._log(f"started snapshot {self.snapshot_id} ({gib} GiB, blocks of {block_size} bytes) "
+                        f"for {size} bytes of image")
+        begun = self._reactor.seconds()
+        # A batch feeds every put in flight, however large the blocks (AWS: 512 KiB).
+        batch_bytes = max(settings.max_batch_bytes, settings.puts_in_flight * block_size)
+        reader = BlockReader(path, block_size, batch_bytes, settings.max_scan_bytes)
+        written = await self._write_blocks(reader, size)
+        took = max(self._reactor.seconds() - begun, 1e-6)
+        await self._log(f"wrote {written} blocks ({written * block_size} bytes, "
+                        f"{written * block_size / took / 1e6:.2f} MB/s); "
+                        f"skipped {reader.zero_blocks} blocks of zeros and the file's holes")
+        completed = await self._call("CompleteSnapshot", self._ebs.complete_snapshot,
+                                     SnapshotId=self.snapshot_id, ChangedBlocksCount=written)
+        if completed.get("Status") == "error":
+            raise Ec2Error(f"{endpoint.name}: CompleteSnapshot: snapshot {self.snapshot_id} is in state error")
+        await self._wait_for_snapshot()
+        await self._report(95)
+        await self._log(f"snapshot {self.snapshot_id} completed")
+        await self._register(architecture, gib, image.name or None)
+        await self._wait_for_image()
+        await self._report(100)
+        await self._log(f"registered AMI {self.image_id} ({architecture}, root device {ROOT_DEVICE_NAME} "
+                        f"on snapshot {self.snapshot_id})")
+        return PushResult(identifier=self.image_id or "", details={"snapshot_id": self.snapshot_id or ""})
+
+    # -- blocks ----------------------------------------------------------------
+
+    async def _write_blocks(self, reader: BlockReader, size: int) -> int:
+        """Put every non-zero block, up to ``puts_in_flight`` at once; return how many were put."""
+        await self._blocking(reader.open)
+        queue: deque[Block] = deque()
+        in_flight: dict[int, Deferred] = {}
+        errors: list[BaseException] = []
+        state = Wakeup()
+        reading: list[Deferred] = []
+        #: Where the read in flight started: no block before it is still unread.
+        read_from = [0]
+        in_flight_limit = max(1, self._settings.puts_in_flight)
+
+        def read_done(result: Any) -> None:
+            reading.clear()
+            if isinstance(result, Failure):
+                errors.append(result.value)
+            else:
+                queue.extend(result)
+            state.poke()
+
+        def put_done(result: Any, index: int) -> None:
+            in_flight.pop(index, None)
+            if isinstance(result, Failure):
+                if not errors:
+                    errors.append(result.value)
+            else:
+                self.blocks_written += 1
+            state.poke()
+
+        try:
+            while True:
+                state.clear()
+                if errors:
+                    raise errors[0]
+                if not reading and not reader.exhausted and len(queue) < in_flight_limit:
+                    read_from[0] = reader.position
+                    call = self._door.run(reader.next_batch)
+                    self._track(call)
+                    reading.append(call)
+                    call.addBoth(read_done)
+                while queue and len(in_flight) < in_flight_limit and not errors:
+                    block = queue.popleft()
+                    put = ensureDeferred(self._put(block))
+                    in_flight[block.index] = put
+                    put.addBoth(put_done, block.index)
+                if errors:
+                    continue
+                if not queue and not in_flight and not reading and reader.exhausted:
+                    break
+                position = read_from[0] if reading else reader.position
+                await self._report(self._block_progress(reader.block_size, position, queue, in_flight, size))
+                await state.wait()
+        finally:
+            if reading:
+                # Never close the file under a read running on a door thread.
+                reading[0].addBoth(lambda _: reader.close())
+            else:
+                reader.close()
+        await self._report(90)
+        return self.blocks_written
+
+    @staticmethod
+    def _block_progress(block_size: int, read_position: int, queue: deque[Block], in_flight: dict[int, Deferred],
+                        size: int) -> int:
+        """0..90: how much of the image lies before the first block not yet written."""
+        frontier = read_position
+        if queue:
+            frontier = min(frontier, queue[0].index * block_size)
+        if in_flight:
+            frontier = min(frontier, min(in_flight) * block_size)
+        return 90 * min(frontier, size) // max(size, 1)
+
+    async def _put(self, block: Block) -> None:
+        await self._call("PutSnapshotBlock", self._ebs.put_snapshot_block, SnapshotId=self.snapshot_id,
+                         BlockIndex=block.index, BlockData=block.data, DataLength=len(block.data),
+                         Checksum=block.checksum, ChecksumAlgorithm="SHA256")
+
+    # -- waiting ---------------------------------------------------------------
+
+    async def _wait_for_snapshot(self) -> None:
+        async def state() -> tuple[str | None, str]:
+            try:
+                answer = await self._call("DescribeSnapshots", self._ec2.describe_snapshots,
+                                          SnapshotIds=[self.snapshot_id])
+            except Ec2ServiceError as error:
+                if error.code == "InvalidSnapshot.NotFound":
+                    return None, ""
+                raise
+            found = answer.get("Snapshots") or []
+            if not found:
+                return None, ""
+            return found[0].get("State"), found[0].get("StateMessage") or ""
+
+        await self._wait_until(f"snapshot {self.snapshot_id}", state, "completed", ("error",),
+                               self._settings.snapshot_wait)
+
+    async def _wait_for_image(self) -> None:
+        async def state() -> tuple[str | None, str]:
+            try:
+                answer = await self._call("DescribeImages", self._ec2.describe_images, ImageIds=[self.image_id])
+            except Ec2ServiceError as error:
+                if error.code in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
+                    return None, ""
+                raise
+            found = answer.get("Images") or []
+            if not found:
+                return None, ""
+            reason = (found[0].get("StateReason") or {}).get("Message") or ""
+            return found[0].get("State"), reason
+
+        await self._wait_until(f"AMI {self.image_id}", state, "available",
+                               ("failed", "error", "invalid", "deregistered", "disabled"), self._settings.image_wait)
+
+    async def _wait_until(self, what: str, state: Callable[[], Any], done: str, failed: tuple[str, ...],
+                          limit: float) -> None:
+        """Poll ``state`` with growing pauses until it is ``done``; fail on ``failed`` or after ``limit`` s."""
+        name = self._endpoint.name
+        first = self._reactor.seconds()
+        pause = self._settings.poll_first
+        while True:
+            current, reason = await state()
+            if current == done:
+                return
+            if current in failed:
+                raise Ec2Error(f"{name}: {what} is in state {current}{': ' + reason if reason else ''}")
+            waited = self._reactor.seconds() - first
+            if current is None and waited > self._settings.not_found_grace:
+                raise Ec2Error(f"{name}: {what} was not found for {waited:.0f} s")
+            if waited > limit:
+                raise Ec2Error(f"{name}: {what} is still {current} after {waited:.0f} s")
+            await deferLater(self._reactor, pause, lambda: None)
+            pause = min(pause * 2, self._settings.poll_max)
+
+    # -- the AMI ---------------------------------------------------------------
+
+    async def _register(self, architecture: str, gib: int, image_name: str | None) -> None:
+        job = self._job
+        name = ami_name(image_name, job.builder.id)
+        try:
+            await self._call(
+                "RegisterImage", self._ec2.register_image, observe=self._note_image,
+                Name=name,
+                Description=f"Image Factory provider image {job.builder.id} of target image {job.target_builder.id}",
+                Architecture=architecture, VirtualizationType="hvm", EnaSupport=True,
+                RootDeviceName=ROOT_DEVICE_NAME,
+                BlockDeviceMappings=[{"DeviceName": ROOT_DEVICE_NAME,
+                                      "Ebs": {"SnapshotId": self.snapshot_id, "VolumeSize": gib,
+                                              "DeleteOnTermination": True}}],
+            )
+        except Ec2ServiceError as error:
+            # The name holds this push's id: a duplicate is our own attempt
+            # whose answer was lost on the way back.  Find it.
+            if error.code != "InvalidAMIName.Duplicate":
+                raise
+            answer = await self._call("DescribeImages", self._ec2.describe_images, Owners=["self"],
+                                      Filters=[{"Name": "name", "Values": [name]}])
+            images = answer.get("Images") or []
+            if not images:
+                raise
+            self.image_id = images[0]["ImageId"]
+
+    # -- cleaning up -----------------------------------------------------------
+
+    async def _clean_up(self) -> str | None:
+        """Delete the AMI and the snapshot this push made (best effort); a note of what remains, if any."""
+        await self._settle(self._settings.settle_wait)
+        notes = []
+        if self._ec2 is None:
+            return None
+        policy = self._settings.cleanup_retry
+        if self.image_id:
+            try:
+                await self._call("DeregisterImage", self._ec2.deregister_image, policy=policy, stoppable=False,
+                                 ImageId=self.image_id)
+                await self._log(f"deregistered AMI {self.image_id}")
+            except Exception as error:
+                notes.append(f"AMI {self.image_id} could not be deregistered ({_message(error)}): remove it by hand")
+        if self.snapshot_id:
+            try:
+                await self._call("DeleteSnapshot", self._ec2.delete_snapshot, policy=policy, stoppable=False,
+                                 also_transient=("InvalidSnapshot.InUse",), SnapshotId=self.snapshot_id)
+                await self._log(f"deleted snapshot {self.snapshot_id}")
+            except Exception as error:
+                notes.append(f"snapshot {self.snapshot_id} could not be deleted ({_message(error)}): "
+                             "delete it by hand")
+        for note in notes:
+            await self._log(note)
+        return "; ".join(notes) or None
+
+    async def _settle(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until the door calls still running have returned."""
+        if not self._calls:
+            return
+        await self._calls.ended().addTimeout(timeout, self._reactor, onTimeoutCancel=lambda *_: None)
+
+    # -- calls -----------------------------------------------------------------
+
+    def _note_snapshot(self, answer: Any) -> None:
+        if isinstance(answer, dict) and answer.get("SnapshotId"):
+            self.snapshot_id = answer["SnapshotId"]
+
+    def _note_image(self, answer: Any) -> None:
+        if isinstance(answer, dict) and answer.get("ImageId"):
+            self.image_id = answer["ImageId"]
+
+    def _track(self, call: Deferred) -> Deferred:
+        return self._calls.add(call)
+
+    async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a blocking function on the door, once."""
+        return await shielded(self._track(self._door.run(fn, *args)))
+
+    async def _call(self, action: str, fn: Callable[..., Any], observe: Callable[[Any], None] | None = None,
+                    policy: RetryPolicy | None = None, stoppable: bool = True, also_transient: tuple[str, ...] = (),
+                    **kwargs: Any) -> Any:
+        """Call the SDK on the door, retrying transient errors; raise an Ec2Error with the service's words."""
+        policy = policy or self._settings.retry
+
+        async def attempt() -> Any:
+            call = self._track(self._door.run(fn, **kwargs))
+            if observe is not None:
+                call.addCallback(lambda answer: (observe(answer), answer)[1])
+            return await shielded(call)
+
+        async def log_retry(problem: Problem, attempts: int, delay: float) -> None:
+            if self._retry_lines < MAX_RETRY_LOG_LINES:
+                self._retry_lines += 1
+                more = " (further retries are not logged)" if self._retry_lines == MAX_RETRY_LOG_LINES else ""
+                await self._log(scrub(f"{action}: {problem.code}: {problem.message}; retrying in {delay:.1f} s "
+                                      f"(attempt {attempts + 1} of {policy.max_attempts}){more}", self._secrets))
+
+        return await with_retries(self._reactor, policy, self._endpoint.name, action, attempt,
+                                  secrets=self._secrets, also_transient=also_transient,
+                                  stopping=lambda: stoppable and self._stopping, on_retry=log_retry)
+
+    # -- the job ---------------------------------------------------------------
+
+    async def _log(self, message: str) -> None:
+        await shielded(self._job.log(scrub(message, self._secrets)))
+
+    async def _report(self, percent: int) -> None:
+        if percent > self._progress:
+            self._progress = percent
+            await shielded(self._job.progress(percent))
+
+
+def _message(error: BaseException) -> str:
+    return error.message if isinstance(error, ImageFactoryError) else (str(error) or type(error).__name__)
