@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -37,15 +36,15 @@ from ..deferreds import InFlight, observe
 from ..doors import IDoor
 from ..store import IStore
 from ..targets import Target
-from ..template import Template, parse_template, template_looks_like_xml
+from ..template import Template
 from .base_images import BUILDS_DIR, BaseImages
 from .fetch import TemplateFetcher
 from .index import BuilderIndex
 from .logs import BuilderLogs
+from .plugins import plugin_serving, serving
+from .templates import UUID_PATTERN, TemplateSource, parse_targets
 from .updates import BuilderUpdater
 from .work import ProviderPushJob, TargetBuildJob, discard_path, follower
-
-UUID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 RESTART_REASON = "the daemon restarted while this builder was {status}; start the work again"
 STOP_REASON = "the daemon stopped while this builder was running"
@@ -67,19 +66,6 @@ class StartedBuild:
 class _Running:
     deferred: Deferred
     stop_reason: list[str] = field(default_factory=list)
-
-
-def parse_targets(text: str, known: list[str]) -> list[str]:
-    """The distinct target names of a comma-separated list, each one known."""
-    names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
-    if not names:
-        raise InvalidRequest("parameter 'targets' names no target (give a comma-separated list)")
-    unknown = [name for name in names if name not in known]
-    if unknown:
-        raise InvalidRequest(
-            f"unknown target {', '.join(map(repr, unknown))}: known targets are {', '.join(sorted(known))}"
-        )
-    return names
 
 
 class Dispatcher(Service):
@@ -112,13 +98,10 @@ class Dispatcher(Service):
         self._targets = targets
         self._providers = providers
         self._state_dir = state_dir
-        self._fetcher = fetcher
         self._logs = logs
         self._base_images = base_images
         self._disk_door = disk_door
-        #: Where templates are parsed and validated: RELAX NG on a 1 MiB
-        #: template takes about a second of CPU, too long for the reactor.
-        self._cpu_door = cpu_door
+        self._templates = TemplateSource(store, fetcher, cpu_door)
         self._build_slots = DeferredSemaphore(build_slots)
         self._push_slots = DeferredSemaphore(push_slots)
         self._running: dict[str, _Running] = {}
@@ -143,9 +126,9 @@ class Dispatcher(Service):
         if template_text is None or not template_text.strip():
             if image is None:
                 raise InvalidRequest("parameter 'template' is missing (give TDL XML, an image UUID or a URL)")
-            template = await self._parse((await self._store.get_template(image.template_id)).xml)
+            template = await self._templates.parse((await self._store.get_template(image.template_id)).xml)
         else:
-            template = await self._resolve_template(template_text.strip())
+            template = await self._templates.resolve(template_text.strip())
         now = self._reactor.seconds()
         stored = await self._store.add_template(template.xml, now)
         new_image = image is None
@@ -176,7 +159,7 @@ class Dispatcher(Service):
         if image_id is not None and build.image_id != image_id:
             raise UnknownObject(f"no build {build_id!r} of image {image_id!r}")
         image = await self._store.get_image(build.image_id)
-        template = await self._parse((await self._store.get_template(build.template_id)).xml)
+        template = await self._templates.parse((await self._store.get_template(build.template_id)).xml)
         target_images, builders = self._new_targets(image, build, target_names, self._reactor.seconds())
         await self._updater.record_created(
             builders, lambda events: self._store.add_to_build(target_images, builders, events))
@@ -269,10 +252,7 @@ class Dispatcher(Service):
 
     def provider_type(self, provider_name: str) -> str | None:
         """The name of the provider plug-in that serves ``provider_name`` (``ec2``, ``mock``), or None."""
-        for plugin_name, provider in sorted(self._providers.items()):
-            if provider.serves(provider_name):
-                return plugin_name
-        return None
+        return plugin_serving(self._providers, provider_name)
 
     def provider(self, provider_name: str) -> Provider:
         """The provider plug-in serving ``provider_name``; InvalidRequest when none does."""
@@ -316,41 +296,8 @@ class Dispatcher(Service):
 
     # -- running ---------------------------------------------------------
 
-    async def _parse(self, text: str | bytes) -> Template:
-        """``text`` parsed and validated through the CPU door; InvalidTemplate if it is not a valid TDL."""
-        template: Template = await self._cpu_door.run(parse_template, text)
-        return template
-
-    async def _resolve_template(self, text: str) -> Template:
-        """The template ``text`` stands for: inline TDL XML, a known image's UUID, or an http(s) URL."""
-        if template_looks_like_xml(text):
-            return await self._parse(text)
-        if UUID_PATTERN.match(text):
-            try:
-                image = await self._store.get_image(text)
-            except UnknownObject:
-                raise InvalidRequest(f"parameter 'template' names no known image ({text})") from None
-            return await self._parse((await self._store.get_template(image.template_id)).xml)
-        if text.startswith(("http://", "https://")):
-            return await self._parse(await self._fetcher.fetch(text))
-        raise InvalidRequest("parameter 'template' must be TDL XML, the UUID of a known image, or an http(s) URL")
-
     def _provider(self, name: str) -> Provider:
-        for provider in self._providers.values():
-            if provider.serves(name):
-                return provider
-        raise InvalidRequest(f"unknown provider {name!r}: known providers are {self._provider_names()}")
-
-    def _provider_names(self) -> str:
-        """The provider names a client may use, the AWS regions summed up."""
-        names: list[str] = []
-        for plugin_name, provider in sorted(self._providers.items()):
-            listed = provider.provider_names()
-            regions = [n for n in listed if n.startswith("ec2-")]
-            names += [n for n in listed if not n.startswith("ec2-")]
-            if regions:
-                names.append(f"ec2-<region> ({len(regions)} AWS regions, e.g. {regions[0]})")
-        return ", ".join(names)
+        return serving(self._providers, name)
 
     def _work_dir(self, builder: Builder) -> str:
         """The builder's own folder in the state directory, made if need be."""
