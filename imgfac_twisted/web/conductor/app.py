@@ -1,7 +1,8 @@
 """The Conductor API's routes (Klein), over the same dispatcher, store and index as the factory API.
 
-Routes are thin: read the XML body, check, ask the dispatcher, the importer
-or the deleter, shape the XML answer.  Credentials and Accept are checked
+Routes are thin: read the XML body (``bodies``), check, ask the dispatcher,
+the importer or the deleter (a push: ``pushes``), shape the XML answer
+(``representations``); objects by id come from ``lookups``.  Credentials and Accept are checked
 before routing (``resource.ConductorResource``, which also takes
 ActiveResource's ``.xml`` off the path); errors become ``<error>`` documents
 in ``errors``.
@@ -28,36 +29,19 @@ from ...jobs.deletions import DeleteFailed, Deleter
 from ...jobs.dispatcher import Dispatcher
 from ...jobs.imports import ImportedImage, Importer
 from ...jobs.index import BuilderIndex
-from ...model import Build, Builder, Operation, Status
+from ...model import Build, Builder, Image, Operation
 from ...store import IStore
-from ...xmlsafe import parse_xml
 from ..manifests import icicle_xml
-from ..errors import UnsupportedMediaType
 from ..factory import base_url
-from ..params import media_type
+from . import lookups
 from . import representations as xml
+from .bodies import names as _names, read_body, text as _text
+from .pushes import start_pushes
 from .errors import XML_CONTENT_TYPE, ConductorError, incorrect, insufficient, not_found, render_failure, xml_document
 
-XML_TYPES = (b"application/xml", b"text/xml")
 #: Serialized documents kept for the hot reads (one per object polled; dropped all at once beyond this).
 MAX_SERIALIZED = 4096
 ID_PARAMETERS = ("target_image_id", "build_id", "image_id")
-
-
-def _text(root: etree._Element, name: str) -> str:
-    """The text of ``<name>`` under ``root`` (a child element is taken as XML text), stripped; '' when absent."""
-    element = root.find(name)
-    if element is None:
-        return ""
-    children = list(element)
-    if children:
-        return etree.tostring(children[0], encoding="unicode").strip()
-    return (element.text or "").strip()
-
-
-def _names(text: str) -> list[str]:
-    """The distinct names of a comma-separated list."""
-    return list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
 
 
 class ConductorAPI:
@@ -187,11 +171,8 @@ class ConductorAPI:
             element = xml.marked_deleted(element, contents)
         return xml_document(request, 200, element)
 
-    async def _get_image(self, image_id: str) -> Any:
-        try:
-            return await self._store.get_image(image_id)
-        except UnknownObject:
-            raise not_found("ImageNotFound", f"no image with id {image_id!r}") from None
+    async def _get_image(self, image_id: str) -> Image:
+        return await lookups.image(self._store, image_id)
 
     @app.route("/conductor/api/images", methods=["POST"])
     async def create_image(self, request: IRequest) -> bytes:
@@ -290,10 +271,7 @@ class ConductorAPI:
         return template_id
 
     async def _get_build(self, build_id: str) -> Build:
-        try:
-            return await self._store.get_build(build_id)
-        except UnknownObject:
-            raise not_found("BuildNotFound", f"no build with id {build_id!r}") from None
+        return await lookups.build(self._store, build_id)
 
     # -- target images -----------------------------------------------------
 
@@ -346,10 +324,7 @@ class ConductorAPI:
         return xml_document(request, 200, xml.collection("provider_images", members))
 
     def _target_builder(self, target_image_id: str) -> Builder:
-        found = self._index.get(target_image_id)
-        if found is None or found.operation != Operation.BUILD:
-            raise not_found("TargetImageNotFound", f"no target image with id {target_image_id!r}")
-        return found
+        return lookups.target_builder(self._index, target_image_id)
 
     @staticmethod
     def _pushes_of(target_image_id: str, builders: Iterable[Builder]) -> list[str]:
@@ -385,10 +360,7 @@ class ConductorAPI:
         return xml_document(request, 200, xml.marked_deleted(element, contents))
 
     def _push_builder(self, provider_image_id: str) -> Builder:
-        found = self._index.get(provider_image_id)
-        if found is None or found.operation != Operation.PUSH:
-            raise not_found("ProviderImageNotFound", f"no provider image with id {provider_image_id!r}")
-        return found
+        return lookups.push_builder(self._index, provider_image_id)
 
     @app.route("/conductor/api/provider_images", methods=["POST"])
     async def push(self, request: IRequest) -> bytes:
@@ -411,58 +383,8 @@ class ConductorAPI:
         return await self._push(request, kind, object_id, accounts)
 
     async def _push(self, request: IRequest, kind: str, object_id: str, accounts: list[ProviderAccount]) -> bytes:
-        candidates, what = await self._push_candidates(kind, object_id)
-        plan = [(account, builder) for account in accounts
-                for builder in await self._matching(account, candidates, what)]
-        started: list[tuple[Builder, str]] = []
-        for account, builder in plan:
-            try:
-                provider_image = await self._dispatcher.start_push_with_credentials(
-                    builder.id, account.provider, account.credentials)
-            except Exception as error:
-                done = f"; started before it: {', '.join(b.id for b, _ in started)}" if started else ""
-                reason = getattr(error, "message", None) or type(error).__name__
-                raise ConductorError("PushError", 500, f"the push of target image {builder.id} to account "
-                                     f"{account.name!r} could not be started: {reason}{done}") from error
-            pushed = self._index.get(provider_image.id)
-            if pushed is not None:
-                started.append((pushed, account.name))
+        started = await start_pushes(self._dispatcher, self._store, self._index, kind, object_id, accounts)
         return xml_document(request, 201, xml.started_pushes_element(base_url(request), started))
-
-    async def _push_candidates(self, kind: str, object_id: str) -> tuple[list[Builder], str]:
-        """The target image builders a push of ``kind`` (``target_image_id``, ...) covers, and a name for them."""
-        if kind == "target_image_id":
-            return [self._target_builder(object_id)], f"target image {object_id}"
-        if kind == "build_id":
-            build = await self._get_build(object_id)
-        else:
-            try:
-                await self._store.get_image(object_id)
-            except UnknownObject:
-                raise not_found("ImageNotFound", f"no image with id {object_id!r}") from None
-            builds = [b for b in await self._store.list_builds() if b.image_id == object_id]
-            if not builds:
-                raise incorrect(f"image {object_id} has no build to push")
-            build = max(builds, key=lambda b: b.created)
-        builders = [b for b in self._index.all() if b.operation == Operation.BUILD and b.build_id == build.id]
-        return builders, f"build {build.id}"
-
-    async def _matching(self, account: ProviderAccount, candidates: list[Builder], what: str) -> list[Builder]:
-        """The candidates ``account`` takes (target = its provider type), each checked pushable."""
-        matching = [b for b in candidates if b.target == account.provider_type]
-        if not matching:
-            targets = ", ".join(sorted({b.target for b in candidates})) or "none"
-            raise incorrect(f"account {account.name!r} takes target images of target {account.provider_type!r}; "
-                            f"{what} has none (its targets: {targets})")
-        for builder in matching:
-            if builder.status != Status.COMPLETED:
-                raise incorrect(f"target image {builder.id} is {xml.conductor_status(builder.status)}: "
-                                "only a COMPLETED target image can be pushed")
-            try:
-                await self._dispatcher.check_pushable(builder.id, account.provider)
-            except InvalidRequest as error:
-                raise incorrect(error.message) from None
-        return matching
 
     # -- provider accounts ---------------------------------------------------
 
@@ -510,19 +432,7 @@ class ConductorAPI:
     # -- helpers -------------------------------------------------------------
 
     def _body(self, request: IRequest, root_tag: str) -> etree._Element:
-        """The request's XML body, parsed with the hardened parser, its root checked."""
-        request.content.seek(0)
-        body = request.content.read()
-        kind = media_type(request)
-        if kind and kind not in XML_TYPES:
-            raise UnsupportedMediaType(f"request body of type {kind.decode('ascii', 'replace')} is not supported: "
-                                       "send application/xml")
-        if not body.strip():
-            raise insufficient(f"the request needs an XML body: <{root_tag}>...</{root_tag}>")
-        root = parse_xml(body, max_bytes=self._max_body_bytes, what="request body", error=InvalidRequest)
-        if root.tag != root_tag:
-            raise incorrect(f"the request body must be a <{root_tag}> document, not <{root.tag}>")
-        return root
+        return read_body(request, root_tag, self._max_body_bytes)
 
     async def _deleted(self, deleting: Any, not_found_code: str, failure_code: str, missing: str) -> None:
         try:
