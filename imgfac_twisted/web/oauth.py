@@ -4,7 +4,7 @@ Clients sign each write request with a consumer key and its shared secret
 (no request or access tokens: "two-legged" OAuth 1.0a, RFC 5849 with an
 empty token). :class:`OAuthVerifier` checks such a signature with
 oauthlib's :class:`~oauthlib.oauth1.SignatureOnlyEndpoint` and a
-:class:`~oauthlib.oauth1.RequestValidator` of our own, which
+:class:`~oauthlib.oauth1.RequestValidator` of our own (``oauth_validator``), which
 
 * accepts HMAC-SHA1 and HMAC-SHA256 only;
 * accepts consumer keys and nonces of any length and alphabet (a key is
@@ -37,10 +37,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import heapq
 import hmac
-import math
-import secrets
 from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
@@ -48,7 +45,6 @@ from oauthlib.common import CaseInsensitiveDict, Request, urldecode
 from oauthlib.oauth1 import (
     SIGNATURE_HMAC_SHA1,
     SIGNATURE_HMAC_SHA256,
-    RequestValidator,
     SignatureOnlyEndpoint,
 )
 from oauthlib.oauth1.rfc5849 import signature as oauth_signature
@@ -56,21 +52,19 @@ from oauthlib.oauth1.rfc5849 import utils as oauth_utils
 from twisted.internet.interfaces import IReactorTime
 
 from imgfac_twisted.errors import AuthenticationFailed
+from imgfac_twisted.web.oauth_validator import (
+    ALLOWED_METHODS,
+    BAD_TIMESTAMP,
+    LOG_KEY,
+    REPLAY,
+    STALE,
+    NonceMemory,
+    TwoLeggedValidator,
+)
 
 __all__ = ["OAuthVerifier"]
 
 _FORM_URLENCODED = "application/x-www-form-urlencoded"
-_ALLOWED_METHODS = (SIGNATURE_HMAC_SHA1, SIGNATURE_HMAC_SHA256)
-
-# Key under which our validator leaves, in the oauthlib request's
-# ``validator_log`` (a dict oauthlib creates afresh for every request), why
-# the timestamp/nonce check failed. Per-request state lives there, never on
-# the verifier, because one verifier serves every request.
-_LOG_KEY = "imgfac_timestamp_nonce"
-_STALE = "stale"
-_REPLAY = "replay"
-_BAD_TIMESTAMP = "bad_timestamp"
-
 # Longest client-supplied value echoed back in a message: enough to
 # recognise it, short enough that a hostile value cannot bloat the reply.
 _ECHO_LIMIT = 40
@@ -125,151 +119,6 @@ def _echo(value: str) -> str:
     return value
 
 
-class _NonceMemory:
-    """Nonces already used, per consumer key, each until its expiry time.
-
-    A dict answers "was this (key, nonce) used?" in O(1); a heap ordered by
-    expiry lets pruning stop at the first live entry, so forgetting costs
-    O(log n) per forgotten nonce and nothing when nothing expired.
-    """
-
-    def __init__(self) -> None:
-        self._expiries: dict[tuple[str, str], float] = {}
-        self._heap: list[tuple[float, str, str]] = []
-
-    def __len__(self) -> int:
-        return len(self._expiries)
-
-    def __contains__(self, key_and_nonce: object) -> bool:
-        return key_and_nonce in self._expiries
-
-    def remember(self, client_key: str, nonce: str, expiry: float) -> None:
-        """Remember that ``client_key`` used ``nonce``, until ``expiry``."""
-        entry = (client_key, nonce)
-        # The replay check makes a second insertion impossible today; keeping
-        # the later expiry makes the structure safe even if that changes.
-        if self._expiries.get(entry, -math.inf) >= expiry:
-            return
-        self._expiries[entry] = expiry
-        heapq.heappush(self._heap, (expiry, client_key, nonce))
-
-    def forget_expired(self, now: float) -> None:
-        """Forget every nonce whose expiry is before ``now``."""
-        heap = self._heap
-        while heap and heap[0][0] < now:
-            expiry, client_key, nonce = heapq.heappop(heap)
-            entry = (client_key, nonce)
-            # Only drop the dict entry if this heap entry is the live one
-            # (an older, superseded heap entry must not erase a newer one).
-            if self._expiries.get(entry) == expiry:
-                del self._expiries[entry]
-
-
-class _TwoLeggedValidator(RequestValidator):
-    """oauthlib validator for consumer-key-only (two-legged) OAuth 1.0a."""
-
-    def __init__(
-        self,
-        clients: Mapping[str, str],
-        clock: IReactorTime,
-        timestamp_window: int,
-        nonces: _NonceMemory,
-    ) -> None:
-        super().__init__()
-        self._clients = dict(clients)
-        self._clock = clock
-        self._window = timestamp_window
-        self._nonces = nonces
-        # Random per process, so nobody can produce a signature that verifies
-        # against the dummy client oauthlib substitutes for unknown keys.
-        self._dummy_secret = secrets.token_urlsafe(32)
-
-    # -- policy knobs read by oauthlib ------------------------------------
-
-    @property
-    def allowed_signature_methods(self) -> tuple[str, ...]:
-        """Return the accepted signature methods: HMAC-SHA1 and HMAC-SHA256."""
-        return _ALLOWED_METHODS
-
-    @property
-    def enforce_ssl(self) -> bool:
-        """Return False: the daemon decides about TLS itself (--no_ssl)."""
-        return False
-
-    @property
-    def timestamp_lifetime(self) -> float:
-        """Return infinity, which disables oauthlib's own timestamp check.
-
-        oauthlib compares the timestamp with ``time.time()``; we compare it
-        with the injected clock in :meth:`validate_timestamp_and_nonce`, and
-        two clocks must not both have a say.
-        """
-        return math.inf
-
-    @property
-    def dummy_client(self) -> str:
-        """Return the key oauthlib uses in place of an unknown one."""
-        return "imgfac-dummy-client"
-
-    @property
-    def dummy_access_token(self) -> str:
-        """Return a placeholder token (tokens are refused anyway)."""
-        return "imgfac-dummy-token"
-
-    def check_client_key(self, client_key: str) -> bool:
-        """Accept any consumer key: keys are whatever the config names."""
-        return True
-
-    def check_nonce(self, nonce: str) -> bool:
-        """Accept any nonce: clients choose their own format and length."""
-        return True
-
-    # -- lookups ----------------------------------------------------------
-
-    def validate_client_key(self, client_key: str, request: Request) -> bool:
-        """Return whether ``client_key`` is a configured consumer."""
-        return client_key in self._clients
-
-    def get_client_secret(self, client_key: str, request: Request) -> str:
-        """Return the consumer's secret, or the dummy secret if unknown."""
-        # Same dict lookup either way, so timing does not reveal the keys.
-        return self._clients.get(client_key, self._dummy_secret)
-
-    def get_access_token_secret(
-        self, client_key: str, token: str, request: Request
-    ) -> str:
-        """Return a secret no client knows: tokens are never issued."""
-        return self._dummy_secret
-
-    def validate_timestamp_and_nonce(
-        self,
-        client_key: str,
-        timestamp: str,
-        nonce: str,
-        request: Request,
-        request_token: str | None = None,
-        access_token: str | None = None,
-    ) -> bool:
-        """Return whether the timestamp is in the window and the nonce unused.
-
-        oauthlib calls this before it checks the signature, so it only looks
-        the nonce up; :meth:`OAuthVerifier.verify` records it once the whole
-        request verified, so a forged request cannot burn a nonce.
-        """
-        # oauthlib checked "10 characters, int() accepts it"; int() also
-        # accepts signs, underscores and non-ASCII digits, which we refuse.
-        if not (timestamp.isascii() and timestamp.isdigit()):
-            request.validator_log[_LOG_KEY] = _BAD_TIMESTAMP
-            return False
-        if abs(self._clock.seconds() - int(timestamp)) > self._window:
-            request.validator_log[_LOG_KEY] = _STALE
-            return False
-        if (client_key, nonce) in self._nonces:
-            request.validator_log[_LOG_KEY] = _REPLAY
-            return False
-        return True
-
-
 class OAuthVerifier:
     """Verifies two-legged OAuth 1.0a signatures of write requests."""
 
@@ -297,10 +146,10 @@ class OAuthVerifier:
         self._require_body_hash = require_body_hash
         self._window = timestamp_window
         self._spent = spent
-        self._nonces = _NonceMemory()
+        self._nonces = NonceMemory()
         for client_key, nonce, expiry in known_nonces:
             self._nonces.remember(client_key, nonce, expiry)
-        self._validator = _TwoLeggedValidator(
+        self._validator = TwoLeggedValidator(
             clients, clock, timestamp_window, self._nonces
         )
         self._endpoint = SignatureOnlyEndpoint(self._validator)
@@ -446,15 +295,15 @@ class OAuthVerifier:
 
     def _rejection_reason(self, request: Request) -> str:
         """Say why oauthlib refused a request it could parse."""
-        reason = request.validator_log.get(_LOG_KEY)
-        if reason == _STALE:
+        reason = request.validator_log.get(LOG_KEY)
+        if reason == STALE:
             return (
                 f"stale timestamp: outside the {self._window} s window "
                 "(check the client's clock)"
             )
-        if reason == _REPLAY:
+        if reason == REPLAY:
             return _REPLAYED
-        if reason == _BAD_TIMESTAMP:
+        if reason == BAD_TIMESTAMP:
             return _BAD_TIMESTAMP_MESSAGE
         if "signature" in request.validator_log:
             # The signature was checked: either the key is unknown or the
@@ -482,7 +331,7 @@ class OAuthVerifier:
         ]
         if missing:
             return "incomplete OAuth request: missing " + ", ".join(missing)
-        if request.signature_method not in _ALLOWED_METHODS:
+        if request.signature_method not in ALLOWED_METHODS:
             return (
                 f"unsupported signature method {_echo(request.signature_method)}"
                 " (use HMAC-SHA1 or HMAC-SHA256)"
