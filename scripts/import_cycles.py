@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Print the import cycles between the modules and between the packages of a
-Python package, read from its source (nothing is imported or run).
+Python package, read from its source (nothing is imported or run), and, for
+``imgfac_twisted``, every import that goes up the layers of docs/ARCHITECTURE.md.
 
     python3 scripts/import_cycles.py [package_dir]   (default: imgfac_twisted)
 
 Every ``import``/``from ... import`` counts, including those under
 ``if TYPE_CHECKING:`` and inside functions: a cycle hidden there is still a
-cycle a reader has to untangle.  The exit status is 1 when a cycle exists.
+cycle a reader has to untangle.  The exit status is 1 when a cycle or a
+layer violation exists.
 """
 
 from __future__ import annotations
@@ -118,6 +120,38 @@ def strongly_connected(graph: Graph) -> list[list[str]]:
     return sorted(found)
 
 
+#: imgfac_twisted's layers, outermost first (docs/ARCHITECTURE.md): a module may import its own
+#: layer and those below.  Modules not listed (config, doors, deferreds, errors, xmlsafe, ...)
+#: are the bottom: small helpers every layer may use.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("tap", "cli", "client", "events.consumer"),
+    ("service", "core", "testing"),
+    ("web",),
+    ("jobs",),
+    ("os", "targets", "providers", "registry"),
+    ("virt",),
+    ("store",),
+    ("events", "metrics"),
+    ("model", "template", "tdl_schema"),
+)
+
+
+def layer_of(module: str, package: str) -> int:
+    """How deep ``module`` lies: 0 for the outermost layer, len(LAYERS) for the helpers at the bottom."""
+    for depth, members in enumerate(LAYERS):
+        for member in members:
+            name = f"{package}.{member}"
+            if module == name or module.startswith(name + "."):
+                return depth
+    return len(LAYERS)
+
+
+def layer_violations(graph: Graph, package: str) -> list[tuple[str, str]]:
+    """Every (importer, imported) where the imported module lies in an outer layer."""
+    return sorted((source, target) for source, targets in graph.items() for target in targets
+                  if layer_of(target, package) < layer_of(source, package))
+
+
 def show(title: str, components: Iterable[list[str]], graph: Graph) -> int:
     """Print each cycle with the edges inside it; return how many."""
     components = list(components)
@@ -138,6 +172,12 @@ def main(argv: list[str]) -> int:
     packages = package_graph(modules)
     count = show("module import cycles", strongly_connected(modules), modules)
     count += show("package import cycles", strongly_connected(packages), packages)
+    if root.name == "imgfac_twisted":
+        violations = layer_violations(modules, root.name)
+        print(f"imports up the layers: {len(violations)}")
+        for source, target in violations:
+            print(f"  {source} -> {target}")
+        count += len(violations)
     return 1 if count else 0
 
 
