@@ -172,7 +172,7 @@ class VMInstaller:
                       tree_url: str | None) -> None:
         virt = self._virt or importlib.import_module("imgfac_twisted.virt.install")
         config = self._environment.config
-        connection = getattr(self._environment, "libvirt", None)
+        connection = self._environment.libvirt
         if connection is None:
             raise ImageFactoryError("this daemon has no libvirt connection to install with")
         spec = virt.InstallSpec(

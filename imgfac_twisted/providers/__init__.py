@@ -80,6 +80,9 @@ class Provider(Protocol):
     def provider_names(self) -> list[str]:
         """Every provider name this plug-in serves, sorted (listed to a client that named another)."""
 
+    def location(self, provider_name: str) -> tuple[str, str]:
+        """The provider's URL (empty when it has none) and its name in its own cloud (an EC2 region)."""
+
     def accepts_target(self, target: str) -> bool:
         """True when this provider can take images of ``target`` (e.g. EC2 takes raw ``ec2`` images)."""
 

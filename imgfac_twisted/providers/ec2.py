@@ -79,7 +79,13 @@ class EC2Provider:
         return sorted(self._endpoints)
 
     def endpoint(self, provider_name: str) -> Endpoint:
+        """The endpoint definition of ``provider_name`` (KeyError when not served)."""
         return self._endpoints[provider_name]
+
+    def location(self, provider_name: str) -> tuple[str, str]:
+        """The endpoint's URL (AWS's regional one for an AWS region) and its region."""
+        where = self._endpoints[provider_name]
+        return where.endpoint_url or f"https://ec2.{where.region}.amazonaws.com", where.region
 
     def accepts_target(self, target: str) -> bool:
         """True when images of ``target`` are raw disks this provider can push."""

@@ -66,6 +66,10 @@ class MockProvider:
         """Only ``mock``."""
         return ["mock"]
 
+    def location(self, provider_name: str) -> tuple[str, str]:
+        """No URL: the mock provider is nowhere."""
+        return "", provider_name
+
     def accepts_target(self, target: str) -> bool:
         """Any target: nothing is really uploaded."""
         return True

@@ -406,16 +406,9 @@ class ConductorAPI:
         """The providers the configured accounts push to."""
         base = base_url(request)
         names = sorted({(account.provider, account.provider_type) for account in self._accounts.values()})
-        members = [xml.provider_element(base, name, kind, *self._provider_location(name)) for name, kind in names]
+        members = [xml.provider_element(base, name, kind, *self._dispatcher.provider(name).location(name))
+                   for name, kind in names]
         return xml_document(request, 200, xml.collection("providers", members))
-
-    def _provider_location(self, name: str) -> tuple[str, str]:
-        """The provider's URL and its name in its own cloud (an EC2 region), as far as its plug-in tells."""
-        endpoint = getattr(self._dispatcher.provider(name), "endpoint", None)
-        if endpoint is None:
-            return "", name
-        where = endpoint(name)
-        return where.endpoint_url or f"https://ec2.{where.region}.amazonaws.com", where.region
 
     @app.route("/conductor/api/provider_types", methods=["GET"])
     def provider_types(self, request: IRequest) -> bytes:
