@@ -15,11 +15,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, ensureDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..deferreds import settle
+from ..deferreds import observe, settle
 from ..errors import ImageFactoryError
 from ..model import StageName
 from ..os import OperatingSystem, Package
@@ -167,18 +167,10 @@ class BaseImages:
         comes after its clean-up).
         """
         install = self._installs.get(build_id)
-        ended: Deferred = Deferred()
         if install is None or install.listeners or install.running is None:
-            ended.callback(None)
-            return ended
-
-        def end(result: Any) -> Any:
-            if not ended.called:  # the caller may have given up waiting (timeout)
-                ended.callback(None)
-            return result
-
-        install.running.addBoth(end)
-        return ended
+            return succeed(None)
+        # The caller may give up waiting (a timeout): the install runs on regardless.
+        return observe(install.running)
 
     def forget(self, build_id: str) -> None:
         """The build's targets are done with its base image: drop it (an install still running is cancelled)."""
