@@ -211,7 +211,8 @@ def fetch(url: str, path: Path) -> None:
 
 
 def run_domain(spec: InstallSpec, until_gone: bool) -> None:
-    """``virsh create`` the factory's domain for ``spec``; wait until it powers off, or a login prompt (then destroy)."""
+    """``virsh create`` the factory's domain for ``spec``; wait until it is gone (powered off) or, with
+    ``until_gone`` false, until a login prompt (then destroy it)."""
     xml = Path(spec.console_log).with_suffix(".xml")
     xml.write_text(domain_xml(spec, "qemu"))
     subprocess.run(["virsh", "-q", "-c", URI, "create", str(xml)], check=True, stdout=subprocess.DEVNULL)

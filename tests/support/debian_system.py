@@ -57,6 +57,8 @@ SUITE = "bookworm"
 #: What debootstrap adds to minbase: a bootable, reachable system, and the tools the installer borrows.
 PACKAGES = ("linux-image-amd64", "systemd-sysv", "grub-pc", "openssh-server", "ifupdown", "isc-dhcp-client",
             "fdisk", "e2fsprogs", "udev", "kmod")
+#: Written last into the cache folder: the suite and packages the system was made from.
+STAMP = "made-from.txt"
 #: Where the root file system tarball sits in the install tree (the installer fetches it from the mirror).
 ROOTFS_IN_TREE = "imgfac-test/debian-12-rootfs.tar"
 #: Programs the installer takes from the debootstrapped system, with their libraries.
@@ -151,9 +153,15 @@ def dpkg_versions(status: str) -> dict[str, str]:
 def root_filesystem() -> RootFileSystem:
     """The Debian 12 system, made once with debootstrap (about 2 minutes) and cached."""
     home = cache_home()
-    if not (home / "rootfs.tar").exists():
+    stamp = home / STAMP
+    if not stamp.exists() or stamp.read_text() != _stamp():
         _make_root_filesystem(home)
     return RootFileSystem(home / "root", home / "rootfs.tar")
+
+
+def _stamp() -> str:
+    """What the cached system was made from: a cache made otherwise is made again."""
+    return f"{SUITE} minbase {' '.join(PACKAGES)}\n"
 
 
 def _make_root_filesystem(home: Path) -> None:
@@ -177,8 +185,9 @@ def _make_root_filesystem(home: Path) -> None:
         key.unlink()
     (root / "etc/machine-id").write_text("")
     # Numeric owners: busybox tar in the installer has no user database to map names with.
-    subprocess.run(["tar", "--numeric-owner", "--one-file-system", "-C", str(root), "-cf", str(partial / "rootfs.tar"), "."],
-                   check=True)
+    subprocess.run(["tar", "--numeric-owner", "--one-file-system", "-C", str(root), "-cf",
+                    str(partial / "rootfs.tar"), "."], check=True)
+    (partial / STAMP).write_text(_stamp())
     shutil.rmtree(home, ignore_errors=True)
     os.replace(partial, home)
 
@@ -277,8 +286,8 @@ if [ @GRUB@ = 1 ]; then
     if [ -n "$serial" ]; then
         unit=${serial#ttyS}
         speed=$(echo "$serial" | sed -n 's/^ttyS[0-9]*,\([0-9]*\).*/\1/p')
-        printf 'GRUB_TERMINAL=serial\nGRUB_SERIAL_COMMAND="serial --unit=%s --speed=%s --word=8 --parity=no --stop=1"\n' \
-            "${unit%%,*}" "${speed:-9600}" >> /target/etc/default/grub
+        printf 'GRUB_TERMINAL=serial\nGRUB_SERIAL_COMMAND="serial --unit=%s --speed=%s %s"\n' \
+            "${unit%%,*}" "${speed:-9600}" "--word=8 --parity=no --stop=1" >> /target/etc/default/grub
     fi
     chroot /target grub-install --target=i386-pc /dev/vda || fail "grub-install failed"
     chroot /target update-grub || fail "update-grub failed"
