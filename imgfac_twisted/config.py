@@ -45,7 +45,9 @@ def _option_of(field_: dataclasses.Field[Any]) -> Option:
     kind = declared.pop("kind") or _KIND_OF_TYPE.get(str(field_.type))
     if kind is None:
         raise TypeError(f"Config.{field_.name}: give setting() a kind for the type {field_.type}")
-    default = field_.default_factory() if field_.default is dataclasses.MISSING else field_.default  # type: ignore[misc]
+    default: Any = field_.default
+    if field_.default_factory is not dataclasses.MISSING:
+        default = field_.default_factory()
     return Option(name=field_.name, kind=kind, default=default, optional=default is None, **declared)
 
 

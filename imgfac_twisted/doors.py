@@ -8,6 +8,8 @@ thread); cloud SDK calls will use a bounded pool.  Tests use
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Any, Callable, TypeVar
 
 from twisted.application.service import Service
@@ -26,7 +28,7 @@ T = TypeVar("T")
 class IDoor(Interface):
     """Runs blocking functions away from the reactor thread."""
 
-    def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred:
+    def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
         """Call ``fn(*args, **kwargs)`` elsewhere; fire with its result or failure."""
 
 
@@ -43,20 +45,53 @@ class ThreadDoor(Service):
         super().startService()
         self._pool.start()
 
-    def stopService(self) -> Deferred | None:
+    def stopService(self) -> Deferred[None] | None:
         super().stopService()
         # Joining waits for the running function to return, so a store write
         # in progress is finished, not cut, when the daemon stops.
         self._pool.stop()
         return None
 
-    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred:
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         """Call ``fn`` on one of the pool's threads."""
         return deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)
 
 
-#: Threads of the CPU door.  Two: one long validation does not hold up the next request's.
-CPU_THREADS = 2
+#: Threads of the CPU door.  One: RELAX NG validation is serialized anyway (``tdl_schema``),
+#: and a second busy thread would only compete with the reactor for the machine's cores.
+CPU_THREADS = 1
+#: How much nicer than the reactor the CPU door's threads run (Linux: per thread).
+CPU_NICENESS = 10
+
+
+class CpuDoor(ThreadDoor):
+    """A ThreadDoor whose threads run at a lower scheduling priority than the reactor's.
+
+    Validation releases the GIL, so the reactor and the door's thread run
+    truly in parallel; on a busy machine the kernel then decides who runs,
+    and a reactor that waits for a time slice is late.  The lower priority
+    makes the kernel prefer the reactor thread.
+    """
+
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        """Call ``fn`` on the door's thread, lowering that thread's priority first (once)."""
+        return super().run(_deprioritized, fn, *args, **kwargs)
+
+
+_lowered = threading.local()
+
+
+def _deprioritized(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)``, on a thread whose niceness was raised by CPU_NICENESS (on the first call)."""
+    if not getattr(_lowered, "done", False):
+        _lowered.done = True
+        try:
+            # Linux applies a thread's own id to that thread alone.
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0)
+                           + CPU_NICENESS)
+        except (AttributeError, OSError):
+            pass  # not Linux, or not allowed: the door still works, at the same priority
+    return fn(*args, **kwargs)
 
 
 def cpu_door(reactor: Any) -> ThreadDoor:
@@ -65,10 +100,10 @@ def cpu_door(reactor: Any) -> ThreadDoor:
     lxml parses and validates with the GIL released, so the reactor thread
     keeps running while a 1 MiB template is checked for a second or two.
     """
-    return ThreadDoor(reactor, "cpu", threads=CPU_THREADS)
+    return CpuDoor(reactor, "cpu", threads=CPU_THREADS)
 
 
-def shielded(inner: Deferred, late_failure: str | None = None) -> Deferred:
+def shielded(inner: Deferred[T], late_failure: str | None = None) -> Deferred[T]:
     """A Deferred with ``inner``'s result whose cancellation leaves ``inner`` running.
 
     Work that went through a door cannot be stopped half-way (a thread runs
@@ -77,7 +112,7 @@ def shielded(inner: Deferred, late_failure: str | None = None) -> Deferred:
     comes after the caller stopped waiting is logged with ``late_failure``
     as the message when one is given, else dropped.
     """
-    outer: Deferred = Deferred(lambda _: None)
+    outer: Deferred[T] = Deferred(lambda _: None)
 
     def forward(result: Any) -> None:
         if outer.called and isinstance(result, Failure) and late_failure is not None:

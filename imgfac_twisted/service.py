@@ -97,8 +97,9 @@ def make_service(config: Config, reactor: Any) -> IService:
     except Exception as error:
         raise ConfigError(f"the store in {config.state_dir} cannot be opened: {error}") from None
     bus = _event_bus(config, reactor)
-    doors = Doors(logs=ThreadDoor(reactor, "builder-logs", threads=1), disk=ThreadDoor(reactor, "disk", threads=2),
-                  cloud=ThreadDoor(reactor, "cloud", threads=config.cloud_threads), cpu=cpu_door(reactor))
+    pools = [ThreadDoor(reactor, "builder-logs", threads=1), ThreadDoor(reactor, "disk", threads=2),
+             ThreadDoor(reactor, "cloud", threads=config.cloud_threads), cpu_door(reactor)]
+    doors = Doors(logs=pools[0], disk=pools[1], cloud=pools[2], cpu=pools[3])
     # Opened lazily on its own thread: a daemon that installs no real OS needs no libvirtd.
     libvirt = LibvirtConnection(reactor, config.libvirt_uri)
     core = build_core(config, reactor, store, index, bus, doors, libvirt=libvirt,
@@ -116,7 +117,7 @@ def make_service(config: Config, reactor: Any) -> IService:
         deleter = Deleter(store, index, dispatcher, accounts, disk_door, config.state_dir, updater)
         conductor = _conductor_resource(config, reactor, dispatcher, store, index, deleter, accounts, auth_door,
                                         importer)
-    for pool in (door, doors.logs, doors.disk, doors.cloud, doors.cpu):
+    for pool in (door, *pools):
         pool.setServiceParent(root)
     _StoreCloser(store).setServiceParent(root)
     # Before the dispatcher, so it stops after the installs; the sweep's call

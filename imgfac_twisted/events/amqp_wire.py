@@ -162,7 +162,7 @@ class AmqpClient(AMQClient):
             frame = Frame(frame.channel, StartOk(payload))
         super().send_frame(frame)
 
-    def dispatch(self, queue: Any) -> Deferred:
+    def dispatch(self, queue: Any) -> Deferred[None]:
         return ensureDeferred(self._dispatch(queue))
 
     async def _dispatch(self, queue: Any) -> None:

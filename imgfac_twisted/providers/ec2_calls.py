@@ -16,7 +16,8 @@ import random
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any, TypeVar
 
 from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IReactorTime
@@ -181,7 +182,7 @@ RetryObserver = Callable[[Problem, int, float], Awaitable[None]]
 
 async def with_retries(clock: IReactorTime, policy: RetryPolicy, provider: str, action: str,
                        attempt: Callable[[], Awaitable[T]], *, secrets: tuple[str, ...] = (),
-                       also_transient: tuple[str, ...] = (), gone: tuple[str, ...] = (),
+                       also_transient: Collection[str] = (), gone: Collection[str] = (),
                        stopping: Callable[[], bool] = lambda: False,
                        on_retry: RetryObserver | None = None) -> T | None:
     """``attempt()`` until it succeeds, retrying transient errors as ``policy`` allows.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
@@ -25,6 +25,8 @@ from .ec2_blocks import Block, BlockReader, volume_size_gib
 from ..redaction import scrub
 from .ec2_calls import ClientFactory, Ec2Settings, Ec2Error, Ec2ServiceError, Problem, RetryPolicy, with_retries
 from .ec2_endpoints import Endpoint
+
+T = TypeVar("T")
 
 #: Targets whose image is a raw disk the EC2 provider can write into a snapshot.
 #: (``mock`` images are tiny raw files: handy in tests.)
@@ -166,10 +168,10 @@ class Ec2Push:
         """Put every non-zero block, up to ``puts_in_flight`` at once; return how many were put."""
         await self._blocking(reader.open)
         queue: deque[Block] = deque()
-        in_flight: dict[int, Deferred] = {}
+        in_flight: dict[int, Deferred[None]] = {}
         errors: list[BaseException] = []
         state = Wakeup()
-        reading: list[Deferred] = []
+        reading: list[Deferred[list[Block]]] = []
         #: Where the read in flight started: no block before it is still unread.
         read_from = [0]
         in_flight_limit = max(1, self._settings.puts_in_flight)
@@ -177,7 +179,7 @@ class Ec2Push:
         def read_done(result: Any) -> None:
             reading.clear()
             if isinstance(result, Failure):
-                errors.append(result.value)
+                errors.append(result.value or Exception("a read failed"))
             else:
                 queue.extend(result)
             state.poke()
@@ -186,7 +188,7 @@ class Ec2Push:
             in_flight.pop(index, None)
             if isinstance(result, Failure):
                 if not errors:
-                    errors.append(result.value)
+                    errors.append(result.value or Exception("a put failed"))
             else:
                 self.blocks_written += 1
             state.poke()
@@ -224,7 +226,7 @@ class Ec2Push:
         return self.blocks_written
 
     @staticmethod
-    def _block_progress(block_size: int, read_position: int, queue: deque[Block], in_flight: dict[int, Deferred],
+    def _block_progress(block_size: int, read_position: int, queue: deque[Block], in_flight: dict[int, Deferred[None]],
                         size: int) -> int:
         """0..90: how much of the image lies before the first block not yet written."""
         frontier = read_position
@@ -367,7 +369,7 @@ class Ec2Push:
         if isinstance(answer, dict) and answer.get("ImageId"):
             self.image_id = answer["ImageId"]
 
-    def _track(self, call: Deferred) -> Deferred:
+    def _track(self, call: Deferred[T]) -> Deferred[T]:
         return self._calls.add(call)
 
     async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:

@@ -19,7 +19,7 @@ from .spec import DOMAIN_PREFIX
 _log = Logger()
 
 
-def remove_leftover_domains(connection: LibvirtConnection, under: str | None = None) -> Deferred:
+def remove_leftover_domains(connection: LibvirtConnection, under: str | None = None) -> Deferred[list[str]]:
     """Destroy and undefine every domain named DOMAIN_PREFIX*; fire with their names.
 
     With ``under``, only the domains whose disk or console files lie in that
@@ -61,14 +61,14 @@ class LeftoverDomainsSweep(Service):
         self.setName("leftover-domains")
         self._connection = connection
         self._state_dir = state_dir
-        self._sweeping: Deferred | None = None
+        self._sweeping: Deferred[list[str]] | None = None
 
     def startService(self) -> None:
         super().startService()
         self._sweeping = remove_leftover_domains(self._connection, self._state_dir)
         self._sweeping.addCallbacks(self._swept, self._unreachable)
 
-    def stopService(self) -> Deferred | None:
+    def stopService(self) -> Deferred[None] | None:
         super().stopService()
         if self._sweeping is None or self._sweeping.called:
             return None

@@ -12,17 +12,19 @@ from .errors import not_found
 async def image(store: IStore, image_id: str) -> Image:
     """The image ``image_id``; ImageNotFound when there is none."""
     try:
-        return await store.get_image(image_id)
+        found: Image = await store.get_image(image_id)
     except UnknownObject:
         raise not_found("ImageNotFound", f"no image with id {image_id!r}") from None
+    return found
 
 
 async def build(store: IStore, build_id: str) -> Build:
     """The build ``build_id``; BuildNotFound when there is none."""
     try:
-        return await store.get_build(build_id)
+        found: Build = await store.get_build(build_id)
     except UnknownObject:
         raise not_found("BuildNotFound", f"no build with id {build_id!r}") from None
+    return found
 
 
 def target_builder(index: BuilderIndex, target_image_id: str) -> Builder:
