@@ -73,8 +73,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--address", default="127.0.0.1")
     parser.add_argument("--no-tls", action="store_true", help="serve plain HTTP")
-    parser.add_argument("--no-access-log", action="store_true",
-                        help="drop the Site's per-request access line, as the daemon does by default")
+    parser.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="drop the Site's per-request access line, as the daemon does by default",
+    )
     args = parser.parse_args(argv)
 
     site = Site(BareStatus())

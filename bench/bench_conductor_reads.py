@@ -27,25 +27,42 @@ from urllib.parse import urlsplit
 
 import bcrypt
 import requests
-
-from bench_status_polling import (CLIENT_KEY, CLIENT_SECRET, WrkResult, ensure_wrk, post_mock_builds, run_wrk,
-                                  start_daemon, write_lua)
+from bench_status_polling import (
+    CLIENT_KEY,
+    CLIENT_SECRET,
+    WrkResult,
+    ensure_wrk,
+    post_mock_builds,
+    run_wrk,
+    start_daemon,
+    write_lua,
+)
 from benchlib import BenchError, free_port, stop, tail
 
 USER, PASSWORD = "bench", "bench-password-not-for-production"
 BUILDS = 20
 
+
 def conductor_config(duration: float) -> dict:
     """The daemon's config: OAuth client, long mock builds, the Conductor API with one bcrypt user."""
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()
-    return {"clients": {CLIENT_KEY: CLIENT_SECRET}, "mock_duration": duration, "max_concurrent_builds": BUILDS,
-            "conductor": True, "conductor_users": {USER: hashed}}
+    return {
+        "clients": {CLIENT_KEY: CLIENT_SECRET},
+        "mock_duration": duration,
+        "max_concurrent_builds": BUILDS,
+        "conductor": True,
+        "conductor_users": {USER: hashed},
+    }
 
 
 def check_both(base: str, ca: str, target_image: dict, basic: str) -> None:
     """Both APIs answer 200 for the same object, in their own media type."""
-    xml = requests.get(f"{base}/conductor/api/target_images/{target_image['id']}", verify=ca, timeout=10,
-                       headers={"Authorization": basic, "Accept": "application/xml"})
+    xml = requests.get(
+        f"{base}/conductor/api/target_images/{target_image['id']}",
+        verify=ca,
+        timeout=10,
+        headers={"Authorization": basic, "Accept": "application/xml"},
+    )
     factory = requests.get(target_image["href"], verify=ca, timeout=10)
     if xml.status_code != 200 or b"<target_image" not in xml.content:
         raise BenchError(f"the Conductor read answered {xml.status_code}: {xml.text[:300]}")
@@ -63,18 +80,25 @@ def main() -> None:
         daemon = None
         try:
             twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-            daemon, base, ca, log = start_daemon(twistd, work, free_port(),
-                                                 conductor_config(4 * options.rounds * options.duration + 120))
+            daemon, base, ca, log = start_daemon(
+                twistd, work, free_port(), conductor_config(4 * options.rounds * options.duration + 120)
+            )
             target_images = post_mock_builds(base, ca, BUILDS)
             basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
             check_both(base, ca, target_images[0], basic)
-            conductor_lua = write_lua(os.path.join(work, "conductor.lua"),
-                                       [f"/conductor/api/target_images/{t['id']}" for t in target_images],
-                                       {"Authorization": basic, "Accept": "application/xml"})
-            factory_lua = write_lua(os.path.join(work, "factory.lua"),
-                                     [urlsplit(t["href"]).path for t in target_images], {})
-            print(f"bench: {BUILDS} mock builds; wrk 64 connections; {options.rounds} rounds of "
-                  f"{options.duration:g} s, alternating", flush=True)
+            conductor_lua = write_lua(
+                os.path.join(work, "conductor.lua"),
+                [f"/conductor/api/target_images/{t['id']}" for t in target_images],
+                {"Authorization": basic, "Accept": "application/xml"},
+            )
+            factory_lua = write_lua(
+                os.path.join(work, "factory.lua"), [urlsplit(t["href"]).path for t in target_images], {}
+            )
+            print(
+                f"bench: {BUILDS} mock builds; wrk 64 connections; {options.rounds} rounds of "
+                f"{options.duration:g} s, alternating",
+                flush=True,
+            )
             results: dict[str, list[WrkResult]] = {"conductor": [], "factory": []}
             run_wrk(wrk, base + "/", conductor_lua, 3)  # warm-up: the first bcrypt checks
             for _ in range(options.rounds):

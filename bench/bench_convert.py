@@ -43,14 +43,13 @@ from datetime import datetime
 from typing import Any
 
 import requests
-from requests_oauthlib import OAuth1
-
 from benchlib import free_port, percentile
+from requests_oauthlib import OAuth1
 
 CLIENT_KEY = "bench"
 CLIENT_SECRET = "bench-secret-not-for-production"
-GIB = 1024 ** 3
-MIB = 1024 ** 2
+GIB = 1024**3
+MIB = 1024**2
 #: Random data goes into the disk in pieces of this size, spread evenly.
 PIECE = 4 * MIB
 #: The poller's pause between requests: tight, but leaving the CPU to the work measured.
@@ -149,9 +148,11 @@ def write_plugin(folder: str) -> None:
 
 
 def template(name: str) -> str:
-    return (f"<template><name>{name}</name><os><name>BenchPayload</name><version>1</version><arch>x86_64</arch>"
-            "<install type='url'><url>http://example.invalid/</url></install></os>"
-            "<disk><size>1</size></disk></template>")
+    return (
+        f"<template><name>{name}</name><os><name>BenchPayload</name><version>1</version><arch>x86_64</arch>"
+        "<install type='url'><url>http://example.invalid/</url></install></os>"
+        "<disk><size>1</size></disk></template>"
+    )
 
 
 class DaemonProcess:
@@ -167,14 +168,35 @@ class DaemonProcess:
         with open(config, "w", encoding="utf-8") as stream:
             json.dump({"clients": {CLIENT_KEY: CLIENT_SECRET}, "max_concurrent_builds": 4}, stream)
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-        argv = [twistd, "-n", "imagefactory", "--rest", "--no_ssl", "--port", str(self.port),
-                "--address", "127.0.0.1", "--config", config, "--state_dir", self.state_dir]
+        argv = [
+            twistd,
+            "-n",
+            "imagefactory",
+            "--rest",
+            "--no_ssl",
+            "--port",
+            str(self.port),
+            "--address",
+            "127.0.0.1",
+            "--config",
+            config,
+            "--state_dir",
+            self.state_dir,
+        ]
         self.lateness_path = os.path.join(root, "lateness.txt")
-        env = dict(os.environ, PYTHONPATH=plugins, IMGFAC_BENCH_PAYLOAD=payload,
-                   IMGFAC_BENCH_LATENESS=self.lateness_path)
+        env = dict(
+            os.environ, PYTHONPATH=plugins, IMGFAC_BENCH_PAYLOAD=payload, IMGFAC_BENCH_LATENESS=self.lateness_path
+        )
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(argv, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                argv,
+                cwd=root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -217,7 +239,7 @@ class Poller:
     samples: list[tuple[float, float]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
-    def start(self) -> "Poller":
+    def start(self) -> Poller:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
@@ -262,9 +284,12 @@ def log_seconds(line: str) -> float:
 
 def build(daemon: DaemonProcess, name: str, targets: list[str]) -> list[dict[str, Any]]:
     """POST a build and wait for all its target images; their final details (BenchError unless COMPLETED)."""
-    answer = requests.post(daemon.base + "/imagefactory/images",
-                           data={"template": template(name), "targets": ",".join(targets)},
-                           auth=OAuth1(CLIENT_KEY, client_secret=CLIENT_SECRET), timeout=10)
+    answer = requests.post(
+        daemon.base + "/imagefactory/images",
+        data={"template": template(name), "targets": ",".join(targets)},
+        auth=OAuth1(CLIENT_KEY, client_secret=CLIENT_SECRET),
+        timeout=10,
+    )
     if answer.status_code != 202:
         raise BenchError(f"POST /imagefactory/images answered {answer.status_code}: {answer.text[:500]}")
     details = []
@@ -295,9 +320,13 @@ def through_daemon(daemon: DaemonProcess, name: str, target: str) -> DaemonRun:
     base_image = os.path.join(daemon.state_dir, "builds", detail["build_id"], "base.raw")
     # Log times are wall-clock; the poller's are monotonic: map them through "now".
     offset = time.monotonic() - time.time()
-    return DaemonRun(base_image=base_image, tool_seconds=tools, phase_seconds=log_seconds(done) - log_seconds(ready),
-                     window=(log_seconds(ready) + offset, log_seconds(done) + offset),
-                     log=[(log_seconds(line) + offset, line.split(" ", 1)[1]) for line in log])
+    return DaemonRun(
+        base_image=base_image,
+        tool_seconds=tools,
+        phase_seconds=log_seconds(done) - log_seconds(ready),
+        window=(log_seconds(ready) + offset, log_seconds(done) + offset),
+        log=[(log_seconds(line) + offset, line.split(" ", 1)[1]) for line in log],
+    )
 
 
 def by_hand(base_image: str, target: str, out_dir: str) -> float:
@@ -313,8 +342,10 @@ def by_hand(base_image: str, target: str, out_dir: str) -> float:
 
 
 def latency_line(label: str, values: list[float]) -> str:
-    return (f"{label:<34} {len(values):>6}  p50 {1000 * percentile(values, 0.5):7.1f} ms  "
-            f"p99 {1000 * percentile(values, 0.99):7.1f} ms  max {1000 * max(values, default=float('nan')):7.1f} ms")
+    return (
+        f"{label:<34} {len(values):>6}  p50 {1000 * percentile(values, 0.5):7.1f} ms  "
+        f"p99 {1000 * percentile(values, 0.99):7.1f} ms  max {1000 * max(values, default=float('nan')):7.1f} ms"
+    )
 
 
 # -- main ------------------------------------------------------------------------------
@@ -373,21 +404,29 @@ def measure(args: argparse.Namespace, daemon: DaemonProcess, poller: Poller, tar
             windows.single.append(daemon_run.window)
             if not hand_first:
                 hand[target].append(by_hand(daemon_run.base_image, target, root))
-            print(f"round {round_number + 1} {target:<14} daemon: tools {daemon_run.tool_seconds:6.2f} s, "
-                  f"phase {daemon_run.phase_seconds:6.2f} s; by hand {hand[target][-1]:6.2f} s", flush=True)
+            print(
+                f"round {round_number + 1} {target:<14} daemon: tools {daemon_run.tool_seconds:6.2f} s, "
+                f"phase {daemon_run.phase_seconds:6.2f} s; by hand {hand[target][-1]:6.2f} s",
+                flush=True,
+            )
     started = time.monotonic()
     build(daemon, "bench-parallel", targets)
     windows.parallel = (started, time.monotonic())
     time.sleep(1.5)  # the probe writes its ticks once a second
     report_throughput(args, targets, hand, runs)
-    print("daemon CPU per build (its own threads: reactor, store, SHA-256 of the image; tools excluded): "
-          + ", ".join(f"{target} {cpu[target] / args.rounds:.2f} s" for target in targets))
+    print(
+        "daemon CPU per build (its own threads: reactor, store, SHA-256 of the image; tools excluded): "
+        + ", ".join(f"{target} {cpu[target] / args.rounds:.2f} s" for target in targets)
+    )
     all_runs = [run for target_runs in runs.values() for run in target_runs]
     report_stalls("GET /imagefactory latency (one client, a request every 5 ms)", poller.samples, windows, all_runs)
-    report_stalls("reactor lateness (a 10 ms LoopingCall in the daemon)", read_lateness(daemon.lateness_path),
-                  windows, all_runs)
-    print(f"\nload average of the machine at the end: {open('/proc/loadavg').read().split()[0]} "
-          f"({os.cpu_count()} CPUs); other work on it shows as lateness too")
+    report_stalls(
+        "reactor lateness (a 10 ms LoopingCall in the daemon)", read_lateness(daemon.lateness_path), windows, all_runs
+    )
+    print(
+        f"\nload average of the machine at the end: {open('/proc/loadavg').read().split()[0]} "
+        f"({os.cpu_count()} CPUs); other work on it shows as lateness too"
+    )
 
 
 def read_lateness(path: str) -> list[tuple[float, float]]:
@@ -403,12 +442,15 @@ def within(samples: list[tuple[float, float]], *windows: tuple[float, float]) ->
     return [(when, value) for when, value in samples if any(start <= when <= end for start, end in windows)]
 
 
-def report_throughput(args: argparse.Namespace, targets: list[str], hand: dict[str, list[float]],
-                      runs: dict[str, list[DaemonRun]]) -> None:
+def report_throughput(
+    args: argparse.Namespace, targets: list[str], hand: dict[str, list[float]], runs: dict[str, list[DaemonRun]]
+) -> None:
     """The table of conversion times: by hand, in the daemon, their ratio."""
     print(f"\n{args.data_mib} MiB of data in a 1 GiB raw base image; medians of {args.rounds} rounds\n")
-    print(f"{'target':<14} {'by hand':>9} {'daemon qemu-img':>16} {'ratio hand/daemon':>18} "
-          f"{'daemon phase':>13} {'MB/s hand':>10} {'MB/s daemon':>12}")
+    print(
+        f"{'target':<14} {'by hand':>9} {'daemon qemu-img':>16} {'ratio hand/daemon':>18} "
+        f"{'daemon phase':>13} {'MB/s hand':>10} {'MB/s daemon':>12}"
+    )
     mb = args.data_mib * MIB / 1e6
     for target in targets:
         hand_s = statistics.median(hand[target])
@@ -416,18 +458,25 @@ def report_throughput(args: argparse.Namespace, targets: list[str], hand: dict[s
         phase_s = statistics.median(run.phase_seconds for run in runs[target])
         # The ratio of each round's pair (same machine state), then their median.
         ratio = statistics.median(h / run.tool_seconds for h, run in zip(hand[target], runs[target]))
-        print(f"{target:<14} {hand_s:8.2f}s {tool_s:15.2f}s {ratio:18.2f} {phase_s:12.2f}s "
-              f"{mb / hand_s:10.1f} {mb / tool_s:12.1f}")
-    print("\n'daemon qemu-img': the tools' run time in the daemon (ProcessProtocol, -p progress parsed);"
-          "\n'daemon phase': base image ready -> COMPLETED (conversion, qemu-img info checks, SHA-256, rename).")
+        print(
+            f"{target:<14} {hand_s:8.2f}s {tool_s:15.2f}s {ratio:18.2f} {phase_s:12.2f}s "
+            f"{mb / hand_s:10.1f} {mb / tool_s:12.1f}"
+        )
+    print(
+        "\n'daemon qemu-img': the tools' run time in the daemon (ProcessProtocol, -p progress parsed);"
+        "\n'daemon phase': base image ready -> COMPLETED (conversion, qemu-img info checks, SHA-256, rename)."
+    )
 
 
 def report_stalls(title: str, samples: list[tuple[float, float]], windows: Windows, runs: list[DaemonRun]) -> None:
     """p50, p99 and max of ``samples`` when idle, during single conversions and during the parallel one."""
     print(f"\n{title}:")
     single = within(samples, *windows.single)
-    for label, chosen in (("idle", within(samples, windows.idle)), ("one conversion at a time", single),
-                          ("all targets in parallel", within(samples, windows.parallel))):
+    for label, chosen in (
+        ("idle", within(samples, windows.idle)),
+        ("one conversion at a time", single),
+        ("all targets in parallel", within(samples, windows.parallel)),
+    ):
         print(latency_line(label, [value for _, value in chosen]))
     if single:
         when, value = max(single, key=lambda sample: sample[1])

@@ -31,13 +31,14 @@ from typing import Any
 
 import pika
 import requests
+from benchlib import BenchError, free_port, percentile, start, stop, wait_until_serving
 from requests_oauthlib import OAuth1
 
-from benchlib import BenchError, free_port, percentile, start, stop, wait_until_serving
-
 BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
-TEMPLATE = ("<template><name>bench</name><os><name>Fedora</name><version>14</version><arch>x86_64</arch>"
-            "<install type='url'><url>http://example.invalid/</url></install></os></template>")
+TEMPLATE = (
+    "<template><name>bench</name><os><name>Fedora</name><version>14</version><arch>x86_64</arch>"
+    "<install type='url'><url>http://example.invalid/</url></install></os></template>"
+)
 
 
 class Collector(threading.Thread):
@@ -82,11 +83,35 @@ def through_daemon(args: argparse.Namespace, work: str) -> tuple[int, float, lis
     collector.start()
     port = free_port()
     with open(f"{work}/imagefactory.conf", "w") as config:
-        json.dump({"clients": {"bench": "bench-secret"}, "mock_duration": args.mock_duration,
-                   "max_concurrent_builds": args.builds, "amqp_url": BROKER, "amqp_exchange": exchange}, config)
-    daemon = start([f"{sys.prefix}/bin/twistd", "-n", "--pidfile=", "imagefactory", "--rest",
-                    "--config", f"{work}/imagefactory.conf", "--state_dir", f"{work}/state",
-                    "--port", str(port), "--address", "127.0.0.1"], f"{work}/daemon.log", work)
+        json.dump(
+            {
+                "clients": {"bench": "bench-secret"},
+                "mock_duration": args.mock_duration,
+                "max_concurrent_builds": args.builds,
+                "amqp_url": BROKER,
+                "amqp_exchange": exchange,
+            },
+            config,
+        )
+    daemon = start(
+        [
+            f"{sys.prefix}/bin/twistd",
+            "-n",
+            "--pidfile=",
+            "imagefactory",
+            "--rest",
+            "--config",
+            f"{work}/imagefactory.conf",
+            "--state_dir",
+            f"{work}/state",
+            "--port",
+            str(port),
+            "--address",
+            "127.0.0.1",
+        ],
+        f"{work}/daemon.log",
+        work,
+    )
     try:
         base = f"https://127.0.0.1:{port}"
         ca = f"{work}/state/tls/imagefactory.pem"
@@ -96,11 +121,17 @@ def through_daemon(args: argparse.Namespace, work: str) -> tuple[int, float, lis
         ids = []
         with requests.Session() as session:
             for _ in range(args.builds):
-                answer = session.post(base + "/imagefactory/images", auth=auth, verify=ca, timeout=10,
-                                      data={"targets": "mock", "template": TEMPLATE})
+                answer = session.post(
+                    base + "/imagefactory/images",
+                    auth=auth,
+                    verify=ca,
+                    timeout=10,
+                    data={"targets": "mock", "template": TEMPLATE},
+                )
                 if answer.status_code != 202:
                     raise BenchError(f"POST answered {answer.status_code}: {answer.text[:300]}")
                 ids.append(answer.json()["build"]["target_images"][0]["id"])
+
         def all_completed() -> bool:
             done = {body["id"] for _, body in list(collector.received) if body["new_status"] == "COMPLETED"}
             return done >= set(ids)
@@ -144,8 +175,12 @@ def straight_to_broker(count: int) -> tuple[int, float, list[float]]:
     started = time.time()
     for number in range(count):
         body = json.dumps({"event_id": str(uuid.uuid4()), "sent": time.time(), "sequence": number})
-        channel.basic_publish(exchange, "target_image.build.building", body,
-                              pika.BasicProperties(content_type="application/json", delivery_mode=2))
+        channel.basic_publish(
+            exchange,
+            "target_image.build.building",
+            body,
+            pika.BasicProperties(content_type="application/json", delivery_mode=2),
+        )
     connection.close()
     collector.wait_for(count, timeout=60)
     collector.finish()
@@ -167,12 +202,18 @@ def main(argv: list[str]) -> int:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 1
     print(f"{'path':<44} {'events':>7} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-    for name, (count, rate, latencies) in (("daemon: state change -> consumer", daemon),
-                                           ("baseline: pika publish -> consumer", baseline)):
-        print(f"{name:<44} {count:>7} {rate:>9.0f} {statistics.median(latencies):>8.2f} "
-              f"{percentile(latencies, 0.99):>8.2f}")
-    print(f"\nevents/s ratio (daemon/baseline): {daemon[1] / baseline[1]:.3f} "
-          f"(the daemon's rate is bounded by how fast {args.builds} mock builds change)")
+    for name, (count, rate, latencies) in (
+        ("daemon: state change -> consumer", daemon),
+        ("baseline: pika publish -> consumer", baseline),
+    ):
+        print(
+            f"{name:<44} {count:>7} {rate:>9.0f} {statistics.median(latencies):>8.2f} "
+            f"{percentile(latencies, 0.99):>8.2f}"
+        )
+    print(
+        f"\nevents/s ratio (daemon/baseline): {daemon[1] / baseline[1]:.3f} "
+        f"(the daemon's rate is bounded by how fast {args.builds} mock builds change)"
+    )
     print(f"p50 latency ratio (daemon/baseline): {statistics.median(daemon[2]) / statistics.median(baseline[2]):.2f}")
     return 0
 

@@ -32,8 +32,9 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.protocol import ClientCreator
@@ -50,8 +51,15 @@ from imgfac_twisted.model import Builder, BuilderChange, Operation, Status, new_
 
 def make_events(count: int) -> list[Event]:
     """``count`` realistic events: a build's progress updates (about 550-byte bodies)."""
-    builder = Builder(id=new_id(), operation=Operation.BUILD, status=Status.BUILDING, completed=0,
-                      image_id=new_id(), build_id=new_id(), target="openstack-kvm")
+    builder = Builder(
+        id=new_id(),
+        operation=Operation.BUILD,
+        status=Status.BUILDING,
+        completed=0,
+        image_id=new_id(),
+        build_id=new_id(),
+        target="openstack-kvm",
+    )
     events = []
     for i in range(count):
         new = builder.moved(Status.BUILDING, i % 100, now=float(i))
@@ -92,14 +100,20 @@ class Receiver:
         return d.addTimeout(timeout, reactor)
 
 
-async def measure(reactor: Any, publish: Callable[[Event], Deferred | None], receiver: Receiver,
-                  events: list[Event], batch: int, single: int) -> Result:
+async def measure(
+    reactor: Any,
+    publish: Callable[[Event], Deferred | None],
+    receiver: Receiver,
+    events: list[Event],
+    batch: int,
+    single: int,
+) -> Result:
     """Publish ``events`` in batches, then ``single`` more one at a time; time everything."""
     sent: dict[str, float] = {}
     started = time.perf_counter()
     for i in range(0, len(events), batch):
         pending = []
-        for event in events[i:i + batch]:
+        for event in events[i : i + batch]:
             sent[event.event_id] = time.perf_counter()
             d = publish(event)
             if d is not None:
@@ -110,8 +124,9 @@ async def measure(reactor: Any, publish: Callable[[Event], Deferred | None], rec
             await deferLater(reactor, 0, lambda: None)  # let the reactor write and read
     await receiver.until(len(events), reactor)
     elapsed = time.perf_counter() - started
-    result = Result(rate=len(events) / elapsed,
-                    loaded=[receiver.arrived[e.event_id] - sent[e.event_id] for e in events])
+    result = Result(
+        rate=len(events) / elapsed, loaded=[receiver.arrived[e.event_id] - sent[e.event_id] for e in events]
+    )
     for event in make_events(single):
         target = len(receiver.arrived) + 1
         t0 = time.perf_counter()
@@ -144,8 +159,9 @@ async def raw_client(url: str) -> Any:
     from twisted.internet import reactor
 
     address = parse_amqp_url(url)
-    client = await ClientCreator(reactor, AMQClient, delegate=TwistedDelegate(), vhost=address.vhost,
-                                 spec=AmqpBus(reactor, url)._spec).connectTCP(address.host, address.port)
+    client = await ClientCreator(
+        reactor, AMQClient, delegate=TwistedDelegate(), vhost=address.vhost, spec=AmqpBus(reactor, url)._spec
+    ).connectTCP(address.host, address.port)
     await client.authenticate(address.username, address.password)
     channel = await client.channel(1)
     await channel.channel_open()
@@ -168,9 +184,14 @@ async def run_raw(reactor: Any, url: str, events: list[Event], batch: int, singl
     client, channel = await raw_client(url)
 
     def publish(event: Event) -> None:
-        channel.basic_publish(exchange=exchange, routing_key=event.routing_key, content=Content(
-            event.body_bytes(), properties={"content-type": "application/json", "delivery-mode": 2,
-                                            "message-id": event.event_id}))
+        channel.basic_publish(
+            exchange=exchange,
+            routing_key=event.routing_key,
+            content=Content(
+                event.body_bytes(),
+                properties={"content-type": "application/json", "delivery-mode": 2, "message-id": event.event_id},
+            ),
+        )
 
     try:
         return await measure(reactor, publish, receiver, events, batch, single)
@@ -206,19 +227,25 @@ async def main(reactor: Any, options: argparse.Namespace) -> None:
             results[name].append(result)
             print(f"round {round_}: {name:<36} {result.rate:>10.0f} events/s", file=sys.stderr, flush=True)
 
-    print(f"\n{options.count} events per run ({len(make_events(1)[0].body_bytes())}-byte bodies), "
-          f"{options.rounds} rounds, medians; broker {parse_amqp_url(options.amqp_url).host}:"
-          f"{parse_amqp_url(options.amqp_url).port}")
-    print(f"{'transport':<38} {'events/s':>10} {'loaded p50':>11} {'loaded p99':>11} "
-          f"{'single p50':>11} {'single p99':>11}")
+    print(
+        f"\n{options.count} events per run ({len(make_events(1)[0].body_bytes())}-byte bodies), "
+        f"{options.rounds} rounds, medians; broker {parse_amqp_url(options.amqp_url).host}:"
+        f"{parse_amqp_url(options.amqp_url).port}"
+    )
+    print(
+        f"{'transport':<38} {'events/s':>10} {'loaded p50':>11} {'loaded p99':>11} "
+        f"{'single p50':>11} {'single p99':>11}"
+    )
     medians = {}
     for name, runs in results.items():
         rate = statistics.median(r.rate for r in runs)
         medians[name] = rate
         loaded = [x for r in runs for x in r.loaded]
         single = [x for r in runs for x in r.single]
-        print(f"{name:<38} {rate:>10.0f} {ms(loaded, 0.5):>9.2f}ms {ms(loaded, 0.99):>9.2f}ms "
-              f"{ms(single, 0.5):>9.2f}ms {ms(single, 0.99):>9.2f}ms")
+        print(
+            f"{name:<38} {rate:>10.0f} {ms(loaded, 0.5):>9.2f}ms {ms(loaded, 0.99):>9.2f}ms "
+            f"{ms(single, 0.5):>9.2f}ms {ms(single, 0.99):>9.2f}ms"
+        )
     amqp, raw, local = (medians[name] for name in transports)
     print(f"\nratio AmqpBus / raw txamqp: {amqp / raw:.2f}   AmqpBus / InProcessBus: {amqp / local:.3f}")
 

@@ -56,20 +56,23 @@ from typing import Any
 
 import boto3
 import requests
+from benchlib import BenchError, free_port, start, stop, tail
 from botocore.config import Config
 from requests_oauthlib import OAuth1
-
-from benchlib import BenchError, free_port, start, stop, tail
 
 CLIENT_KEY = "bench"
 CLIENT_SECRET = "bench-secret-not-for-production"
 PROVIDER = "moto-bench"
-TEMPLATE = ("<template><name>benchpush</name><os><name>Mock</name><version>1</version><arch>x86_64</arch>"
-            "<install type='url'><url>http://example.invalid/</url></install></os>"
-            "<disk><size>1</size></disk><description>bench</description></template>")
-CREDENTIALS = ("<provider_credentials><ec2_credentials><account_number>123456789012</account_number>"
-               "<access_key>AKIABENCH</access_key><secret_access_key>bench-not-secret</secret_access_key>"
-               "</ec2_credentials></provider_credentials>")
+TEMPLATE = (
+    "<template><name>benchpush</name><os><name>Mock</name><version>1</version><arch>x86_64</arch>"
+    "<install type='url'><url>http://example.invalid/</url></install></os>"
+    "<disk><size>1</size></disk><description>bench</description></template>"
+)
+CREDENTIALS = (
+    "<provider_credentials><ec2_credentials><account_number>123456789012</account_number>"
+    "<access_key>AKIABENCH</access_key><secret_access_key>bench-not-secret</secret_access_key>"
+    "</ec2_credentials></provider_credentials>"
+)
 MIB = 1024 * 1024
 RUN_BYTES = 256 * 1024
 IN_FLIGHT = 8
@@ -154,25 +157,34 @@ def make_image(path: str, image_bytes: int, data_bytes: int, seed: int = 6) -> d
             stream.seek(offset)
             stream.write(data)
             for first in range(0, RUN_BYTES, 512):
-                blocks[(offset + first) // 512] = data[first:first + 512]
+                blocks[(offset + first) // 512] = data[first : first + 512]
     os.replace(partial, path)
     return blocks
 
 
 def clients(url: str) -> tuple[Any, Any]:
-    config = Config(region_name="us-east-1", connect_timeout=10, read_timeout=60,
-                    retries={"total_max_attempts": 1, "mode": "standard"}, max_pool_connections=IN_FLIGHT + 2)
-    session = boto3.session.Session(aws_access_key_id="AKIABENCH", aws_secret_access_key="bench-not-secret",
-                                    region_name="us-east-1")
-    return session.client("ec2", endpoint_url=url, config=config), session.client("ebs", endpoint_url=url,
-                                                                                   config=config)
+    config = Config(
+        region_name="us-east-1",
+        connect_timeout=10,
+        read_timeout=60,
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        max_pool_connections=IN_FLIGHT + 2,
+    )
+    session = boto3.session.Session(
+        aws_access_key_id="AKIABENCH", aws_secret_access_key="bench-not-secret", region_name="us-east-1"
+    )
+    return session.client("ec2", endpoint_url=url, config=config), session.client(
+        "ebs", endpoint_url=url, config=config
+    )
 
 
 def direct_push(url: str, blocks: dict[int, bytes], volume_gib: int) -> tuple[float, str]:
     """Put ``blocks`` into a new snapshot with boto3 from here, IN_FLIGHT at once; (seconds, snapshot id)."""
     _, ebs = clients(url)
-    prepared = [(index, data, base64.b64encode(hashlib.sha256(data).digest()).decode())
-                for index, data in sorted(blocks.items())]
+    prepared = [
+        (index, data, base64.b64encode(hashlib.sha256(data).digest()).decode())
+        for index, data in sorted(blocks.items())
+    ]
     begun = time.monotonic()
     snapshot = ebs.start_snapshot(VolumeSize=volume_gib, Description="bench direct")
     snapshot_id = snapshot["SnapshotId"]
@@ -181,8 +193,14 @@ def direct_push(url: str, blocks: dict[int, bytes], volume_gib: int) -> tuple[fl
 
     def put(item: tuple[int, bytes, str]) -> None:
         index, data, checksum = item
-        ebs.put_snapshot_block(SnapshotId=snapshot_id, BlockIndex=index, BlockData=data, DataLength=len(data),
-                               Checksum=checksum, ChecksumAlgorithm="SHA256")
+        ebs.put_snapshot_block(
+            SnapshotId=snapshot_id,
+            BlockIndex=index,
+            BlockData=data,
+            DataLength=len(data),
+            Checksum=checksum,
+            ChecksumAlgorithm="SHA256",
+        )
 
     with ThreadPoolExecutor(IN_FLIGHT) as pool:
         for _ in pool.map(put, prepared):
@@ -240,8 +258,24 @@ def run(args: argparse.Namespace, work: str) -> None:
     try:
         moto = start([moto_server, "-H", "127.0.0.1", "-p", str(moto_port)], moto_log, work)
         wait_port(moto_port, moto, moto_log)
-        daemon = start([twistd, "-n", "imagefactory", "--rest", "--config", "imagefactory.conf", "--state_dir",
-                        "state", "--port", str(daemon_port), "--address", "127.0.0.1"], daemon_log, work)
+        daemon = start(
+            [
+                twistd,
+                "-n",
+                "imagefactory",
+                "--rest",
+                "--config",
+                "imagefactory.conf",
+                "--state_dir",
+                "state",
+                "--port",
+                str(daemon_port),
+                "--address",
+                "127.0.0.1",
+            ],
+            daemon_log,
+            work,
+        )
         wait_port(daemon_port, daemon, daemon_log)
         pem = os.path.join(work, "state", "tls", "imagefactory.pem")
         api = Api(f"https://127.0.0.1:{daemon_port}", pem)
@@ -263,18 +297,24 @@ def run(args: argparse.Namespace, work: str) -> None:
         peak_reset = reset_peak(daemon.pid)
         took, document, log = daemon_push(api, target_image["href"], 300)
         peak_small = proc_status(daemon.pid, "VmHWM")
-        print(f"bench: the Mock-OS {target!r} image as built ({built['image_size'] / MIB:.0f} MiB): pushed in "
-              f"{took:.2f} s, block phase {block_phase(log)}, AMI {document['identifier_on_provider']}", flush=True)
+        print(
+            f"bench: the Mock-OS {target!r} image as built ({built['image_size'] / MIB:.0f} MiB): pushed in "
+            f"{took:.2f} s, block phase {block_phase(log)}, AMI {document['identifier_on_provider']}",
+            flush=True,
+        )
 
         db = sqlite3.connect(f"file:{os.path.join(work, 'state', 'imagefactory.sqlite')}?mode=ro", uri=True)
         try:
-            (artifact,), = db.execute("SELECT artifact_path FROM builders WHERE id = ?", (target_image["id"],))
+            ((artifact,),) = db.execute("SELECT artifact_path FROM builders WHERE id = ?", (target_image["id"],))
         finally:
             db.close()
         blocks = make_image(artifact, args.image_mib * MIB, args.data_mib * MIB)
         data_mb = len(blocks) * 512 / 1e6
-        print(f"bench: replaced {artifact} by a {args.image_mib} MiB image with {args.data_mib} MiB of data "
-              f"({len(blocks)} blocks of 512 bytes)", flush=True)
+        print(
+            f"bench: replaced {artifact} by a {args.image_mib} MiB image with {args.data_mib} MiB of data "
+            f"({len(blocks)} blocks of 512 bytes)",
+            flush=True,
+        )
 
         rss_before = proc_status(daemon.pid, "VmRSS")
         peaks: list[int] = []
@@ -290,8 +330,9 @@ def run(args: argparse.Namespace, work: str) -> None:
                 push_peak = proc_status(daemon.pid, "VmHWM")
                 peaks.append(push_peak)
                 snapshot_id = document.get("snapshot_id") or re.search(r"started snapshot (\S+)", log).group(1)
-                extra = (f"block phase {block_phase(log)}; RSS before {rss / MIB:.1f} MiB, "
-                         f"peak {push_peak / MIB:.1f} MiB")
+                extra = (
+                    f"block phase {block_phase(log)}; RSS before {rss / MIB:.1f} MiB, peak {push_peak / MIB:.1f} MiB"
+                )
             else:
                 took, snapshot_id = direct_push(moto_url, blocks, max(1, -(-args.image_mib // 1024)))
                 extra = ""
@@ -299,8 +340,11 @@ def run(args: argparse.Namespace, work: str) -> None:
             if found != len(blocks):
                 raise BenchError(f"snapshot {snapshot_id} holds {found} blocks, not {len(blocks)}")
             rows.append((which, took, extra))
-            print(f"bench: {which:6s} {took:7.2f} s  {data_mb / took:6.3f} MB/s  {len(blocks) / took:7.0f} puts/s  "
-                  f"{extra}", flush=True)
+            print(
+                f"bench: {which:6s} {took:7.2f} s  {data_mb / took:6.3f} MB/s  {len(blocks) / took:7.0f} puts/s  "
+                f"{extra}",
+                flush=True,
+            )
         peak = max(peaks)
 
         daemon_rates = [data_mb / took for which, took, _ in rows if which == "daemon"]
@@ -308,15 +352,20 @@ def run(args: argparse.Namespace, work: str) -> None:
         daemon_rate = statistics.median(daemon_rates)
         direct_rate = statistics.median(direct_rates)
         print()
-        print(f"image {args.image_mib} MiB, data {args.data_mib} MiB = {len(blocks)} blocks of 512 bytes "
-              f"(moto's block size), {IN_FLIGHT} puts in flight, moto server on loopback")
+        print(
+            f"image {args.image_mib} MiB, data {args.data_mib} MiB = {len(blocks)} blocks of 512 bytes "
+            f"(moto's block size), {IN_FLIGHT} puts in flight, moto server on loopback"
+        )
         print(f"daemon push (request to COMPLETED): {daemon_rate:.3f} MB/s (median of {len(daemon_rates)})")
         print(f"boto3 direct (same blocks):         {direct_rate:.3f} MB/s (median of {len(direct_rates)})")
         print(f"ratio daemon/direct: {daemon_rate / direct_rate:.2f}")
-        print(f"daemon memory: RSS {rss_idle / MIB:.1f} MiB after the build; peak (VmHWM) during the push of the "
-              f"{built['image_size'] / MIB:.0f} MiB Mock-OS image (few blocks) "
-              f"{peak_small / MIB:.1f} MiB; RSS {rss_before / MIB:.1f} MiB before the measured pushes, highest peak "
-              f"during one of them {peak / MIB:.1f} MiB" + ("" if peak_reset else " (VmHWM could not be reset: peaks since start)"))
+        print(
+            f"daemon memory: RSS {rss_idle / MIB:.1f} MiB after the build; peak (VmHWM) during the push of the "
+            f"{built['image_size'] / MIB:.0f} MiB Mock-OS image (few blocks) "
+            f"{peak_small / MIB:.1f} MiB; RSS {rss_before / MIB:.1f} MiB before the measured pushes, highest peak "
+            f"during one of them {peak / MIB:.1f} MiB"
+            + ("" if peak_reset else " (VmHWM could not be reset: peaks since start)")
+        )
     finally:
         stop(daemon)
         stop(moto)

@@ -42,27 +42,26 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import requests
+from benchlib import BenchError, free_port, start, stop, tail, wait_until_serving
 from requests_oauthlib import OAuth1
 
-from benchlib import BenchError, free_port, start, stop, tail, wait_until_serving
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from support import debian_system  # noqa: E402  (the tests' Debian system and stand-in installer)
-
-from imgfac_twisted.os import preseed  # noqa: E402
-from imgfac_twisted.os.initrd import copy_and_append  # noqa: E402
-from imgfac_twisted.targets.archives import ova_format  # noqa: E402
-from imgfac_twisted.targets.ovf import descriptor  # noqa: E402
-from imgfac_twisted.template import parse_template  # noqa: E402
-from imgfac_twisted.virt.boot import BOOT_VCPUS  # noqa: E402
-from imgfac_twisted.virt.domain import domain_xml  # noqa: E402
-from imgfac_twisted.virt.install import InstallSpec  # noqa: E402
+from imgfac_twisted.os import preseed
+from imgfac_twisted.os.initrd import copy_and_append
+from imgfac_twisted.targets.archives import ova_format
+from imgfac_twisted.targets.ovf import descriptor
+from imgfac_twisted.template import parse_template
+from imgfac_twisted.virt.boot import BOOT_VCPUS
+from imgfac_twisted.virt.domain import domain_xml
+from imgfac_twisted.virt.install import InstallSpec
+from support import debian_system
 
 CLIENT_KEY = "bench"
 CLIENT_SECRET = "bench-secret-not-for-production"
@@ -74,7 +73,7 @@ BUILD_TIMEOUT = 1800.0
 POLL = 1.0
 #: Phases, in order: the daemon's stage names.
 PHASES = ("downloading", "installing", "boot_test", "converting")
-MIB = 1024 ** 2
+MIB = 1024**2
 
 
 # -- through the daemon ------------------------------------------------------------------------------------------
@@ -88,12 +87,34 @@ class Daemon:
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = str(root / "daemon.log")
         config = root / "imagefactory.conf"
-        config.write_text(json.dumps({
-            "clients": {CLIENT_KEY: CLIENT_SECRET}, "libvirt_uri": URI, "libvirt_domain_type": "qemu",
-            "install_memory_mib": MEMORY_MIB, "max_concurrent_builds": len(TARGETS), "boot_test": True}))
+        config.write_text(
+            json.dumps(
+                {
+                    "clients": {CLIENT_KEY: CLIENT_SECRET},
+                    "libvirt_uri": URI,
+                    "libvirt_domain_type": "qemu",
+                    "install_memory_mib": MEMORY_MIB,
+                    "max_concurrent_builds": len(TARGETS),
+                    "boot_test": True,
+                }
+            )
+        )
         twistd = Path(sys.executable).parent / "twistd"
-        argv = [str(twistd), "-n", "imagefactory", "--rest", "--no_ssl", "--port", str(self.port),
-                "--address", "127.0.0.1", "--config", str(config), "--state_dir", str(root / "state")]
+        argv = [
+            str(twistd),
+            "-n",
+            "imagefactory",
+            "--rest",
+            "--no_ssl",
+            "--port",
+            str(self.port),
+            "--address",
+            "127.0.0.1",
+            "--config",
+            str(config),
+            "--state_dir",
+            str(root / "state"),
+        ]
         self.process = start(argv, self.log_path, cwd=str(root))
         wait_until_serving(self.base + "/imagefactory", self.process, self.log_path, ca=None)
 
@@ -116,21 +137,32 @@ class Run:
 def through_daemon(daemon: Daemon, tree_url: str) -> Run:
     """POST the template with every target; wait until all are COMPLETED; times from the builders' stages."""
     posted = time.time()
-    answer = requests.post(daemon.base + "/imagefactory/images", auth=OAuth1(CLIENT_KEY, CLIENT_SECRET),
-                           data={"targets": ",".join(TARGETS), "template": debian_system.template("bench", tree_url)},
-                           timeout=30)
+    answer = requests.post(
+        daemon.base + "/imagefactory/images",
+        auth=OAuth1(CLIENT_KEY, CLIENT_SECRET),
+        data={"targets": ",".join(TARGETS), "template": debian_system.template("bench", tree_url)},
+        timeout=30,
+    )
     if answer.status_code != 202:
         raise BenchError(f"POST answered {answer.status_code}: {answer.text[:500]}")
     hrefs = [image["href"].split(daemon.base, 1)[-1] for image in answer.json()["build"]["target_images"]]
     finals = [wait_completed(daemon, href) for href in hrefs]
     ended = max(_seconds(stage["ended_at"]) for detail in finals for stage in detail["stages"])
     stages = {stage["name"]: stage for stage in finals[0]["stages"]}
-    phases = {name: _seconds(stages[name]["ended_at"]) - _seconds(stages[name]["started_at"])
-              for name in PHASES[:-1] if name in stages}
+    phases = {
+        name: _seconds(stages[name]["ended_at"]) - _seconds(stages[name]["started_at"])
+        for name in PHASES[:-1]
+        if name in stages
+    }
     phases["converting"] = ended - max(_seconds(stages[name]["ended_at"]) for name in phases)
-    details = [f"  {detail['target']:>14}: " + ", ".join(
-        f"{stage['name']} {_seconds(stage['ended_at']) - _seconds(stage['started_at']):.1f} s"
-        for stage in detail["stages"]) for detail in finals]
+    details = [
+        f"  {detail['target']:>14}: "
+        + ", ".join(
+            f"{stage['name']} {_seconds(stage['ended_at']) - _seconds(stage['started_at']):.1f} s"
+            for stage in detail["stages"]
+        )
+        for detail in finals
+    ]
     return Run(ended - posted, phases, details)
 
 
@@ -165,25 +197,47 @@ def by_hand(tree_url: str, work: Path) -> Run:
         fetch(tree_url + debian_system.fake_installer.DEBIAN_INITRD, initrd)
     with timed(phases, "installing"):
         guest_url = tree_url.replace("127.0.0.1", "10.0.2.2")
-        copy_and_append(str(initrd), str(work / "initrd.img"), "preseed.cfg",
-                        preseed.preseed(template, guest_url).encode())
+        copy_and_append(
+            str(initrd), str(work / "initrd.img"), "preseed.cfg", preseed.preseed(template, guest_url).encode()
+        )
         disk = work / "base.raw"
         with disk.open("wb") as stream:
             stream.truncate(template.disk_size_bytes)
         cmdline = f"{preseed.kernel_arguments(template)} console=tty0 console=ttyS0"
         console = work / "console.log"
-        run_domain(InstallSpec(name="bench-hand-install", disk_path=str(disk), kernel_path=str(kernel),
-                               initrd_path=str(work / "initrd.img"), cmdline=cmdline, console_log=str(console),
-                               memory_mib=MEMORY_MIB), until_gone=True)
+        run_domain(
+            InstallSpec(
+                name="bench-hand-install",
+                disk_path=str(disk),
+                kernel_path=str(kernel),
+                initrd_path=str(work / "initrd.img"),
+                cmdline=cmdline,
+                console_log=str(console),
+                memory_mib=MEMORY_MIB,
+            ),
+            until_gone=True,
+        )
         if debian_system.DONE_MARKER not in console.read_text(errors="replace"):
             raise BenchError(f"the hand-run install did not finish:\n{debian_system.console_tail(console)}")
     with timed(phases, "boot_test"):
         overlay = work / "boot-test.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(disk), str(overlay)],
-                       check=True)
-        run_domain(InstallSpec(name="bench-hand-boot", disk_path=str(overlay), kernel_path=None, initrd_path=None,
-                               cmdline=None, console_log=str(work / "boot-console.log"), memory_mib=MEMORY_MIB,
-                               vcpus=BOOT_VCPUS, disk_format="qcow2"), until_gone=False)
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(disk), str(overlay)], check=True
+        )
+        run_domain(
+            InstallSpec(
+                name="bench-hand-boot",
+                disk_path=str(overlay),
+                kernel_path=None,
+                initrd_path=None,
+                cmdline=None,
+                console_log=str(work / "boot-console.log"),
+                memory_mib=MEMORY_MIB,
+                vcpus=BOOT_VCPUS,
+                disk_format="qcow2",
+            ),
+            until_gone=False,
+        )
         overlay.unlink()
     with timed(phases, "converting"):
         in_parallel([lambda target=target: convert(target, disk, work / target) for target in TARGETS])
@@ -280,18 +334,44 @@ def convert(target: str, base: Path, folder: Path) -> None:
     elif target == "gce":
         image = folder / "bench-gce.tar.gz"
         os.link(base, folder / "disk.raw")
-        run("tar", "--format=oldgnu", "--create", f"--file={image}", "--owner=0", "--group=0", "--numeric-owner",
-            "--sparse", "--gzip", "--directory", str(folder), "--", "disk.raw")
+        run(
+            "tar",
+            "--format=oldgnu",
+            "--create",
+            f"--file={image}",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "--sparse",
+            "--gzip",
+            "--directory",
+            str(folder),
+            "--",
+            "disk.raw",
+        )
         run("tar", "--list", "--verbose", "--numeric-owner", "--gzip", f"--file={image}")
     else:
         image = folder / "bench-ova.ova"
         disk = folder / "bench-disk1.vmdk"
         run(*convert_argv, "-O", "vmdk", "-o", "subformat=streamOptimized", str(base), str(disk))
         run("qemu-img", "info", "--output=json", "-f", "vmdk", str(disk))
-        (folder / "bench.ovf").write_bytes(descriptor("bench", "Debian 12 x86_64", disk.name, disk.stat().st_size,
-                                                      size))
-        run("tar", f"--format={ova_format(disk.stat().st_size)}", "--create", f"--file={image}", "--owner=0",
-            "--group=0", "--numeric-owner", "--directory", str(folder), "--", "bench.ovf", disk.name)
+        (folder / "bench.ovf").write_bytes(
+            descriptor("bench", "Debian 12 x86_64", disk.name, disk.stat().st_size, size)
+        )
+        run(
+            "tar",
+            f"--format={ova_format(disk.stat().st_size)}",
+            "--create",
+            f"--file={image}",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "--directory",
+            str(folder),
+            "--",
+            "bench.ovf",
+            disk.name,
+        )
         run("tar", "--list", "--verbose", "--numeric-owner", f"--file={image}")
     run("sha256sum", str(image))
 
@@ -300,7 +380,7 @@ def convert(target: str, base: Path, folder: Path) -> None:
 
 
 def report(daemon_runs: list[Run], hand_runs: list[Run]) -> None:
-    for index, (through, hand) in enumerate(zip(daemon_runs, hand_runs), 1):
+    for index, through in enumerate(daemon_runs, 1):
         print(f"\nround {index}: the daemon's stages, per target image:")
         print("\n".join(through.details))
     print(f"\n{'phase':>12} {'daemon s':>9} {'hand s':>9} {'ratio':>6}")
@@ -331,8 +411,10 @@ def main() -> int:
             daemon = Daemon(root)
             daemon_runs, hand_runs = [], []
             for index in range(args.rounds):
-                ways = [("daemon", lambda: daemon_runs.append(through_daemon(daemon, served.url))),
-                        ("hand", lambda: hand_runs.append(by_hand(served.url, root / f"hand-{index}")))]
+                ways = [
+                    ("daemon", lambda: daemon_runs.append(through_daemon(daemon, served.url))),
+                    ("hand", lambda index=index: hand_runs.append(by_hand(served.url, root / f"hand-{index}"))),
+                ]
                 for name, way in ways if index % 2 == 0 else reversed(ways):
                     print(f"round {index + 1}: {name} ...", flush=True)
                     way()

@@ -38,9 +38,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from requests_oauthlib import OAuth1
-
 from benchlib import BenchError, free_port, start, stop, tail, wait_until_serving
+from requests_oauthlib import OAuth1
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BARE_SERVER = os.path.join(HERE, "bare_status_server.py")
@@ -50,8 +49,10 @@ CLIENT_SECRET = "bench-secret-not-for-production"
 BUILDS = 20
 CONNECTIONS = 64
 THREADS = 2
-TEMPLATE = ("<template><name>bench</name><os><name>Fedora</name><version>14</version><arch>x86_64</arch>"
-            "<install type='url'><url>http://example.invalid/</url></install></os></template>")
+TEMPLATE = (
+    "<template><name>bench</name><os><name>Fedora</name><version>14</version><arch>x86_64</arch>"
+    "<install type='url'><url>http://example.invalid/</url></install></os></template>"
+)
 TARGET_RATIO = 0.8
 
 
@@ -109,8 +110,24 @@ def start_daemon(twistd: str, work: str, port: int, config: dict[str, Any]) -> t
         json.dump(config, stream)
     os.chmod(config_path, 0o600)
     log = os.path.join(work, "daemon.log")
-    process = start([twistd, "-n", "imagefactory", "--rest", "--config", "imagefactory.conf",
-                     "--state_dir", "state", "--port", str(port), "--address", "127.0.0.1"], log, cwd=work)
+    process = start(
+        [
+            twistd,
+            "-n",
+            "imagefactory",
+            "--rest",
+            "--config",
+            "imagefactory.conf",
+            "--state_dir",
+            "state",
+            "--port",
+            str(port),
+            "--address",
+            "127.0.0.1",
+        ],
+        log,
+        cwd=work,
+    )
     pem = os.path.join(work, "state", "tls", "imagefactory.pem")
     deadline = time.monotonic() + 60
     while not os.path.exists(pem):
@@ -130,8 +147,13 @@ def post_mock_builds(base: str, ca: str, count: int = BUILDS) -> list[dict[str, 
     target_images: list[dict[str, Any]] = []
     with requests.Session() as session:
         for _ in range(count):
-            answer = session.post(base + "/imagefactory/images", data={"template": TEMPLATE, "targets": "mock"},
-                                  auth=auth, verify=ca, timeout=10)
+            answer = session.post(
+                base + "/imagefactory/images",
+                data={"template": TEMPLATE, "targets": "mock"},
+                auth=auth,
+                verify=ca,
+                timeout=10,
+            )
             if answer.status_code != 202:
                 raise BenchError(f"POST /imagefactory/images answered {answer.status_code}: {answer.text[:500]}")
             target_images += answer.json()["build"]["target_images"]
@@ -162,8 +184,10 @@ def check_statuses(base: str, paths: list[str], ca: str, expected: str, within: 
             if not wrong:
                 return document
             if time.monotonic() >= deadline:
-                raise BenchError(f"{len(wrong)} of {len(paths)} target images are not {expected}: "
-                                 + ", ".join(sorted(set(map(str, wrong.values())))))
+                raise BenchError(
+                    f"{len(wrong)} of {len(paths)} target images are not {expected}: "
+                    + ", ".join(sorted(set(map(str, wrong.values()))))
+                )
             time.sleep(0.5)
 
 
@@ -213,9 +237,15 @@ end
 def write_lua(path: str, paths: list[str], headers: dict[str, str] | None = None) -> str:
     """A wrk script at ``path`` that GETs ``paths`` in rotation, with ``headers`` on every request."""
     with open(path, "w", encoding="utf-8") as stream:
-        stream.write(LUA % (", ".join(json.dumps(p) for p in paths),
-                            ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in (headers or {}).items())))
+        stream.write(
+            LUA
+            % (
+                ", ".join(json.dumps(p) for p in paths),
+                ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in (headers or {}).items()),
+            )
+        )
     return path
+
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
@@ -291,12 +321,18 @@ def run_wrk(wrk: str, url: str, lua: str, duration: float, server_pid: int | Non
 #: Where own (leaf) time goes: the first group whose pattern matches a
 #: sample's innermost frame gets it.
 OWN_TIME_GROUPS = (
-    ("logging (access line, twisted.logger)",
-     r"twisted/logger/|^msg \(twisted/python/log\.py\)|^_escape \(twisted/web/http\.py\)|LogFormatter|\.log \("),
-    ("TLS (pyOpenSSL, twisted.protocols.tls)",
-     r"OpenSSL/|twisted/protocols/tls\.py|twisted/internet/_newtls\.py|twisted/protocols/policies\.py|cryptography/"),
-    ("HTTP (twisted.web.http, LineReceiver)",
-     r"twisted/web/http\.py|twisted/web/http_headers\.py|twisted/protocols/basic\.py"),
+    (
+        "logging (access line, twisted.logger)",
+        r"twisted/logger/|^msg \(twisted/python/log\.py\)|^_escape \(twisted/web/http\.py\)|LogFormatter|\.log \(",
+    ),
+    (
+        "TLS (pyOpenSSL, twisted.protocols.tls)",
+        r"OpenSSL/|twisted/protocols/tls\.py|twisted/internet/_newtls\.py|twisted/protocols/policies\.py|cryptography/",
+    ),
+    (
+        "HTTP (twisted.web.http, LineReceiver)",
+        r"twisted/web/http\.py|twisted/web/http_headers\.py|twisted/protocols/basic\.py",
+    ),
     ("twisted.web.server / resource", r"twisted/web/server\.py|twisted/web/resource\.py"),
     ("the daemon's code (imgfac_twisted)", r"imgfac_twisted/"),
     ("klein / werkzeug", r"klein/|werkzeug/"),
@@ -353,12 +389,17 @@ def summarize_profile(raw_path: str, top: int = 15) -> str:
                     inclusive[name] += count
     if not total:
         return "  (no samples)"
-    lines = [f"  {total} samples of the main (reactor) thread, idle excluded; "
-             f"{other_threads} samples of other threads left out", "  own time by group:"]
+    lines = [
+        f"  {total} samples of the main (reactor) thread, idle excluded; "
+        f"{other_threads} samples of other threads left out",
+        "  own time by group:",
+    ]
     lines += [f"    {100 * count / total:5.1f}%  {name}" for name, count in groups.items()]
     lines.append("  own time by function:")
-    lines += [f"    {100 * count / total:5.1f}%  {frame}"
-              for frame, count in sorted(own.items(), key=lambda item: -item[1])[:top]]
+    lines += [
+        f"    {100 * count / total:5.1f}%  {frame}"
+        for frame, count in sorted(own.items(), key=lambda item: -item[1])[:top]
+    ]
     lines.append("  inclusive time of:")
     lines += [f"    {100 * count / total:5.1f}%  {name}" for name, count in inclusive.items()]
     return "\n".join(lines)
@@ -372,9 +413,25 @@ def profiled_run(wrk: str, url: str, lua: str, duration: float, pid: int, raw_pa
     # Blocking sampling (py-spy pauses the process for each sample): it slows
     # the process a little, but --nonblocking lost half the samples here and
     # under-counted the request handling by half.
-    spy = subprocess.Popen([py_spy, "record", "--pid", str(pid), "--duration", str(max(1, int(duration))),
-                            "--rate", "250", "--format", "raw", "--output", raw_path],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    spy = subprocess.Popen(
+        [
+            py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(max(1, int(duration))),
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--output",
+            raw_path,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         time.sleep(0.5)  # let py-spy attach before the load starts
         result = run_wrk(wrk, url, lua, duration)
@@ -391,16 +448,20 @@ def profiled_run(wrk: str, url: str, lua: str, duration: float, pid: int, raw_pa
 
 def print_table(rows: list[tuple[str, WrkResult | None, WrkResult | None, float]]) -> None:
     """Per round and median: req/s of both, their ratio, p50 and p99 of both."""
-    header = (f"{'round':>6}  {'daemon req/s':>12}  {'bare req/s':>10}  {'ratio':>5}  "
-              f"{'daemon p50':>10}  {'daemon p99':>10}  {'bare p50':>8}  {'bare p99':>8}  "
-              f"{'daemon CPU/req':>14}  {'bare CPU/req':>12}")
+    header = (
+        f"{'round':>6}  {'daemon req/s':>12}  {'bare req/s':>10}  {'ratio':>5}  "
+        f"{'daemon p50':>10}  {'daemon p99':>10}  {'bare p50':>8}  {'bare p99':>8}  "
+        f"{'daemon CPU/req':>14}  {'bare CPU/req':>12}"
+    )
     print(header)
     print("-" * len(header))
     for label, daemon, bare, ratio in rows:
         assert daemon is not None and bare is not None
-        print(f"{label:>6}  {daemon.requests_per_second:>12.1f}  {bare.requests_per_second:>10.1f}  {ratio:>5.2f}  "
-              f"{daemon.p50_ms:>8.2f}ms  {daemon.p99_ms:>8.2f}ms  {bare.p50_ms:>6.2f}ms  {bare.p99_ms:>6.2f}ms  "
-              f"{_us(daemon.cpu_us_per_request):>14}  {_us(bare.cpu_us_per_request):>12}")
+        print(
+            f"{label:>6}  {daemon.requests_per_second:>12.1f}  {bare.requests_per_second:>10.1f}  {ratio:>5.2f}  "
+            f"{daemon.p50_ms:>8.2f}ms  {daemon.p99_ms:>8.2f}ms  {bare.p50_ms:>6.2f}ms  {bare.p99_ms:>6.2f}ms  "
+            f"{_us(daemon.cpu_us_per_request):>14}  {_us(bare.cpu_us_per_request):>12}"
+        )
 
 
 def _us(value: float | None) -> str:
@@ -417,8 +478,11 @@ def median_result(results: list[WrkResult]) -> WrkResult:
         non_2xx=0,
         socket_errors={},
         output="",
-        cpu_us_per_request=(statistics.median(r.cpu_us_per_request for r in results)  # type: ignore[type-var]
-                            if all(r.cpu_us_per_request is not None for r in results) else None),
+        cpu_us_per_request=(
+            statistics.median(r.cpu_us_per_request for r in results)  # type: ignore[type-var]
+            if all(r.cpu_us_per_request is not None for r in results)
+            else None
+        ),
     )
 
 
@@ -446,15 +510,21 @@ def run(args: argparse.Namespace, work: str) -> None:
     profiles: list[tuple[str, str, WrkResult]] = []
     try:
         daemon, daemon_base, ca, daemon_log = start_daemon(
-            twistd, work, daemon_port,
-            {"clients": {CLIENT_KEY: CLIENT_SECRET}, "mock_duration": mock_duration, "max_concurrent_builds": BUILDS})
+            twistd,
+            work,
+            daemon_port,
+            {"clients": {CLIENT_KEY: CLIENT_SECRET}, "mock_duration": mock_duration, "max_concurrent_builds": BUILDS},
+        )
         pem = os.path.join(work, "state", "tls", "imagefactory.pem")
         print(f"bench: daemon (pid {daemon.pid}) serving {daemon_base}, log {daemon_log}", flush=True)
 
         paths = start_builds(daemon_base, ca)
         daemon_doc = check_statuses(daemon_base, paths, ca, "BUILDING", within=30)
-        print(f"bench: {len(paths)} mock builds BUILDING (mock_duration {mock_duration:g}s, "
-              f"max_concurrent_builds {BUILDS})", flush=True)
+        print(
+            f"bench: {len(paths)} mock builds BUILDING (mock_duration {mock_duration:g}s, "
+            f"max_concurrent_builds {BUILDS})",
+            flush=True,
+        )
 
         bare_argv = [sys.executable, BARE_SERVER, "--pem", pem, "--port", str(bare_port), "--address", "127.0.0.1"]
         if args.bare_no_access_log:
@@ -467,8 +537,11 @@ def run(args: argparse.Namespace, work: str) -> None:
             raise BenchError(f"the bare server's document {bare_doc} is not shaped as the daemon's {daemon_doc}")
         daemon_bytes = requests.get(daemon_base + paths[0], verify=ca, timeout=10)
         bare_bytes = requests.get(bare_base + paths[0], verify=ca, timeout=10)
-        print(f"bench: bare server (pid {bare.pid}) serving {bare_base}; response bodies {len(daemon_bytes.content)} "
-              f"bytes (daemon) and {len(bare_bytes.content)} bytes (bare)", flush=True)
+        print(
+            f"bench: bare server (pid {bare.pid}) serving {bare_base}; response bodies {len(daemon_bytes.content)} "
+            f"bytes (daemon) and {len(bare_bytes.content)} bytes (bare)",
+            flush=True,
+        )
 
         lua = write_lua(os.path.join(work, "status_paths.lua"), paths)
         # The URL gives wrk its host and port; the script supplies the paths.
@@ -480,9 +553,12 @@ def run(args: argparse.Namespace, work: str) -> None:
                 if process.poll() is not None:
                     raise BenchError(f"the {name} exited with {process.returncode}; last lines of {log}:\n{tail(log)}")
 
-        print(f"bench: wrk -t{THREADS} -c{CONNECTIONS} --latency, {len(paths)} status paths in rotation; "
-              f"{args.warmup:g}s warm-up each, then {args.rounds} rounds of {args.duration:g}s, "
-              "alternating daemon and bare (ABBA order)", flush=True)
+        print(
+            f"bench: wrk -t{THREADS} -c{CONNECTIONS} --latency, {len(paths)} status paths in rotation; "
+            f"{args.warmup:g}s warm-up each, then {args.rounds} rounds of {args.duration:g}s, "
+            "alternating daemon and bare (ABBA order)",
+            flush=True,
+        )
         if args.warmup > 0:
             run_wrk(wrk, daemon_url, lua, args.warmup)
             run_wrk(wrk, bare_url, lua, args.warmup)
@@ -499,11 +575,13 @@ def run(args: argparse.Namespace, work: str) -> None:
                 result = run_wrk(wrk, url, lua, args.duration, pid)
                 alive()
                 (daemon_results if name == "daemon" else bare_results).append(result)
-                print(f"bench: round {round_number} {name:6}: {result.requests_per_second:9.1f} req/s, "
-                      f"p50 {result.p50_ms:.2f}ms, p99 {result.p99_ms:.2f}ms ({result.requests} requests"
-                      + (f", {result.cpu_us_per_request:.0f}us CPU/request" if result.cpu_us_per_request else "")
-                      + ")",
-                      flush=True)
+                print(
+                    f"bench: round {round_number} {name:6}: {result.requests_per_second:9.1f} req/s, "
+                    f"p50 {result.p50_ms:.2f}ms, p99 {result.p99_ms:.2f}ms ({result.requests} requests"
+                    + (f", {result.cpu_us_per_request:.0f}us CPU/request" if result.cpu_us_per_request else "")
+                    + ")",
+                    flush=True,
+                )
                 if args.verbose:
                     print(result.output, flush=True)
         log_lines = count_lines(daemon_log) - log_lines_before
@@ -519,34 +597,48 @@ def run(args: argparse.Namespace, work: str) -> None:
 
         # The measurement happened "while 20 mock builds run" only if they still do.
         check_statuses(daemon_base, paths, ca, "BUILDING", within=0)
-        print(f"bench: all {len(paths)} builds still BUILDING after the runs; the daemon logged {log_lines} line(s) "
-              f"during the measured runs ({sum(r.requests for r in daemon_results)} requests)", flush=True)
+        print(
+            f"bench: all {len(paths)} builds still BUILDING after the runs; the daemon logged {log_lines} line(s) "
+            f"during the measured runs ({sum(r.requests for r in daemon_results)} requests)",
+            flush=True,
+        )
     finally:
         stop(bare)
         stop(daemon)
 
     ratios = [d.requests_per_second / b.requests_per_second for d, b in zip(daemon_results, bare_results)]
     rows: list[tuple[str, WrkResult | None, WrkResult | None, float]] = [
-        (str(n), d, b, r) for n, (d, b, r) in enumerate(zip(daemon_results, bare_results, ratios), start=1)]
+        (str(n), d, b, r) for n, (d, b, r) in enumerate(zip(daemon_results, bare_results, ratios), start=1)
+    ]
     ratio = statistics.median(ratios)
     rows.append(("median", median_result(daemon_results), median_result(bare_results), ratio))
     print()
-    print(f"GET .../target_images/<id>/status, {CONNECTIONS} connections ({THREADS} wrk threads), "
-          f"{BUILDS} mock builds BUILDING, HTTPS, {args.rounds} x {args.duration:g}s per server; bare server "
-          + ("without" if args.bare_no_access_log else "with") + " twisted.web's default access line")
+    print(
+        f"GET .../target_images/<id>/status, {CONNECTIONS} connections ({THREADS} wrk threads), "
+        f"{BUILDS} mock builds BUILDING, HTTPS, {args.rounds} x {args.duration:g}s per server; bare server "
+        + ("without" if args.bare_no_access_log else "with")
+        + " twisted.web's default access line"
+    )
     print_table(rows)
     print()
     for name, raw, result in profiles:
         print()
-        print(f"profile of the {name} under load ({result.requests_per_second:.1f} req/s while sampled; "
-              f"collapsed stacks in {raw}):")
+        print(
+            f"profile of the {name} under load ({result.requests_per_second:.1f} req/s while sampled; "
+            f"collapsed stacks in {raw}):"
+        )
         print(summarize_profile(raw))
-    cpu_ratios = [b.cpu_us_per_request / d.cpu_us_per_request for d, b in zip(daemon_results, bare_results)
-                  if d.cpu_us_per_request and b.cpu_us_per_request]
+    cpu_ratios = [
+        b.cpu_us_per_request / d.cpu_us_per_request
+        for d, b in zip(daemon_results, bare_results)
+        if d.cpu_us_per_request and b.cpu_us_per_request
+    ]
     print()
     if len(cpu_ratios) == len(ratios):
-        print(f"CPU-time ratio (bare/daemon CPU per request, median of rounds): {statistics.median(cpu_ratios):.2f} "
-              "(read like the throughput ratio: above 1, the daemon spends less CPU on a request)")
+        print(
+            f"CPU-time ratio (bare/daemon CPU per request, median of rounds): {statistics.median(cpu_ratios):.2f} "
+            "(read like the throughput ratio: above 1, the daemon spends less CPU on a request)"
+        )
     print(f"ratio (daemon/bare throughput, median of rounds): {ratio:.2f} (target >= {TARGET_RATIO})")
 
 
@@ -556,10 +648,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each measured wrk run [10]")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each one run per server [3]")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of an unmeasured run per server [2]")
-    parser.add_argument("--bare-no-access-log", action="store_true",
-                        help="run the bare server without twisted.web's access line (the daemon has none)")
-    parser.add_argument("--profile", metavar="DIR",
-                        help="after the rounds, one more run per server under py-spy; collapsed stacks to DIR")
+    parser.add_argument(
+        "--bare-no-access-log",
+        action="store_true",
+        help="run the bare server without twisted.web's access line (the daemon has none)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="after the rounds, one more run per server under py-spy; collapsed stacks to DIR",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, config, state)")
     parser.add_argument("--verbose", action="store_true", help="print wrk's full report of every run")
     args = parser.parse_args(argv)

@@ -18,7 +18,6 @@ class BenchError(Exception):
 # -- processes --------------------------------------------------------------
 
 
-
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -29,8 +28,15 @@ def free_port() -> int:
 def start(argv: list[str], log_path: str, cwd: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start ``argv`` in a process group of its own, stdout and stderr to ``log_path``."""
     with open(log_path, "wb") as log:
-        return subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env)
+        return subprocess.Popen(
+            argv,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
 
 
 def stop(process: subprocess.Popen | None, grace: float = 15.0) -> None:
@@ -60,15 +66,18 @@ def tail(path: str, lines: int = 30) -> str:
         return f"({path} cannot be read: {error.strerror})"
 
 
-def wait_until_serving(url: str, process: subprocess.Popen, log_path: str, ca: str | None,
-                       timeout: float = 60.0) -> None:
+def wait_until_serving(
+    url: str, process: subprocess.Popen, log_path: str, ca: str | None, timeout: float = 60.0
+) -> None:
     """Poll ``url`` until it answers 200; BenchError if the process exits or time runs out."""
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise BenchError(f"{process.args[0]} exited with {process.returncode} before serving; "
-                             f"last lines of {log_path}:\n{tail(log_path)}")
+            raise BenchError(
+                f"{process.args[0]} exited with {process.returncode} before serving; "
+                f"last lines of {log_path}:\n{tail(log_path)}"
+            )
         try:
             answer = requests.get(url, verify=ca if ca else True, timeout=2)
             if answer.status_code == 200:

@@ -22,23 +22,71 @@ import os
 import re
 import sys
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 from urllib.parse import quote
 
 from rich.console import Console
 
 from . import __version__
-from .client.display import (Watched, builder_table, builders_table, make_console, plain, print_json,
-                             report_final, target_or_provider, wait_for)
+from .client.display import (
+    Watched,
+    builder_table,
+    builders_table,
+    make_console,
+    plain,
+    print_json,
+    report_final,
+    target_or_provider,
+    wait_for,
+)
 from .client.http import Client, builder_path, object_path
-from .client.settings import (DEFAULT_URL, ENV_CA_FILE, ENV_DEBUG, ENV_KEY, ENV_SECRET, ENV_URL, EXIT_CLIENT,
-                              EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SERVER, FINAL_STATUSES, POLL_INTERVAL,
-                              PREFIX, PROG, CLIError, Settings, load_config, normalize_url, resolve_settings)
+from .client.settings import (
+    DEFAULT_URL,
+    ENV_CA_FILE,
+    ENV_DEBUG,
+    ENV_KEY,
+    ENV_SECRET,
+    ENV_URL,
+    EXIT_CLIENT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SERVER,
+    FINAL_STATUSES,
+    POLL_INTERVAL,
+    PREFIX,
+    PROG,
+    CLIError,
+    Settings,
+    load_config,
+    normalize_url,
+    resolve_settings,
+)
 
 #: The CLI's public names, some defined in ``client/``: tests and scripts use them from here.
-__all__ = ["COMMANDS", "DEFAULT_URL", "ENV_DEBUG", "CLIError", "Client", "Context", "Settings", "Watched",
-           "build_parser", "builders_table", "cmd_log", "load_config", "main", "normalize_url", "parse_args",
-           "read_template", "report_final", "resolve_settings", "targets_argument", "wait_for"]
+__all__ = [
+    "COMMANDS",
+    "DEFAULT_URL",
+    "ENV_DEBUG",
+    "CLIError",
+    "Client",
+    "Context",
+    "Settings",
+    "Watched",
+    "build_parser",
+    "builders_table",
+    "cmd_log",
+    "load_config",
+    "main",
+    "normalize_url",
+    "parse_args",
+    "read_template",
+    "report_final",
+    "resolve_settings",
+    "targets_argument",
+    "wait_for",
+]
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -84,8 +132,7 @@ def read_text_argument(value: str, what: str) -> str:
 
 def read_template(value: str) -> str:
     """A template argument: a file, ``-`` (stdin), or an image UUID or http(s) URL passed to the daemon as is."""
-    if value != "-" and not os.path.exists(value) and (
-            _UUID.match(value) or value.startswith(("http://", "https://"))):
+    if value != "-" and not os.path.exists(value) and (_UUID.match(value) or value.startswith(("http://", "https://"))):
         return value
     text = read_text_argument(value, "template")
     if not text.strip():
@@ -105,8 +152,10 @@ def targets_argument(values: Sequence[str]) -> str:
 def _started_build(ctx: Context, answer: dict[str, Any], wait: bool) -> int:
     """Show (and maybe wait for) the target images of a build answer."""
     build = answer.get("build") or {}
-    items = [Watched("target image", str(target.get("id")), object_path(str(target.get("href"))))
-             for target in build.get("target_images") or []]
+    items = [
+        Watched("target image", str(target.get("id")), object_path(str(target.get("href"))))
+        for target in build.get("target_images") or []
+    ]
     # The answer does not say which target each is: ask (its details are what --wait polls anyway).
     for item in items if wait or not ctx.settings.json else ():
         try:
@@ -149,8 +198,13 @@ def cmd_push(ctx: Context, args: argparse.Namespace) -> int:
     target = ctx.client.get(builder_path(args.target_image_id))
     if target.get("operation") != "build":
         raise CLIError(f"{args.target_image_id} is a {target.get('operation')} builder, not a target image")
-    data = {"image_id": str(target.get("image_id")), "build_id": str(target.get("build_id")),
-            "target_image_id": str(target.get("id")), "provider": args.provider, "credentials": credentials}
+    data = {
+        "image_id": str(target.get("image_id")),
+        "build_id": str(target.get("build_id")),
+        "target_image_id": str(target.get("id")),
+        "provider": args.provider,
+        "credentials": credentials,
+    }
     answer = ctx.client.write("POST", f"{PREFIX}/provider_images", data)
     item = Watched("provider image", str(answer.get("id")), object_path(str(answer.get("href"))), args.provider)
     if ctx.settings.json:
@@ -253,27 +307,44 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
         return argparse.SUPPRESS if suppress else value
 
     group = parser.add_argument_group("connection and output")
-    group.add_argument("--url", default=default(None), metavar="URL",
-                       help=f"the daemon (default: ${ENV_URL}, the config file's \"url\", or {DEFAULT_URL})")
+    group.add_argument(
+        "--url",
+        default=default(None),
+        metavar="URL",
+        help=f'the daemon (default: ${ENV_URL}, the config file\'s "url", or {DEFAULT_URL})',
+    )
     tls = group.add_mutually_exclusive_group()
-    tls.add_argument("--insecure", action="store_true", default=default(False),
-                     help="do not verify the daemon's TLS certificate")
-    tls.add_argument("--ca-file", dest="ca_file", default=default(None), metavar="PATH",
-                     help=f"verify the daemon against this certificate, e.g. <state_dir>/tls/imagefactory.pem "
-                          f"(default: ${ENV_CA_FILE} or the config file's \"ca_file\")")
-    group.add_argument("--json", action="store_true", default=default(False),
-                       help="print the API's JSON instead of tables")
-    group.add_argument("--config", default=default(None), metavar="PATH",
-                       help="JSON file with url, key, secret, ca_file (default: ~/.config/imagefactory/cli.json)")
+    tls.add_argument(
+        "--insecure", action="store_true", default=default(False), help="do not verify the daemon's TLS certificate"
+    )
+    tls.add_argument(
+        "--ca-file",
+        dest="ca_file",
+        default=default(None),
+        metavar="PATH",
+        help=f"verify the daemon against this certificate, e.g. <state_dir>/tls/imagefactory.pem "
+        f'(default: ${ENV_CA_FILE} or the config file\'s "ca_file")',
+    )
+    group.add_argument(
+        "--json", action="store_true", default=default(False), help="print the API's JSON instead of tables"
+    )
+    group.add_argument(
+        "--config",
+        default=default(None),
+        metavar="PATH",
+        help="JSON file with url, key, secret, ca_file (default: ~/.config/imagefactory/cli.json)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Command-line client of the Image Factory REST API.",
-        epilog=(f"OAuth key and secret (for writes): ${ENV_KEY} and ${ENV_SECRET}, or \"key\" and \"secret\" in "
-                "the config file; never on the command line. Exit codes: 0 ok, 1 a waited-for build or push "
-                "FAILED, 2 client error (usage, file, 4xx), 3 server or connection error, 130 interrupted."),
+        epilog=(
+            f'OAuth key and secret (for writes): ${ENV_KEY} and ${ENV_SECRET}, or "key" and "secret" in '
+            "the config file; never on the command line. Exit codes: 0 ok, 1 a waited-for build or push "
+            "FAILED, 2 client error (usage, file, 4xx), 3 server or connection error, 130 interrupted."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _global_options(parser, suppress=False)
@@ -285,29 +356,51 @@ def build_parser() -> argparse.ArgumentParser:
         _global_options(sub, suppress=True)
         return sub
 
-    wait_help = ("show progress until every image is COMPLETED or FAILED; exit 1 if any FAILED "
-                 "(with --json, print their final details as a JSON list)")
+    wait_help = (
+        "show progress until every image is COMPLETED or FAILED; exit 1 if any FAILED "
+        "(with --json, print their final details as a JSON list)"
+    )
 
     build = command("build", "build a new image for one or more targets (POST /imagefactory/images)")
-    build.add_argument("template", metavar="TEMPLATE_FILE",
-                       help="TDL template file, - for stdin (an image UUID or http(s) URL is passed on as is)")
-    build.add_argument("--targets", action="append", required=True, metavar="NAME[,NAME...]",
-                       help="target names, comma-separated (e.g. mock)")
+    build.add_argument(
+        "template",
+        metavar="TEMPLATE_FILE",
+        help="TDL template file, - for stdin (an image UUID or http(s) URL is passed on as is)",
+    )
+    build.add_argument(
+        "--targets",
+        action="append",
+        required=True,
+        metavar="NAME[,NAME...]",
+        help="target names, comma-separated (e.g. mock)",
+    )
     build.add_argument("--wait", action="store_true", help=wait_help)
 
     rebuild = command("rebuild", "build an existing image again (PUT /imagefactory/images/<id>)")
     rebuild.add_argument("image_id", metavar="IMAGE_ID")
-    rebuild.add_argument("--targets", action="append", required=True, metavar="NAME[,NAME...]",
-                         help="target names, comma-separated (e.g. mock)")
-    rebuild.add_argument("--template", metavar="TEMPLATE_FILE",
-                         help="a new template (file or -); by default the image's template is rebuilt")
+    rebuild.add_argument(
+        "--targets",
+        action="append",
+        required=True,
+        metavar="NAME[,NAME...]",
+        help="target names, comma-separated (e.g. mock)",
+    )
+    rebuild.add_argument(
+        "--template",
+        metavar="TEMPLATE_FILE",
+        help="a new template (file or -); by default the image's template is rebuilt",
+    )
     rebuild.add_argument("--wait", action="store_true", help=wait_help)
 
     push = command("push", "push a COMPLETED target image to a provider (POST /imagefactory/provider_images)")
     push.add_argument("target_image_id", metavar="TARGET_IMAGE_ID")
     push.add_argument("--provider", required=True, metavar="NAME", help="provider name (e.g. mock)")
-    push.add_argument("--credentials", required=True, metavar="FILE",
-                      help="file with the provider credentials XML (- for stdin); sent, never printed")
+    push.add_argument(
+        "--credentials",
+        required=True,
+        metavar="FILE",
+        help="file with the provider credentials XML (- for stdin); sent, never printed",
+    )
     push.add_argument("--wait", action="store_true", help=wait_help)
 
     status = command("status", "show a builder's details")
@@ -355,6 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = resolve_settings(args, os.environ, warn=lambda message: plain(err, f"warning: {message}"))
         if settings.verify is False:
             import urllib3
+
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         client = Client(settings)
         context = Context(settings, client, make_console(), err)
@@ -375,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError):
             pass
         return EXIT_FAILED
-    except Exception as error:  # noqa: BLE001 - a CLI shows no tracebacks
+    except Exception as error:
         if os.environ.get(ENV_DEBUG):
             raise
         plain(err, f"error: unexpected {type(error).__name__}: {error}")

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .errors import ConfigError
 from .jsonfile import read_json_object
@@ -56,16 +57,31 @@ _SETTING = "imgfac_twisted.setting"
 _KIND_OF_TYPE = {"bool": "bool", "int": "int", "float": "float", "str": "str", "str | None": "str"}
 
 
-def setting(default: Any, help: str, *, kind: str | None = None, secret: bool = False, cli: bool = True,
-            minimum: float | None = None, maximum: float | None = None,
-            choices: tuple[str, ...] | None = None) -> Any:
+def setting(
+    default: Any,
+    help: str,
+    *,
+    kind: str | None = None,
+    secret: bool = False,
+    cli: bool = True,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
     """A Config field declaring its option: default, help and limits, all in one place.
 
     ``kind`` is taken from the field's type unless given; a default of None
     makes the option optional; a secret is left out of the Config's repr.
     """
-    declared = {"kind": kind, "help": help, "secret": secret, "cli": cli, "minimum": minimum,
-                "maximum": maximum, "choices": choices}
+    declared = {
+        "kind": kind,
+        "help": help,
+        "secret": secret,
+        "cli": cli,
+        "minimum": minimum,
+        "maximum": maximum,
+        "choices": choices,
+    }
     metadata = {_SETTING: declared}
     if isinstance(default, dict):
         return field(default_factory=dict, repr=not secret, metadata=metadata)
@@ -80,57 +96,88 @@ class Config:
     port: int = setting(8075, "Port the REST API listens on.", minimum=0, maximum=65535)
     address: str = setting("0.0.0.0", "Address the REST API listens on.")
     no_ssl: bool = setting(False, "Serve plain HTTP instead of HTTPS.")
-    ssl_pem: str | None = setting(None, "PEM file with the TLS certificate and key "
-                                  "(default: a self-signed one generated in the state directory).", kind="path")
+    ssl_pem: str | None = setting(
+        None,
+        "PEM file with the TLS certificate and key (default: a self-signed one generated in the state directory).",
+        kind="path",
+    )
     no_oauth: bool = setting(False, "Accept write requests without OAuth signatures.")
     state_dir: str = setting(DEFAULT_STATE_DIR, "Directory for the store, images and generated key.", kind="path")
-    clients: Mapping[str, str] = setting({}, "OAuth consumer keys and their shared secrets.",
-                                         kind="secrets", secret=True, cli=False)
-    oauth_timestamp_window: int = setting(300, "Seconds an OAuth timestamp may be away from the server's clock.",
-                                          minimum=1)
+    clients: Mapping[str, str] = setting(
+        {}, "OAuth consumer keys and their shared secrets.", kind="secrets", secret=True, cli=False
+    )
+    oauth_timestamp_window: int = setting(
+        300, "Seconds an OAuth timestamp may be away from the server's clock.", minimum=1
+    )
     oauth_require_body_hash: bool = setting(
-        False, "Refuse signed request bodies other than forms (JSON) that carry no oauth_body_hash.")
+        False, "Refuse signed request bodies other than forms (JSON) that carry no oauth_body_hash."
+    )
     max_body_bytes: int = setting(2 * 1024 * 1024, "Largest request body accepted, in bytes.", minimum=1024)
-    template_fetch_timeout: float = setting(30.0, "Seconds allowed to fetch a template given as a URL.",
-                                            minimum=0.1)
+    template_fetch_timeout: float = setting(30.0, "Seconds allowed to fetch a template given as a URL.", minimum=0.1)
     max_concurrent_builds: int = setting(4, "Builds that run at once; the rest wait PENDING.", minimum=1)
     max_concurrent_pushes: int = setting(4, "Pushes that run at once; the rest wait PENDING.", minimum=1)
     max_concurrent_local_sessions: int = setting(
-        2, "OS installs (virtual machines, local sessions) that run at once; the rest wait PENDING.", minimum=1)
+        2, "OS installs (virtual machines, local sessions) that run at once; the rest wait PENDING.", minimum=1
+    )
     install_download_timeout: float = setting(
-        600.0, "Seconds allowed to download one installer file (kernel, initrd, ISO).", minimum=1)
+        600.0, "Seconds allowed to download one installer file (kernel, initrd, ISO).", minimum=1
+    )
     install_download_max_bytes: int = setting(
-        2 * 1024 ** 3, "Largest installer file (kernel, initrd, ISO) downloaded, in bytes.", minimum=1)
-    install_iso_dir: str | None = setting(None, "Folder of local ISOs a template may name as "
-                                          "<iso>file:NAME</iso> (default: none, only http(s) ISOs).", kind="path")
+        2 * 1024**3, "Largest installer file (kernel, initrd, ISO) downloaded, in bytes.", minimum=1
+    )
+    install_iso_dir: str | None = setting(
+        None,
+        "Folder of local ISOs a template may name as <iso>file:NAME</iso> (default: none, only http(s) ISOs).",
+        kind="path",
+    )
     libvirt_uri: str = setting("qemu:///system", "libvirt connection URI the OS installs run on.")
-    libvirt_domain_type: str = setting("kvm", "libvirt domain type of install VMs: kvm, or qemu "
-                                       "(software emulation, for hosts without usable KVM).", choices=("kvm", "qemu"))
+    libvirt_domain_type: str = setting(
+        "kvm",
+        "libvirt domain type of install VMs: kvm, or qemu (software emulation, for hosts without usable KVM).",
+        choices=("kvm", "qemu"),
+    )
     install_inactivity_timeout: float = setting(
-        300.0, "Seconds an OS install may go without writing to its disk before it fails.", minimum=1)
+        300.0, "Seconds an OS install may go without writing to its disk before it fails.", minimum=1
+    )
     install_timeout: float = setting(3600.0, "Seconds a whole OS install may take.", minimum=1)
     install_memory_mib: int = setting(2048, "Memory of an install VM, in MiB.", minimum=256)
-    boot_test: bool = setting(True, "Boot every real-OS base image once (in a throwaway overlay) to a login prompt "
-                              "on its serial console before its targets are made; off: images are not boot-tested.")
+    boot_test: bool = setting(
+        True,
+        "Boot every real-OS base image once (in a throwaway overlay) to a login prompt "
+        "on its serial console before its targets are made; off: images are not boot-tested.",
+    )
     boot_test_timeout: float = setting(
-        600.0, "Seconds a boot test may take to reach a login prompt before the build fails.", minimum=1)
+        600.0, "Seconds a boot test may take to reach a login prompt before the build fails.", minimum=1
+    )
     cloud_threads: int = setting(8, "Threads for blocking cloud SDK calls.", minimum=1)
-    provider_dir: str = setting("/etc/imagefactory/providers",
-                                "Folder of provider definition files (one JSON file per EC2-compatible endpoint).",
-                                kind="path")
+    provider_dir: str = setting(
+        "/etc/imagefactory/providers",
+        "Folder of provider definition files (one JSON file per EC2-compatible endpoint).",
+        kind="path",
+    )
     mock_duration: float = setting(3.0, "Seconds a mock build or push takes.", minimum=0)
     access_log: str | None = setting(None, "File for an HTTP access log (default: none).", kind="path")
-    amqp_url: str | None = setting(None, "Publish builder events to this AMQP broker, "
-                                   "e.g. amqp://guest:guest@127.0.0.1:5672/%2F (default: in-process events only).",
-                                   secret=True)
+    amqp_url: str | None = setting(
+        None,
+        "Publish builder events to this AMQP broker, "
+        "e.g. amqp://guest:guest@127.0.0.1:5672/%2F (default: in-process events only).",
+        secret=True,
+    )
     amqp_exchange: str = setting("imagefactory", "Durable topic exchange the events are published on.")
     conductor: bool = setting(False, "Also serve the Conductor image API (XML, Basic auth) at /conductor/api/.")
-    conductor_users: Mapping[str, str] = setting({}, "Conductor API users and their bcrypt password hashes "
-                                                 "(as 'htpasswd -nB' writes them).",
-                                                 kind="users", secret=True, cli=False)
+    conductor_users: Mapping[str, str] = setting(
+        {},
+        "Conductor API users and their bcrypt password hashes (as 'htpasswd -nB' writes them).",
+        kind="users",
+        secret=True,
+        cli=False,
+    )
     provider_accounts: Mapping[str, Mapping[str, str]] = setting(
-        {}, "Provider accounts of the Conductor API: name to "
-        '{"provider": ..., "credentials": <credentials XML file>}.', kind="accounts", cli=False)
+        {},
+        'Provider accounts of the Conductor API: name to {"provider": ..., "credentials": <credentials XML file>}.',
+        kind="accounts",
+        cli=False,
+    )
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict fit for a log: secrets replaced by a count."""
@@ -189,27 +236,43 @@ BCRYPT_PREFIXES = ("$2y$", "$2b$", "$2a$")
 def _check_users(value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
         raise TypeError("must be an object mapping user names to bcrypt hashes")
-    bad = sorted(user for user, hashed in value.items()
-                 if not user or ":" in user or not isinstance(hashed, str) or not hashed.startswith(BCRYPT_PREFIXES)
-                 or len(hashed) != 60)
+    bad = sorted(
+        user
+        for user, hashed in value.items()
+        if not user
+        or ":" in user
+        or not isinstance(hashed, str)
+        or not hashed.startswith(BCRYPT_PREFIXES)
+        or len(hashed) != 60
+    )
     if bad:
         # Name the users, never the hashes.
-        raise TypeError("needs user names without ':' and bcrypt hashes ($2y$/$2b$, as 'htpasswd -nB' writes) "
-                        f"(check {', '.join(map(repr, bad))})")
+        raise TypeError(
+            "needs user names without ':' and bcrypt hashes ($2y$/$2b$, as 'htpasswd -nB' writes) "
+            f"(check {', '.join(map(repr, bad))})"
+        )
     return dict(value)
 
 
 def _check_accounts(value: Any) -> dict[str, dict[str, str]]:
     if not isinstance(value, dict):
         raise TypeError('must be an object mapping account names to {"provider": ..., "credentials": ...}')
-    bad = sorted(name for name, account in value.items()
-                 if not name or "," in name or name != name.strip() or not isinstance(account, dict)
-                 or set(account) != {"provider", "credentials"}
-                 or not all(isinstance(part, str) and part for part in account.values()))
+    bad = sorted(
+        name
+        for name, account in value.items()
+        if not name
+        or "," in name
+        or name != name.strip()
+        or not isinstance(account, dict)
+        or set(account) != {"provider", "credentials"}
+        or not all(isinstance(part, str) and part for part in account.values())
+    )
     if bad:
         checked = ", ".join(map(repr, bad))
-        raise TypeError('needs account names without commas, each {"provider": <provider name>, '
-                        f'"credentials": <path of a credentials XML file>}} (check {checked})')
+        raise TypeError(
+            'needs account names without commas, each {"provider": <provider name>, '
+            f'"credentials": <path of a credentials XML file>}} (check {checked})'
+        )
     return {name: dict(account) for name, account in value.items()}
 
 

@@ -57,8 +57,11 @@ class Plugins:
 
 def entry_point_plugins(environment: PluginEnvironment) -> Plugins:
     """Every plug-in installed, found by entry point (the daemon's)."""
-    return Plugins(systems=load_plugins(OS_GROUP, environment), targets=load_plugins(TARGETS_GROUP, environment),
-                   providers=load_plugins(PROVIDERS_GROUP, environment))
+    return Plugins(
+        systems=load_plugins(OS_GROUP, environment),
+        targets=load_plugins(TARGETS_GROUP, environment),
+        providers=load_plugins(PROVIDERS_GROUP, environment),
+    )
 
 
 @dataclass(frozen=True)
@@ -77,10 +80,19 @@ class Core:
     dispatcher: Dispatcher
 
 
-def build_core(config: Config, reactor: Any, store: SQLiteStore, index: BuilderIndex, bus: IEventBus, doors: Doors, *,
-               plugins: Callable[[PluginEnvironment], Plugins] = entry_point_plugins,
-               libvirt: Any = None, boot_tester: BootTester | None = None,
-               fetch_timeout: float | None = None) -> Core:
+def build_core(
+    config: Config,
+    reactor: Any,
+    store: SQLiteStore,
+    index: BuilderIndex,
+    bus: IEventBus,
+    doors: Doors,
+    *,
+    plugins: Callable[[PluginEnvironment], Plugins] = entry_point_plugins,
+    libvirt: Any = None,
+    boot_tester: BootTester | None = None,
+    fetch_timeout: float | None = None,
+) -> Core:
     """The core on an opened ``store`` and the ``index`` of its builders: the relay to ``bus``, the
     builders' updater, the plug-ins and the dispatcher.
 
@@ -92,11 +104,21 @@ def build_core(config: Config, reactor: Any, store: SQLiteStore, index: BuilderI
     updater = BuilderUpdater(store, relay, index, logs, metrics, reactor)
     environment = PluginEnvironment(config, reactor, doors.cloud, disk_door=doors.disk, libvirt=libvirt)
     found = plugins(environment)
-    base_images = BaseImages(reactor, found.systems, config.state_dir, logs, config.max_concurrent_local_sessions,
-                             save_manifest=store.save_manifest, boot_tester=boot_tester)
+    base_images = BaseImages(
+        reactor,
+        found.systems,
+        config.state_dir,
+        logs,
+        config.max_concurrent_local_sessions,
+        save_manifest=store.save_manifest,
+        boot_tester=boot_tester,
+    )
     timeout = config.template_fetch_timeout if fetch_timeout is None else fetch_timeout
     dispatcher = Dispatcher(
-        reactor, store, updater, index,
+        reactor,
+        store,
+        updater,
+        index,
         targets=found.targets,
         providers=found.providers,
         state_dir=config.state_dir,
@@ -108,5 +130,15 @@ def build_core(config: Config, reactor: Any, store: SQLiteStore, index: BuilderI
         push_slots=config.max_concurrent_pushes,
         cpu_door=doors.cpu,
     )
-    return Core(store=store, index=index, bus=bus, relay=relay, logs=logs, metrics=metrics, updater=updater,
-                environment=environment, base_images=base_images, dispatcher=dispatcher)
+    return Core(
+        store=store,
+        index=index,
+        bus=bus,
+        relay=relay,
+        logs=logs,
+        metrics=metrics,
+        updater=updater,
+        environment=environment,
+        base_images=base_images,
+        dispatcher=dispatcher,
+    )

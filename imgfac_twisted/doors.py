@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -87,8 +88,9 @@ def _deprioritized(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         _lowered.done = True
         try:
             # Linux applies a thread's own id to that thread alone.
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0)
-                           + CPU_NICENESS)
+            os.setpriority(
+                os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + CPU_NICENESS
+            )
         except (AttributeError, OSError):
             pass  # not Linux, or not allowed: the door still works, at the same priority
     return fn(*args, **kwargs)

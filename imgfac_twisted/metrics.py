@@ -7,12 +7,13 @@ counters and histograms are fed as things happen.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from twisted.internet.defer import Deferred, gatherResults
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from twisted.internet.defer import Deferred, gatherResults
 
 from .model import Builder, Operation, Status
 
@@ -20,11 +21,29 @@ DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, flo
 ACTIVE = (Status.BUILDING, Status.PUSHING)
 
 #: Path segments that are names, not ids; any other segment is shown as {id}.
-ROUTE_WORDS = frozenset({b"imagefactory", b"images", b"builds", b"target_images", b"provider_images", b"builders",
-                         b"status", b"log", b"static", b"openapi.json", b"metrics", b"raw_image",
-                         # the Conductor API's words
-                         b"conductor", b"api", b"provider_accounts", b"providers", b"provider_types",
-                         b"environments"})
+ROUTE_WORDS = frozenset(
+    {
+        b"imagefactory",
+        b"images",
+        b"builds",
+        b"target_images",
+        b"provider_images",
+        b"builders",
+        b"status",
+        b"log",
+        b"static",
+        b"openapi.json",
+        b"metrics",
+        b"raw_image",
+        # the Conductor API's words
+        b"conductor",
+        b"api",
+        b"provider_accounts",
+        b"providers",
+        b"provider_types",
+        b"environments",
+    }
+)
 MAX_ROUTE_SEGMENTS = 10
 
 GaugeReader = Callable[[], Iterable[tuple[tuple[str, ...], float]]]
@@ -65,17 +84,32 @@ class Metrics:
         self._gauges = _Gauges()
         self.registry.register(self._gauges)
         self._build_seconds = Histogram(
-            "imagefactory_build_duration_seconds", "Time from BUILDING to COMPLETED or FAILED.",
-            ["target", "outcome"], buckets=DURATION_BUCKETS, registry=self.registry)
+            "imagefactory_build_duration_seconds",
+            "Time from BUILDING to COMPLETED or FAILED.",
+            ["target", "outcome"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
         self._push_seconds = Histogram(
-            "imagefactory_push_duration_seconds", "Time from PUSHING to COMPLETED or FAILED.",
-            ["provider", "outcome"], buckets=DURATION_BUCKETS, registry=self.registry)
+            "imagefactory_push_duration_seconds",
+            "Time from PUSHING to COMPLETED or FAILED.",
+            ["provider", "outcome"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
         self._stage_seconds = Histogram(
-            "imagefactory_stage_duration_seconds", "Time each stage of a builder's work took.",
-            ["stage"], buckets=DURATION_BUCKETS, registry=self.registry)
+            "imagefactory_stage_duration_seconds",
+            "Time each stage of a builder's work took.",
+            ["stage"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
         self._requests = Counter(
-            "imagefactory_http_requests", "HTTP requests answered, by route, method and status code.",
-            ["route", "method", "code"], registry=self.registry)
+            "imagefactory_http_requests",
+            "HTTP requests answered, by route, method and status code.",
+            ["route", "method", "code"],
+            registry=self.registry,
+        )
         self._started: dict[str, float] = {}
         # labels() takes a lock and builds a key each time: counting a request
         # is on the hot path, so each (route, method, code) child is kept.

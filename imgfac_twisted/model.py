@@ -9,14 +9,14 @@ import dataclasses
 import enum
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .errors import InvalidTransition
 
 
 def iso8601_utc(timestamp: float) -> str:
     """``timestamp`` (seconds since the epoch) as ISO 8601 in UTC, to the millisecond."""
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_id() -> str:
@@ -229,8 +229,14 @@ class Builder:
         if status.is_final:
             # A builder that ended runs no stage any more.
             changes = {**changes, "stages": ended_stages(changes.get("stages", self.stages), now)}  # type: ignore[arg-type]
-        return dataclasses.replace(self, status=status, completed=completed, updated=now,  # type: ignore[arg-type]
-                                   sequence=self.sequence + 1, **changes)
+        return dataclasses.replace(
+            self,
+            status=status,
+            completed=completed,
+            updated=now,  # type: ignore[arg-type]
+            sequence=self.sequence + 1,
+            **changes,
+        )
 
 
 @dataclass(frozen=True)

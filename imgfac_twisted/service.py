@@ -18,32 +18,32 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.logger import Logger
+from twisted.web.resource import Resource
 
 from .config import Config
+from .core import Doors, build_core
+from .doors import ThreadDoor, cpu_door
 from .errors import ConfigError
 from .events import IEventBus
 from .events.amqp import AmqpBus
 from .events.inprocess import InProcessBus
-from .core import Doors, build_core
+from .jobs.accounts import ProviderAccount, load_accounts
+from .jobs.base_images import BUILDS_DIR, BootTester
+from .jobs.deletions import Deleter
 from .jobs.dispatcher import Dispatcher
 from .jobs.imports import Importer
-from .doors import ThreadDoor, cpu_door
 from .jobs.index import BuilderIndex
 from .jobs.logs import BuilderLogs
 from .metrics import Metrics
-from .jobs.base_images import BUILDS_DIR, BootTester
 from .store.sqlite import SQLiteStore
-from .virt.connection import LibvirtConnection
 from .virt.boot import LibvirtBootTester
+from .virt.connection import LibvirtConnection
 from .virt.leftovers import LeftoverDomainsSweep
 from .web import tls
-from .web.factory import FactoryAPI, FactoryRoot
-from .jobs.accounts import ProviderAccount, load_accounts
-from .jobs.deletions import Deleter
 from .web.basic_auth import BasicAuthenticator
 from .web.conductor.app import ConductorAPI
 from .web.conductor.resource import ConductorResource, SiteRoot
-from twisted.web.resource import Resource
+from .web.factory import FactoryAPI, FactoryRoot
 from .web.oauth import OAuthVerifier
 from .web.site import make_site
 
@@ -97,13 +97,18 @@ def make_service(config: Config, reactor: Any) -> IService:
     except Exception as error:
         raise ConfigError(f"the store in {config.state_dir} cannot be opened: {error}") from None
     bus = _event_bus(config, reactor)
-    pools = [ThreadDoor(reactor, "builder-logs", threads=1), ThreadDoor(reactor, "disk", threads=2),
-             ThreadDoor(reactor, "cloud", threads=config.cloud_threads), cpu_door(reactor)]
+    pools = [
+        ThreadDoor(reactor, "builder-logs", threads=1),
+        ThreadDoor(reactor, "disk", threads=2),
+        ThreadDoor(reactor, "cloud", threads=config.cloud_threads),
+        cpu_door(reactor),
+    ]
     doors = Doors(logs=pools[0], disk=pools[1], cloud=pools[2], cpu=pools[3])
     # Opened lazily on its own thread: a daemon that installs no real OS needs no libvirtd.
     libvirt = LibvirtConnection(reactor, config.libvirt_uri)
-    core = build_core(config, reactor, store, index, bus, doors, libvirt=libvirt,
-                      boot_tester=_boot_tester(config, reactor, libvirt))
+    core = build_core(
+        config, reactor, store, index, bus, doors, libvirt=libvirt, boot_tester=_boot_tester(config, reactor, libvirt)
+    )
     relay, logs, metrics, dispatcher = core.relay, core.logs, core.metrics, core.dispatcher
     updater, disk_door = core.updater, doors.disk
     register_gauges(metrics, index, dispatcher, store)
@@ -115,8 +120,9 @@ def make_service(config: Config, reactor: Any) -> IService:
         auth_door = ThreadDoor(reactor, "basic-auth", threads=2)
         auth_door.setServiceParent(root)
         deleter = Deleter(store, index, dispatcher, accounts, disk_door, config.state_dir, updater)
-        conductor = _conductor_resource(config, reactor, dispatcher, store, index, deleter, accounts, auth_door,
-                                        importer)
+        conductor = _conductor_resource(
+            config, reactor, dispatcher, store, index, deleter, accounts, auth_door, importer
+        )
     for pool in (door, *pools):
         pool.setServiceParent(root)
     _StoreCloser(store).setServiceParent(root)
@@ -131,8 +137,17 @@ def make_service(config: Config, reactor: Any) -> IService:
     relay.setServiceParent(root)
     dispatcher.setServiceParent(root)
     if config.rest:
-        _web_service(config, reactor, dispatcher, index, logs, metrics, _oauth_verifier(config, reactor, store),
-                     conductor, importer).setServiceParent(root)
+        _web_service(
+            config,
+            reactor,
+            dispatcher,
+            index,
+            logs,
+            metrics,
+            _oauth_verifier(config, reactor, store),
+            conductor,
+            importer,
+        ).setServiceParent(root)
     log.info("imagefactory configured: {settings}", settings=config.redacted())
     return root
 
@@ -141,8 +156,13 @@ def _boot_tester(config: Config, reactor: Any, libvirt: LibvirtConnection) -> Bo
     """What boots each real-OS base image once before its targets are made; None with ``boot_test`` off."""
     if not config.boot_test:
         return None
-    return LibvirtBootTester(libvirt, reactor, domain_type=config.libvirt_domain_type,
-                             timeout=config.boot_test_timeout, memory_mib=config.install_memory_mib)
+    return LibvirtBootTester(
+        libvirt,
+        reactor,
+        domain_type=config.libvirt_domain_type,
+        timeout=config.boot_test_timeout,
+        memory_mib=config.install_memory_mib,
+    )
 
 
 def _event_bus(config: Config, reactor: Any) -> IEventBus:
@@ -178,23 +198,41 @@ def _make_state_dir(path: str) -> None:
 
 def register_gauges(metrics: Metrics, index: BuilderIndex, dispatcher: Dispatcher, store: SQLiteStore) -> None:
     """The gauges: read from the pieces that know, at each scrape."""
-    metrics.add_gauge("imagefactory_builders", "Builders by operation and status.", ["operation", "status"],
-                      lambda: index.counts().items())
-    metrics.add_gauge("imagefactory_dispatcher_queue_length", "Builders waiting for a slot.", ["operation"],
-                      lambda: [((operation,), waiting) for operation, waiting in dispatcher.queue_lengths().items()])
-    metrics.add_slow_gauge("imagefactory_event_outbox_length", "Events not yet confirmed by the event bus.",
-                           store.count_pending_events)
+    metrics.add_gauge(
+        "imagefactory_builders",
+        "Builders by operation and status.",
+        ["operation", "status"],
+        lambda: index.counts().items(),
+    )
+    metrics.add_gauge(
+        "imagefactory_dispatcher_queue_length",
+        "Builders waiting for a slot.",
+        ["operation"],
+        lambda: [((operation,), waiting) for operation, waiting in dispatcher.queue_lengths().items()],
+    )
+    metrics.add_slow_gauge(
+        "imagefactory_event_outbox_length", "Events not yet confirmed by the event bus.", store.count_pending_events
+    )
 
 
-def _conductor_resource(config: Config, reactor: Any, dispatcher: Dispatcher, store: SQLiteStore,
-                        index: BuilderIndex, deleter: Deleter, accounts: dict[str, ProviderAccount],
-                        auth_door: ThreadDoor, importer: Importer) -> Resource:
+def _conductor_resource(
+    config: Config,
+    reactor: Any,
+    dispatcher: Dispatcher,
+    store: SQLiteStore,
+    index: BuilderIndex,
+    deleter: Deleter,
+    accounts: dict[str, ProviderAccount],
+    auth_door: ThreadDoor,
+    importer: Importer,
+) -> Resource:
     """The Conductor API's resource: Basic auth against ``conductor_users``, then its Klein app."""
     if not config.conductor_users:
         log.warn("the Conductor API is on but the config names no conductor_users: every request will be refused")
     api = ConductorAPI(dispatcher, store, index, deleter, accounts, config.max_body_bytes, importer)
-    return ConductorResource(api.app.resource(), BasicAuthenticator(config.conductor_users, auth_door, reactor),
-                             api.fast_read)
+    return ConductorResource(
+        api.app.resource(), BasicAuthenticator(config.conductor_users, auth_door, reactor), api.fast_read
+    )
 
 
 def _oauth_verifier(config: Config, reactor: Any, store: SQLiteStore) -> OAuthVerifier | None:
@@ -208,16 +246,30 @@ def _oauth_verifier(config: Config, reactor: Any, store: SQLiteStore) -> OAuthVe
 
     def spent(client_key: str, nonce: str, expiry: float) -> None:
         store.spend_nonce(client_key, nonce, expiry, reactor.seconds()).addErrback(
-            lambda failure: log.failure("spent OAuth nonce not stored", failure))
+            lambda failure: log.failure("spent OAuth nonce not stored", failure)
+        )
 
-    return OAuthVerifier(config.clients, reactor, config.oauth_timestamp_window,
-                         known_nonces=store.thd_spent_nonces(reactor.seconds()), spent=spent,
-                         require_body_hash=config.oauth_require_body_hash)
+    return OAuthVerifier(
+        config.clients,
+        reactor,
+        config.oauth_timestamp_window,
+        known_nonces=store.thd_spent_nonces(reactor.seconds()),
+        spent=spent,
+        require_body_hash=config.oauth_require_body_hash,
+    )
 
 
-def _web_service(config: Config, reactor: Any, dispatcher: Dispatcher, index: BuilderIndex,
-                 logs: BuilderLogs, metrics: Metrics, verifier: OAuthVerifier | None,
-                 conductor: Resource | None = None, importer: Importer | None = None) -> IService:
+def _web_service(
+    config: Config,
+    reactor: Any,
+    dispatcher: Dispatcher,
+    index: BuilderIndex,
+    logs: BuilderLogs,
+    metrics: Metrics,
+    verifier: OAuthVerifier | None,
+    conductor: Resource | None = None,
+    importer: Importer | None = None,
+) -> IService:
     if verifier is not None and not config.clients:
         log.warn("OAuth is on but the config names no clients: every write request will be refused")
     api = FactoryAPI(dispatcher, index, logs, metrics, verifier, importer)
@@ -234,13 +286,21 @@ def _web_service(config: Config, reactor: Any, dispatcher: Dispatcher, index: Bu
         context = tls.server_context_factory(pem)
         endpoint = SSL4ServerEndpoint(reactor, config.port, context, interface=config.address)
         scheme = "https"
-        log.info("TLS certificate {pem}, SHA-256 fingerprint {fingerprint}",
-                 pem=pem, fingerprint=tls.certificate_fingerprint(pem))
+        log.info(
+            "TLS certificate {pem}, SHA-256 fingerprint {fingerprint}",
+            pem=pem,
+            fingerprint=tls.certificate_fingerprint(pem),
+        )
     service = StreamServerEndpointService(endpoint, site)
     # Fail the start at once (port taken, address unknown) rather than log
     # the error and run a daemon that serves nothing.
     service._raiseSynchronously = True
     service.setName("web")
-    log.info("REST API on {scheme}://{address}:{port}/imagefactory (OAuth {oauth})", scheme=scheme,
-             address=config.address, port=config.port, oauth="off" if verifier is None else "on")
+    log.info(
+        "REST API on {scheme}://{address}:{port}/imagefactory (OAuth {oauth})",
+        scheme=scheme,
+        address=config.address,
+        port=config.port,
+        oauth="off" if verifier is None else "on",
+    )
     return service

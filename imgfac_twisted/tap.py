@@ -24,13 +24,16 @@ class Options(usage.Options):
     """The options of ``twistd imagefactory``."""
 
     synopsis = "[options]"
-    longdesc = ("Builds operating-system images from TDL templates and pushes them to clouds. "
-                "Every option can also be set in the JSON config file, by its name without dashes.")
+    longdesc = (
+        "Builds operating-system images from TDL templates and pushes them to clouds. "
+        "Every option can also be set in the JSON config file, by its name without dashes."
+    )
     # A switch that is on by default is turned off on the command line with --no_<name>.
     optFlags = [[_flag_name(option), None, option.help] for option in OPTIONS if option.cli and option.kind == "bool"]
     optParameters = [["config", None, None, f"JSON config file [default: {DEFAULT_CONFIG_PATH}]"]] + [
         [option.name, None, None, f"{option.help} [default: {option.default}]"]
-        for option in OPTIONS if option.cli and option.kind != "bool"
+        for option in OPTIONS
+        if option.cli and option.kind != "bool"
     ]
 
     config: Config

@@ -24,10 +24,10 @@ from imgfac_twisted.xmlsafe import parse_xml
 
 __all__ = [
     "ARCHES",
-    "Command",
     "DEFAULT_DISK_SIZE_BYTES",
     "DEFAULT_DISK_SIZE_GIB",
     "MAX_TEMPLATE_BYTES",
+    "Command",
     "Repository",
     "Template",
     "TemplateFile",
@@ -40,10 +40,10 @@ MAX_TEMPLATE_BYTES = 1024 * 1024
 
 #: Disk size when the template has no ``<disk>``.
 DEFAULT_DISK_SIZE_GIB = 10
-DEFAULT_DISK_SIZE_BYTES = DEFAULT_DISK_SIZE_GIB * 1024 ** 3
+DEFAULT_DISK_SIZE_BYTES = DEFAULT_DISK_SIZE_GIB * 1024**3
 
 #: Bytes per unit of ``<disk><size>`` (no unit: GiB, as in Oz).
-_SIZE_UNITS = {"": 1024 ** 3, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}
+_SIZE_UNITS = {"": 1024**3, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 #: How many validation problems one error message lists at most.
 MAX_REPORTED_ERRORS = 3
@@ -111,9 +111,7 @@ class Template:
 
     def tree(self) -> etree._Element:
         """A fresh root element of the template (re-parsed, safe to modify)."""
-        return parse_xml(
-            self.xml, max_bytes=MAX_TEMPLATE_BYTES, what="template", error=InvalidTemplate
-        )
+        return parse_xml(self.xml, max_bytes=MAX_TEMPLATE_BYTES, what="template", error=InvalidTemplate)
 
 
 def template_looks_like_xml(text: str) -> bool:
@@ -125,9 +123,7 @@ def parse_template(text: str | bytes) -> Template:
     """Parse, validate and extract a TDL template; raise InvalidTemplate if bad."""
     secrets = _secrets_in_raw(text)
     try:
-        root = parse_xml(
-            text, max_bytes=MAX_TEMPLATE_BYTES, what="template", error=InvalidTemplate
-        )
+        root = parse_xml(text, max_bytes=MAX_TEMPLATE_BYTES, what="template", error=InvalidTemplate)
     except InvalidTemplate as exc:
         raise InvalidTemplate(scrub(exc.message, secrets)) from None
 
@@ -168,13 +164,12 @@ def _extract(root: etree._Element, xml: str) -> Template:
         os_arch=_text(os_.find("arch")),
         install_type=install_type,
         install_location=_text(install.find(install_type)),
-        disk_size_gib=math.ceil(size_bytes / 1024 ** 3),
+        disk_size_gib=math.ceil(size_bytes / 1024**3),
         disk_size_bytes=size_bytes,
         root_password=None if rootpw is None else _text(rootpw),
         packages=tuple(p.get("name").strip() for p in root.iterfind("packages/package")),
         repositories=tuple(
-            (r.get("name").strip(), _text(r.find("url")))
-            for r in root.iterfind("repositories/repository")
+            (r.get("name").strip(), _text(r.find("url"))) for r in root.iterfind("repositories/repository")
         ),
         repository_details=tuple(_repository(r) for r in root.iterfind("repositories/repository")),
         files=tuple(_file(f, i) for i, f in enumerate(root.iterfind("files/file"), 1)),
@@ -256,9 +251,7 @@ def _as_text(text: str | bytes, root: etree._Element) -> str:
     try:
         decoded = raw.decode(encoding)
     except (LookupError, UnicodeDecodeError):
-        raise InvalidTemplate(
-            f"template is invalid: cannot decode it as {encoding}"
-        ) from None
+        raise InvalidTemplate(f"template is invalid: cannot decode it as {encoding}") from None
     return decoded.lstrip("\ufeff")
 
 

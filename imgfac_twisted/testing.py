@@ -6,7 +6,8 @@ conformance suites run against them where both exist.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
@@ -57,8 +58,11 @@ class Stack:
         from .targets.mock import MockTarget
 
         def mock_plugins(environment: PluginEnvironment) -> Plugins:
-            return Plugins(systems={"mock": MockOS(environment)}, targets={"mock": MockTarget(environment)},
-                           providers={"mock": MockProvider(environment)})
+            return Plugins(
+                systems={"mock": MockOS(environment)},
+                targets={"mock": MockTarget(environment)},
+                providers={"mock": MockProvider(environment)},
+            )
 
         settings.setdefault("mock_duration", 1.0)
         settings.setdefault("max_concurrent_local_sessions", 1)
@@ -70,9 +74,16 @@ class Stack:
         #: Every event the relay delivered, in order.
         self.events: list[Any] = []
         bus.subscribe("#", self.events.append)
-        core = build_core(self.config, self.clock, store, BuilderIndex(store.thd_list_builders()), bus,
-                          Doors(logs=InlineDoor(), disk=InlineDoor(), cloud=InlineDoor(), cpu=InlineDoor()),
-                          plugins=mock_plugins, fetch_timeout=5.0)
+        core = build_core(
+            self.config,
+            self.clock,
+            store,
+            BuilderIndex(store.thd_list_builders()),
+            bus,
+            Doors(logs=InlineDoor(), disk=InlineDoor(), cloud=InlineDoor(), cpu=InlineDoor()),
+            plugins=mock_plugins,
+            fetch_timeout=5.0,
+        )
         self.store, self.index, self.bus, self.relay = core.store, core.index, bus, core.relay
         self.logs, self.metrics, self.updater = core.logs, core.metrics, core.updater
         self.base_images, self.dispatcher = core.base_images, core.dispatcher
@@ -105,6 +116,7 @@ def result_of(deferred: Deferred) -> Any:
 
 
 # --- libvirt ---------------------------------------------------------------------------------------------------
+
 
 def libvirt_error(message: str, code: int) -> Exception:
     """A libvirt.libvirtError with ``message`` and error ``code`` (libvirt.VIR_ERR_*), as libvirt raises them."""
@@ -167,8 +179,9 @@ class FakeDomain:
 
         self._check("blockStats")
         if not self.isActive():
-            raise libvirt_error("Requested operation is not valid: domain is not running",
-                                real.VIR_ERR_OPERATION_INVALID)
+            raise libvirt_error(
+                "Requested operation is not valid: domain is not running", real.VIR_ERR_OPERATION_INVALID
+            )
         if disk != "vda":
             raise libvirt_error(f"invalid argument: invalid path: {disk}", real.VIR_ERR_INVALID_ARG)
         return (0, 0, self.writes[0], self.writes[1], -1)
@@ -178,8 +191,9 @@ class FakeDomain:
 
         self._check("destroy")
         if not self.isActive():
-            raise libvirt_error("Requested operation is not valid: domain is not running",
-                                real.VIR_ERR_OPERATION_INVALID)
+            raise libvirt_error(
+                "Requested operation is not valid: domain is not running", real.VIR_ERR_OPERATION_INVALID
+            )
         self._state = (real.VIR_DOMAIN_SHUTOFF, real.VIR_DOMAIN_SHUTOFF_DESTROYED)
         self._libvirt.destroyed.append(self._name)
         return 0

@@ -44,11 +44,7 @@ PARSER_OPTIONS = {
 # auto-detect, so a UTF-16 or UTF-32 document cannot slip past the scan.
 _FORBIDDEN_MARKUP = ("<!DOCTYPE", "<!ENTITY")
 _SCAN_ENCODINGS = ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
-_FORBIDDEN_BYTES = tuple(
-    markup.encode(encoding)
-    for markup in _FORBIDDEN_MARKUP
-    for encoding in _SCAN_ENCODINGS
-)
+_FORBIDDEN_BYTES = tuple(markup.encode(encoding) for markup in _FORBIDDEN_MARKUP for encoding in _SCAN_ENCODINGS)
 
 
 def _new_parser(encoding: str | None = None) -> etree.XMLParser:

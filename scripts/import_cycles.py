@@ -148,8 +148,12 @@ def layer_of(module: str, package: str) -> int:
 
 def layer_violations(graph: Graph, package: str) -> list[tuple[str, str]]:
     """Every (importer, imported) where the imported module lies in an outer layer."""
-    return sorted((source, target) for source, targets in graph.items() for target in targets
-                  if layer_of(target, package) < layer_of(source, package))
+    return sorted(
+        (source, target)
+        for source, targets in graph.items()
+        for target in targets
+        if layer_of(target, package) < layer_of(source, package)
+    )
 
 
 def show(title: str, components: Iterable[list[str]], graph: Graph) -> int:

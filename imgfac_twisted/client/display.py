@@ -6,8 +6,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from rich import box
 from rich.console import Console
@@ -17,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .settings import EXIT_FAILED, EXIT_OK, FINAL_STATUSES, PIPE_WIDTH, POLL_INTERVAL
+
 
 def make_console(stderr: bool = False) -> Console:
     """A console that draws on a terminal and writes plain, unwrapped lines elsewhere."""
@@ -41,8 +43,14 @@ def _cell(value: Any) -> Text:
 
 
 def _status_text(status: str) -> Text:
-    style = {"COMPLETED": "green", "FAILED": "bold red", "BUILDING": "cyan", "PUSHING": "cyan",
-             "PENDING": "yellow", "NEW": "yellow"}.get(status, "")
+    style = {
+        "COMPLETED": "green",
+        "FAILED": "bold red",
+        "BUILDING": "cyan",
+        "PUSHING": "cyan",
+        "PENDING": "yellow",
+        "NEW": "yellow",
+    }.get(status, "")
     return Text(status or "?", style=style)
 
 
@@ -53,9 +61,21 @@ def target_or_provider(builder: Mapping[str, Any]) -> str:
     return str(builder.get("target") or "")
 
 
-DETAIL_FIELDS = ("id", "operation", "status", "completed", "status_detail", "target", "provider",
-                 "image_id", "build_id", "target_image_id", "provider_account_identifier",
-                 "identifier_on_provider", "href")
+DETAIL_FIELDS = (
+    "id",
+    "operation",
+    "status",
+    "completed",
+    "status_detail",
+    "target",
+    "provider",
+    "image_id",
+    "build_id",
+    "target_image_id",
+    "provider_account_identifier",
+    "identifier_on_provider",
+    "href",
+)
 
 
 def builder_table(builder: Mapping[str, Any]) -> Table:
@@ -84,9 +104,14 @@ def builders_table(builders: Iterable[Mapping[str, Any]]) -> Table:
     table.add_column("completed", justify="right", no_wrap=True)
     table.add_column("detail", overflow="fold")
     for builder in builders:
-        table.add_row(_cell(builder.get("id")), _cell(builder.get("operation")), _cell(target_or_provider(builder)),
-                      _status_text(str(builder.get("status") or "")), _cell(f"{builder.get('completed', 0)}%"),
-                      _cell(builder.get("status_detail")))
+        table.add_row(
+            _cell(builder.get("id")),
+            _cell(builder.get("operation")),
+            _cell(target_or_provider(builder)),
+            _status_text(str(builder.get("status") or "")),
+            _cell(f"{builder.get('completed', 0)}%"),
+            _cell(builder.get("status_detail")),
+        )
     return table
 
 
@@ -127,8 +152,13 @@ def status_line(item: Watched) -> str:
     return line
 
 
-def wait_for(items: Sequence[Watched], fetch: Callable[[str], dict[str, Any]], console: Console,
-             interval: float = POLL_INTERVAL, sleep: Callable[[float], None] = time.sleep) -> None:
+def wait_for(
+    items: Sequence[Watched],
+    fetch: Callable[[str], dict[str, Any]],
+    console: Console,
+    interval: float = POLL_INTERVAL,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
     """Poll every item's details until each is COMPLETED or FAILED.
 
     On a terminal: one progress bar per item. Elsewhere: one line per status change.
@@ -152,8 +182,13 @@ def _poll_round(items: Sequence[Watched], fetch: Callable[[str], dict[str, Any]]
     return changed
 
 
-def _wait_with_lines(items: Sequence[Watched], fetch: Callable[[str], dict[str, Any]], console: Console,
-                     interval: float, sleep: Callable[[float], None]) -> None:
+def _wait_with_lines(
+    items: Sequence[Watched],
+    fetch: Callable[[str], dict[str, Any]],
+    console: Console,
+    interval: float,
+    sleep: Callable[[float], None],
+) -> None:
     while True:
         for item in _poll_round(items, fetch):
             plain(console, status_line(item))
@@ -167,13 +202,27 @@ def _bar_status(item: Watched) -> str:
     return f"[{style}]{escape(item.status or '...')}[/]"
 
 
-def _wait_with_bars(items: Sequence[Watched], fetch: Callable[[str], dict[str, Any]], console: Console,
-                    interval: float, sleep: Callable[[float], None]) -> None:
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+def _wait_with_bars(
+    items: Sequence[Watched],
+    fetch: Callable[[str], dict[str, Any]],
+    console: Console,
+    interval: float,
+    sleep: Callable[[float], None],
+) -> None:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console) as progress:
-        tasks = {id(item): progress.add_task(escape(f"{item.kind} {item.id[:8]} {item.label}"), total=100,
-                                             status=_bar_status(item)) for item in items}
+        tasks = {
+            id(item): progress.add_task(
+                escape(f"{item.kind} {item.id[:8]} {item.label}"), total=100, status=_bar_status(item)
+            )
+            for item in items
+        }
         while True:
             _poll_round(items, fetch)
             for item in items:

@@ -11,14 +11,20 @@ import requests
 from .. import __version__
 from .settings import ENV_URL, EXIT_CLIENT, EXIT_SERVER, HTTP_TIMEOUT, PREFIX, PROG, TLS_HINT, CLIError, Settings
 
+
 def _short_reason(error: BaseException) -> str:
     """The useful end of a requests/urllib3 exception's message."""
     text = str(error)
     reason = getattr(error.args[0], "reason", None) if error.args else None
     if reason is not None:
         text = str(reason)
-    for pattern in (r"certificate verify failed: [^(]*", r"\[Errno -?\d+\] [^')\"]*",
-                    r"[Hh]ostname mismatch[^')\"]*", r"wrong version number", r"record layer failure"):
+    for pattern in (
+        r"certificate verify failed: [^(]*",
+        r"\[Errno -?\d+\] [^')\"]*",
+        r"[Hh]ostname mismatch[^')\"]*",
+        r"wrong version number",
+        r"record layer failure",
+    ):
         match = re.search(pattern, text)
         if match:
             return match.group(0).strip()
@@ -64,8 +70,11 @@ class Client:
         except requests.exceptions.Timeout:
             raise CLIError(f"{self.settings.url} did not answer in time ({method} {path})", EXIT_SERVER) from None
         except requests.exceptions.ConnectionError as error:
-            raise CLIError(f"cannot connect to {self.settings.url}: {_short_reason(error)}", EXIT_SERVER,
-                           f"is the daemon running? (--url or {ENV_URL} says where)") from None
+            raise CLIError(
+                f"cannot connect to {self.settings.url}: {_short_reason(error)}",
+                EXIT_SERVER,
+                f"is the daemon running? (--url or {ENV_URL} says where)",
+            ) from None
         except requests.exceptions.RequestException as error:
             raise CLIError(f"request to {self.settings.url} failed: {_short_reason(error)}", EXIT_SERVER) from None
         if response.status_code >= 400:
@@ -88,11 +97,15 @@ class Client:
         code = EXIT_CLIENT if status < 500 else EXIT_SERVER
         if status == 401:
             if had_auth:
-                hint = ("check the OAuth key and secret (" + self.settings.credentials_source + "): they must match "
-                        "an entry of the daemon's \"clients\"; a stale timestamp means a wrong clock")
+                hint = (
+                    "check the OAuth key and secret (" + self.settings.credentials_source + "): they must match "
+                    'an entry of the daemon\'s "clients"; a stale timestamp means a wrong clock'
+                )
             else:
-                hint = "this write must be signed with OAuth and no key/secret is configured: " + \
-                    self.settings.credentials_hint()
+                hint = (
+                    "this write must be signed with OAuth and no key/secret is configured: "
+                    + self.settings.credentials_hint()
+                )
             return CLIError(f"OAuth authentication failed (401): {message}", code, hint)
         return CLIError(f"{message} ({status})", code)
 
@@ -101,8 +114,9 @@ class Client:
         try:
             return response.json()
         except ValueError:
-            raise CLIError(f"{method} {path} answered {response.status_code} without JSON: "
-                           "is --url an Image Factory?", EXIT_SERVER) from None
+            raise CLIError(
+                f"{method} {path} answered {response.status_code} without JSON: is --url an Image Factory?", EXIT_SERVER
+            ) from None
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.json("GET", path, **kwargs)
@@ -113,6 +127,7 @@ class Client:
 
     def log(self, builder_id: str, offset: int) -> tuple[bytes, str]:
         """Log bytes from ``offset`` on and the builder's status (``X-Builder-Status``)."""
-        response = self.request("GET", builder_path(builder_id) + "/log", params={"offset": str(offset)},
-                                headers={"Accept": "text/plain"})
+        response = self.request(
+            "GET", builder_path(builder_id) + "/log", params={"offset": str(offset)}, headers={"Accept": "text/plain"}
+        )
         return response.content, response.headers.get("X-Builder-Status", "")

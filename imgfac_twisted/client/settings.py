@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import stat
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
 from requests_oauthlib import OAuth1
@@ -40,7 +40,7 @@ EXIT_INTERRUPTED = 130
 
 TLS_HINT = (
     "the daemon's certificate is self-signed by default: pass --ca-file <state_dir>/tls/imagefactory.pem "
-    f"(or set {ENV_CA_FILE}, or \"ca_file\" in the config file), or --insecure to skip verification"
+    f'(or set {ENV_CA_FILE}, or "ca_file" in the config file), or --insecure to skip verification'
 )
 
 
@@ -52,9 +52,6 @@ class CLIError(Exception):
         self.message = message
         self.code = code
         self.hint = hint
-
-
-
 
 
 @dataclass
@@ -75,14 +72,18 @@ class Settings:
             return None
         if not self.key or not self.secret:
             missing = "secret" if self.key else "key"
-            raise CLIError(f"an OAuth key and secret are both needed, the {missing} is missing "
-                           f"({self.credentials_source})", hint=self.credentials_hint())
+            raise CLIError(
+                f"an OAuth key and secret are both needed, the {missing} is missing ({self.credentials_source})",
+                hint=self.credentials_hint(),
+            )
         return OAuth1(self.key, self.secret, signature_method="HMAC-SHA1")
 
     def credentials_hint(self) -> str:
-        return (f"set {ENV_KEY} and {ENV_SECRET} in the environment, or put "
-                f"{{\"key\": ..., \"secret\": ...}} in {self.config_path} (chmod 600); "
-                "the key and secret are never taken from the command line")
+        return (
+            f"set {ENV_KEY} and {ENV_SECRET} in the environment, or put "
+            f'{{"key": ..., "secret": ...}} in {self.config_path} (chmod 600); '
+            "the key and secret are never taken from the command line"
+        )
 
 
 def default_config_path(env: Mapping[str, str]) -> str:
@@ -101,8 +102,9 @@ def load_config(path: str, explicit: bool, warn: Callable[[str], None] = lambda 
     wrong = sorted(name for name, value in settings.items() if name in CONFIG_KEYS and not isinstance(value, str))
     problems = []
     if unknown:
-        problems.append(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
-                        f"(known: {', '.join(CONFIG_KEYS)})")
+        problems.append(
+            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} (known: {', '.join(CONFIG_KEYS)})"
+        )
     if wrong:
         problems.append(f"{', '.join(wrong)} must be {'strings' if len(wrong) > 1 else 'a string'}")
     if problems:
@@ -123,8 +125,9 @@ def normalize_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def resolve_settings(args: argparse.Namespace, env: Mapping[str, str],
-                     warn: Callable[[str], None] = lambda message: None) -> Settings:
+def resolve_settings(
+    args: argparse.Namespace, env: Mapping[str, str], warn: Callable[[str], None] = lambda message: None
+) -> Settings:
     """Merge the command line, the environment and the config file (in that order of precedence)."""
     explicit = args.config is not None
     config_path = os.path.expanduser(args.config) if explicit else default_config_path(env)
@@ -152,5 +155,12 @@ def resolve_settings(args: argparse.Namespace, env: Mapping[str, str],
     else:
         key, secret, source = config.get("key") or None, config.get("secret") or None, f"from {config_path}"
 
-    return Settings(url=url, verify=verify, key=key, secret=secret, json=bool(args.json),
-                    config_path=config_path, credentials_source=source)
+    return Settings(
+        url=url,
+        verify=verify,
+        key=key,
+        secret=secret,
+        json=bool(args.json),
+        config_path=config_path,
+        credentials_source=source,
+    )

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
@@ -58,8 +59,9 @@ class Event:
 def event_for_change(change: BuilderChange, timestamp: float) -> Event:
     """The event of one builder change; ``change.new.sequence`` numbers it."""
     new, old = change.new, change.old
-    return _builder_event(new, change.kind, old.status.value if old is not None else None, new.status.value,
-                          new.sequence, timestamp)
+    return _builder_event(
+        new, change.kind, old.status.value if old is not None else None, new.status.value, new.sequence, timestamp
+    )
 
 
 def event_for_deletion(builder: Builder, timestamp: float) -> Event:
@@ -67,8 +69,9 @@ def event_for_deletion(builder: Builder, timestamp: float) -> Event:
     return _builder_event(builder, DELETED, builder.status.value, DELETED, builder.sequence + 1, timestamp)
 
 
-def _builder_event(builder: Builder, kind: str, old_status: str | None, new_status: str, sequence: int,
-                   timestamp: float) -> Event:
+def _builder_event(
+    builder: Builder, kind: str, old_status: str | None, new_status: str, sequence: int, timestamp: float
+) -> Event:
     push = builder.operation == Operation.PUSH
     object_type = "provider_image" if push else "target_image"
     body = {

@@ -24,7 +24,8 @@ txamqp client, adapted to RabbitMQ, is in ``amqp_wire``.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
@@ -39,13 +40,21 @@ from txamqp.protocol import AMQChannel
 from zope.interface import implementer
 
 from . import Event, EventCallback, IEventBus
-from .amqp_url import DEFAULT_URL, AmqpAddress, parse_amqp_url, redacted_url
 from .amqp_subscriptions import Subscriptions
+from .amqp_url import DEFAULT_URL, AmqpAddress, parse_amqp_url, redacted_url
 from .amqp_wire import AmqpClient, AmqpClientFactory, BusUnavailable, PublishRejected, describe
 
 #: Public names defined in ``amqp_url`` and ``amqp_wire`` too: the bus's callers import them from here.
-__all__ = ["DEFAULT_SPEC_PATH", "DEFAULT_URL", "AmqpAddress", "AmqpBus", "BusUnavailable", "PublishRejected",
-           "parse_amqp_url", "redacted_url"]
+__all__ = [
+    "DEFAULT_SPEC_PATH",
+    "DEFAULT_URL",
+    "AmqpAddress",
+    "AmqpBus",
+    "BusUnavailable",
+    "PublishRejected",
+    "parse_amqp_url",
+    "redacted_url",
+]
 
 #: RabbitMQ's variant of the 0-9-1 spec, from Debian's ``amqp-specs``: the
 #: plain 0-9-1 file lacks the ``confirm`` class that publisher confirms need.
@@ -66,9 +75,18 @@ class AmqpBus(Service):
 
     log = Logger()
 
-    def __init__(self, reactor: Any, url: str, exchange: str = "imagefactory",
-                 spec_path: str = DEFAULT_SPEC_PATH, *, heartbeat: int = 30, connect_timeout: float = 10.0,
-                 min_retry_delay: float = 0.5, max_retry_delay: float = 5.0) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        url: str,
+        exchange: str = "imagefactory",
+        spec_path: str = DEFAULT_SPEC_PATH,
+        *,
+        heartbeat: int = 30,
+        connect_timeout: float = 10.0,
+        min_retry_delay: float = 0.5,
+        max_retry_delay: float = 5.0,
+    ) -> None:
         self._reactor = reactor
         self._address = parse_amqp_url(url)
         self.url = redacted_url(url)
@@ -100,18 +118,17 @@ class AmqpBus(Service):
 
     # -- the service --
 
-    def startService(self) -> None:  # noqa: N802 (Twisted's name)
+    def startService(self) -> None:
         """Start connecting; the bus keeps (re)connecting until stopped."""
         super().startService()
         self._stopping = False
         self._retry_delay = self._min_retry_delay
         self._failures = 0
         self._last_failure = ""
-        self.log.info("AMQP event bus connecting to {url} (exchange {exchange})", url=self.url,
-                      exchange=self.exchange)
+        self.log.info("AMQP event bus connecting to {url} (exchange {exchange})", url=self.url, exchange=self.exchange)
         self._connect()
 
-    def stopService(self) -> Deferred:  # noqa: N802 (Twisted's name)
+    def stopService(self) -> Deferred:
         """Stop reconnecting and close the connection cleanly; fires once it is closed."""
         super().stopService()
         self._stopping = True
@@ -136,7 +153,7 @@ class AmqpBus(Service):
         timeout = self._reactor.callLater(2.0, replied.cancel)
         try:
             await replied
-        except Exception as e:  # noqa: BLE001 -- whatever happened, the socket goes now
+        except Exception as e:
             self.log.debug("no clean AMQP close ({reason})", reason=describe(e))
         finally:
             if timeout.active():
@@ -185,10 +202,12 @@ class AmqpBus(Service):
 
     def _connect(self) -> None:
         self._retry_call = None
-        endpoint = HostnameEndpoint(self._reactor, self._address.host, self._address.port,
-                                    timeout=self._connect_timeout)
-        attempt = endpoint.connect(AmqpClientFactory(self, self._address.vhost, self._spec, self._heartbeat,
-                                                      self._reactor))
+        endpoint = HostnameEndpoint(
+            self._reactor, self._address.host, self._address.port, timeout=self._connect_timeout
+        )
+        attempt = endpoint.connect(
+            AmqpClientFactory(self, self._address.vhost, self._spec, self._heartbeat, self._reactor)
+        )
         self._attempt = attempt
         attempt.addCallback(lambda client: ensureDeferred(self._handshake(client)))
         attempt.addCallbacks(self._connected, self._connect_failed)
@@ -204,8 +223,10 @@ class AmqpBus(Service):
             # Why PLAIN with a bytes response, not client.authenticate(): txamqp
             # sizes str fields in characters, not bytes, so non-ASCII user names or
             # passwords would corrupt the frame (and AMQPLAIN cannot take bytes).
-            await client.start(b"\0" + self._address.username.encode("utf-8") + b"\0"
-                               + self._address.password.encode("utf-8"), mechanism="PLAIN")
+            await client.start(
+                b"\0" + self._address.username.encode("utf-8") + b"\0" + self._address.password.encode("utf-8"),
+                mechanism="PLAIN",
+            )
             channel = await client.channel(PUBLISH_CHANNEL)
             await channel.channel_open()
             await channel.exchange_declare(exchange=self._exchange_bytes, type="topic", durable=True)
@@ -234,8 +255,12 @@ class AmqpBus(Service):
             after = f" after {self._failures} failed attempt{'s' if self._failures > 1 else ''}"
         self._failures = 0
         self._last_failure = ""
-        self.log.info("AMQP event bus connected to {url}{after}; exchange {exchange} declared",
-                      url=self.url, after=after, exchange=self.exchange)
+        self.log.info(
+            "AMQP event bus connected to {url}{after}; exchange {exchange} declared",
+            url=self.url,
+            after=after,
+            exchange=self.exchange,
+        )
         # Taken before waking the waiters: one that registers a callback
         # now has it called at once by when_connected, and not twice.
         callbacks = list(self._on_connect)
@@ -245,8 +270,7 @@ class AmqpBus(Service):
 
     def _call_on_connect(self, callback: Callable[[], object]) -> None:
         result: Deferred = ensureDeferred(_call(callback))
-        result.addErrback(lambda f: self.log.failure("on-connect callback {callback!r} failed", f,
-                                                     callback=callback))
+        result.addErrback(lambda f: self.log.failure("on-connect callback {callback!r} failed", f, callback=callback))
 
     def _connect_failed(self, failure: Failure) -> None:
         self._attempt = None
@@ -259,9 +283,14 @@ class AmqpBus(Service):
         if reason != self._last_failure:
             # Once per new reason, not once per attempt: a broker that is away
             # for an hour would otherwise log 720 lines.
-            self.log.warn("AMQP event bus cannot connect to {url}: {reason}; retrying in {delay} s, "
-                          "then every {max_delay} s at most (logged again only if the reason changes)",
-                          url=self.url, reason=reason, delay=delay, max_delay=self._max_retry_delay)
+            self.log.warn(
+                "AMQP event bus cannot connect to {url}: {reason}; retrying in {delay} s, "
+                "then every {max_delay} s at most (logged again only if the reason changes)",
+                url=self.url,
+                reason=reason,
+                delay=delay,
+                max_delay=self._max_retry_delay,
+            )
             self._last_failure = reason
         self._retry_call = self._reactor.callLater(delay, self._connect)
         self._wake_waiters(BusUnavailable(f"cannot connect to {self.url}: {reason}"), fail_fast_only=True)
@@ -294,10 +323,15 @@ class AmqpBus(Service):
         if self._stopping:
             self.log.info("AMQP event bus disconnected from {url}", url=self.url)
         else:
-            self.log.warn("AMQP event bus lost its connection to {url} ({reason}); {unconfirmed} publishes "
-                          "unconfirmed, {subscriptions} subscriptions ended; reconnecting in {delay} s",
-                          url=self.url, reason=text, unconfirmed=len(unconfirmed),
-                          subscriptions=subscriptions, delay=self._min_retry_delay)
+            self.log.warn(
+                "AMQP event bus lost its connection to {url} ({reason}); {unconfirmed} publishes "
+                "unconfirmed, {subscriptions} subscriptions ended; reconnecting in {delay} s",
+                url=self.url,
+                reason=text,
+                unconfirmed=len(unconfirmed),
+                subscriptions=subscriptions,
+                delay=self._min_retry_delay,
+            )
             self._retry_delay = self._min_retry_delay
             self._retry_call = self._reactor.callLater(self._min_retry_delay, self._connect)
         for d in unconfirmed.values():
@@ -308,8 +342,9 @@ class AmqpBus(Service):
         if client is self._client and channel is self._channel:
             # Without its publishing channel the connection is of no use:
             # drop it, and the reconnect declares everything afresh.
-            self.log.error("AMQP event bus: the broker closed the publishing channel ({reason}); reconnecting",
-                           reason=text)
+            self.log.error(
+                "AMQP event bus: the broker closed the publishing channel ({reason}); reconnecting", reason=text
+            )
             client.transport.loseConnection()
             return
         self._subscriptions.channel_closed(channel, text)
@@ -325,14 +360,18 @@ class AmqpBus(Service):
         tag = self._last_tag
         confirmed: Deferred = Deferred()
         self._unconfirmed[tag] = confirmed
-        content = Content(event.body_bytes(), properties={
-            "content-type": "application/json",
-            "delivery-mode": 2,
-            "message-id": event.event_id,
-        })
+        content = Content(
+            event.body_bytes(),
+            properties={
+                "content-type": "application/json",
+                "delivery-mode": 2,
+                "message-id": event.event_id,
+            },
+        )
         # Names go as bytes: txamqp would size a non-ASCII str in characters.
-        sent = channel.basic_publish(exchange=self._exchange_bytes, routing_key=event.routing_key.encode("utf-8"),
-                                     content=content)
+        sent = channel.basic_publish(
+            exchange=self._exchange_bytes, routing_key=event.routing_key.encode("utf-8"), content=content
+        )
         sent.addErrback(self._publish_failed, tag)
         return confirmed
 
@@ -341,8 +380,9 @@ class AmqpBus(Service):
         if confirmed is not None:
             confirmed.errback(BusUnavailable(f"could not publish: {describe(failure)}"))
 
-    def confirmed(self, client: AmqpClient, channel: AMQChannel, tag: int, multiple: bool,
-                   error: Exception | None) -> None:
+    def confirmed(
+        self, client: AmqpClient, channel: AMQChannel, tag: int, multiple: bool, error: Exception | None
+    ) -> None:
         if client is not self._client or channel is not self._channel:
             return
         if multiple:

@@ -34,8 +34,16 @@ class ConnectionHolder(Protocol):
 class AmqpSubscription:
     """One consumer on its own channel and queue; ends with its connection."""
 
-    def __init__(self, owner: Subscriptions, client: AmqpClient, channel: AMQChannel, queue: str,
-                 consumer_tag: str, pattern: str, callback: EventCallback) -> None:
+    def __init__(
+        self,
+        owner: Subscriptions,
+        client: AmqpClient,
+        channel: AMQChannel,
+        queue: str,
+        consumer_tag: str,
+        pattern: str,
+        callback: EventCallback,
+    ) -> None:
         self._owner = owner
         self.client = client
         self.channel = channel
@@ -61,8 +69,9 @@ class AmqpSubscription:
             await self.channel.queue_delete(queue=self.queue)
             await close_channel(self.client, self.channel)
         except (Closed, QueueClosed) as e:
-            self._owner.log.debug("subscription {pattern!r} ended with its channel: {reason}",
-                                  pattern=self.pattern, reason=describe(e))
+            self._owner.log.debug(
+                "subscription {pattern!r} ended with its channel: {reason}", pattern=self.pattern, reason=describe(e)
+            )
 
     def end(self) -> None:
         """The connection or channel went: deliver nothing more."""
@@ -112,8 +121,11 @@ class Subscriptions:
             if subscription.channel is channel:
                 del self._by_tag[tag]
                 subscription.end()
-                self.log.error("AMQP event bus: the broker ended the subscription to {pattern!r} ({reason})",
-                               pattern=subscription.pattern, reason=reason)
+                self.log.error(
+                    "AMQP event bus: the broker ended the subscription to {pattern!r} ({reason})",
+                    pattern=subscription.pattern,
+                    reason=reason,
+                )
 
     async def subscribe(self, client: AmqpClient, pattern: str, callback: EventCallback) -> AmqpSubscription:
         """A new consumer on ``client``'s connection, its queue bound with ``pattern``."""
@@ -124,8 +136,9 @@ class Subscriptions:
             await channel.channel_open()
             declared = await channel.queue_declare(queue="", exclusive=True, auto_delete=True)
             queue = declared.queue
-            await channel.queue_bind(queue=queue, exchange=self._exchange.encode("utf-8"),
-                                     routing_key=pattern.encode("utf-8"))
+            await channel.queue_bind(
+                queue=queue, exchange=self._exchange.encode("utf-8"), routing_key=pattern.encode("utf-8")
+            )
             tag = f"imagefactory-{uuid.uuid4().hex}"
             subscription = AmqpSubscription(self, client, channel, queue, tag, pattern, callback)
             # Registered before consuming, so that no delivery can come first.
@@ -151,8 +164,12 @@ class Subscriptions:
             if not isinstance(body, dict):
                 raise ValueError("the body is not a JSON object")
         except ValueError as e:
-            self.log.warn("ignored a message on {exchange} with key {key!r}: not a JSON object ({error})",
-                          exchange=self._exchange, key=msg.routing_key, error=str(e))
+            self.log.warn(
+                "ignored a message on {exchange} with key {key!r}: not a JSON object ({error})",
+                exchange=self._exchange,
+                key=msg.routing_key,
+                error=str(e),
+            )
             return
         try:
             subscription.callback(Event(routing_key=msg.routing_key, body=body))

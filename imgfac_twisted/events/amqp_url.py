@@ -28,8 +28,10 @@ class AmqpAddress:
 
     def __repr__(self) -> str:
         # Keeps the password out of tracebacks and debug output.
-        return (f"AmqpAddress(host={self.host!r}, port={self.port!r}, username={self.username!r}, "
-                f"password='***', vhost={self.vhost!r})")
+        return (
+            f"AmqpAddress(host={self.host!r}, port={self.port!r}, username={self.username!r}, "
+            f"password='***', vhost={self.vhost!r})"
+        )
 
 
 def parse_amqp_url(url: str) -> AmqpAddress:

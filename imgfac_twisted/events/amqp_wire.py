@@ -30,8 +30,9 @@ class ConnectionOwner(Protocol):
     def channel_failed(self, client: AmqpClient, channel: AMQChannel, reason: Failure) -> None:
         """The broker closed a channel."""
 
-    def confirmed(self, client: AmqpClient, channel: AMQChannel, tag: int, multiple: bool,
-                  error: Exception | None) -> None:
+    def confirmed(
+        self, client: AmqpClient, channel: AMQChannel, tag: int, multiple: bool, error: Exception | None
+    ) -> None:
         """The broker confirmed (``error`` None) or refused messages up to ``tag``."""
 
     def delivered(self, msg: Message) -> None:
@@ -47,7 +48,6 @@ class BusUnavailable(Exception):
 
 class PublishRejected(Exception):
     """The broker refused a message (a ``basic.nack``): it was not stored."""
-
 
 
 def describe(reason: Any) -> str:
@@ -157,8 +157,11 @@ class AmqpClient(AMQClient):
 
     def send_frame(self, frame: Frame) -> None:
         payload = frame.payload
-        if isinstance(payload, Method) and payload.method.klass.name == "connection" \
-                and payload.method.name == "start-ok":
+        if (
+            isinstance(payload, Method)
+            and payload.method.klass.name == "connection"
+            and payload.method.name == "start-ok"
+        ):
             frame = Frame(frame.channel, StartOk(payload))
         super().send_frame(frame)
 
@@ -183,7 +186,7 @@ class AmqpClient(AMQClient):
         self.bus.connection_lost(self, reason)
         super().do_close(reason)
 
-    def connectionLost(self, reason: Failure) -> None:  # noqa: N802 (Twisted's name)
+    def connectionLost(self, reason: Failure) -> None:
         # Normally do_close told the bus already; this is the safety net.
         self.bus.connection_lost(self, reason)
         super().connectionLost(reason)
@@ -202,15 +205,24 @@ class AmqpDelegate(TwistedDelegate):
         self.bus = bus
 
     def connection_start(self, ch: AMQChannel, msg: Message) -> None:
-        ch.connection_start_ok(client_properties=CLIENT_PROPERTIES, mechanism=self.client.mechanism,
-                               response=self.client.response, locale=self.client.locale)
+        ch.connection_start_ok(
+            client_properties=CLIENT_PROPERTIES,
+            mechanism=self.client.mechanism,
+            response=self.client.response,
+            locale=self.client.locale,
+        )
 
     def basic_ack(self, ch: AMQChannel, msg: Message) -> None:
         self.bus.confirmed(self.client, ch, msg.delivery_tag, msg.multiple, None)
 
     def basic_nack(self, ch: AMQChannel, msg: Message) -> None:
-        self.bus.confirmed(self.client, ch, msg.delivery_tag, msg.multiple,
-                            PublishRejected(f"the broker refused message {msg.delivery_tag}"))
+        self.bus.confirmed(
+            self.client,
+            ch,
+            msg.delivery_tag,
+            msg.multiple,
+            PublishRejected(f"the broker refused message {msg.delivery_tag}"),
+        )
 
     def basic_deliver(self, ch: AMQChannel, msg: Message) -> None:
         self.bus.delivered(msg)
@@ -228,5 +240,5 @@ class AmqpClientFactory(Factory):
         self.bus = bus
         self._settings = {"vhost": vhost.encode("utf-8"), "spec": spec, "heartbeat": heartbeat, "clock": clock}
 
-    def buildProtocol(self, addr: Any) -> AmqpClient:  # noqa: N802 (Twisted's name)
+    def buildProtocol(self, addr: Any) -> AmqpClient:
         return AmqpClient(self.bus, delegate=AmqpDelegate(self.bus), **self._settings)

@@ -19,12 +19,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Sequence, TextIO
+from collections.abc import Sequence
+from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import react
-from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate, Logger,
-                            globalLogBeginner, textFileLogObserver)
+from twisted.logger import (
+    FilteringLogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
 
 from . import Event
 from .amqp import DEFAULT_URL, AmqpBus, BusUnavailable, redacted_url
@@ -38,16 +45,24 @@ log = Logger(namespace=PROG)
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line, with the broker URL defaulting to $IMAGEFACTORY_AMQP_URL."""
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Print Image Factory builder events from the AMQP topic exchange, one line each.")
-    parser.add_argument("--amqp_url", "--amqp-url", dest="amqp_url", default=os.environ.get(URL_ENV, DEFAULT_URL),
-                        help=f"broker URL, amqp://user:password@host:port/vhost (default: ${URL_ENV} or "
-                             f"{redacted_url(DEFAULT_URL)})")
+        prog=PROG, description="Print Image Factory builder events from the AMQP topic exchange, one line each."
+    )
+    parser.add_argument(
+        "--amqp_url",
+        "--amqp-url",
+        dest="amqp_url",
+        default=os.environ.get(URL_ENV, DEFAULT_URL),
+        help=f"broker URL, amqp://user:password@host:port/vhost (default: ${URL_ENV} or {redacted_url(DEFAULT_URL)})",
+    )
     parser.add_argument("--exchange", default="imagefactory", help="topic exchange (default: imagefactory)")
-    parser.add_argument("--pattern", default="#",
-                        help="routing key pattern: '#' everything (default), '*.*.failed' failures, "
-                             "'provider_image.#' pushes")
-    parser.add_argument("--readable", action="store_true",
-                        help="one line per event for people, instead of one JSON object per line")
+    parser.add_argument(
+        "--pattern",
+        default="#",
+        help="routing key pattern: '#' everything (default), '*.*.failed' failures, 'provider_image.#' pushes",
+    )
+    parser.add_argument(
+        "--readable", action="store_true", help="one line per event for people, instead of one JSON object per line"
+    )
     return parser.parse_args(argv)
 
 
@@ -59,8 +74,10 @@ def readable_line(event: Event) -> str:
     old = body.get("old_status") or "(none)"
     new = body.get("new_status") or "?"
     completed = body.get("completed")
-    line = (f"{body.get('timestamp', '?')} {body.get('id', '?')} {operation} {where or '?'} "
-            f"{old}->{new} {completed if completed is not None else '?'}%")
+    line = (
+        f"{body.get('timestamp', '?')} {body.get('id', '?')} {operation} {where or '?'} "
+        f"{old}->{new} {completed if completed is not None else '?'}%"
+    )
     detail = body.get("status_detail")
     if detail:
         line += f" {' '.join(str(detail).split())}"
@@ -99,8 +116,12 @@ async def _run(reactor: Any, options: argparse.Namespace) -> None:
 
     async def subscribe() -> None:
         await bus.subscribe(options.pattern, printer)
-        log.info("listening for events matching {pattern!r} on exchange {exchange} at {url}",
-                 pattern=options.pattern, exchange=options.exchange, url=bus.url)
+        log.info(
+            "listening for events matching {pattern!r} on exchange {exchange} at {url}",
+            pattern=options.pattern,
+            exchange=options.exchange,
+            url=bus.url,
+        )
 
     # Every (re)connect subscribes afresh: a subscription ends with its connection.
     bus.when_connected(subscribe)
@@ -118,8 +139,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run ``imagefactory-events`` (the console script); exits the process."""
     options = parse_args(argv)
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
-    globalLogBeginner.beginLoggingTo([FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])],
-                                     redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])], redirectStandardIO=False
+    )
     react(lambda reactor: _run(reactor, options))
 
 

@@ -17,8 +17,9 @@ half its accounts.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..errors import ConfigError, ImageFactoryError
 from ..providers import MAX_CREDENTIALS_BYTES, Credentials
@@ -36,8 +37,11 @@ class ProviderAccount:
     credentials: Credentials = field(repr=False)
 
 
-def load_accounts(accounts: Mapping[str, Mapping[str, str]], provider_type: Callable[[str], str | None],
-                  parser_of: Callable[[str], Any]) -> dict[str, ProviderAccount]:
+def load_accounts(
+    accounts: Mapping[str, Mapping[str, str]],
+    provider_type: Callable[[str], str | None],
+    parser_of: Callable[[str], Any],
+) -> dict[str, ProviderAccount]:
     """The configured accounts, each checked: its provider known, its credentials file readable and valid.
 
     ``provider_type`` names the plug-in serving a provider name (None when
@@ -57,8 +61,9 @@ def load_accounts(accounts: Mapping[str, Mapping[str, str]], provider_type: Call
     return loaded
 
 
-def _load_one(name: str, settings: Mapping[str, str], provider_type: Callable[[str], str | None],
-              parser_of: Callable[[str], Any]) -> ProviderAccount:
+def _load_one(
+    name: str, settings: Mapping[str, str], provider_type: Callable[[str], str | None], parser_of: Callable[[str], Any]
+) -> ProviderAccount:
     provider = settings["provider"]
     kind = provider_type(provider)
     if kind is None:

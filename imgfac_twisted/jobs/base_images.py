@@ -12,8 +12,9 @@ waits any more.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, ensureDeferred, succeed
 from twisted.logger import Logger
@@ -100,9 +101,16 @@ class BaseImages:
 
     log = Logger()
 
-    def __init__(self, reactor: Any, systems: dict[str, OperatingSystem], state_dir: str, logs: BuilderLogs,
-                 install_slots: int, save_manifest: Callable[[str, list[Package]], Deferred],
-                 boot_tester: BootTester | None = None) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        systems: dict[str, OperatingSystem],
+        state_dir: str,
+        logs: BuilderLogs,
+        install_slots: int,
+        save_manifest: Callable[[str, list[Package]], Deferred],
+        boot_tester: BootTester | None = None,
+    ) -> None:
         self._reactor = reactor
         self._systems = systems
         self._state_dir = state_dir
@@ -185,8 +193,13 @@ class BaseImages:
     def _prepare(self, build_id: str, template: Template) -> _Install:
         work_dir = os.path.join(self._state_dir, BUILDS_DIR, build_id)
         os.makedirs(work_dir, exist_ok=True)
-        install = _Install(template=template, work_dir=work_dir, reactor=self._reactor,
-                           image_path=os.path.join(work_dir, BASE_IMAGE_NAME), logs=self._logs)
+        install = _Install(
+            template=template,
+            work_dir=work_dir,
+            reactor=self._reactor,
+            image_path=os.path.join(work_dir, BASE_IMAGE_NAME),
+            logs=self._logs,
+        )
         self._installs[build_id] = install
         return install
 
@@ -197,8 +210,10 @@ class BaseImages:
     async def _install(self, install: _Install) -> str:
         system = next((s for s in self._systems.values() if s.handles(install.template)), None)
         if system is None:
-            raise NoInstaller(f"no installer for the operating system {install.template.os_name!r} "
-                              f"(this daemon installs: {', '.join(sorted(s.name for s in self._systems.values()))})")
+            raise NoInstaller(
+                f"no installer for the operating system {install.template.os_name!r} "
+                f"(this daemon installs: {', '.join(sorted(s.name for s in self._systems.values()))})"
+            )
         await self._slots.acquire()
         install.got_slot()
         try:

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from twisted.internet.defer import gatherResults
 from twisted.logger import Logger
@@ -35,10 +36,10 @@ from ..model import Builder, Operation
 from ..store import IStore
 from .accounts import ProviderAccount
 from .dispatcher import Dispatcher
-from .work import discard_path
 from .imports import is_imported
 from .index import BuilderIndex
 from .updates import BuilderUpdater
+from .work import discard_path
 
 
 class DeleteFailed(ImageFactoryError):
@@ -50,9 +51,16 @@ class Deleter:
 
     log = Logger()
 
-    def __init__(self, store: IStore, index: BuilderIndex, dispatcher: Dispatcher,
-                 accounts: dict[str, ProviderAccount], disk_door: IDoor, state_dir: str,
-                 updater: BuilderUpdater) -> None:
+    def __init__(
+        self,
+        store: IStore,
+        index: BuilderIndex,
+        dispatcher: Dispatcher,
+        accounts: dict[str, ProviderAccount],
+        disk_door: IDoor,
+        state_dir: str,
+        updater: BuilderUpdater,
+    ) -> None:
         self._store = store
         self._index = index
         self._updater = updater
@@ -65,30 +73,50 @@ class Deleter:
         """Delete an image, its builds and everything under them; UnknownObject when there is none."""
         await self._store.get_image(image_id)
         builds = [build.id for build in await self._store.list_builds() if build.image_id == image_id]
-        await self._delete(f"image {image_id}", lambda b: b.image_id == image_id,
-                           lambda events: self._store.delete_image(image_id, events), builds)
+        await self._delete(
+            f"image {image_id}",
+            lambda b: b.image_id == image_id,
+            lambda events: self._store.delete_image(image_id, events),
+            builds,
+        )
 
     async def delete_build(self, build_id: str) -> None:
         """Delete a build and its target and provider images."""
         await self._store.get_build(build_id)
-        await self._delete(f"build {build_id}", lambda b: b.build_id == build_id,
-                           lambda events: self._store.delete_build(build_id, events), [build_id])
+        await self._delete(
+            f"build {build_id}",
+            lambda b: b.build_id == build_id,
+            lambda events: self._store.delete_build(build_id, events),
+            [build_id],
+        )
 
     async def delete_target_image(self, target_image_id: str) -> None:
         """Delete a target image and its provider images."""
         await self._store.get_target_image(target_image_id)
-        await self._delete(f"target image {target_image_id}",
-                           lambda b: target_image_id in (b.id, b.target_image_id),
-                           lambda events: self._store.delete_target_image(target_image_id, events), [])
+        await self._delete(
+            f"target image {target_image_id}",
+            lambda b: target_image_id in (b.id, b.target_image_id),
+            lambda events: self._store.delete_target_image(target_image_id, events),
+            [],
+        )
 
     async def delete_provider_image(self, provider_image_id: str) -> None:
         """Delete a provider image, from its cloud too."""
         await self._store.get_provider_image(provider_image_id)
-        await self._delete(f"provider image {provider_image_id}", lambda b: b.id == provider_image_id,
-                           lambda events: self._store.delete_provider_image(provider_image_id, events), [])
+        await self._delete(
+            f"provider image {provider_image_id}",
+            lambda b: b.id == provider_image_id,
+            lambda events: self._store.delete_provider_image(provider_image_id, events),
+            [],
+        )
 
-    async def _delete(self, what: str, under: Callable[[Builder], bool],
-                      remove_records: Callable[[list[Event]], Any], build_ids: list[str]) -> None:
+    async def _delete(
+        self,
+        what: str,
+        under: Callable[[Builder], bool],
+        remove_records: Callable[[list[Event]], Any],
+        build_ids: list[str],
+    ) -> None:
         builders = [builder for builder in self._index.all() if under(builder)]
         try:
             await self._stop_running(builders)
@@ -121,14 +149,15 @@ class Deleter:
             return
         provider = self._dispatcher.provider(current.provider)
         details = json.loads(current.provider_details or "{}")
-        await provider.delete(current.provider, current.identifier_on_provider, details,
-                              self.credentials_for(current))
+        await provider.delete(current.provider, current.identifier_on_provider, details, self.credentials_for(current))
 
     def credentials_for(self, builder: Builder) -> Any:
         """The credentials of the configured account that pushed ``builder``'s image, or None."""
         for account in self._accounts.values():
-            if (account.provider == builder.provider
-                    and account.credentials.account_identifier == builder.provider_account_identifier):
+            if (
+                account.provider == builder.provider
+                and account.credentials.account_identifier == builder.provider_account_identifier
+            ):
                 return account.credentials
         return None
 

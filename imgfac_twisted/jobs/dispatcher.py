@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore, ensureDeferred, succeed
 from twisted.internet.defer import TimeoutError as WaitTimedOut
 from twisted.logger import Logger
 
+from ..deferreds import InFlight, observe
+from ..doors import IDoor
 from ..errors import ImageFactoryError, InvalidRequest, UnknownObject
 from ..model import (
     Build,
@@ -32,8 +35,6 @@ from ..model import (
 )
 from ..os import Package
 from ..providers import Credentials, Provider
-from ..deferreds import InFlight, observe
-from ..doors import IDoor
 from ..store import IStore
 from ..targets import Target
 from ..template import Template
@@ -110,8 +111,9 @@ class Dispatcher(Service):
 
     # -- requests --------------------------------------------------------
 
-    async def start_build(self, template_text: str | None, targets_text: str, image_id: str | None = None,
-                          build_id: str | None = None) -> StartedBuild:
+    async def start_build(
+        self, template_text: str | None, targets_text: str, image_id: str | None = None, build_id: str | None = None
+    ) -> StartedBuild:
         """Record a new build (of a new image, or of ``image_id``) and start its builders.
 
         With ``build_id``, the targets are added to that build of the image
@@ -133,9 +135,16 @@ class Dispatcher(Service):
         stored = await self._store.add_template(template.xml, now)
         new_image = image is None
         if image is None:
-            image = Image(id=image_id or new_id(), template_id=stored.id, name=template.name,
-                          description=template.description, os_name=template.os_name,
-                          os_version=template.os_version, os_arch=template.os_arch, created=now)
+            image = Image(
+                id=image_id or new_id(),
+                template_id=stored.id,
+                name=template.name,
+                description=template.description,
+                os_name=template.os_name,
+                os_version=template.os_version,
+                os_arch=template.os_arch,
+                created=now,
+            )
         build = Build(id=new_id(), image_id=image.id, template_id=stored.id, created=now)
         target_images, builders = self._new_targets(image, build, target_names, now)
         await self._updater.record_build(image, build, target_images, builders, new_image)
@@ -162,26 +171,45 @@ class Dispatcher(Service):
         template = await self._templates.parse((await self._store.get_template(build.template_id)).xml)
         target_images, builders = self._new_targets(image, build, target_names, self._reactor.seconds())
         await self._updater.record_created(
-            builders, lambda events: self._store.add_to_build(target_images, builders, events))
+            builders, lambda events: self._store.add_to_build(target_images, builders, events)
+        )
         self._start_builders(build, builders, template)
         return StartedBuild(image=image, build=build, target_images=target_images)
 
     @staticmethod
-    def _new_targets(image: Image, build: Build, target_names: list[str],
-                     now: float) -> tuple[list[TargetImage], list[Builder]]:
+    def _new_targets(
+        image: Image, build: Build, target_names: list[str], now: float
+    ) -> tuple[list[TargetImage], list[Builder]]:
         """One target image per target, each with its NEW builder."""
-        target_images = [TargetImage(id=new_id(), build_id=build.id, image_id=image.id, target=name, created=now)
-                         for name in target_names]
-        builders = [Builder(id=target_image.id, operation=Operation.BUILD, status=Status.NEW, completed=0,
-                            image_id=image.id, build_id=build.id, target=target_image.target,
-                            created=now, updated=now)
-                    for target_image in target_images]
+        target_images = [
+            TargetImage(id=new_id(), build_id=build.id, image_id=image.id, target=name, created=now)
+            for name in target_names
+        ]
+        builders = [
+            Builder(
+                id=target_image.id,
+                operation=Operation.BUILD,
+                status=Status.NEW,
+                completed=0,
+                image_id=image.id,
+                build_id=build.id,
+                target=target_image.target,
+                created=now,
+                updated=now,
+            )
+            for target_image in target_images
+        ]
         return target_images, builders
 
     def _start_builders(self, build: Build, builders: list[Builder], template: Template) -> None:
         for builder in builders:
-            self._launch(builder, self._build_slots, Status.BUILDING, self._build_work(builder, template),
-                         ready=self._install_slot(builder, template))
+            self._launch(
+                builder,
+                self._build_slots,
+                Status.BUILDING,
+                self._build_work(builder, template),
+                ready=self._install_slot(builder, template),
+            )
         self._clean_up_after(build.id, [self._running[builder.id].deferred for builder in builders])
 
     async def start_push(
@@ -194,15 +222,19 @@ class Dispatcher(Service):
     ) -> ProviderImage:
         """Record a push of a COMPLETED target image to ``provider_name`` and start it."""
         target_image = await self._store.get_target_image(target_image_id)
-        if (image_id, build_id) != (None, None) and (target_image.image_id, target_image.build_id) != (image_id, build_id):
+        if (image_id, build_id) != (None, None) and (target_image.image_id, target_image.build_id) != (
+            image_id,
+            build_id,
+        ):
             raise UnknownObject(f"no target image {target_image_id!r} in build {build_id!r} of image {image_id!r}")
         provider = self._provider(provider_name)
         target_builder = await self.check_pushable(target_image_id, provider_name)
         credentials = provider.parse_credentials(credentials_xml)
         return await self._record_push(target_image, target_builder, provider, provider_name, credentials)
 
-    async def start_push_with_credentials(self, target_image_id: str, provider_name: str,
-                                          credentials: Credentials) -> ProviderImage:
+    async def start_push_with_credentials(
+        self, target_image_id: str, provider_name: str, credentials: Credentials
+    ) -> ProviderImage:
         """Record a push of a COMPLETED target image with credentials already parsed (a provider account's)."""
         target_image = await self._store.get_target_image(target_image_id)
         provider = self._provider(provider_name)
@@ -220,32 +252,62 @@ class Dispatcher(Service):
         if target_builder.artifact_path is None:
             raise InvalidRequest(f"target image {target_image_id} has no image file to push (it was imported)")
         if not provider.accepts_target(target_builder.target):
-            raise InvalidRequest(f"provider {provider_name!r} cannot take {target_builder.target!r} images "
-                                 f"(push a target image built for it, e.g. target 'ec2' for EC2)")
+            raise InvalidRequest(
+                f"provider {provider_name!r} cannot take {target_builder.target!r} images "
+                f"(push a target image built for it, e.g. target 'ec2' for EC2)"
+            )
         return target_builder
 
-    async def _record_push(self, target_image: TargetImage, target_builder: Builder, provider: Provider,
-                           provider_name: str, credentials: Credentials) -> ProviderImage:
+    async def _record_push(
+        self,
+        target_image: TargetImage,
+        target_builder: Builder,
+        provider: Provider,
+        provider_name: str,
+        credentials: Credentials,
+    ) -> ProviderImage:
         image = await self._store.get_image(target_image.image_id)
         now = self._reactor.seconds()
-        provider_image = ProviderImage(id=new_id(), target_image_id=target_image.id, build_id=target_image.build_id,
-                                       image_id=target_image.image_id, provider=provider_name,
-                                       provider_account_identifier=credentials.account_identifier, created=now)
-        builder = Builder(id=provider_image.id, operation=Operation.PUSH, status=Status.NEW, completed=0,
-                          image_id=target_image.image_id, build_id=target_image.build_id, target=target_image.target,
-                          provider=provider_name, target_image_id=target_image.id,
-                          provider_account_identifier=credentials.account_identifier, created=now, updated=now)
+        provider_image = ProviderImage(
+            id=new_id(),
+            target_image_id=target_image.id,
+            build_id=target_image.build_id,
+            image_id=target_image.image_id,
+            provider=provider_name,
+            provider_account_identifier=credentials.account_identifier,
+            created=now,
+        )
+        builder = Builder(
+            id=provider_image.id,
+            operation=Operation.PUSH,
+            status=Status.NEW,
+            completed=0,
+            image_id=target_image.image_id,
+            build_id=target_image.build_id,
+            target=target_image.target,
+            provider=provider_name,
+            target_image_id=target_image.id,
+            provider_account_identifier=credentials.account_identifier,
+            created=now,
+            updated=now,
+        )
         await self._updater.record_push(provider_image, builder)
-        self._launch(builder, self._push_slots, Status.PUSHING,
-                     self._push_work(builder, target_builder, image, provider, credentials))
+        self._launch(
+            builder,
+            self._push_slots,
+            Status.PUSHING,
+            self._push_work(builder, target_builder, image, provider, credentials),
+        )
         return provider_image
 
     async def contents(self, target_builder: Builder) -> tuple[Image, list[Package]]:
         """A COMPLETED target image's image and the packages of its build's system (none for the Mock OS,
         or for a target made without a base image); UnknownObject before it is COMPLETED."""
         if target_builder.operation != Operation.BUILD or target_builder.status != Status.COMPLETED:
-            raise UnknownObject(f"target image {target_builder.id} is {target_builder.status.value}: "
-                                "its package list is known once COMPLETED")
+            raise UnknownObject(
+                f"target image {target_builder.id} is {target_builder.status.value}: "
+                "its package list is known once COMPLETED"
+            )
         image = await self._store.get_image(target_builder.image_id)
         packages = await self._store.get_manifest(target_builder.build_id)
         return image, [Package(*package) for package in packages or []]
@@ -308,31 +370,43 @@ class Dispatcher(Service):
     def _build_job(self, builder: Builder, template: Template) -> TargetBuildJob:
         """What the builder's target plug-in builds from."""
         return TargetBuildJob(
-            builder=builder, work_dir=self._work_dir(builder), reactor=self._reactor, logs=self._logs,
+            builder=builder,
+            work_dir=self._work_dir(builder),
+            reactor=self._reactor,
+            logs=self._logs,
             report=lambda percent: self._updater.move(builder.id, Status.BUILDING, percent),
-            template=template, base_images=self._base_images, disk_door=self._disk_door,
-            enter_stage=lambda stage: self._updater.enter_stage(builder.id, stage))
+            template=template,
+            base_images=self._base_images,
+            disk_door=self._disk_door,
+            enter_stage=lambda stage: self._updater.enter_stage(builder.id, stage),
+        )
 
     def _push_job(self, builder: Builder, target_builder: Builder, image: Image) -> ProviderPushJob:
         """What the builder's provider plug-in pushes from."""
         return ProviderPushJob(
-            builder=builder, work_dir=self._work_dir(builder), reactor=self._reactor, logs=self._logs,
+            builder=builder,
+            work_dir=self._work_dir(builder),
+            reactor=self._reactor,
+            logs=self._logs,
             report=lambda percent: self._updater.move(builder.id, Status.PUSHING, percent),
-            target_builder=target_builder, image=image)
+            target_builder=target_builder,
+            image=image,
+        )
 
     def _build_work(self, builder: Builder, template: Template) -> Callable[[], Awaitable[dict[str, Any]]]:
         async def work() -> dict[str, Any]:
             target = self._targets[builder.target]
             artifact = await target.build(self._build_job(builder, template))
-            return {"artifact_path": artifact.path, "artifact_size": artifact.size,
-                    "artifact_sha256": artifact.sha256}
+            return {"artifact_path": artifact.path, "artifact_size": artifact.size, "artifact_sha256": artifact.sha256}
 
         return work
 
     def _build_running(self, build_id: str) -> bool:
         """True while a target builder of the build is running."""
-        return any(builder is not None and builder.operation == Operation.BUILD and builder.build_id == build_id
-                   for builder in map(self._index.get, self._running))
+        return any(
+            builder is not None and builder.operation == Operation.BUILD and builder.build_id == build_id
+            for builder in map(self._index.get, self._running)
+        )
 
     def _clean_up_after(self, build_id: str, ended: list[Deferred]) -> None:
         """Once every target of a build has ended, remove its base image and install files.
@@ -341,6 +415,7 @@ class Dispatcher(Service):
         live elsewhere and stay.  A daemon stopped before that leaves them
         to the next start, which removes every build's work files.
         """
+
         def clean(_: Any) -> Deferred | None:
             if self._build_running(build_id):
                 # Targets added to the build later still need its base image; the last to end cleans up.
@@ -349,15 +424,17 @@ class Dispatcher(Service):
             return self._disk_door.run(discard_path, os.path.join(self._state_dir, BUILDS_DIR, build_id))
 
         cleaned = DeferredList(ended, consumeErrors=True).addCallback(clean)
-        self._background.run_logged(cleaned, self.log, "work files of build {build_id} not removed",
-                                    build_id=build_id)
+        self._background.run_logged(cleaned, self.log, "work files of build {build_id} not removed", build_id=build_id)
 
-    def _push_work(self, builder: Builder, target_builder: Builder, image: Image, provider: Provider,
-                   credentials: Credentials) -> Callable[[], Awaitable[dict[str, Any]]]:
+    def _push_work(
+        self, builder: Builder, target_builder: Builder, image: Image, provider: Provider, credentials: Credentials
+    ) -> Callable[[], Awaitable[dict[str, Any]]]:
         async def work() -> dict[str, Any]:
             pushed = await provider.push(self._push_job(builder, target_builder, image), credentials)
-            return {"identifier_on_provider": pushed.identifier,
-                    "provider_details": json.dumps(pushed.details) if pushed.details else None}
+            return {
+                "identifier_on_provider": pushed.identifier,
+                "provider_details": json.dumps(pushed.details) if pushed.details else None,
+            }
 
         return work
 
@@ -365,21 +442,35 @@ class Dispatcher(Service):
         """For a target made from the base image: wait, PENDING, until the build's install holds a local session."""
         if not self._targets[builder.target].uses_base_image:
             return None
-        following = follower(lambda percent: self._updater.move(builder.id, Status.BUILDING, percent),
-                             lambda stage: self._updater.enter_stage(builder.id, stage))
+        following = follower(
+            lambda percent: self._updater.move(builder.id, Status.BUILDING, percent),
+            lambda stage: self._updater.enter_stage(builder.id, stage),
+        )
         return lambda: self._base_images.wait_for_slot(builder.build_id, template, builder.id, following)
 
-    def _launch(self, builder: Builder, slots: DeferredSemaphore, active: Status,
-                work: Callable[[], Awaitable[dict[str, Any]]], ready: Callable[[], Deferred] | None = None) -> None:
+    def _launch(
+        self,
+        builder: Builder,
+        slots: DeferredSemaphore,
+        active: Status,
+        work: Callable[[], Awaitable[dict[str, Any]]],
+        ready: Callable[[], Deferred] | None = None,
+    ) -> None:
         running = _Running(deferred=Deferred())
         self._running[builder.id] = running
         running.deferred = ensureDeferred(self._run(builder.id, slots, active, work, running, ready))
         self._track(builder.id, running.deferred)
         running.deferred.addBoth(lambda _: self._running.pop(builder.id, None))
 
-    async def _run(self, builder_id: str, slots: DeferredSemaphore, active: Status,
-                   work: Callable[[], Awaitable[dict[str, Any]]], running: _Running,
-                   ready: Callable[[], Deferred] | None) -> None:
+    async def _run(
+        self,
+        builder_id: str,
+        slots: DeferredSemaphore,
+        active: Status,
+        work: Callable[[], Awaitable[dict[str, Any]]],
+        running: _Running,
+        ready: Callable[[], Deferred] | None,
+    ) -> None:
         try:
             await self._updater.move(builder_id, Status.PENDING, stage=StageName.WAITING)
             await slots.acquire()
@@ -398,7 +489,9 @@ class Dispatcher(Service):
             await self._fail(builder_id, error.message)
         except Exception:
             self.log.failure("builder {builder_id} failed unexpectedly", builder_id=builder_id)
-            await self._fail(builder_id, f"unexpected error in the factory; its log has the details (builder {builder_id})")
+            await self._fail(
+                builder_id, f"unexpected error in the factory; its log has the details (builder {builder_id})"
+            )
 
     def _first_stage(self, builder_id: str, active: Status) -> StageName | None:
         """The stage a builder's work starts in: ``pushing``, or ``converting`` for a target made without a
@@ -418,8 +511,11 @@ class Dispatcher(Service):
         try:
             await self._base_images.wound_down(builder.build_id).addTimeout(WIND_DOWN_TIMEOUT, self._reactor)
         except WaitTimedOut:
-            self.log.warn("builder {builder_id}: its install did not end within {seconds} s of being cancelled",
-                          builder_id=builder_id, seconds=WIND_DOWN_TIMEOUT)
+            self.log.warn(
+                "builder {builder_id}: its install did not end within {seconds} s of being cancelled",
+                builder_id=builder_id,
+                seconds=WIND_DOWN_TIMEOUT,
+            )
 
     async def _fail(self, builder_id: str, reason: str) -> None:
         await self._updater.move(builder_id, Status.FAILED, status_detail=reason)
@@ -434,5 +530,6 @@ class Dispatcher(Service):
 
     def _track(self, builder_id: str, deferred: Deferred) -> None:
         """Keep background work until it ends (stopService waits) and log what it fails with."""
-        self._background.run_logged(deferred, self.log, "background work for builder {builder_id} failed",
-                                    builder_id=builder_id)
+        self._background.run_logged(
+            deferred, self.log, "background work for builder {builder_id} failed", builder_id=builder_id
+        )

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.python.failure import Failure
 from twisted.internet.error import ConnectError, DNSLookupError
+from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed
 
 from ..errors import InvalidTemplate

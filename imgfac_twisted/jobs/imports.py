@@ -14,8 +14,9 @@ the DELETE answer lists it as provider content left in place.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import InvalidRequest
 from ..model import Build, Builder, Image, Operation, ProviderImage, Status, TargetImage, new_id
@@ -68,8 +69,14 @@ def parse_descriptor(text: str, default_name: str) -> Descriptor:
 class Importer:
     """Records imports through the store and the one update function (creation events included)."""
 
-    def __init__(self, store: IStore, updater: BuilderUpdater, known_targets: Callable[[], list[str]],
-                 provider: Callable[[str], Provider], clock: Any) -> None:
+    def __init__(
+        self,
+        store: IStore,
+        updater: BuilderUpdater,
+        known_targets: Callable[[], list[str]],
+        provider: Callable[[str], Provider],
+        clock: Any,
+    ) -> None:
         """``provider(name)`` is the plug-in serving a provider name (InvalidRequest when none does)."""
         self._store = store
         self._updater = updater
@@ -77,37 +84,77 @@ class Importer:
         self._provider = provider
         self._clock = clock
 
-    async def import_image(self, target: str, provider: str, identifier: str, descriptor_xml: str,
-                           account_identifier: str | None = None) -> ImportedImage:
+    async def import_image(
+        self, target: str, provider: str, identifier: str, descriptor_xml: str, account_identifier: str | None = None
+    ) -> ImportedImage:
         """Record ``identifier`` on ``provider`` as a COMPLETED provider image of a new image; InvalidRequest if unusable."""
         self._check(target, provider, identifier)
         descriptor = parse_descriptor(descriptor_xml, default_name=identifier)
         now = self._clock.seconds()
         # The descriptor stands where a built image's template stands (every build names one).
-        stored = await self._store.add_template(descriptor_xml.strip() or f"<image><name/></image>", now)
-        image = Image(id=new_id(), template_id=stored.id, name=descriptor.name, description=descriptor.description,
-                      os_name="", os_version="", os_arch="", created=now)
+        stored = await self._store.add_template(descriptor_xml.strip() or "<image><name/></image>", now)
+        image = Image(
+            id=new_id(),
+            template_id=stored.id,
+            name=descriptor.name,
+            description=descriptor.description,
+            os_name="",
+            os_version="",
+            os_arch="",
+            created=now,
+        )
         build = Build(id=new_id(), image_id=image.id, template_id=stored.id, created=now)
         target_image = TargetImage(id=new_id(), build_id=build.id, image_id=image.id, target=target, created=now)
-        provider_image = ProviderImage(id=new_id(), target_image_id=target_image.id, build_id=build.id,
-                                       image_id=image.id, provider=provider,
-                                       provider_account_identifier=account_identifier, created=now)
-        target_builder = Builder(id=target_image.id, operation=Operation.BUILD, status=Status.COMPLETED, completed=100,
-                                 image_id=image.id, build_id=build.id, target=target, created=now, updated=now)
-        push_builder = Builder(id=provider_image.id, operation=Operation.PUSH, status=Status.COMPLETED, completed=100,
-                               image_id=image.id, build_id=build.id, target=target, provider=provider,
-                               target_image_id=target_image.id, provider_account_identifier=account_identifier,
-                               identifier_on_provider=identifier, provider_details=IMPORTED_DETAILS,
-                               created=now, updated=now)
+        provider_image = ProviderImage(
+            id=new_id(),
+            target_image_id=target_image.id,
+            build_id=build.id,
+            image_id=image.id,
+            provider=provider,
+            provider_account_identifier=account_identifier,
+            created=now,
+        )
+        target_builder = Builder(
+            id=target_image.id,
+            operation=Operation.BUILD,
+            status=Status.COMPLETED,
+            completed=100,
+            image_id=image.id,
+            build_id=build.id,
+            target=target,
+            created=now,
+            updated=now,
+        )
+        push_builder = Builder(
+            id=provider_image.id,
+            operation=Operation.PUSH,
+            status=Status.COMPLETED,
+            completed=100,
+            image_id=image.id,
+            build_id=build.id,
+            target=target,
+            provider=provider,
+            target_image_id=target_image.id,
+            provider_account_identifier=account_identifier,
+            identifier_on_provider=identifier,
+            provider_details=IMPORTED_DETAILS,
+            created=now,
+            updated=now,
+        )
         builders = [target_builder, push_builder]
-        await self._updater.record_created(builders, lambda events: self._store.record_import(
-            image, build, target_image, provider_image, builders, events))
+        await self._updater.record_created(
+            builders,
+            lambda events: self._store.record_import(image, build, target_image, provider_image, builders, events),
+        )
         return ImportedImage(image=image, build=build, target_builder=target_builder, push_builder=push_builder)
 
     def _check(self, target: str, provider: str, identifier: str) -> None:
         """InvalidRequest naming every parameter that is missing or names nothing known."""
-        missing = [name for name, value in (("target_name", target), ("provider_name", provider),
-                                            ("target_identifier", identifier)) if not value.strip()]
+        missing = [
+            name
+            for name, value in (("target_name", target), ("provider_name", provider), ("target_identifier", identifier))
+            if not value.strip()
+        ]
         if missing:
             raise InvalidRequest(f"missing parameter{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
         known = self._known_targets()

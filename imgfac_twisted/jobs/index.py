@@ -8,7 +8,7 @@ database it will also be fed by the events other daemons publish.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..model import Builder, Operation, Status
 

@@ -10,8 +10,8 @@ import os
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.python.failure import Failure
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ..doors import IDoor
 from ..model import iso8601_utc

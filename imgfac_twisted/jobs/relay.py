@@ -16,8 +16,8 @@ from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succ
 from twisted.logger import Logger
 
 from ..deferreds import observe
-from ..store import IStore
 from ..events import IEventBus
+from ..store import IStore
 
 
 class OutboxRelay(Service):
@@ -26,8 +26,15 @@ class OutboxRelay(Service):
     log = Logger()
     name = "outbox-relay"
 
-    def __init__(self, store: IStore, bus: IEventBus, clock: Any, batch: int = 200,
-                 first_retry: float = 0.5, max_retry: float = 5.0) -> None:
+    def __init__(
+        self,
+        store: IStore,
+        bus: IEventBus,
+        clock: Any,
+        batch: int = 200,
+        first_retry: float = 0.5,
+        max_retry: float = 5.0,
+    ) -> None:
         self._store = store
         self._bus = bus
         self._clock = clock

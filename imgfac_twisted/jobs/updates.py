@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
 from twisted.logger import Logger
@@ -10,12 +11,12 @@ from twisted.logger import Logger
 from ..doors import shielded
 from ..errors import UnknownObject
 from ..events import Event, event_for_change, event_for_deletion
-from .relay import OutboxRelay
 from ..metrics import Metrics
 from ..model import Build, Builder, BuilderChange, Image, ProviderImage, StageName, Status, TargetImage, entered
 from ..store import IStore
 from .index import BuilderIndex
 from .logs import BuilderLogs
+from .relay import OutboxRelay
 
 
 class BuilderUpdater:
@@ -28,8 +29,9 @@ class BuilderUpdater:
 
     log = Logger()
 
-    def __init__(self, store: IStore, relay: OutboxRelay, index: BuilderIndex, logs: BuilderLogs,
-                 metrics: Metrics, clock: Any) -> None:
+    def __init__(
+        self, store: IStore, relay: OutboxRelay, index: BuilderIndex, logs: BuilderLogs, metrics: Metrics, clock: Any
+    ) -> None:
         self._store = store
         self._metrics = metrics
         self._relay = relay
@@ -38,8 +40,9 @@ class BuilderUpdater:
         self._clock = clock
         self._locks: dict[str, DeferredLock] = {}
 
-    async def record_build(self, image: Image, build: Build, target_images: list[TargetImage],
-                           builders: list[Builder], new_image: bool) -> None:
+    async def record_build(
+        self, image: Image, build: Build, target_images: list[TargetImage], builders: list[Builder], new_image: bool
+    ) -> None:
         """Record a new build with its NEW builders, and their creation events."""
         await self._store.record_build(image, build, target_images, builders, new_image, self._creations(builders))
         self._created(builders)
@@ -73,21 +76,32 @@ class BuilderUpdater:
     def _created(self, builders: list[Builder]) -> None:
         for builder in builders:
             self._index.put(builder)
-            what = f"{builder.operation.value} {builder.target}" + (f" to {builder.provider}" if builder.provider else "")
+            what = f"{builder.operation.value} {builder.target}" + (
+                f" to {builder.provider}" if builder.provider else ""
+            )
             self.log.info("builder {builder_id} created ({what})", builder_id=builder.id, what=what)
             self._logs.append(builder.id, f"NEW: {what}")
         self._relay.wake()
 
-    def move(self, builder_id: str, status: Status, completed: int | None = None, *, stage: StageName | None = None,
-             **changes: Any) -> Deferred:
+    def move(
+        self,
+        builder_id: str,
+        status: Status,
+        completed: int | None = None,
+        *,
+        stage: StageName | None = None,
+        **changes: Any,
+    ) -> Deferred:
         """Move a builder to ``status`` (and ``completed``, and into ``stage``); fire with the new Builder.
 
         Cancelling the returned Deferred does not cancel the change: a store
         write that was cut half-way would leave the store and the index
         disagreeing.  The caller stops waiting; the change still lands.
         """
-        return shielded(self._serially(builder_id, lambda: self._move(builder_id, status, completed, changes, stage)),
-                        "builder change failed after its caller stopped waiting")
+        return shielded(
+            self._serially(builder_id, lambda: self._move(builder_id, status, completed, changes, stage)),
+            "builder change failed after its caller stopped waiting",
+        )
 
     def enter_stage(self, builder_id: str, stage: StageName) -> Deferred:
         """Start ``stage`` of a builder's work (ending the one that ran); fire with the Builder.
@@ -95,8 +109,10 @@ class BuilderUpdater:
         Nothing changes when that stage runs already, or the builder has
         ended.  Like ``move``, the change lands even if the caller stops waiting.
         """
-        return shielded(self._serially(builder_id, lambda: self._enter_stage(builder_id, stage)),
-                        "builder stage change failed after its caller stopped waiting")
+        return shielded(
+            self._serially(builder_id, lambda: self._enter_stage(builder_id, stage)),
+            "builder stage change failed after its caller stopped waiting",
+        )
 
     async def _enter_stage(self, builder_id: str, stage: StageName) -> Builder:
         old = self._index.get(builder_id)
@@ -106,8 +122,14 @@ class BuilderUpdater:
             return old
         return await self._move(builder_id, old.status, None, {}, stage)
 
-    async def _move(self, builder_id: str, status: Status, completed: int | None, changes: dict[str, Any],
-                    stage: StageName | None = None) -> Builder:
+    async def _move(
+        self,
+        builder_id: str,
+        status: Status,
+        completed: int | None,
+        changes: dict[str, Any],
+        stage: StageName | None = None,
+    ) -> Builder:
         old = self._index.get(builder_id)
         if old is None:
             raise UnknownObject(f"no builder with id {builder_id!r}")
@@ -123,8 +145,13 @@ class BuilderUpdater:
         self._metrics.builder_moved(old, new)
         if new.status != old.status:
             detail = f": {new.status_detail}" if new.status_detail else ""
-            self.log.info("builder {builder_id} {old_status} -> {status}{detail}", builder_id=builder_id,
-                          old_status=old.status.value, status=new.status.value, detail=detail)
+            self.log.info(
+                "builder {builder_id} {old_status} -> {status}{detail}",
+                builder_id=builder_id,
+                old_status=old.status.value,
+                status=new.status.value,
+                detail=detail,
+            )
             await self._logs.append(builder_id, f"{old.status.value} -> {new.status.value}{detail}")
         if new.stage is not None and new.stage != old.stage:
             await self._logs.append(builder_id, f"stage: {new.stage.value}")
@@ -142,4 +169,3 @@ class BuilderUpdater:
             return result
 
         return lock.run(lambda: ensureDeferred(work())).addBoth(release)
-

@@ -15,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -66,8 +67,9 @@ class TargetBuildJob(_BuilderWork):
 
         The builder follows the install's stages, then enters ``converting``.
         """
-        waiting = self.base_images.wait_for(self.builder.build_id, self.template, self.builder.id,
-                                            follower(self.report, self.enter_stage))
+        waiting = self.base_images.wait_for(
+            self.builder.build_id, self.template, self.builder.id, follower(self.report, self.enter_stage)
+        )
         return waiting.addCallback(lambda path: self.enter_stage(StageName.CONVERTING).addCallback(lambda _: path))
 
     def artifact(self, path: str) -> Deferred[Artifact]:
@@ -122,17 +124,21 @@ def discard_path(path: str) -> None:
 
 def install_progress(report: Callable[[int], Deferred[None]]) -> Callable[[int], None]:
     """A base image install's progress (0..100) reported as the first half (0..50) of a target builder's."""
+
     def reported(percent: int) -> None:
         report(percent // 2).addErrback(
-            lambda failure: Logger().failure("progress of a base image install not recorded", failure))
+            lambda failure: Logger().failure("progress of a base image install not recorded", failure)
+        )
 
     return reported
 
 
 def follower(report: Callable[[int], Deferred[None]], enter_stage: Callable[[StageName], Deferred[None]]) -> Follower:
     """How a target builder follows its build's install: its progress (0..50) and its stages."""
+
     def entered(stage: StageName) -> None:
         enter_stage(stage).addErrback(
-            lambda failure: Logger().failure("stage of a base image install not recorded", failure))
+            lambda failure: Logger().failure("stage of a base image install not recorded", failure)
+        )
 
     return Follower(progress=install_progress(report), stage=entered)

@@ -70,13 +70,15 @@ def root_password_hash(template: Template) -> str:
 def _decode_into(data: bytes, target: str) -> str:
     """Shell lines writing ``data`` to ``target`` through base64 (no quoting pitfalls)."""
     encoded = base64.b64encode(data).decode("ascii")
-    chunks = [encoded[i:i + 76] for i in range(0, len(encoded), 76)] or [""]
-    return "\n".join([
-        f"mkdir -p {shlex.quote(posixpath.dirname(target) or '/')}",
-        f"base64 -d > {shlex.quote(target)} <<'IMGFAC_EOF'",
-        *chunks,
-        "IMGFAC_EOF",
-    ])
+    chunks = [encoded[i : i + 76] for i in range(0, len(encoded), 76)] or [""]
+    return "\n".join(
+        [
+            f"mkdir -p {shlex.quote(posixpath.dirname(target) or '/')}",
+            f"base64 -d > {shlex.quote(target)} <<'IMGFAC_EOF'",
+            *chunks,
+            "IMGFAC_EOF",
+        ]
+    )
 
 
 def post_install_script(template: Template, shebang: bool = True, root: str = "") -> str:
@@ -112,9 +114,14 @@ def manifest_script(list_packages: str) -> str:
     <version> <arch>`` line per installed package, run in the installed
     system: reading its package database needs no network.
     """
-    return "\n".join([
-        "# The installed packages, for Image Factory's package manifest.",
-        f"echo {MANIFEST_BEGIN}",
-        list_packages,
-        f"echo {MANIFEST_END}",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "# The installed packages, for Image Factory's package manifest.",
+                f"echo {MANIFEST_BEGIN}",
+                list_packages,
+                f"echo {MANIFEST_END}",
+            ]
+        )
+        + "\n"
+    )

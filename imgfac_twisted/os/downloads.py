@@ -15,8 +15,9 @@ import hashlib
 import os
 import posixpath
 import uuid
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -24,9 +25,9 @@ from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
-from ..redaction import redact_url
 from ..errors import ImageFactoryError
 from ..http_bodies import BodyTooLarge, collect_capped, http_client_on
+from ..redaction import redact_url
 
 #: How much of an error response's body is read (and dropped).
 ERROR_BODY_BYTES = 64 * 1024
@@ -71,8 +72,7 @@ def check_http_url(url: str, what: str) -> None:
 class Downloader:
     """Downloads files to disk with a size cap and an overall time limit per file."""
 
-    def __init__(self, reactor: Any, cache_root: str, timeout: float, max_bytes: int,
-                 http_client: Any = None) -> None:
+    def __init__(self, reactor: Any, cache_root: str, timeout: float, max_bytes: int, http_client: Any = None) -> None:
         self._reactor = reactor
         self._cache_root = cache_root
         self._timeout = timeout
@@ -88,8 +88,9 @@ class Downloader:
         safe = posixpath.normpath("/" + relative).lstrip("/")
         return os.path.join(self.tree_dir(tree_url), *safe.split("/"))
 
-    async def from_tree(self, tree_url: str, relative: str, progress: Progress | None = None,
-                        log: Callable[[str], None] | None = None) -> str:
+    async def from_tree(
+        self, tree_url: str, relative: str, progress: Progress | None = None, log: Callable[[str], None] | None = None
+    ) -> str:
         """The local path of the tree's file ``relative``, downloaded unless cached already."""
         return await self.cached(join_url(tree_url, relative), self.cached_path(tree_url, relative), progress, log)
 
@@ -100,8 +101,9 @@ class Downloader:
             name = "download"
         return os.path.join(self.tree_dir(url), name)
 
-    async def cached(self, url: str, path: str, progress: Progress | None = None,
-                     log: Callable[[str], None] | None = None) -> str:
+    async def cached(
+        self, url: str, path: str, progress: Progress | None = None, log: Callable[[str], None] | None = None
+    ) -> str:
         """``path``, downloaded from ``url`` unless it is there already."""
         if os.path.exists(path):
             if log:
@@ -155,6 +157,7 @@ class Downloader:
         # network-sized and land in the page cache; a thread hop per chunk
         # would cost more than the write and could reorder chunks.
         with open(partial, "wb") as stream:
+
             def write(data: bytes) -> None:
                 stream.write(data)
                 if progress is not None:

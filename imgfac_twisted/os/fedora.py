@@ -22,7 +22,7 @@ class RedHatFamily(VMInstaller):
     def handles(self, template: Template) -> bool:
         """The family's names, and Oz's ``RHEL-7``-style names (major release in the name)."""
         os_name = template.os_name.strip().lower()
-        return os_name in self.os_names or os_name.split("-")[0] in self.os_names and os_name[-1:].isdigit()
+        return os_name in self.os_names or (os_name.split("-")[0] in self.os_names and os_name[-1:].isdigit())
 
     def tree_paths(self, template: Template) -> list[BootFiles]:
         return fedora_tree_paths()

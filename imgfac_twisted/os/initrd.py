@@ -35,8 +35,9 @@ def newc_entry(name: str, data: bytes, mode: int, inode: int) -> bytes:
 
 def newc_archive(members: dict[str, bytes]) -> bytes:
     """A newc cpio archive of regular files (mode 0644, owned by root), ending with its trailer."""
-    parts = [newc_entry(name, data, REGULAR_FILE_0644, inode)
-             for inode, (name, data) in enumerate(members.items(), start=1)]
+    parts = [
+        newc_entry(name, data, REGULAR_FILE_0644, inode) for inode, (name, data) in enumerate(members.items(), start=1)
+    ]
     parts.append(newc_entry(TRAILER, b"", 0, 0))
     return b"".join(parts)
 

@@ -33,8 +33,10 @@ def is_local(location: str) -> bool:
 def local_iso_path(location: str, iso_dir: str | None) -> str:
     """The real path of a ``file:`` ISO, which must be a file inside ``iso_dir``."""
     if not iso_dir:
-        raise InvalidTemplate("template is invalid: local ISOs (file:) are not allowed on this daemon "
-                              "(the install_iso_dir option is not set); give an http(s) URL")
+        raise InvalidTemplate(
+            "template is invalid: local ISOs (file:) are not allowed on this daemon "
+            "(the install_iso_dir option is not set); give an http(s) URL"
+        )
     name = unquote(urlsplit(location.strip()).path)
     root = os.path.realpath(iso_dir)
     # os.path.join keeps an absolute name as it is; the check below then applies.
@@ -100,8 +102,7 @@ def _extract(iso: Any, path: str, destination: str) -> bool:
     return found
 
 
-def extract_boot_files(iso_path: str, candidates: list[BootFiles], arch: str,
-                       destination_dir: str) -> tuple[str, str]:
+def extract_boot_files(iso_path: str, candidates: list[BootFiles], arch: str, destination_dir: str) -> tuple[str, str]:
     """Copy the installer kernel and initrd out of the ISO; return their paths (blocking)."""
     # Imported here: only ISO installs need pycdlib.
     import pycdlib
@@ -121,7 +122,8 @@ def extract_boot_files(iso_path: str, candidates: list[BootFiles], arch: str,
             if _extract(iso, boot.kernel, kernel) and _extract(iso, boot.initrd, initrd):
                 return kernel, initrd
         tried = ", ".join(f"{b.kernel} + {b.initrd}" for b in options)
-        raise ImageFactoryError(f"no installer kernel and initrd in the ISO {os.path.basename(iso_path)} "
-                                f"(looked for {tried})")
+        raise ImageFactoryError(
+            f"no installer kernel and initrd in the ISO {os.path.basename(iso_path)} (looked for {tried})"
+        )
     finally:
         iso.close()

@@ -14,8 +14,15 @@ from __future__ import annotations
 import re
 
 from ..template import Repository, Template
-from .answers import INSTALLED_CONSOLES, MANIFEST_PACKAGE, SERIAL_PORT, manifest_script, one_line, \
-    post_install_script, root_password_hash
+from .answers import (
+    INSTALLED_CONSOLES,
+    MANIFEST_PACKAGE,
+    SERIAL_PORT,
+    manifest_script,
+    one_line,
+    post_install_script,
+    root_password_hash,
+)
 from .trees import UnknownRelease, major_version
 
 #: Kickstart keywords that changed with the dracut-based anaconda (Fedora 19, RHEL 7).
@@ -56,8 +63,10 @@ def syntax_version(template: Template) -> str:
     oldest = OLDEST_FEDORA if fedora else OLDEST_RHEL
     if major < oldest:
         family = "Fedora" if fedora else "RHEL and CentOS"
-        raise UnknownRelease(f"{template.os_name} {template.os_version} is too old: kickstarts are written for "
-                             f"{family} {oldest} and newer")
+        raise UnknownRelease(
+            f"{template.os_name} {template.os_version} is too old: kickstarts are written for "
+            f"{family} {oldest} and newer"
+        )
     return f"F{major}" if fedora else f"RHEL{major}"
 
 

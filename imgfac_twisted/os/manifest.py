@@ -16,7 +16,7 @@ Btrfs) on the host.  A manifest counts only once its end marker came.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from . import Package
 
@@ -41,7 +41,7 @@ class ManifestReader:
         if text.endswith(BEGIN):
             self._reading = []
         elif self._reading is not None and PACKAGE in text:
-            self._package(text[text.index(PACKAGE) + len(PACKAGE):])
+            self._package(text[text.index(PACKAGE) + len(PACKAGE) :])
         elif self._reading is not None and text.endswith(END):
             self.packages, self._reading = self._reading, None
             self._log(f"package manifest read from the console: {len(self.packages)} packages")

@@ -32,8 +32,7 @@ def mbr(disk_bytes: int) -> bytes:
     """A master boot record with one Linux partition from 1 MiB to the end of the disk."""
     sectors = disk_bytes // SECTOR - PARTITION_START // SECTOR
     # status, CHS first (unused: 0xfe 0xff 0xff), type 0x83, CHS last, LBA first, sector count
-    entry = struct.pack("<B3sB3sII", 0x80, b"\xfe\xff\xff", 0x83, b"\xfe\xff\xff", PARTITION_START // SECTOR,
-                        sectors)
+    entry = struct.pack("<B3sB3sII", 0x80, b"\xfe\xff\xff", 0x83, b"\xfe\xff\xff", PARTITION_START // SECTOR, sectors)
     return bytes(446) + entry + bytes(48) + b"\x55\xaa"
 
 
@@ -84,11 +83,28 @@ class MockOS:
             disk.write(mbr(size))
         job.progress(30)
         fs_uuid = file_system_uuid(template)
-        await run_process(job.reactor, [
-            "mke2fs", "-q", "-F", "-t", "ext2", "-d", stage, "-U", fs_uuid, "-L", "mock",
-            "-E", f"offset={PARTITION_START},hash_seed={fs_uuid}",
-            job.image_path, f"{(size - PARTITION_START) // 1024}k",
-        ], timeout=self._timeout, env={**os.environ, "E2FSPROGS_FAKE_TIME": "1"})
+        await run_process(
+            job.reactor,
+            [
+                "mke2fs",
+                "-q",
+                "-F",
+                "-t",
+                "ext2",
+                "-d",
+                stage,
+                "-U",
+                fs_uuid,
+                "-L",
+                "mock",
+                "-E",
+                f"offset={PARTITION_START},hash_seed={fs_uuid}",
+                job.image_path,
+                f"{(size - PARTITION_START) // 1024}k",
+            ],
+            timeout=self._timeout,
+            env={**os.environ, "E2FSPROGS_FAKE_TIME": "1"},
+        )
         # No package manager, no packages.
         job.record_manifest([])
         job.progress(100)

@@ -18,8 +18,15 @@ import base64
 from urllib.parse import urlsplit
 
 from ..template import Template
-from .answers import (INSTALLED_CONSOLES, MANIFEST_PACKAGE, SERIAL_PORT, manifest_script, one_line,
-                      post_install_script, root_password_hash)
+from .answers import (
+    INSTALLED_CONSOLES,
+    MANIFEST_PACKAGE,
+    SERIAL_PORT,
+    manifest_script,
+    one_line,
+    post_install_script,
+    root_password_hash,
+)
 from .trees import debian_codename
 
 #: Where the post-install script is written in the installed system.
@@ -50,8 +57,10 @@ def _repository_lines(template: Template, codename: str) -> list[str]:
         url = one_line(repository.url, "a repository URL")
         # A bare URL gets the release's suite; "URL suite components" is used as written.
         source = url if " " in url.strip() else f"{url} {codename} main"
-        lines += [f"d-i apt-setup/local{index}/repository string {source}",
-                  f"d-i apt-setup/local{index}/comment string {one_line(repository.name, 'a repository name')}"]
+        lines += [
+            f"d-i apt-setup/local{index}/repository string {source}",
+            f"d-i apt-setup/local{index}/comment string {one_line(repository.name, 'a repository name')}",
+        ]
     if any(not r.signed for r in template.repository_details):
         lines.append("d-i debian-installer/allow_unauthenticated boolean true")
     return lines
@@ -63,8 +72,10 @@ def late_command(template: Template) -> str:
     if template.files or template.commands or template.precommands:
         encoded = _base64(post_install_script(template))
         # base64 text needs no quoting inside single quotes; the line stays one line.
-        steps.append(f"in-target sh -c 'echo {encoded} | base64 -d > {POST_SCRIPT}'; "
-                     f"in-target sh {POST_SCRIPT}; in-target rm -f {POST_SCRIPT}")
+        steps.append(
+            f"in-target sh -c 'echo {encoded} | base64 -d > {POST_SCRIPT}'; "
+            f"in-target sh {POST_SCRIPT}; in-target rm -f {POST_SCRIPT}"
+        )
     steps.append(manifest_command())
     return "; ".join(steps)
 
@@ -140,6 +151,8 @@ def preseed(template: Template, tree_url: str | None) -> str:
 
 def kernel_arguments(template: Template) -> str:
     """Installer kernel options that make debian-installer read /preseed.cfg and ask nothing."""
-    return ("auto=true priority=critical preseed/file=/preseed.cfg locale=en_US.UTF-8 "
-            "keyboard-configuration/xkb-keymap=us netcfg/get_hostname=localhost netcfg/get_domain=localdomain "
-            "DEBIAN_FRONTEND=text")
+    return (
+        "auto=true priority=critical preseed/file=/preseed.cfg locale=en_US.UTF-8 "
+        "keyboard-configuration/xkb-keymap=us netcfg/get_hostname=localhost netcfg/get_domain=localdomain "
+        "DEBIAN_FRONTEND=text"
+    )

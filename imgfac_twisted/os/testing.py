@@ -66,8 +66,12 @@ class FakeInstallSpec:
 
 
 #: What an answer file's last step prints on the console (see os/manifest.py).
-FAKE_MANIFEST = ["IMGFAC-MANIFEST-BEGIN", "IMGFAC-PKG bash 5.2.15-2+b7 amd64",
-                 "IMGFAC-PKG openssh-server 1:9.2p1-2+deb12u3 amd64", "IMGFAC-MANIFEST-END"]
+FAKE_MANIFEST = [
+    "IMGFAC-MANIFEST-BEGIN",
+    "IMGFAC-PKG bash 5.2.15-2+b7 amd64",
+    "IMGFAC-PKG openssh-server 1:9.2p1-2+deb12u3 amd64",
+    "IMGFAC-MANIFEST-END",
+]
 
 
 class FakeVirt:
@@ -133,15 +137,15 @@ def read_newc(archive: bytes) -> list[tuple[str, int, bytes]]:
     """The members (name, mode, data) of an uncompressed newc cpio archive, trailer included."""
     members, offset = [], 0
     while offset < len(archive):
-        header = archive[offset:offset + 110]
+        header = archive[offset : offset + 110]
         if header[:6] != b"070701":
             raise ValueError(f"bad newc magic at {offset}")
-        fields = [int(header[6 + 8 * i:14 + 8 * i], 16) for i in range(13)]
+        fields = [int(header[6 + 8 * i : 14 + 8 * i], 16) for i in range(13)]
         mode, size, name_size = fields[1], fields[6], fields[11]
         name_end = offset + 110 + name_size
-        name = archive[offset + 110:name_end - 1].decode()
+        name = archive[offset + 110 : name_end - 1].decode()
         data_start = name_end + (-name_end % 4)
-        data = archive[data_start:data_start + size]
+        data = archive[data_start : data_start + size]
         members.append((name, mode, data))
         offset = data_start + size + (-(data_start + size) % 4)
         if name == "TRAILER!!!":
@@ -162,4 +166,3 @@ def appended_members(initrd: bytes, original_length: int) -> list[tuple[str, int
 def gzip_newc(members: dict[str, bytes]) -> bytes:
     """A gzip newc archive, as a stand-in initrd."""
     return gzip.compress(newc_archive(members), mtime=0)
-

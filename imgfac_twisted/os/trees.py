@@ -21,8 +21,14 @@ DEBIAN_CODENAMES = {"9": "stretch", "10": "buster", "11": "bullseye", "12": "boo
 UBUNTU_CODENAMES = {"18.04": "bionic", "20.04": "focal", "22.04": "jammy", "24.04": "noble"}
 
 #: Debian's architecture names for the template's ``<arch>``.
-DEBIAN_ARCHES = {"x86_64": "amd64", "i386": "i386", "aarch64": "arm64", "ppc64le": "ppc64el",
-                 "s390x": "s390x", "armv7l": "armhf"}
+DEBIAN_ARCHES = {
+    "x86_64": "amd64",
+    "i386": "i386",
+    "aarch64": "arm64",
+    "ppc64le": "ppc64el",
+    "s390x": "s390x",
+    "armv7l": "armhf",
+}
 
 
 class UnknownRelease(ImageFactoryError):
@@ -98,16 +104,23 @@ def debian_tree_paths(template: Template) -> list[BootFiles]:
     flavour = "ubuntu" if template.os_name.lower() == "ubuntu" else "debian"
     base = f"dists/{codename}/main/installer-{arch}/current"
     images = ["images"] if flavour == "debian" else ["legacy-images", "images"]
-    return [BootFiles(f"{base}/{folder}/netboot/{flavour}-installer/{arch}/linux",
-                      f"{base}/{folder}/netboot/{flavour}-installer/{arch}/initrd.gz")
-            for folder in images]
+    return [
+        BootFiles(
+            f"{base}/{folder}/netboot/{flavour}-installer/{arch}/linux",
+            f"{base}/{folder}/netboot/{flavour}-installer/{arch}/initrd.gz",
+        )
+        for folder in images
+    ]
 
 
 def debian_iso_paths(template: Template) -> list[BootFiles]:
     """Where Debian and Ubuntu ISOs keep the installer (text mode first)."""
     arch = debian_arch(template)
     folder = {"amd64": "install.amd", "i386": "install.386", "arm64": "install.a64"}.get(arch, "install")
-    return [BootFiles(f"{folder}/vmlinuz", f"{folder}/initrd.gz"),
-            BootFiles("install/vmlinuz", "install/initrd.gz"),
-            BootFiles(f"install/netboot/ubuntu-installer/{arch}/linux",
-                      f"install/netboot/ubuntu-installer/{arch}/initrd.gz")]
+    return [
+        BootFiles(f"{folder}/vmlinuz", f"{folder}/initrd.gz"),
+        BootFiles("install/vmlinuz", "install/initrd.gz"),
+        BootFiles(
+            f"install/netboot/ubuntu-installer/{arch}/linux", f"install/netboot/ubuntu-installer/{arch}/initrd.gz"
+        ),
+    ]

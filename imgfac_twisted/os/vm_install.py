@@ -20,20 +20,21 @@ import importlib
 import ipaddress
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.threads import deferToThreadPool
 
-from ..redaction import redact_url
 from ..errors import ImageFactoryError
 from ..model import StageName
+from ..redaction import redact_url
 from ..registry import PluginEnvironment
 from ..template import Template
 from . import InstallJob
-from .downloads import DownloadFailed, Downloader, check_http_url
+from .downloads import Downloader, DownloadFailed, check_http_url
 from .initrd import copy_and_append
 from .iso import extract_boot_files, file_checksum, is_local, local_iso_path
 from .manifest import ManifestReader
@@ -93,9 +94,13 @@ class VMInstaller:
     def __init__(self, environment: PluginEnvironment, *, virt: Any = None, http_client: Any = None) -> None:
         self._environment = environment
         config = environment.config
-        self._downloader = Downloader(environment.reactor, os.path.join(config.state_dir, "cache", "trees"),
-                                      config.install_download_timeout, config.install_download_max_bytes,
-                                      http_client)
+        self._downloader = Downloader(
+            environment.reactor,
+            os.path.join(config.state_dir, "cache", "trees"),
+            config.install_download_timeout,
+            config.install_download_max_bytes,
+            http_client,
+        )
         self._door = environment.disk_door or _ReactorThreads(environment.reactor)
         # The virt layer is imported when first needed, so a daemon that
         # never installs a real OS needs no libvirt; tests pass a fake.
@@ -131,8 +136,7 @@ class VMInstaller:
 
     def command_line(self, template: Template, tree_url: str | None) -> str:
         """The whole kernel command line; the serial console is the last console=, for the build log."""
-        parts = [self.kernel_arguments(template, tree_url), template.kernel_params or "",
-                 "console=tty0 console=ttyS0"]
+        parts = [self.kernel_arguments(template, tree_url), template.kernel_params or "", "console=tty0 console=ttyS0"]
         return " ".join(part for part in parts if part)
 
     async def _install(self, job: InstallJob) -> None:
@@ -156,8 +160,10 @@ class VMInstaller:
         initrd = os.path.join(job.work_dir, "initrd.img")
         tree_url = as_seen_from_guest(media.tree_url)
         if tree_url != media.tree_url:
-            job.log(f"the guest reaches this host as {HOST_SEEN_FROM_GUEST}: "
-                    f"the installer is given {redact_url(tree_url or '')}")
+            job.log(
+                f"the guest reaches this host as {HOST_SEEN_FROM_GUEST}: "
+                f"the installer is given {redact_url(tree_url or '')}"
+            )
         answers = self.answers(template, tree_url).encode("utf-8")
         if media.kernel != kernel:
             await self._door.run(shutil.copyfile, media.kernel, kernel)
@@ -168,8 +174,7 @@ class VMInstaller:
         await self._run_vm(job, kernel, initrd, media, tree_url)
         job.progress(100)
 
-    async def _run_vm(self, job: InstallJob, kernel: str, initrd: str, media: BootMedia,
-                      tree_url: str | None) -> None:
+    async def _run_vm(self, job: InstallJob, kernel: str, initrd: str, media: BootMedia, tree_url: str | None) -> None:
         virt = self._virt or importlib.import_module("imgfac_twisted.virt.install")
         config = self._environment.config
         connection = self._environment.libvirt
@@ -190,14 +195,21 @@ class VMInstaller:
         span = 100 - DOWNLOADED
         manifest = ManifestReader(job.log)
         await virt.run_install(
-            connection, spec, domain_type=config.libvirt_domain_type, clock=job.reactor,
-            inactivity_timeout=config.install_inactivity_timeout, total_timeout=config.install_timeout,
-            progress=lambda percent: job.progress(DOWNLOADED + percent * span // 100), log=manifest.line,
+            connection,
+            spec,
+            domain_type=config.libvirt_domain_type,
+            clock=job.reactor,
+            inactivity_timeout=config.install_inactivity_timeout,
+            total_timeout=config.install_timeout,
+            progress=lambda percent: job.progress(DOWNLOADED + percent * span // 100),
+            log=manifest.line,
         )
         job.log("the installer finished and powered the guest off")
         if manifest.packages is None:
-            raise ImageFactoryError("the installer powered off without printing the package manifest on the "
-                                    "serial console (its answer file's last step)")
+            raise ImageFactoryError(
+                "the installer powered off without printing the package manifest on the "
+                "serial console (its answer file's last step)"
+            )
         job.record_manifest(manifest.packages)
 
     # -- finding the installer ------------------------------------------------
@@ -222,11 +234,13 @@ class VMInstaller:
             # The initrd beside a kernel that exists must exist: any error fails the install.
             initrd = await self._downloader.from_tree(tree, boot.initrd, _share(job, 3, DOWNLOADED), job.log)
             return BootMedia(kernel=kernel, initrd=initrd, tree_url=tree)
-        raise ImageFactoryError(f"no installer kernel in the install tree {redact_url(tree)} "
-                                f"(looked for {', '.join(tried)})")
+        raise ImageFactoryError(
+            f"no installer kernel in the install tree {redact_url(tree)} (looked for {', '.join(tried)})"
+        )
 
-    async def _tree_candidates(self, tree: str, template: Template, log: Callable[[str], None] | None
-                               ) -> list[BootFiles]:
+    async def _tree_candidates(
+        self, tree: str, template: Template, log: Callable[[str], None] | None
+    ) -> list[BootFiles]:
         """The .treeinfo's kernel and initrd when the tree has one, else the family's standard paths."""
         absent = os.path.join(self._downloader.tree_dir(tree), NO_TREEINFO)
         if not os.path.exists(absent):
@@ -256,11 +270,13 @@ class VMInstaller:
             job.log(f"installing from the local ISO {iso}")
         else:
             check_http_url(location, "the ISO URL")
-            iso = await self._downloader.cached(location, self._downloader.file_path(location),
-                                                _share(job, 0, DOWNLOADED - 1), job.log)
+            iso = await self._downloader.cached(
+                location, self._downloader.file_path(location), _share(job, 0, DOWNLOADED - 1), job.log
+            )
         await self._verify_iso(job, iso)
-        kernel, initrd = await self._door.run(extract_boot_files, iso, self.iso_paths(template), template.os_arch,
-                                              job.work_dir)
+        kernel, initrd = await self._door.run(
+            extract_boot_files, iso, self.iso_paths(template), template.os_arch, job.work_dir
+        )
         job.log("took the installer kernel and initrd out of the ISO")
         return BootMedia(kernel=kernel, initrd=initrd, iso=iso)
 
@@ -272,8 +288,10 @@ class VMInstaller:
             if expected:
                 actual = await self._door.run(file_checksum, iso, algorithm.removesuffix("sum"))
                 if actual.lower() != expected.strip().lower():
-                    raise ImageFactoryError(f"the ISO {redact_url(job.template.install_location)} does not match its "
-                                            f"{algorithm} (got {actual})")
+                    raise ImageFactoryError(
+                        f"the ISO {redact_url(job.template.install_location)} does not match its "
+                        f"{algorithm} (got {actual})"
+                    )
                 job.log(f"the ISO matches its {algorithm}")
                 return
 
@@ -289,9 +307,11 @@ def _without_passwords(cmdline: str) -> str:
 
 def _share(job: InstallJob, start: int, end: int) -> Callable[[int, int | None], None]:
     """A download progress callback moving the job's progress from ``start`` to ``end``."""
+
     def report(received: int, total: int | None) -> None:
         if total:
             job.progress(start + (end - start) * min(received, total) // total)
+
     return report
 
 

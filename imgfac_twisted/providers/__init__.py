@@ -92,8 +92,9 @@ class Provider(Protocol):
     def push(self, job: PushJob, credentials: Credentials) -> Deferred[PushResult]:
         """Push the target image; fire with its PushResult."""
 
-    def delete(self, provider_name: str, identifier: str, details: dict[str, str],
-               credentials: Credentials | None) -> Deferred:
+    def delete(
+        self, provider_name: str, identifier: str, details: dict[str, str], credentials: Credentials | None
+    ) -> Deferred:
         """Remove the pushed image ``identifier`` (with what ``details`` names, e.g. its snapshot) from the provider.
 
         ``credentials`` are None when no configured account holds them; a

@@ -43,8 +43,8 @@ from ..errors import InvalidCredentials
 from ..registry import PluginEnvironment
 from . import Credentials, PushJob, PushResult
 from .ec2_calls import ClientFactory, Ec2Error, Ec2Settings, make_clients
-from .ec2_endpoints import Endpoint, aws_endpoints, load_definitions
 from .ec2_delete import Ec2Delete
+from .ec2_endpoints import Endpoint, aws_endpoints, load_definitions
 from .ec2_push import ACCEPTED_TARGETS, Ec2Push
 from .mock import credential_fields
 
@@ -59,8 +59,12 @@ _ACCESS_KEY = re.compile(r"^[A-Za-z0-9+/=._-]{1,256}$")
 class EC2Provider:
     """Pushes raw images to AWS regions and EC2-compatible endpoints."""
 
-    def __init__(self, environment: PluginEnvironment, client_factory: ClientFactory = make_clients,
-                 settings: Ec2Settings | None = None) -> None:
+    def __init__(
+        self,
+        environment: PluginEnvironment,
+        client_factory: ClientFactory = make_clients,
+        settings: Ec2Settings | None = None,
+    ) -> None:
         # A bad definition file stops the daemon at start-up (ConfigError).
         self._endpoints = {**aws_endpoints(), **load_definitions(environment.config.provider_dir)}
         self._door = environment.cloud_door
@@ -96,17 +100,23 @@ class EC2Provider:
         fields = credential_fields(xml, CREDENTIALS_KIND, CREDENTIAL_FIELDS, REQUIRED_FIELDS)
         account = fields.get("account_number")
         if account is not None and not _ACCOUNT.match(account):
-            raise InvalidCredentials(f"<{CREDENTIALS_KIND}><account_number> must be 1 to 64 letters, digits, "
-                                     "'.', '_', '@' or '-' (e.g. 123456789012)")
+            raise InvalidCredentials(
+                f"<{CREDENTIALS_KIND}><account_number> must be 1 to 64 letters, digits, "
+                "'.', '_', '@' or '-' (e.g. 123456789012)"
+            )
         if not _ACCESS_KEY.match(fields["access_key"]):
-            raise InvalidCredentials(f"<{CREDENTIALS_KIND}><access_key> must be an access key id "
-                                     "(letters and digits, no spaces)")
+            raise InvalidCredentials(
+                f"<{CREDENTIALS_KIND}><access_key> must be an access key id (letters and digits, no spaces)"
+            )
         secret = fields["secret_access_key"]
         if len(secret) > 1024 or any(char.isspace() or not char.isprintable() for char in secret):
-            raise InvalidCredentials(f"<{CREDENTIALS_KIND}><secret_access_key> must be printable, "
-                                     "without spaces, at most 1024 characters")
-        return Credentials(account_identifier=account or fields["access_key"],
-                           secrets={"access_key": fields["access_key"], "secret_access_key": secret})
+            raise InvalidCredentials(
+                f"<{CREDENTIALS_KIND}><secret_access_key> must be printable, without spaces, at most 1024 characters"
+            )
+        return Credentials(
+            account_identifier=account or fields["access_key"],
+            secrets={"access_key": fields["access_key"], "secret_access_key": secret},
+        )
 
     def push(self, job: PushJob, credentials: Credentials) -> Deferred[PushResult]:
         """Push the job's target image; fire with a PushResult (AMI id, ``snapshot_id``)."""
@@ -117,19 +127,23 @@ class EC2Provider:
         push = Ec2Push(endpoint, job, credentials, self._door, self._reactor, self._settings, self._client_factory)
         return ensureDeferred(push.run())
 
-
-    def delete(self, provider_name: str, identifier: str, details: dict[str, str],
-               credentials: Credentials | None) -> Deferred:
+    def delete(
+        self, provider_name: str, identifier: str, details: dict[str, str], credentials: Credentials | None
+    ) -> Deferred:
         """Deregister the AMI ``identifier`` and delete its snapshot (``details['snapshot_id']``); gone is fine."""
         endpoint = self._endpoints.get(provider_name)
         if endpoint is None:
             return fail(Ec2Error(f"the ec2 plug-in does not serve provider {provider_name!r}"))
         if credentials is None:
-            return fail(Ec2Error(
-                f"{provider_name}: no provider account of this daemon holds the credentials of the account "
-                f"that pushed AMI {identifier}: it cannot be deregistered"))
-        removal = Ec2Delete(endpoint, credentials, self._door, self._reactor, self._settings.cleanup_retry,
-                            self._client_factory)
+            return fail(
+                Ec2Error(
+                    f"{provider_name}: no provider account of this daemon holds the credentials of the account "
+                    f"that pushed AMI {identifier}: it cannot be deregistered"
+                )
+            )
+        removal = Ec2Delete(
+            endpoint, credentials, self._door, self._reactor, self._settings.cleanup_retry, self._client_factory
+        )
         return ensureDeferred(removal.run(identifier, details.get("snapshot_id")))
 
 

@@ -43,7 +43,7 @@ def block_checksum(data: bytes) -> str:
 
 def volume_size_gib(size_bytes: int) -> int:
     """The smallest whole number of GiB that holds ``size_bytes`` (at least 1)."""
-    gib = 1024 ** 3
+    gib = 1024**3
     return max(1, -(-size_bytes // gib))
 
 
@@ -55,8 +55,13 @@ class BlockReader:
     read (every block before it was returned or skipped).
     """
 
-    def __init__(self, path: str, block_size: int, max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
-                 max_scan_bytes: int = DEFAULT_MAX_SCAN_BYTES) -> None:
+    def __init__(
+        self,
+        path: str,
+        block_size: int,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+        max_scan_bytes: int = DEFAULT_MAX_SCAN_BYTES,
+    ) -> None:
         if block_size <= 0:
             raise ValueError(f"block size must be positive, not {block_size}")
         self.path = path
@@ -94,8 +99,11 @@ class BlockReader:
         assert self._fd is not None, "open() first"
         blocks: list[Block] = []
         scanned = 0
-        while (self.position < self.size and len(blocks) * self.block_size < self.max_batch_bytes
-               and scanned < self.max_scan_bytes):
+        while (
+            self.position < self.size
+            and len(blocks) * self.block_size < self.max_batch_bytes
+            and scanned < self.max_scan_bytes
+        ):
             self.position = self._next_data(self.position)
             if self.position >= self.size:
                 break
@@ -105,7 +113,7 @@ class BlockReader:
                 self.size = self.position
                 break
             scanned += len(piece)
-            if piece != self._zero_piece[:len(piece)]:
+            if piece != self._zero_piece[: len(piece)]:
                 blocks.extend(self._blocks_of(piece, self.position // self.block_size))
             else:
                 self.zero_blocks += -(-len(piece) // self.block_size)
@@ -117,7 +125,7 @@ class BlockReader:
         found = []
         size = self.block_size
         for start in range(0, len(piece), size):
-            data = piece[start:start + size]
+            data = piece[start : start + size]
             if len(data) < size:
                 # The image's last block is short: a snapshot block is whole.
                 data = data + bytes(size - len(data))

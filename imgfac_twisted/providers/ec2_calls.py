@@ -15,8 +15,8 @@ import html
 import random
 import re
 import threading
-from dataclasses import dataclass, field
 from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from twisted.internet.defer import CancelledError
@@ -31,15 +31,32 @@ from .ec2_endpoints import Endpoint
 T = TypeVar("T")
 
 #: Error codes that mean "try again later", over EC2 (query) and EBS (REST-JSON).
-TRANSIENT_CODES = frozenset({
-    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
-    "RequestThrottledException", "RequestLimitExceeded", "TooManyRequestsException", "SlowDown",
-    "ProvisionedThroughputExceededException", "BandwidthLimitExceeded", "EC2ThrottledException",
-    "ConcurrentLimitExceededException", "PriorRequestNotComplete",
-    "InternalError", "InternalFailure", "InternalServerError", "InternalServerException",
-    "ServiceUnavailable", "ServiceUnavailableException", "Unavailable", "RequestTimeout",
-    "RequestTimeoutException",
-})
+TRANSIENT_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "SlowDown",
+        "ProvisionedThroughputExceededException",
+        "BandwidthLimitExceeded",
+        "EC2ThrottledException",
+        "ConcurrentLimitExceededException",
+        "PriorRequestNotComplete",
+        "InternalError",
+        "InternalFailure",
+        "InternalServerError",
+        "InternalServerException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "Unavailable",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
 
 #: Connect quickly or not at all; a 512 KiB block must not take a minute.
 CONNECT_TIMEOUT = 10.0
@@ -89,13 +106,24 @@ def classify(error: BaseException) -> Problem:
         return Problem(code=code, message=message, transient=transient, status=status)
     if isinstance(error, bce.SSLError):
         return Problem(code="SSLError", message=str(error), transient=False, connection=True)
-    if isinstance(error, (bce.EndpointConnectionError, bce.ConnectionClosedError, bce.ConnectTimeoutError,
-                          bce.ReadTimeoutError, bce.ProxyConnectionError, bce.HTTPClientError,
-                          bce.IncompleteReadError, bce.ResponseStreamingError)):
+    if isinstance(
+        error,
+        (
+            bce.EndpointConnectionError,
+            bce.ConnectionClosedError,
+            bce.ConnectTimeoutError,
+            bce.ReadTimeoutError,
+            bce.ProxyConnectionError,
+            bce.HTTPClientError,
+            bce.IncompleteReadError,
+            bce.ResponseStreamingError,
+        ),
+    ):
         return Problem(code=type(error).__name__, message=str(error), transient=True, connection=True)
     if isinstance(error, (ConnectionError, TimeoutError)):
-        return Problem(code=type(error).__name__, message=str(error) or type(error).__name__, transient=True,
-                       connection=True)
+        return Problem(
+            code=type(error).__name__, message=str(error) or type(error).__name__, transient=True, connection=True
+        )
     if isinstance(error, bce.ParamValidationError):
         return Problem(code="ParamValidationError", message=str(error).replace("\n", " "), transient=False)
     if isinstance(error, bce.BotoCoreError):
@@ -136,16 +164,18 @@ def _readable(code: str, message: str, status: Any) -> tuple[str, str]:
     return code, message or "(no message)"
 
 
-def failure_for(provider: str, action: str, problem: Problem, attempts: int, elapsed: float,
-                secrets: tuple[str, ...] = ()) -> Ec2Error:
+def failure_for(
+    provider: str, action: str, problem: Problem, attempts: int, elapsed: float, secrets: tuple[str, ...] = ()
+) -> Ec2Error:
     """The error a push fails with after ``attempts`` attempts of ``action`` ended in ``problem``."""
     tried = f" (after {attempts} attempts in {elapsed:.0f} s)" if attempts > 1 else ""
     if problem.connection:
         message = f"{provider}: {action} failed: cannot reach the endpoint: {problem.message}{tried}"
         return Ec2ConnectionError(scrub(message, secrets))
     message = f"{provider}: {action} failed: {problem.code}: {problem.message}{tried}"
-    return Ec2ServiceError(scrub(message, secrets), action, problem.code, scrub(problem.message, secrets),
-                           problem.status)
+    return Ec2ServiceError(
+        scrub(message, secrets), action, problem.code, scrub(problem.message, secrets), problem.status
+    )
 
 
 @dataclass(frozen=True)
@@ -180,11 +210,19 @@ class RetryPolicy:
 RetryObserver = Callable[[Problem, int, float], Awaitable[None]]
 
 
-async def with_retries(clock: IReactorTime, policy: RetryPolicy, provider: str, action: str,
-                       attempt: Callable[[], Awaitable[T]], *, secrets: tuple[str, ...] = (),
-                       also_transient: Collection[str] = (), gone: Collection[str] = (),
-                       stopping: Callable[[], bool] = lambda: False,
-                       on_retry: RetryObserver | None = None) -> T | None:
+async def with_retries(
+    clock: IReactorTime,
+    policy: RetryPolicy,
+    provider: str,
+    action: str,
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    secrets: tuple[str, ...] = (),
+    also_transient: Collection[str] = (),
+    gone: Collection[str] = (),
+    stopping: Callable[[], bool] = lambda: False,
+    on_retry: RetryObserver | None = None,
+) -> T | None:
     """``attempt()`` until it succeeds, retrying transient errors as ``policy`` allows.
 
     An error whose code is in ``gone`` counts as done (None: the thing to
@@ -268,11 +306,17 @@ def make_clients(endpoint: Endpoint, access_key: str, secret_key: str, pool_size
     keys = {"aws_access_key_id": access_key, "aws_secret_access_key": secret_key, "aws_session_token": None}
     with _session_lock:
         session = _shared_session()
-        ec2 = session.client("ec2", region_name=endpoint.region, endpoint_url=endpoint.endpoint_url, config=config,
-                             verify=verify, **keys)
-        ebs = session.client("ebs", region_name=endpoint.region,
-                             endpoint_url=endpoint.ebs_endpoint_url or endpoint.endpoint_url, config=config,
-                             verify=verify, **keys)
+        ec2 = session.client(
+            "ec2", region_name=endpoint.region, endpoint_url=endpoint.endpoint_url, config=config, verify=verify, **keys
+        )
+        ebs = session.client(
+            "ebs",
+            region_name=endpoint.region,
+            endpoint_url=endpoint.ebs_endpoint_url or endpoint.endpoint_url,
+            config=config,
+            verify=verify,
+            **keys,
+        )
     return ec2, ebs
 
 

@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
+from collections.abc import Callable
+from typing import Any
 
 from . import Credentials
 from .ec2_calls import ClientFactory, RetryPolicy, with_retries
 from .ec2_endpoints import Endpoint
 
-GONE_CODES = frozenset({"InvalidAMIID.NotFound", "InvalidAMIID.Unavailable", "InvalidAMIID.Malformed",
-                        "InvalidSnapshot.NotFound", "InvalidSnapshotID.Malformed"})
+GONE_CODES = frozenset(
+    {
+        "InvalidAMIID.NotFound",
+        "InvalidAMIID.Unavailable",
+        "InvalidAMIID.Malformed",
+        "InvalidSnapshot.NotFound",
+        "InvalidSnapshotID.Malformed",
+    }
+)
 
 
 class Ec2Delete:
     """Removes one pushed image: DeregisterImage, then DeleteSnapshot, each retried while transient."""
 
-    def __init__(self, endpoint: Endpoint, credentials: Credentials, door: Any, reactor: Any,
-                 policy: RetryPolicy, client_factory: ClientFactory) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        credentials: Credentials,
+        door: Any,
+        reactor: Any,
+        policy: RetryPolicy,
+        client_factory: ClientFactory,
+    ) -> None:
         self._endpoint = endpoint
         self._access_key = credentials.secrets["access_key"]
         self._secret_key = credentials.secrets["secret_access_key"]
@@ -36,6 +50,13 @@ class Ec2Delete:
     async def _call(self, action: str, fn: Callable[..., Any], **kwargs: Any) -> None:
         """Call the SDK on the door, retrying transient errors; an object already gone is fine."""
         # A snapshot still in use by the AMI being deregistered frees up soon.
-        await with_retries(self._reactor, self._policy, self._endpoint.name, action,
-                           lambda: self._door.run(fn, **kwargs), secrets=(self._secret_key,),
-                           also_transient=("InvalidSnapshot.InUse",), gone=GONE_CODES)
+        await with_retries(
+            self._reactor,
+            self._policy,
+            self._endpoint.name,
+            action,
+            lambda: self._door.run(fn, **kwargs),
+            secrets=(self._secret_key,),
+            also_transient=("InvalidSnapshot.InUse",),
+            gone=GONE_CODES,
+        )

@@ -30,22 +30,39 @@ from ..errors import ConfigError
 #: The commercial AWS regions (partition ``aws``), as of botocore 1.44.
 AWS_REGIONS: tuple[str, ...] = (
     "af-south-1",
-    "ap-east-1", "ap-east-2",
-    "ap-northeast-1", "ap-northeast-2", "ap-northeast-3",
-    "ap-south-1", "ap-south-2",
-    "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ap-southeast-4",
-    "ap-southeast-5", "ap-southeast-6", "ap-southeast-7",
-    "ca-central-1", "ca-west-1",
-    "eu-central-1", "eu-central-2",
+    "ap-east-1",
+    "ap-east-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-6",
+    "ap-southeast-7",
+    "ca-central-1",
+    "ca-west-1",
+    "eu-central-1",
+    "eu-central-2",
     "eu-north-1",
-    "eu-south-1", "eu-south-2",
-    "eu-west-1", "eu-west-2", "eu-west-3",
+    "eu-south-1",
+    "eu-south-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
     "il-central-1",
-    "me-central-1", "me-south-1",
+    "me-central-1",
+    "me-south-1",
     "mx-central-1",
     "sa-east-1",
-    "us-east-1", "us-east-2",
-    "us-west-1", "us-west-2",
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
 )
 
 AWS_PREFIX = "ec2-"
@@ -117,8 +134,10 @@ def load_definitions(provider_dir: str) -> dict[str, Endpoint]:
         if endpoint.name in builtin or endpoint.name in RESERVED_NAMES:
             problems.append(f"provider definition {path}: name {endpoint.name!r} is a built-in provider's name")
         elif endpoint.name in found:
-            problems.append(f"provider definition {path}: name {endpoint.name!r} is already defined by "
-                            f"{found[endpoint.name].source}")
+            problems.append(
+                f"provider definition {path}: name {endpoint.name!r} is already defined by "
+                f"{found[endpoint.name].source}"
+            )
         else:
             found[endpoint.name] = endpoint
     if problems:
@@ -159,8 +178,7 @@ def parse_definition(document: Any, source: str | None = None) -> Endpoint | Non
         mistakes.append(f"lacks {', '.join(repr(key) for key in missing)}")
     unknown = sorted(key for key in document if key not in _REQUIRED + _OPTIONAL and not key.startswith("_"))
     if unknown:
-        mistakes.append(f"unknown key(s) {', '.join(map(repr, unknown))} "
-                        f"(known: {', '.join(_REQUIRED + _OPTIONAL)})")
+        mistakes.append(f"unknown key(s) {', '.join(map(repr, unknown))} (known: {', '.join(_REQUIRED + _OPTIONAL)})")
     for key in _REQUIRED + _OPTIONAL:
         if key in document and not isinstance(document[key], str):
             mistakes.append(f"{key!r} must be a string")
@@ -168,8 +186,9 @@ def parse_definition(document: Any, source: str | None = None) -> Endpoint | Non
         raise ValueError("; ".join(mistakes))
     name, region = document["name"], document["region"]
     if not _NAME.match(name):
-        mistakes.append(f"name {name!r} must be 1 to 64 letters, digits, '.', '_' or '-', starting with a "
-                        "letter or digit")
+        mistakes.append(
+            f"name {name!r} must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
     if not _REGION.match(region):
         mistakes.append(f"region {region!r} must be lower-case letters, digits and '-' (e.g. us-east-1)")
     for key in ("endpoint_url", "ebs_endpoint_url"):
@@ -183,9 +202,14 @@ def parse_definition(document: Any, source: str | None = None) -> Endpoint | Non
         mistakes.append(f"ca_bundle {document['ca_bundle']!r} is not a file")
     if mistakes:
         raise ValueError("; ".join(mistakes))
-    return Endpoint(name=name, region=region, endpoint_url=document["endpoint_url"],
-                    ebs_endpoint_url=document.get("ebs_endpoint_url"), ca_bundle=document.get("ca_bundle"),
-                    source=source)
+    return Endpoint(
+        name=name,
+        region=region,
+        endpoint_url=document["endpoint_url"],
+        ebs_endpoint_url=document.get("ebs_endpoint_url"),
+        ca_bundle=document.get("ca_bundle"),
+        source=source,
+    )
 
 
 def _url_problem(url: str) -> str | None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import re
 from collections import deque
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
@@ -20,10 +21,10 @@ from twisted.python.failure import Failure
 from ..deferreds import InFlight, Wakeup
 from ..doors import shielded
 from ..errors import ImageFactoryError
+from ..redaction import scrub
 from . import Credentials, PushJob, PushResult
 from .ec2_blocks import Block, BlockReader, volume_size_gib
-from ..redaction import scrub
-from .ec2_calls import ClientFactory, Ec2Settings, Ec2Error, Ec2ServiceError, Problem, RetryPolicy, with_retries
+from .ec2_calls import ClientFactory, Ec2Error, Ec2ServiceError, Ec2Settings, Problem, RetryPolicy, with_retries
 from .ec2_endpoints import Endpoint
 
 T = TypeVar("T")
@@ -34,9 +35,16 @@ ACCEPTED_TARGETS = ("ec2", "mock")
 
 #: The template's ``<arch>`` to EC2's ``Architecture``.
 ARCHITECTURES = {
-    "x86_64": "x86_64", "amd64": "x86_64", "x64": "x86_64",
-    "aarch64": "arm64", "arm64": "arm64",
-    "i386": "i386", "i486": "i386", "i586": "i386", "i686": "i386", "x86": "i386",
+    "x86_64": "x86_64",
+    "amd64": "x86_64",
+    "x64": "x86_64",
+    "aarch64": "arm64",
+    "arm64": "arm64",
+    "i386": "i386",
+    "i486": "i386",
+    "i586": "i386",
+    "i686": "i386",
+    "x86": "i386",
 }
 DEFAULT_ARCHITECTURE = "x86_64"
 ROOT_DEVICE_NAME = "/dev/sda1"
@@ -63,8 +71,16 @@ def architecture_of(os_arch: str | None) -> str | None:
 class Ec2Push:
     """One push: snapshot, blocks, AMI; cleanup when anything fails or the push is cancelled."""
 
-    def __init__(self, endpoint: Endpoint, job: PushJob, credentials: Credentials, door: Any, reactor: Any,
-                 settings: Ec2Settings, client_factory: ClientFactory) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        job: PushJob,
+        credentials: Credentials,
+        door: Any,
+        reactor: Any,
+        settings: Ec2Settings,
+        client_factory: ClientFactory,
+    ) -> None:
         self._endpoint = endpoint
         self._job = job
         self._door = door
@@ -103,8 +119,10 @@ class Ec2Push:
         job, endpoint, settings = self._job, self._endpoint, self._settings
         target_builder = job.target_builder
         if target_builder.target not in ACCEPTED_TARGETS:
-            raise Ec2Error(f"{endpoint.name}: the ec2 providers push the raw images of the 'ec2' target; "
-                           f"target image {target_builder.id} was built for {target_builder.target!r}")
+            raise Ec2Error(
+                f"{endpoint.name}: the ec2 providers push the raw images of the 'ec2' target; "
+                f"target image {target_builder.id} was built for {target_builder.target!r}"
+            )
         path = target_builder.artifact_path
         if not path:
             raise Ec2Error(f"target image {target_builder.id} has no image file to push")
@@ -113,43 +131,56 @@ class Ec2Push:
         os_arch = image.os_arch or None
         architecture = architecture_of(os_arch)
         if architecture is None:
-            raise Ec2Error(f"{endpoint.name}: EC2 has no architecture for the template's arch {os_arch!r} "
-                           f"(known: {', '.join(sorted(ARCHITECTURES))})")
+            raise Ec2Error(
+                f"{endpoint.name}: EC2 has no architecture for the template's arch {os_arch!r} "
+                f"(known: {', '.join(sorted(ARCHITECTURES))})"
+            )
         if os_arch is None:
             await self._log(f"the template's architecture is not known here: registering {architecture}")
         where = "AWS" if endpoint.is_aws else endpoint.endpoint_url
-        await self._log(f"pushing {os.path.basename(path)} to {endpoint.name} ({where}, region {endpoint.region}) "
-                        f"for account {self._account}")
+        await self._log(
+            f"pushing {os.path.basename(path)} to {endpoint.name} ({where}, region {endpoint.region}) "
+            f"for account {self._account}"
+        )
         try:
             size = await self._blocking(os.path.getsize, path)
         except OSError as error:
-            raise Ec2Error(f"the image file of target image {target_builder.id} cannot be read: "
-                           f"{error.strerror}") from None
-        self._ec2, self._ebs = await self._blocking(self._client_factory, endpoint, self._access_key,
-                                                    self._secret_key, settings.puts_in_flight + 2)
+            raise Ec2Error(
+                f"the image file of target image {target_builder.id} cannot be read: {error.strerror}"
+            ) from None
+        self._ec2, self._ebs = await self._blocking(
+            self._client_factory, endpoint, self._access_key, self._secret_key, settings.puts_in_flight + 2
+        )
         gib = volume_size_gib(size)
         started = await self._call(
-            "StartSnapshot", self._ebs.start_snapshot, observe=self._note_snapshot,
-            VolumeSize=gib, ClientToken=job.builder.id,
+            "StartSnapshot",
+            self._ebs.start_snapshot,
+            observe=self._note_snapshot,
+            VolumeSize=gib,
+            ClientToken=job.builder.id,
             Description=f"Image Factory provider image {job.builder.id} of target image {target_builder.id}",
             Tags=[{"Key": PROVIDER_IMAGE_TAG, "Value": job.builder.id}],
         )
         block_size = started.get("BlockSize")
         if not isinstance(block_size, int) or not 0 < block_size <= 64 * 1024 * 1024:
             raise Ec2Error(f"{endpoint.name}: StartSnapshot answered an unusable block size {block_size!r}")
-        await self._log(f"started snapshot {self.snapshot_id} ({gib} GiB, blocks of {block_size} bytes) "
-                        f"for {size} bytes of image")
+        await self._log(
+            f"started snapshot {self.snapshot_id} ({gib} GiB, blocks of {block_size} bytes) for {size} bytes of image"
+        )
         begun = self._reactor.seconds()
         # A batch feeds every put in flight, however large the blocks (AWS: 512 KiB).
         batch_bytes = max(settings.max_batch_bytes, settings.puts_in_flight * block_size)
         reader = BlockReader(path, block_size, batch_bytes, settings.max_scan_bytes)
         written = await self._write_blocks(reader, size)
         took = max(self._reactor.seconds() - begun, 1e-6)
-        await self._log(f"wrote {written} blocks ({written * block_size} bytes, "
-                        f"{written * block_size / took / 1e6:.2f} MB/s); "
-                        f"skipped {reader.zero_blocks} blocks of zeros and the file's holes")
-        completed = await self._call("CompleteSnapshot", self._ebs.complete_snapshot,
-                                     SnapshotId=self.snapshot_id, ChangedBlocksCount=written)
+        await self._log(
+            f"wrote {written} blocks ({written * block_size} bytes, "
+            f"{written * block_size / took / 1e6:.2f} MB/s); "
+            f"skipped {reader.zero_blocks} blocks of zeros and the file's holes"
+        )
+        completed = await self._call(
+            "CompleteSnapshot", self._ebs.complete_snapshot, SnapshotId=self.snapshot_id, ChangedBlocksCount=written
+        )
         if completed.get("Status") == "error":
             raise Ec2Error(f"{endpoint.name}: CompleteSnapshot: snapshot {self.snapshot_id} is in state error")
         await self._wait_for_snapshot()
@@ -158,8 +189,10 @@ class Ec2Push:
         await self._register(architecture, gib, image.name or None)
         await self._wait_for_image()
         await self._report(100)
-        await self._log(f"registered AMI {self.image_id} ({architecture}, root device {ROOT_DEVICE_NAME} "
-                        f"on snapshot {self.snapshot_id})")
+        await self._log(
+            f"registered AMI {self.image_id} ({architecture}, root device {ROOT_DEVICE_NAME} "
+            f"on snapshot {self.snapshot_id})"
+        )
         return PushResult(identifier=self.image_id or "", details={"snapshot_id": self.snapshot_id or ""})
 
     # -- blocks ----------------------------------------------------------------
@@ -226,8 +259,9 @@ class Ec2Push:
         return self.blocks_written
 
     @staticmethod
-    def _block_progress(block_size: int, read_position: int, queue: deque[Block], in_flight: dict[int, Deferred[None]],
-                        size: int) -> int:
+    def _block_progress(
+        block_size: int, read_position: int, queue: deque[Block], in_flight: dict[int, Deferred[None]], size: int
+    ) -> int:
         """0..90: how much of the image lies before the first block not yet written."""
         frontier = read_position
         if queue:
@@ -237,17 +271,25 @@ class Ec2Push:
         return 90 * min(frontier, size) // max(size, 1)
 
     async def _put(self, block: Block) -> None:
-        await self._call("PutSnapshotBlock", self._ebs.put_snapshot_block, SnapshotId=self.snapshot_id,
-                         BlockIndex=block.index, BlockData=block.data, DataLength=len(block.data),
-                         Checksum=block.checksum, ChecksumAlgorithm="SHA256")
+        await self._call(
+            "PutSnapshotBlock",
+            self._ebs.put_snapshot_block,
+            SnapshotId=self.snapshot_id,
+            BlockIndex=block.index,
+            BlockData=block.data,
+            DataLength=len(block.data),
+            Checksum=block.checksum,
+            ChecksumAlgorithm="SHA256",
+        )
 
     # -- waiting ---------------------------------------------------------------
 
     async def _wait_for_snapshot(self) -> None:
         async def state() -> tuple[str | None, str]:
             try:
-                answer = await self._call("DescribeSnapshots", self._ec2.describe_snapshots,
-                                          SnapshotIds=[self.snapshot_id])
+                answer = await self._call(
+                    "DescribeSnapshots", self._ec2.describe_snapshots, SnapshotIds=[self.snapshot_id]
+                )
             except Ec2ServiceError as error:
                 if error.code == "InvalidSnapshot.NotFound":
                     return None, ""
@@ -257,8 +299,9 @@ class Ec2Push:
                 return None, ""
             return found[0].get("State"), found[0].get("StateMessage") or ""
 
-        await self._wait_until(f"snapshot {self.snapshot_id}", state, "completed", ("error",),
-                               self._settings.snapshot_wait)
+        await self._wait_until(
+            f"snapshot {self.snapshot_id}", state, "completed", ("error",), self._settings.snapshot_wait
+        )
 
     async def _wait_for_image(self) -> None:
         async def state() -> tuple[str | None, str]:
@@ -274,11 +317,17 @@ class Ec2Push:
             reason = (found[0].get("StateReason") or {}).get("Message") or ""
             return found[0].get("State"), reason
 
-        await self._wait_until(f"AMI {self.image_id}", state, "available",
-                               ("failed", "error", "invalid", "deregistered", "disabled"), self._settings.image_wait)
+        await self._wait_until(
+            f"AMI {self.image_id}",
+            state,
+            "available",
+            ("failed", "error", "invalid", "deregistered", "disabled"),
+            self._settings.image_wait,
+        )
 
-    async def _wait_until(self, what: str, state: Callable[[], Any], done: str, failed: tuple[str, ...],
-                          limit: float) -> None:
+    async def _wait_until(
+        self, what: str, state: Callable[[], Any], done: str, failed: tuple[str, ...], limit: float
+    ) -> None:
         """Poll ``state`` with growing pauses until it is ``done``; fail on ``failed`` or after ``limit`` s."""
         name = self._endpoint.name
         first = self._reactor.seconds()
@@ -304,22 +353,33 @@ class Ec2Push:
         name = ami_name(image_name, job.builder.id)
         try:
             await self._call(
-                "RegisterImage", self._ec2.register_image, observe=self._note_image,
+                "RegisterImage",
+                self._ec2.register_image,
+                observe=self._note_image,
                 Name=name,
                 Description=f"Image Factory provider image {job.builder.id} of target image {job.target_builder.id}",
-                Architecture=architecture, VirtualizationType="hvm", EnaSupport=True,
+                Architecture=architecture,
+                VirtualizationType="hvm",
+                EnaSupport=True,
                 RootDeviceName=ROOT_DEVICE_NAME,
-                BlockDeviceMappings=[{"DeviceName": ROOT_DEVICE_NAME,
-                                      "Ebs": {"SnapshotId": self.snapshot_id, "VolumeSize": gib,
-                                              "DeleteOnTermination": True}}],
+                BlockDeviceMappings=[
+                    {
+                        "DeviceName": ROOT_DEVICE_NAME,
+                        "Ebs": {"SnapshotId": self.snapshot_id, "VolumeSize": gib, "DeleteOnTermination": True},
+                    }
+                ],
             )
         except Ec2ServiceError as error:
             # The name holds this push's id: a duplicate is our own attempt
             # whose answer was lost on the way back.  Find it.
             if error.code != "InvalidAMIName.Duplicate":
                 raise
-            answer = await self._call("DescribeImages", self._ec2.describe_images, Owners=["self"],
-                                      Filters=[{"Name": "name", "Values": [name]}])
+            answer = await self._call(
+                "DescribeImages",
+                self._ec2.describe_images,
+                Owners=["self"],
+                Filters=[{"Name": "name", "Values": [name]}],
+            )
             images = answer.get("Images") or []
             if not images:
                 raise
@@ -336,19 +396,25 @@ class Ec2Push:
         policy = self._settings.cleanup_retry
         if self.image_id:
             try:
-                await self._call("DeregisterImage", self._ec2.deregister_image, policy=policy, stoppable=False,
-                                 ImageId=self.image_id)
+                await self._call(
+                    "DeregisterImage", self._ec2.deregister_image, policy=policy, stoppable=False, ImageId=self.image_id
+                )
                 await self._log(f"deregistered AMI {self.image_id}")
             except Exception as error:
                 notes.append(f"AMI {self.image_id} could not be deregistered ({_message(error)}): remove it by hand")
         if self.snapshot_id:
             try:
-                await self._call("DeleteSnapshot", self._ec2.delete_snapshot, policy=policy, stoppable=False,
-                                 also_transient=("InvalidSnapshot.InUse",), SnapshotId=self.snapshot_id)
+                await self._call(
+                    "DeleteSnapshot",
+                    self._ec2.delete_snapshot,
+                    policy=policy,
+                    stoppable=False,
+                    also_transient=("InvalidSnapshot.InUse",),
+                    SnapshotId=self.snapshot_id,
+                )
                 await self._log(f"deleted snapshot {self.snapshot_id}")
             except Exception as error:
-                notes.append(f"snapshot {self.snapshot_id} could not be deleted ({_message(error)}): "
-                             "delete it by hand")
+                notes.append(f"snapshot {self.snapshot_id} could not be deleted ({_message(error)}): delete it by hand")
         for note in notes:
             await self._log(note)
         return "; ".join(notes) or None
@@ -376,9 +442,16 @@ class Ec2Push:
         """Run a blocking function on the door, once."""
         return await shielded(self._track(self._door.run(fn, *args)))
 
-    async def _call(self, action: str, fn: Callable[..., Any], observe: Callable[[Any], None] | None = None,
-                    policy: RetryPolicy | None = None, stoppable: bool = True, also_transient: tuple[str, ...] = (),
-                    **kwargs: Any) -> Any:
+    async def _call(
+        self,
+        action: str,
+        fn: Callable[..., Any],
+        observe: Callable[[Any], None] | None = None,
+        policy: RetryPolicy | None = None,
+        stoppable: bool = True,
+        also_transient: tuple[str, ...] = (),
+        **kwargs: Any,
+    ) -> Any:
         """Call the SDK on the door, retrying transient errors; raise an Ec2Error with the service's words."""
         policy = policy or self._settings.retry
 
@@ -392,12 +465,25 @@ class Ec2Push:
             if self._retry_lines < MAX_RETRY_LOG_LINES:
                 self._retry_lines += 1
                 more = " (further retries are not logged)" if self._retry_lines == MAX_RETRY_LOG_LINES else ""
-                await self._log(scrub(f"{action}: {problem.code}: {problem.message}; retrying in {delay:.1f} s "
-                                      f"(attempt {attempts + 1} of {policy.max_attempts}){more}", self._secrets))
+                await self._log(
+                    scrub(
+                        f"{action}: {problem.code}: {problem.message}; retrying in {delay:.1f} s "
+                        f"(attempt {attempts + 1} of {policy.max_attempts}){more}",
+                        self._secrets,
+                    )
+                )
 
-        return await with_retries(self._reactor, policy, self._endpoint.name, action, attempt,
-                                  secrets=self._secrets, also_transient=also_transient,
-                                  stopping=lambda: stoppable and self._stopping, on_retry=log_retry)
+        return await with_retries(
+            self._reactor,
+            policy,
+            self._endpoint.name,
+            action,
+            attempt,
+            secrets=self._secrets,
+            also_transient=also_transient,
+            stopping=lambda: stoppable and self._stopping,
+            on_retry=log_retry,
+        )
 
     # -- the job ---------------------------------------------------------------
 

@@ -17,9 +17,9 @@ import uuid
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 
-from ..registry import PluginEnvironment
 from ..errors import ImageFactoryError, InvalidCredentials
 from ..mocking import MOCK_STEPS, advance_in_steps
+from ..registry import PluginEnvironment
 from ..xmlsafe import parse_xml
 from . import MAX_CREDENTIALS_BYTES, Credentials, PushJob, PushResult
 
@@ -93,7 +93,8 @@ class MockProvider:
         await job.log(f"pushed as {identifier}")
         return PushResult(identifier=identifier)
 
-    def delete(self, provider_name: str, identifier: str, details: dict[str, str],
-               credentials: Credentials | None) -> Deferred:
+    def delete(
+        self, provider_name: str, identifier: str, details: dict[str, str], credentials: Credentials | None
+    ) -> Deferred:
         """Nothing was uploaded, so nothing is to remove (no credentials needed)."""
         return succeed(None)

@@ -13,7 +13,8 @@ import functools
 import hashlib
 import json
 import sqlite3
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
@@ -76,9 +77,14 @@ CREATE TABLE IF NOT EXISTS oauth_nonces (
 #: brought to the last version at open, each step in one transaction, and its
 #: version kept in ``PRAGMA user_version``; a later release only appends here.
 MIGRATIONS: list[tuple[int, list[str]]] = [
-    (2, ["ALTER TABLE builders ADD COLUMN stages TEXT",
-         # One package list per build (its base image), as JSON [[name, version, arch], ...].
-         "CREATE TABLE manifests (build_id TEXT PRIMARY KEY, packages TEXT NOT NULL)"]),
+    (
+        2,
+        [
+            "ALTER TABLE builders ADD COLUMN stages TEXT",
+            # One package list per build (its base image), as JSON [[name, version, arch], ...].
+            "CREATE TABLE manifests (build_id TEXT PRIMARY KEY, packages TEXT NOT NULL)",
+        ],
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -161,7 +167,7 @@ class SQLiteStore:
         self._connection: sqlite3.Connection | None = None
 
     @classmethod
-    def on_own_thread(cls, reactor: Any, path: str) -> tuple["SQLiteStore", ThreadDoor]:
+    def on_own_thread(cls, reactor: Any, path: str) -> tuple[SQLiteStore, ThreadDoor]:
         """A store with its own one-thread door; start the door before the store."""
         door = ThreadDoor(reactor, "sqlite", threads=1)
         return cls(path, door), door
@@ -272,8 +278,15 @@ class SQLiteStore:
     def add_to_build(self, target_images: list[TargetImage], builders: list[Builder], events: list[Event]) -> Deferred:
         return self._door.run(self._transaction, self._inserts([*target_images, *builders]) + _outbox_inserts(events))
 
-    def record_import(self, image: Image, build: Build, target_image: TargetImage, provider_image: ProviderImage,
-                      builders: list[Builder], events: list[Event]) -> Deferred:
+    def record_import(
+        self,
+        image: Image,
+        build: Build,
+        target_image: TargetImage,
+        provider_image: ProviderImage,
+        builders: list[Builder],
+        events: list[Event],
+    ) -> Deferred:
         objects = [image, build, target_image, provider_image, *builders]
         return self._door.run(self._transaction, self._inserts(objects) + _outbox_inserts(events))
 
@@ -310,10 +323,16 @@ class SQLiteStore:
 
     def spend_nonce(self, client_key: str, nonce: str, expiry: float, now: float) -> Deferred:
         """Record an OAuth nonce as spent until ``expiry``; forget those expired before ``now``."""
-        return self._door.run(self._transaction, [
-            ("INSERT OR REPLACE INTO oauth_nonces (client_key, nonce, expiry) VALUES (?, ?, ?)",
-             [client_key, nonce, expiry]),
-            ("DELETE FROM oauth_nonces WHERE expiry < ?", [now])])
+        return self._door.run(
+            self._transaction,
+            [
+                (
+                    "INSERT OR REPLACE INTO oauth_nonces (client_key, nonce, expiry) VALUES (?, ?, ?)",
+                    [client_key, nonce, expiry],
+                ),
+                ("DELETE FROM oauth_nonces WHERE expiry < ?", [now]),
+            ],
+        )
 
     def thd_spent_nonces(self, now: float) -> list[tuple[str, str, float]]:
         """The OAuth nonces spent and not expired at ``now`` (blocking: for start-up, before the reactor runs)."""
@@ -324,9 +343,15 @@ class SQLiteStore:
         return self._door.run(lambda: self._db().execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def save_manifest(self, build_id: str, packages: Sequence[tuple[str, str, str]]) -> Deferred:
-        return self._door.run(self._transaction, [
-            ("INSERT OR REPLACE INTO manifests (build_id, packages) VALUES (?, ?)",
-             [build_id, json.dumps([list(package) for package in packages])])])
+        return self._door.run(
+            self._transaction,
+            [
+                (
+                    "INSERT OR REPLACE INTO manifests (build_id, packages) VALUES (?, ?)",
+                    [build_id, json.dumps([list(package) for package in packages])],
+                )
+            ],
+        )
 
     def get_manifest(self, build_id: str) -> Deferred:
         return self._door.run(self.thd_get_manifest, build_id)
@@ -379,27 +404,55 @@ class SQLiteStore:
 
     # Children before parents: the foreign keys are enforced.
     def delete_image(self, image_id: str, events: Sequence[Event] = ()) -> Deferred:
-        return self._door.run(self._transaction, [
-            ("DELETE FROM manifests WHERE build_id IN (SELECT id FROM builds WHERE image_id = ?)", [image_id])] + [
-            (f"DELETE FROM {table} WHERE {column} = ?", [image_id])
-            for table, column in (("builders", "image_id"), ("provider_images", "image_id"),
-                                  ("target_images", "image_id"), ("builds", "image_id"), ("images", "id"))]
-            + _outbox_inserts(events))
+        return self._door.run(
+            self._transaction,
+            [("DELETE FROM manifests WHERE build_id IN (SELECT id FROM builds WHERE image_id = ?)", [image_id])]
+            + [
+                (f"DELETE FROM {table} WHERE {column} = ?", [image_id])
+                for table, column in (
+                    ("builders", "image_id"),
+                    ("provider_images", "image_id"),
+                    ("target_images", "image_id"),
+                    ("builds", "image_id"),
+                    ("images", "id"),
+                )
+            ]
+            + _outbox_inserts(events),
+        )
 
     def delete_build(self, build_id: str, events: Sequence[Event] = ()) -> Deferred:
-        return self._door.run(self._transaction, [
-            (f"DELETE FROM {table} WHERE {column} = ?", [build_id])
-            for table, column in (("builders", "build_id"), ("provider_images", "build_id"),
-                                  ("target_images", "build_id"), ("builds", "id"), ("manifests", "build_id"))]
-            + _outbox_inserts(events))
+        return self._door.run(
+            self._transaction,
+            [
+                (f"DELETE FROM {table} WHERE {column} = ?", [build_id])
+                for table, column in (
+                    ("builders", "build_id"),
+                    ("provider_images", "build_id"),
+                    ("target_images", "build_id"),
+                    ("builds", "id"),
+                    ("manifests", "build_id"),
+                )
+            ]
+            + _outbox_inserts(events),
+        )
 
     def delete_target_image(self, target_image_id: str, events: Sequence[Event] = ()) -> Deferred:
-        return self._door.run(self._transaction, [
-            ("DELETE FROM builders WHERE id = ? OR target_image_id = ?", [target_image_id, target_image_id]),
-            ("DELETE FROM provider_images WHERE target_image_id = ?", [target_image_id]),
-            ("DELETE FROM target_images WHERE id = ?", [target_image_id])] + _outbox_inserts(events))
+        return self._door.run(
+            self._transaction,
+            [
+                ("DELETE FROM builders WHERE id = ? OR target_image_id = ?", [target_image_id, target_image_id]),
+                ("DELETE FROM provider_images WHERE target_image_id = ?", [target_image_id]),
+                ("DELETE FROM target_images WHERE id = ?", [target_image_id]),
+            ]
+            + _outbox_inserts(events),
+        )
 
     def delete_provider_image(self, provider_image_id: str, events: Sequence[Event] = ()) -> Deferred:
-        return self._door.run(self._transaction, [
-            ("DELETE FROM builders WHERE id = ?", [provider_image_id]),
-            ("DELETE FROM provider_images WHERE id = ?", [provider_image_id])] + _outbox_inserts(events))
+        return self._door.run(
+            self._transaction,
+            [
+                ("DELETE FROM builders WHERE id = ?", [provider_image_id]),
+                ("DELETE FROM provider_images WHERE id = ?", [provider_image_id]),
+            ]
+            + _outbox_inserts(events),
+        )

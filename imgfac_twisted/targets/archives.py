@@ -9,8 +9,9 @@ is parsed to check an archive's members, their order and their sizes.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ..processes import run_process
 from .qemu import ImageCheckFailed, LogLine, Runner, Tool, require_tool, timeout_for
@@ -22,7 +23,7 @@ RECORD_BYTES = 20 * 512
 CHECKPOINT_RECORDS = 1000
 CHECKPOINT_MARK = "imgfac-checkpoint"
 #: A ustar header holds sizes below 8 GiB (11 octal digits).
-USTAR_MAX_MEMBER = 8 * 1024 ** 3
+USTAR_MAX_MEMBER = 8 * 1024**3
 
 _CHECKPOINT = re.compile(rf"{CHECKPOINT_MARK} (\d+)")
 #: A line of ``LC_ALL=C tar --list --verbose --numeric-owner``:
@@ -39,13 +40,29 @@ class Member:
     regular: bool = True
 
 
-def create_args(executable: str, archive: str, directory: str, members: Sequence[str], *, tar_format: str,
-                gzip: bool = False, sparse: bool = False) -> list[str]:
+def create_args(
+    executable: str,
+    archive: str,
+    directory: str,
+    members: Sequence[str],
+    *,
+    tar_format: str,
+    gzip: bool = False,
+    sparse: bool = False,
+) -> list[str]:
     """``tar --create`` of ``members`` (in this order) from ``directory``, printing checkpoints."""
-    argv = [executable, f"--format={tar_format}", "--create", f"--file={archive}",
-            f"--checkpoint={CHECKPOINT_RECORDS}", f"--checkpoint-action=echo={CHECKPOINT_MARK} %u",
-            # The image's owner on the factory's host means nothing to the cloud.
-            "--owner=0", "--group=0", "--numeric-owner"]
+    argv = [
+        executable,
+        f"--format={tar_format}",
+        "--create",
+        f"--file={archive}",
+        f"--checkpoint={CHECKPOINT_RECORDS}",
+        f"--checkpoint-action=echo={CHECKPOINT_MARK} %u",
+        # The image's owner on the factory's host means nothing to the cloud.
+        "--owner=0",
+        "--group=0",
+        "--numeric-owner",
+    ]
     if sparse:
         argv.append("--sparse")
     if gzip:
@@ -56,8 +73,7 @@ def create_args(executable: str, archive: str, directory: str, members: Sequence
 
 def list_args(executable: str, archive: str, *, gzip: bool = False) -> list[str]:
     """``tar --list --verbose`` of ``archive`` (reading a .tar.gz to its end checks its gzip CRC too)."""
-    return [executable, "--list", "--verbose", "--numeric-owner", *(["--gzip"] if gzip else []),
-            f"--file={archive}"]
+    return [executable, "--list", "--verbose", "--numeric-owner", *(["--gzip"] if gzip else []), f"--file={archive}"]
 
 
 def ova_format(largest_member: int) -> str:
@@ -96,21 +112,33 @@ class Tar(Tool):
     def __init__(self, reactor: Any, log: LogLine, run: Runner = run_process, executable: str | None = None) -> None:
         super().__init__(reactor, log, executable or require_tool(TAR, "tar"), run)
 
-    async def create(self, archive: str, directory: str, members: Sequence[str], *, tar_format: str,
-                     expected_bytes: int, on_progress: Callable[[float], None] | None = None,
-                     gzip: bool = False, sparse: bool = False) -> None:
+    async def create(
+        self,
+        archive: str,
+        directory: str,
+        members: Sequence[str],
+        *,
+        tar_format: str,
+        expected_bytes: int,
+        on_progress: Callable[[float], None] | None = None,
+        gzip: bool = False,
+        sparse: bool = False,
+    ) -> None:
         """Pack ``members``; ``on_progress`` gets the percentage of ``expected_bytes`` written so far."""
+
         def line(text: str) -> None:
             written = checkpoint_bytes(text)
             if written is not None and on_progress is not None:
                 on_progress(min(100.0, 100.0 * written / max(expected_bytes, 1)))
 
-        argv = create_args(self.executable, archive, directory, members, tar_format=tar_format, gzip=gzip,
-                           sparse=sparse)
+        argv = create_args(
+            self.executable, archive, directory, members, tar_format=tar_format, gzip=gzip, sparse=sparse
+        )
         await self.run(f"packing {', '.join(members)}", argv, timeout_for(expected_bytes), line)
 
     async def members(self, archive: str, *, gzip: bool = False, size_hint: int = 0) -> list[Member]:
         """The members of ``archive``, in order."""
-        result = await self.run("listing the archive", list_args(self.executable, archive, gzip=gzip),
-                                timeout_for(size_hint))
+        result = await self.run(
+            "listing the archive", list_args(self.executable, archive, gzip=gzip), timeout_for(size_hint)
+        )
         return parse_listing(result.output)

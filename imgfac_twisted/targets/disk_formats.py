@@ -24,9 +24,10 @@ import dataclasses
 import os
 import re
 import threading
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
@@ -184,8 +185,15 @@ class DiskImageTarget:
     async def make(self, job: BuildJob, qemu: QemuImg, base: str, size: int, stage: str) -> Artifact:
         """Convert ``base`` into ``stage``, check and hash the result: its Artifact."""
         image = self.image_path(job, stage)
-        await qemu.convert(base, "raw", image, self.disk.format, self.disk.options, size=size,
-                           on_progress=ProgressBand(job, CONVERT_START, DONE))
+        await qemu.convert(
+            base,
+            "raw",
+            image,
+            self.disk.format,
+            self.disk.options,
+            size=size,
+            on_progress=ProgressBand(job, CONVERT_START, DONE),
+        )
         await qemu.check(image, self.disk.format, size, self.disk.expected)
         return await job.artifact(image)
 
@@ -233,8 +241,16 @@ class FixedVhdTarget(DiskImageTarget):
         if rounded != size:
             await job.log(f"the VHD's virtual size is rounded up from {size} to {rounded} bytes (a whole MiB)")
         await qemu.create(image, self.disk.format, self.disk.options, rounded)
-        await qemu.convert(base, "raw", image, self.disk.format, {}, size=rounded,
-                           on_progress=ProgressBand(job, CONVERT_START, DONE), existing_target=True)
+        await qemu.convert(
+            base,
+            "raw",
+            image,
+            self.disk.format,
+            {},
+            size=rounded,
+            on_progress=ProgressBand(job, CONVERT_START, DONE),
+            existing_target=True,
+        )
         await qemu.check(image, self.disk.format, rounded)
         check_fixed_vhd(image, rounded)
         await job.log(f"checked {os.path.basename(image)}: a fixed VHD (its data, then a {VHD_FOOTER}-byte footer)")
@@ -245,8 +261,9 @@ def check_fixed_vhd(path: str, size: int) -> None:
     """ImageCheckFailed unless the file is a fixed VHD's: its data, then one footer."""
     length = os.path.getsize(path)
     if length != size + VHD_FOOTER:
-        raise ImageCheckFailed(f"{os.path.basename(path)} is {length} bytes: a fixed VHD of {size} bytes "
-                               f"takes {size + VHD_FOOTER}")
+        raise ImageCheckFailed(
+            f"{os.path.basename(path)} is {length} bytes: a fixed VHD of {size} bytes takes {size + VHD_FOOTER}"
+        )
 
 
 class OvaTarget(DiskImageTarget):
@@ -259,8 +276,15 @@ class OvaTarget(DiskImageTarget):
         disk_name, ovf_name = f"{stem}-disk1.{self.disk.extension}", f"{stem}.ovf"
         disk = os.path.join(stage, disk_name)
         # The vmdk's compression is most of the work; packing is a copy.
-        await qemu.convert(base, "raw", disk, self.disk.format, self.disk.options, size=size,
-                           on_progress=ProgressBand(job, CONVERT_START, OVA_CONVERTED))
+        await qemu.convert(
+            base,
+            "raw",
+            disk,
+            self.disk.format,
+            self.disk.options,
+            size=size,
+            on_progress=ProgressBand(job, CONVERT_START, OVA_CONVERTED),
+        )
         await qemu.check(disk, self.disk.format, size, self.disk.expected)
         disk_size = os.path.getsize(disk)
         ovf = descriptor(stem, os_description(job.template), disk_name, disk_size, size)
@@ -269,8 +293,7 @@ class OvaTarget(DiskImageTarget):
             stream.write(ovf)
         archive = self.image_path(job, stage)
         members = [Member(ovf_name, len(ovf)), Member(disk_name, disk_size)]
-        await pack(job, self._run, archive, stage, members, tar_format=ova_format(disk_size),
-                   low=OVA_CONVERTED)
+        await pack(job, self._run, archive, stage, members, tar_format=ova_format(disk_size), low=OVA_CONVERTED)
         return await job.artifact(archive)
 
 
@@ -286,8 +309,18 @@ class GceTarget(DiskImageTarget):
         archive = self.image_path(job, stage)
         # tar -S reads only the allocated parts: that is what its progress counts.
         allocated = os.stat(disk).st_blocks * 512
-        await pack(job, self._run, archive, stage, [Member(GCE_MEMBER, size)], tar_format="oldgnu", low=low,
-                   expected_bytes=allocated, gzip=True, sparse=True)
+        await pack(
+            job,
+            self._run,
+            archive,
+            stage,
+            [Member(GCE_MEMBER, size)],
+            tar_format="oldgnu",
+            low=low,
+            expected_bytes=allocated,
+            gzip=True,
+            sparse=True,
+        )
         return await job.artifact(archive)
 
     async def stage_disk(self, job: BuildJob, qemu: QemuImg, base: str, disk: str, size: int) -> int:
@@ -299,16 +332,27 @@ class GceTarget(DiskImageTarget):
             os.link(base, disk)
         except OSError as error:
             await job.log(f"cannot link the base image ({error.strerror}): copying it")
-            await qemu.convert(base, "raw", disk, "raw", {}, size=size,
-                               on_progress=ProgressBand(job, CONVERT_START, GCE_COPIED))
+            await qemu.convert(
+                base, "raw", disk, "raw", {}, size=size, on_progress=ProgressBand(job, CONVERT_START, GCE_COPIED)
+            )
             return GCE_COPIED
         await job.log(f"{GCE_MEMBER} is the base image, hard-linked (tar only reads it)")
         return CONVERT_START
 
 
-async def pack(job: BuildJob, run: Runner, archive: str, directory: str, members: list[Member], *,
-               tar_format: str, low: int, expected_bytes: int | None = None, gzip: bool = False,
-               sparse: bool = False) -> None:
+async def pack(
+    job: BuildJob,
+    run: Runner,
+    archive: str,
+    directory: str,
+    members: list[Member],
+    *,
+    tar_format: str,
+    low: int,
+    expected_bytes: int | None = None,
+    gzip: bool = False,
+    sparse: bool = False,
+) -> None:
     """Pack ``members`` into ``archive`` (progress ``low`` -> 100), then check the archive's listing.
 
     ``expected_bytes`` is what tar will write (by default the members' sizes), for its progress.
@@ -316,13 +360,22 @@ async def pack(job: BuildJob, run: Runner, archive: str, directory: str, members
     tar = Tar(job.reactor, job.log, run)
     if expected_bytes is None:
         expected_bytes = sum(member.size for member in members)
-    await tar.create(archive, directory, [member.name for member in members], tar_format=tar_format,
-                     expected_bytes=expected_bytes, on_progress=ProgressBand(job, low, DONE),
-                     gzip=gzip, sparse=sparse)
+    await tar.create(
+        archive,
+        directory,
+        [member.name for member in members],
+        tar_format=tar_format,
+        expected_bytes=expected_bytes,
+        on_progress=ProgressBand(job, low, DONE),
+        gzip=gzip,
+        sparse=sparse,
+    )
     listed = await tar.members(archive, gzip=gzip, size_hint=expected_bytes)
     check_members(os.path.basename(archive), listed, members)
-    await job.log(f"checked {os.path.basename(archive)} ({tar_format} tar{', gzip' if gzip else ''}): "
-                  + ", then ".join(f"{member.name} ({member.size} bytes)" for member in listed))
+    await job.log(
+        f"checked {os.path.basename(archive)} ({tar_format} tar{', gzip' if gzip else ''}): "
+        + ", then ".join(f"{member.name} ({member.size} bytes)" for member in listed)
+    )
 
 
 # -- the table and the entry points ------------------------------------------
@@ -347,6 +400,7 @@ def make_target(name: str, run: Runner = run_process) -> DiskImageTarget:
 
 # Entry points (group imgfac_twisted.targets) are called with the plug-in
 # environment; these targets need nothing from it.
+
 
 def ec2(environment: PluginEnvironment) -> DiskImageTarget:
     """The ``ec2`` target: a raw disk, the base image itself (sparse copy)."""

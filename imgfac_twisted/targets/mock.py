@@ -12,9 +12,9 @@ import os
 
 from twisted.internet.defer import Deferred, ensureDeferred
 
-from ..registry import PluginEnvironment
 from ..errors import ImageFactoryError
 from ..mocking import MOCK_STEPS, advance_in_steps
+from ..registry import PluginEnvironment
 from . import BuildJob
 
 FAIL_TEMPLATE_NAME = "FAIL"
@@ -42,8 +42,10 @@ class MockTarget:
         failure = None
         if job.template.name == FAIL_TEMPLATE_NAME:
             failure = MockBuildFailed(f"the mock target fails templates named {FAIL_TEMPLATE_NAME} on purpose")
-        await job.log(f"mock build of {job.template.name!r} ({job.template.os_name} {job.template.os_version} "
-                      f"{job.template.os_arch}): nothing is installed")
+        await job.log(
+            f"mock build of {job.template.name!r} ({job.template.os_name} {job.template.os_version} "
+            f"{job.template.os_arch}): nothing is installed"
+        )
         await advance_in_steps(job.reactor, self._duration, job.progress, MOCK_STEPS // 2, failure)
         path = write_mock_image(job.work_dir, job.template.xml)
         await job.log(f"wrote {path}")

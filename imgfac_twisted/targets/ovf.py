@@ -37,8 +37,9 @@ def _ovf(name: str) -> str:
 def _child(parent: etree._Element, tag: str, text: str | None = None, **attributes: str) -> etree._Element:
     """Add an element (``ovf:`` attributes by their bare names) and return it."""
     namespace, _, local = tag.rpartition(":")
-    element = etree.SubElement(parent, f"{{{NAMESPACES[namespace or None]}}}{local}",
-                               {_ovf(key): value for key, value in attributes.items()})
+    element = etree.SubElement(
+        parent, f"{{{NAMESPACES[namespace or None]}}}{local}", {_ovf(key): value for key, value in attributes.items()}
+    )
     if text is not None:
         element.text = text
     return element
@@ -58,8 +59,15 @@ def descriptor(name: str, os_description: str, disk_file: str, disk_file_size: i
     _child(references, "File", href=disk_file, id=FILE_ID, size=str(disk_file_size))
     disks = _child(envelope, "DiskSection")
     _child(disks, "Info", "The virtual disk")
-    _child(disks, "Disk", capacity=str(capacity), capacityAllocationUnits="byte", diskId=DISK_ID,
-           fileRef=FILE_ID, format=STREAM_OPTIMIZED)
+    _child(
+        disks,
+        "Disk",
+        capacity=str(capacity),
+        capacityAllocationUnits="byte",
+        diskId=DISK_ID,
+        fileRef=FILE_ID,
+        format=STREAM_OPTIMIZED,
+    )
     system = _child(envelope, "VirtualSystem", id=name)
     _child(system, "Info", "A virtual machine made by Image Factory")
     _child(system, "Name", name)
@@ -75,16 +83,54 @@ def _hardware(system: etree._Element, name: str) -> None:
     hardware = _child(system, "VirtualHardwareSection")
     _child(hardware, "Info", "Virtual hardware requirements")
     family = _child(hardware, "System")
-    for field, value in (("ElementName", "Virtual Hardware Family"), ("InstanceID", "0"),
-                         ("VirtualSystemIdentifier", name), ("VirtualSystemType", SYSTEM_TYPE)):
+    for field, value in (
+        ("ElementName", "Virtual Hardware Family"),
+        ("InstanceID", "0"),
+        ("VirtualSystemIdentifier", name),
+        ("VirtualSystemType", SYSTEM_TYPE),
+    ):
         _child(family, f"vssd:{field}", value)
-    _item(hardware, {"AllocationUnits": "hertz * 10^6", "Description": "Number of virtual CPUs",
-                     "ElementName": f"{CPUS} virtual CPU", "InstanceID": "1", "ResourceType": str(_CPU),
-                     "VirtualQuantity": str(CPUS)})
-    _item(hardware, {"AllocationUnits": "byte * 2^20", "Description": "Memory size",
-                     "ElementName": f"{MEMORY_MIB} MB of memory", "InstanceID": "2", "ResourceType": str(_MEMORY),
-                     "VirtualQuantity": str(MEMORY_MIB)})
-    _item(hardware, {"Address": "0", "Description": "SCSI controller", "ElementName": "SCSI controller 0",
-                     "InstanceID": "3", "ResourceSubType": "lsilogic", "ResourceType": str(_SCSI)})
-    _item(hardware, {"AddressOnParent": "0", "ElementName": "Hard disk 1", "HostResource": f"ovf:/disk/{DISK_ID}",
-                     "InstanceID": "4", "Parent": "3", "ResourceType": str(_DISK)})
+    _item(
+        hardware,
+        {
+            "AllocationUnits": "hertz * 10^6",
+            "Description": "Number of virtual CPUs",
+            "ElementName": f"{CPUS} virtual CPU",
+            "InstanceID": "1",
+            "ResourceType": str(_CPU),
+            "VirtualQuantity": str(CPUS),
+        },
+    )
+    _item(
+        hardware,
+        {
+            "AllocationUnits": "byte * 2^20",
+            "Description": "Memory size",
+            "ElementName": f"{MEMORY_MIB} MB of memory",
+            "InstanceID": "2",
+            "ResourceType": str(_MEMORY),
+            "VirtualQuantity": str(MEMORY_MIB),
+        },
+    )
+    _item(
+        hardware,
+        {
+            "Address": "0",
+            "Description": "SCSI controller",
+            "ElementName": "SCSI controller 0",
+            "InstanceID": "3",
+            "ResourceSubType": "lsilogic",
+            "ResourceType": str(_SCSI),
+        },
+    )
+    _item(
+        hardware,
+        {
+            "AddressOnParent": "0",
+            "ElementName": "Hard disk 1",
+            "HostResource": f"ovf:/disk/{DISK_ID}",
+            "InstanceID": "4",
+            "Parent": "3",
+            "ResourceType": str(_DISK),
+        },
+    )

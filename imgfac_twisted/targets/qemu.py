@@ -13,8 +13,9 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from twisted.internet.defer import Deferred
 
@@ -22,8 +23,8 @@ from ..errors import ImageFactoryError
 from ..processes import ProcessFailed, ProcessResult, run_process
 
 QEMU_IMG = "qemu-img"
-GIB = 1024 ** 3
-MIB = 1024 ** 2
+GIB = 1024**3
+MIB = 1024**2
 #: A conversion may take this long plus TIMEOUT_PER_GIB per GiB of virtual size.
 BASE_TIMEOUT = 600.0
 TIMEOUT_PER_GIB = 60.0
@@ -79,8 +80,16 @@ def options_args(options: Mapping[str, str]) -> list[str]:
     return ["-o", ",".join(f"{key}={value}" for key, value in options.items())]
 
 
-def convert_args(executable: str, source: str, source_format: str, target: str, target_format: str,
-                 options: Mapping[str, str], *, existing_target: bool = False) -> list[str]:
+def convert_args(
+    executable: str,
+    source: str,
+    source_format: str,
+    target: str,
+    target_format: str,
+    options: Mapping[str, str],
+    *,
+    existing_target: bool = False,
+) -> list[str]:
     """The ``qemu-img convert -p`` command line.
 
     ``existing_target`` writes into an image made beforehand by ``create``
@@ -115,21 +124,29 @@ def parse_info(output: str, path: str) -> ImageInfo:
     # run_process joins both streams: keep the JSON object, drop any warning around it.
     start, end = output.find("{"), output.rfind("}")
     try:
-        document = json.loads(output[start:end + 1]) if start >= 0 else None
+        document = json.loads(output[start : end + 1]) if start >= 0 else None
     except ValueError:
         document = None
-    if not isinstance(document, dict) or not isinstance(document.get("virtual-size"), int) \
-            or not isinstance(document.get("format"), str):
-        raise ImageCheckFailed(f"qemu-img info gave no usable description of {os.path.basename(path)}: "
-                               f"{output[:200]!r}")
+    if (
+        not isinstance(document, dict)
+        or not isinstance(document.get("virtual-size"), int)
+        or not isinstance(document.get("format"), str)
+    ):
+        raise ImageCheckFailed(
+            f"qemu-img info gave no usable description of {os.path.basename(path)}: {output[:200]!r}"
+        )
     specific = document.get("format-specific")
-    return ImageInfo(format=document["format"], virtual_size=document["virtual-size"],
-                     actual_size=document.get("actual-size"),
-                     specific=specific.get("data", {}) if isinstance(specific, dict) else {})
+    return ImageInfo(
+        format=document["format"],
+        virtual_size=document["virtual-size"],
+        actual_size=document.get("actual-size"),
+        specific=specific.get("data", {}) if isinstance(specific, dict) else {},
+    )
 
 
-def check_info(info: ImageInfo, path: str, image_format: str, size: int,
-               specific: Mapping[str, Any] | None = None) -> None:
+def check_info(
+    info: ImageInfo, path: str, image_format: str, size: int, specific: Mapping[str, Any] | None = None
+) -> None:
     """Raise ImageCheckFailed naming every way ``info`` differs from what was meant."""
     problems = []
     if info.format != image_format:
@@ -174,8 +191,9 @@ class Tool:
         self._log = log
         self._run = run
 
-    async def run(self, what: str, argv: Sequence[str], timeout: float,
-                  on_line: Callable[[str], None] | None = None) -> ProcessResult:
+    async def run(
+        self, what: str, argv: Sequence[str], timeout: float, on_line: Callable[[str], None] | None = None
+    ) -> ProcessResult:
         """Run ``argv``; ConversionFailed saying ``what`` failed if it does not exit 0."""
         await self._log(f"{what}: {' '.join(argv)}")
         started = self.reactor.seconds()
@@ -187,8 +205,7 @@ class Tool:
                 on_line(text)
 
         try:
-            result = await self._run(self.reactor, list(argv), timeout=timeout, on_line=line,
-                                     env=tool_environment())
+            result = await self._run(self.reactor, list(argv), timeout=timeout, on_line=line, env=tool_environment())
         except ProcessFailed as error:
             raise ConversionFailed(f"{what} failed: {error.message}") from None
         finally:
@@ -203,39 +220,58 @@ class QemuImg(Tool):
     def __init__(self, reactor: Any, log: LogLine, run: Runner = run_process, executable: str | None = None) -> None:
         super().__init__(reactor, log, executable or require_tool(QEMU_IMG, "qemu-utils"), run)
 
-    async def convert(self, source: str, source_format: str, target: str, target_format: str,
-                      options: Mapping[str, str], *, size: int,
-                      on_progress: Callable[[float], None] | None = None, existing_target: bool = False) -> None:
+    async def convert(
+        self,
+        source: str,
+        source_format: str,
+        target: str,
+        target_format: str,
+        options: Mapping[str, str],
+        *,
+        size: int,
+        on_progress: Callable[[float], None] | None = None,
+        existing_target: bool = False,
+    ) -> None:
         """Convert ``source`` into ``target``, handing ``on_progress`` each percentage printed."""
+
         def line(text: str) -> None:
             percent = parse_progress(text)
             if percent is not None and on_progress is not None:
                 on_progress(percent)
 
-        argv = convert_args(self.executable, source, source_format, target, target_format, options,
-                            existing_target=existing_target)
+        argv = convert_args(
+            self.executable, source, source_format, target, target_format, options, existing_target=existing_target
+        )
         await self.run(f"converting to {target_format}", argv, timeout_for(size), line)
 
     async def create(self, path: str, image_format: str, options: Mapping[str, str], size: int) -> None:
         """Make an empty image of ``size`` bytes."""
-        await self.run(f"creating an empty {image_format} image",
-                       create_args(self.executable, path, image_format, options, size), timeout_for(size))
+        await self.run(
+            f"creating an empty {image_format} image",
+            create_args(self.executable, path, image_format, options, size),
+            timeout_for(size),
+        )
 
     async def info(self, path: str, image_format: str) -> ImageInfo:
         """What qemu-img reads in ``path`` as ``image_format``; ImageCheckFailed if it cannot."""
         try:
-            result = await self._run(self.reactor, info_args(self.executable, path, image_format),
-                                     timeout=INFO_TIMEOUT, env=tool_environment())
+            result = await self._run(
+                self.reactor,
+                info_args(self.executable, path, image_format),
+                timeout=INFO_TIMEOUT,
+                env=tool_environment(),
+            )
         except ProcessFailed as error:
-            raise ImageCheckFailed(f"qemu-img cannot read {os.path.basename(path)} as {image_format}: "
-                                   f"{error.message}") from None
+            raise ImageCheckFailed(
+                f"qemu-img cannot read {os.path.basename(path)} as {image_format}: {error.message}"
+            ) from None
         return parse_info(result.output, path)
 
-    async def check(self, path: str, image_format: str, size: int,
-                    specific: Mapping[str, Any] | None = None) -> ImageInfo:
+    async def check(
+        self, path: str, image_format: str, size: int, specific: Mapping[str, Any] | None = None
+    ) -> ImageInfo:
         """``info``, then ImageCheckFailed unless format, virtual size and ``specific`` are as meant."""
         info = await self.info(path, image_format)
         check_info(info, path, image_format, size, specific)
         await self._log(f"checked {os.path.basename(path)}: {describe(info)}")
         return info
-

@@ -15,7 +15,7 @@ import errno
 import hashlib
 import os
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from ..errors import ImageFactoryError
 from . import Artifact
@@ -49,8 +49,7 @@ def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
         position = end
 
 
-def copy_hashed(source: str, destination: str, progress: Callable[[float], None],
-                stop: threading.Event) -> Artifact:
+def copy_hashed(source: str, destination: str, progress: Callable[[float], None], stop: threading.Event) -> Artifact:
     """Copy ``source`` to a new sparse ``destination``; its Artifact, hashed as written.
 
     ``progress`` gets the percentage of the disk gone through (holes count).
@@ -71,8 +70,15 @@ def copy_hashed(source: str, destination: str, progress: Callable[[float], None]
     return Artifact(path=destination, size=size, sha256=digest.hexdigest())
 
 
-def _copy_range(reading: int, writing: int, start: int, end: int, digest: "hashlib._Hash",
-                stop: threading.Event, reporter: "_Percent") -> None:
+def _copy_range(
+    reading: int,
+    writing: int,
+    start: int,
+    end: int,
+    digest: hashlib._Hash,
+    stop: threading.Event,
+    reporter: _Percent,
+) -> None:
     """Copy ``start..end``, hashing it; all-zero chunks are hashed but left as holes."""
     position = start
     while position < end:
@@ -81,13 +87,13 @@ def _copy_range(reading: int, writing: int, start: int, end: int, digest: "hashl
         if not chunk:
             raise ImageFactoryError(f"the disk ended at {position} bytes while being copied")
         digest.update(chunk)
-        if chunk != _ZEROS[:len(chunk)]:
+        if chunk != _ZEROS[: len(chunk)]:
             os.pwrite(writing, chunk, position)
         position += len(chunk)
         reporter.reached(position)
 
 
-def _hash_zeros(digest: "hashlib._Hash", length: int, stop: threading.Event) -> None:
+def _hash_zeros(digest: hashlib._Hash, length: int, stop: threading.Event) -> None:
     while length > 0:
         _check(stop)
         piece = min(CHUNK, length)

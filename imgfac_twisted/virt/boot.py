@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
@@ -42,14 +43,18 @@ LOGIN_PROMPT = re.compile(r"\blogin:\s*$")
 #: Console lines that end a boot test at once, with what they mean.
 BOOT_FAILURES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"Kernel panic"), "the kernel panicked"),
-    (re.compile(r"You are in emergency mode|Give root password for maintenance|Entering emergency mode"),
-     "the system fell into its emergency shell"),
+    (
+        re.compile(r"You are in emergency mode|Give root password for maintenance|Entering emergency mode"),
+        "the system fell into its emergency shell",
+    ),
     (re.compile(r"You are in rescue mode"), "the system fell into its rescue shell"),
     (re.compile(r"Dropping to a shell|^\(initramfs\)"), "the initramfs did not find the root file system"),
     (re.compile(r"grub rescue>"), "GRUB did not find its files (grub rescue)"),
 )
-POWERED_OFF = ("the guest powered off or reset before a login prompt (with nothing to boot, the firmware "
-               "resets at once: is a boot loader installed?)")
+POWERED_OFF = (
+    "the guest powered off or reset before a login prompt (with nothing to boot, the firmware "
+    "resets at once: is a boot loader installed?)"
+)
 
 _log = Logger()
 
@@ -71,8 +76,16 @@ def judge_boot_line(line: str) -> Verdict | None:
 class LibvirtBootTester:
     """Boot-tests base images on a libvirt connection (see the module docstring)."""
 
-    def __init__(self, connection: LibvirtConnection, reactor: Any, *, domain_type: str, timeout: float,
-                 memory_mib: int, poll_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        connection: LibvirtConnection,
+        reactor: Any,
+        *,
+        domain_type: str,
+        timeout: float,
+        memory_mib: int,
+        poll_interval: float = 1.0,
+    ) -> None:
         self._connection = connection
         self._reactor = reactor
         self._domain_type = domain_type
@@ -89,8 +102,10 @@ class LibvirtBootTester:
         try:
             await self._make_overlay(image_path, overlay)
             started = self._reactor.seconds()
-            log(f"boot test: booting the base image (on a throwaway overlay) until a login prompt, "
-                f"at most {self._timeout:g} s")
+            log(
+                f"boot test: booting the base image (on a throwaway overlay) until a login prompt, "
+                f"at most {self._timeout:g} s"
+            )
             await self._boot(overlay, work_dir, build_id, log)
             log(f"boot test: passed, a login prompt after {self._reactor.seconds() - started:.0f} s")
         finally:
@@ -99,21 +114,40 @@ class LibvirtBootTester:
     async def _make_overlay(self, image_path: str, overlay: str) -> None:
         _remove(overlay)
         try:
-            await run_process(self._reactor, ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
-                                              "-b", os.path.abspath(image_path), overlay], timeout=QEMU_IMG_TIMEOUT)
+            await run_process(
+                self._reactor,
+                ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", os.path.abspath(image_path), overlay],
+                timeout=QEMU_IMG_TIMEOUT,
+            )
         except ProcessFailed as error:
             raise BootTestFailed(f"the boot test failed: its overlay could not be made: {error.message}") from error
 
     async def _boot(self, overlay: str, work_dir: str, build_id: str, log: Callable[[str], None]) -> None:
-        spec = InstallSpec(name=BOOT_DOMAIN_PREFIX + build_id, disk_path=overlay, kernel_path=None,
-                           initrd_path=None, cmdline=None, console_log=os.path.join(work_dir, CONSOLE_NAME),
-                           memory_mib=self._memory_mib, vcpus=BOOT_VCPUS, disk_format="qcow2")
+        spec = InstallSpec(
+            name=BOOT_DOMAIN_PREFIX + build_id,
+            disk_path=overlay,
+            kernel_path=None,
+            initrd_path=None,
+            cmdline=None,
+            console_log=os.path.join(work_dir, CONSOLE_NAME),
+            memory_mib=self._memory_mib,
+            vcpus=BOOT_VCPUS,
+            disk_format="qcow2",
+        )
         rules = WatchRules(activity="boot to a login prompt", judge=judge_boot_line, power_off_failure=POWERED_OFF)
         try:
-            await run_install(self._connection, spec, domain_type=self._domain_type, clock=self._reactor,
-                              inactivity_timeout=self._timeout, total_timeout=self._timeout,
-                              progress=lambda percent: None, log=log, poll_interval=self._poll_interval,
-                              rules=rules)
+            await run_install(
+                self._connection,
+                spec,
+                domain_type=self._domain_type,
+                clock=self._reactor,
+                inactivity_timeout=self._timeout,
+                total_timeout=self._timeout,
+                progress=lambda percent: None,
+                log=log,
+                poll_interval=self._poll_interval,
+                rules=rules,
+            )
         except InstallFailed as error:
             raise BootTestFailed(f"the boot test failed: {error.message}") from error
 

@@ -16,20 +16,20 @@ from .domain import DISK_TARGET
 
 
 class Condition(enum.Enum):
-    RUNNING = "running"          # still installing (or paused, or shutting down)
+    RUNNING = "running"  # still installing (or paused, or shutting down)
     POWERED_OFF = "powered off"  # shut off by the guest itself: the installer finished
-    CRASHED = "crashed"          # the guest or QEMU crashed
-    BROKEN = "broken"            # stopped for another reason (destroyed from outside, disk error)
+    CRASHED = "crashed"  # the guest or QEMU crashed
+    BROKEN = "broken"  # stopped for another reason (destroyed from outside, disk error)
 
 
 @dataclass(frozen=True)
 class Observation:
     condition: Condition
     detail: str
-    writes: tuple[int, int]   # the disk's (write requests, bytes written) so far
-    console: bytes            # console bytes not seen before
+    writes: tuple[int, int]  # the disk's (write requests, bytes written) so far
+    console: bytes  # console bytes not seen before
     console_cursor: ConsoleCursor  # where the next read starts
-    console_problem: str | None     # why the console log cannot be read
+    console_problem: str | None  # why the console log cannot be read
 
 
 def thd_define_and_start(conn: Any, xml: str, disk_path: str) -> int:
@@ -78,8 +78,17 @@ def domain_condition(domain: Any) -> tuple[Condition, str]:
     return Condition.RUNNING, "running"
 
 
-SHUTOFF_REASONS = {0: "unknown", 1: "shutdown", 2: "destroyed", 3: "crashed", 4: "migrated", 5: "saved",
-                    6: "failed", 7: "from snapshot", 8: "daemon"}
+SHUTOFF_REASONS = {
+    0: "unknown",
+    1: "shutdown",
+    2: "destroyed",
+    3: "crashed",
+    4: "migrated",
+    5: "saved",
+    6: "failed",
+    7: "from snapshot",
+    8: "daemon",
+}
 
 
 def thd_tear_down(conn: Any, name: str, console_path: str, console_cursor: ConsoleCursor) -> bytes:

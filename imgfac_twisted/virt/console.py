@@ -167,7 +167,7 @@ class QuestionSpotter:
     def _question(self, prompt_line: str) -> str:
         lines = list(self._screen) or [prompt_line]
         text = " ".join(" ".join(lines).split())
-        return text if len(text) <= LONGEST_QUESTION else text[:LONGEST_QUESTION - 3] + "..."
+        return text if len(text) <= LONGEST_QUESTION else text[: LONGEST_QUESTION - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -178,8 +178,9 @@ class ConsoleCursor:
     offset: int = 0
 
 
-def thd_read_console(path: str, cursor: ConsoleCursor,
-                      limit: int = CONSOLE_READ_LIMIT) -> tuple[bytes, ConsoleCursor, str | None]:
+def thd_read_console(
+    path: str, cursor: ConsoleCursor, limit: int = CONSOLE_READ_LIMIT
+) -> tuple[bytes, ConsoleCursor, str | None]:
     """Up to ``limit`` new bytes of the console log, the cursor after them, and why it cannot be read (or None).
 
     Another file than last time (virtlogd, which writes the log for QEMU,

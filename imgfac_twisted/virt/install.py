@@ -19,8 +19,9 @@ the start-up sweep of leftover domains, in ``leftovers``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import LoopingCall
@@ -36,8 +37,16 @@ from .spec import DOMAIN_PREFIX, InstallFailed, InstallSpec, Verdict, WatchRules
 
 #: The OS plug-ins reach the virt layer through this module alone (``os.vm_install``
 #: imports it when first needed): what it needs of ``spec`` is named here too.
-__all__ = ["DOMAIN_PREFIX", "InstallFailed", "InstallProgress", "InstallSpec", "InstallState", "Verdict",
-           "WatchRules", "run_install"]
+__all__ = [
+    "DOMAIN_PREFIX",
+    "InstallFailed",
+    "InstallProgress",
+    "InstallSpec",
+    "InstallState",
+    "Verdict",
+    "WatchRules",
+    "run_install",
+]
 
 #: How many of the console's last lines end a failure's reason.
 CONSOLE_LINES_IN_REASON = 20
@@ -58,10 +67,10 @@ _log = Logger()
 class InstallState(enum.Enum):
     """Where an install is."""
 
-    STARTING = "starting"      # the domain is being defined and started
+    STARTING = "starting"  # the domain is being defined and started
     INSTALLING = "installing"  # the guest runs; its state, disk writes and console are polled
-    DONE = "done"              # the guest powered itself off; the domain is gone
-    FAILED = "failed"          # stopped for a reason (or cancelled); the domain is gone
+    DONE = "done"  # the guest powered itself off; the domain is gone
+    FAILED = "failed"  # stopped for a reason (or cancelled); the domain is gone
 
 
 _ALLOWED = {
@@ -72,10 +81,19 @@ _ALLOWED = {
 }
 
 
-def run_install(connection: LibvirtConnection, spec: InstallSpec, *, domain_type: str, clock: Any,
-                inactivity_timeout: float, total_timeout: float,
-                progress: Callable[[int], None], log: Callable[[str], None],
-                poll_interval: float = 1.0, rules: WatchRules | None = None) -> Deferred:
+def run_install(
+    connection: LibvirtConnection,
+    spec: InstallSpec,
+    *,
+    domain_type: str,
+    clock: Any,
+    inactivity_timeout: float,
+    total_timeout: float,
+    progress: Callable[[int], None],
+    log: Callable[[str], None],
+    poll_interval: float = 1.0,
+    rules: WatchRules | None = None,
+) -> Deferred:
     """Define and start the domain, watch it until the guest powers itself off (fires None),
     or fail with InstallFailed (no disk activity for inactivity_timeout, whole install past
     total_timeout, libvirt error, domain crashed). progress(0..100) moves while it runs; every
@@ -104,9 +122,18 @@ class _Outcome(enum.Enum):
 class _InstallWatch:
     """One install, from define to undefine; see the module docstring for its states."""
 
-    def __init__(self, connection: LibvirtConnection, spec: InstallSpec, domain_type: str, clock: Any,
-                 rules: WatchRules, total_timeout: float, progress: Callable[[int], None],
-                 console_line: Callable[[str], None], poll_interval: float) -> None:
+    def __init__(
+        self,
+        connection: LibvirtConnection,
+        spec: InstallSpec,
+        domain_type: str,
+        clock: Any,
+        rules: WatchRules,
+        total_timeout: float,
+        progress: Callable[[int], None],
+        console_line: Callable[[str], None],
+        poll_interval: float,
+    ) -> None:
         self._connection = connection
         self._spec = spec
         self._xml = domain_xml(spec, domain_type)
@@ -153,9 +180,12 @@ class _InstallWatch:
         self._estimate = InstallProgress(disk_size, self._limits.total_timeout)
         self._report_progress(PROGRESS_STARTED)
         # The total timeout must hold even if a libvirt call never returns.
-        self._deadline = self._clock.callLater(self._limits.total_timeout, self._finish, _Outcome.FAILED,
-                                               f"the {self._rules.activity} took longer than "
-                                               f"{self._limits.total_timeout:g} s")
+        self._deadline = self._clock.callLater(
+            self._limits.total_timeout,
+            self._finish,
+            _Outcome.FAILED,
+            f"the {self._rules.activity} took longer than {self._limits.total_timeout:g} s",
+        )
         polling = self._poller.start(self._limits.poll_interval, now=False)
         polling.addErrback(self._internal_error)
 
@@ -167,8 +197,7 @@ class _InstallWatch:
         # libvirt never has two polls of one install queued.
         if self._finishing:
             return None
-        observing = self._connection.run(thd_observe, self._spec.name, self._spec.console_log,
-                                         self._console_cursor)
+        observing = self._connection.run(thd_observe, self._spec.name, self._spec.console_log, self._console_cursor)
         observing.addCallbacks(self._observed, self._observe_failed)
         # A LoopingCall stops on its first failure: never hand it one.
         observing.addErrback(self._internal_error)
@@ -224,8 +253,11 @@ class _InstallWatch:
         if self._finishing:
             return
         if self._failed_polls < OBSERVE_ATTEMPTS:
-            _log.info("install {domain}: reading the domain failed, will try again: {error}",
-                      domain=self._spec.name, error=failure.getErrorMessage())
+            _log.info(
+                "install {domain}: reading the domain failed, will try again: {error}",
+                domain=self._spec.name,
+                error=failure.getErrorMessage(),
+            )
             return
         self._finish(_Outcome.FAILED, _failure_reason(failure, "watching the domain failed"))
 
@@ -238,8 +270,9 @@ class _InstallWatch:
             self._poller.stop()
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
-        tearing_down = self._connection.run(thd_tear_down, self._spec.name, self._spec.console_log,
-                                            self._console_cursor)
+        tearing_down = self._connection.run(
+            thd_tear_down, self._spec.name, self._spec.console_log, self._console_cursor
+        )
         tearing_down.addErrback(self._tear_down_failed)
         tearing_down.addCallback(self._torn_down, outcome, reason)
         tearing_down.addErrback(self._settle_after_bug)

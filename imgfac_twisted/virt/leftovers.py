@@ -79,6 +79,9 @@ class LeftoverDomainsSweep(Service):
             _log.info("removed install domains a stopped daemon left behind: {names}", names=", ".join(names))
 
     def _unreachable(self, failure: Failure) -> None:
-        _log.warn("libvirt at {uri} cannot be reached ({error}): leftover install domains were not looked for, "
-                 "and OS installs will fail until it can", uri=self._connection.uri,
-                 error=failure.getErrorMessage())
+        _log.warn(
+            "libvirt at {uri} cannot be reached ({error}): leftover install domains were not looked for, "
+            "and OS installs will fail until it can",
+            uri=self._connection.uri,
+            error=failure.getErrorMessage(),
+        )

@@ -6,27 +6,29 @@ and the boot test (``boot``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..errors import ImageFactoryError
 
 #: Every domain the factory defines is named with this prefix (then the build id).
 DOMAIN_PREFIX = "imgfac-"
+
+
 @dataclass(frozen=True)
 class InstallSpec:
     """What to boot: the installer's kernel, initrd and command line, and the disk it installs onto."""
 
-    name: str                  # libvirt domain name; always DOMAIN_PREFIX + build id
-    disk_path: str             # raw disk file; created by the caller, full size, sparse
-    kernel_path: str | None    # installer kernel, booted directly; None: the disk boots itself (firmware)
-    initrd_path: str | None    # installer initrd (with the kickstart/preseed already appended)
-    cmdline: str | None        # kernel command line; the caller puts console=ttyS0 last
-    console_log: str           # file the guest's serial console is written to
+    name: str  # libvirt domain name; always DOMAIN_PREFIX + build id
+    disk_path: str  # raw disk file; created by the caller, full size, sparse
+    kernel_path: str | None  # installer kernel, booted directly; None: the disk boots itself (firmware)
+    initrd_path: str | None  # installer initrd (with the kickstart/preseed already appended)
+    cmdline: str | None  # kernel command line; the caller puts console=ttyS0 last
+    console_log: str  # file the guest's serial console is written to
     iso_path: str | None = None  # attached as a CD-ROM when given
     memory_mib: int = 2048
     vcpus: int = 1
-    disk_format: str = "raw"   # the disk file's format as QEMU reads it (a boot test's overlay: qcow2)
+    disk_format: str = "raw"  # the disk file's format as QEMU reads it (a boot test's overlay: qcow2)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ import binascii
 import hashlib
 import hmac
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 
@@ -105,8 +106,9 @@ class BasicAuthenticator:
         return user if self._remembered(self._key(user, password), user) else None
 
     def _key(self, user: str, password: str) -> bytes:
-        return hmac.new(self._cache_key, user.encode("utf-8") + b"\0" + password.encode("utf-8"),
-                        hashlib.sha256).digest()
+        return hmac.new(
+            self._cache_key, user.encode("utf-8") + b"\0" + password.encode("utf-8"), hashlib.sha256
+        ).digest()
 
     def _remembered(self, key: bytes, user: str) -> bool:
         expires = self._recent.get(key)
@@ -138,4 +140,3 @@ class BasicAuthenticator:
             for stale in [k for k, until in self._recent.items() if until <= now] or [next(iter(self._recent))]:
                 del self._recent[stale]
         self._recent[key] = expires
-

@@ -71,8 +71,13 @@ def render_failure(request: IRequest, failure: Failure) -> bytes:
             request.setHeader(b"allow", ", ".join(sorted(error.valid_methods)).encode("ascii"))
         return error_body(request, error.code, _routing_message(request, error))
     request_id = str(uuid.uuid4())
-    log.failure("request {request_id} ({method} {uri}) failed", failure, request_id=request_id,
-                method=request.method.decode("ascii", "replace"), uri=request.uri.decode("ascii", "replace"))
+    log.failure(
+        "request {request_id} ({method} {uri}) failed",
+        failure,
+        request_id=request_id,
+        method=request.method.decode("ascii", "replace"),
+        uri=request.uri.decode("ascii", "replace"),
+    )
     return error_body(request, 500, f"internal error; the daemon's log has the details (request id {request_id})")
 
 

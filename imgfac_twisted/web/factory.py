@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from klein import Klein
 from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
-from twisted.web.iweb import IRequest
 from twisted.web import http, static
+from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
 from .. import API_NAME, API_VERSION
@@ -34,6 +35,7 @@ from .errors import Conflict, error_body, json_body, render_failure
 from .manifests import icicle_xml, spdx_json
 from .oauth import OAuthVerifier
 from .params import provider_credentials, read_params
+
 
 def base_url(request: IRequest) -> str:
     """``scheme://host[:port]`` as the client addressed this daemon."""
@@ -83,16 +85,20 @@ def imported_image_document(base: str, imported: ImportedImage) -> dict[str, Any
             "_type": "build",
             "href": base + shapes.build_path(image.id, build.id),
             "id": build.id,
-            "target_images": [{
-                "_type": "target_image",
-                "href": base + shapes.target_image_path(image.id, build.id, target.id),
-                "id": target.id,
-                "provider_images": [{
-                    "_type": "provider_image",
-                    "href": base + shapes.provider_image_path(image.id, build.id, target.id, push.id),
-                    "id": push.id,
-                }],
-            }],
+            "target_images": [
+                {
+                    "_type": "target_image",
+                    "href": base + shapes.target_image_path(image.id, build.id, target.id),
+                    "id": target.id,
+                    "provider_images": [
+                        {
+                            "_type": "provider_image",
+                            "href": base + shapes.provider_image_path(image.id, build.id, target.id, push.id),
+                            "id": push.id,
+                        }
+                    ],
+                }
+            ],
         },
     }
 
@@ -113,8 +119,15 @@ class FactoryAPI:
 
     app = Klein()
 
-    def __init__(self, dispatcher: Dispatcher, index: BuilderIndex, logs: BuilderLogs, metrics: Metrics,
-                 verifier: OAuthVerifier | None, importer: Importer | None = None) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        index: BuilderIndex,
+        logs: BuilderLogs,
+        metrics: Metrics,
+        verifier: OAuthVerifier | None,
+        importer: Importer | None = None,
+    ) -> None:
         self._dispatcher = dispatcher
         self._importer = importer
         self._metrics = metrics
@@ -129,8 +142,10 @@ class FactoryAPI:
             return
         request.content.seek(0)
         body = request.content.read()
-        headers = {name.decode("latin-1"): values[-1].decode("latin-1")
-                   for name, values in request.requestHeaders.getAllRawHeaders()}
+        headers = {
+            name.decode("latin-1"): values[-1].decode("latin-1")
+            for name, values in request.requestHeaders.getAllRawHeaders()
+        }
         uri = base_url(request) + request.uri.decode("ascii", "replace")
         self._verifier.verify(request.method.decode("ascii"), uri, headers, body)
 
@@ -152,12 +167,18 @@ class FactoryAPI:
         if wants_html(request.getHeader(b"accept")):
             return self._static(request, "builders.html")
         base = base_url(request)
-        return json_body(request, 200, {
-            "_type": "builders",
-            "href": base + shapes.PREFIX + "/builders",
-            "builders": [shapes.builder_document(builder, "builder", base + shapes.builder_path(builder.id))
-                         for builder in self._index.all()],
-        })
+        return json_body(
+            request,
+            200,
+            {
+                "_type": "builders",
+                "href": base + shapes.PREFIX + "/builders",
+                "builders": [
+                    shapes.builder_document(builder, "builder", base + shapes.builder_path(builder.id))
+                    for builder in self._index.all()
+                ],
+            },
+        )
 
     @app.route("/imagefactory/builders/<builder_id>", methods=["GET"])
     def builder(self, request: IRequest, builder_id: str) -> bytes:
@@ -196,25 +217,29 @@ class FactoryAPI:
         found = self._target_builder(image_id, build_id, target_image_id)
         return self._detail(request, found, "target_image_status", shapes.object_path(found))
 
-    @app.route("/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>/status",
-               methods=["GET"])
+    @app.route(
+        "/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>/status", methods=["GET"]
+    )
     def target_image_status(self, request: IRequest, image_id: str, build_id: str, target_image_id: str) -> bytes:
         found = self._target_builder(image_id, build_id, target_image_id)
         return self._status(request, found, "target_image_status", shapes.object_path(found))
 
-    @app.route("/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>/raw_image",
-               methods=["GET"])
+    @app.route(
+        "/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>/raw_image", methods=["GET"]
+    )
     def raw_image(self, request: IRequest, image_id: str, build_id: str, target_image_id: str) -> Resource:
         """The target image file as made, byte for byte (ranges, ETag), once COMPLETED; 404 before."""
         found = self._target_builder(image_id, build_id, target_image_id)
         if found.status != Status.COMPLETED or found.artifact_path is None:
             # Not there yet (or never made): as the issue asks, 404 until COMPLETED.
-            raise UnknownObject(f"target image {target_image_id} is {found.status.value}: "
-                                "its image can be downloaded once COMPLETED")
+            raise UnknownObject(
+                f"target image {target_image_id} is {found.status.value}: its image can be downloaded once COMPLETED"
+            )
         return download(request, found.artifact_path, found.artifact_sha256)
 
-    @app.route("/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>/icicle",
-               methods=["GET"])
+    @app.route(
+        "/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>/icicle", methods=["GET"]
+    )
     async def icicle(self, request: IRequest, image_id: str, build_id: str, target_image_id: str) -> bytes:
         """The packages inside a COMPLETED target image, as the original factory's ICICLE XML; 404 before."""
         found = self._target_builder(image_id, build_id, target_image_id)
@@ -222,8 +247,9 @@ class FactoryAPI:
         request.setHeader(b"content-type", b"application/xml; charset=utf-8")
         return icicle_xml(image, packages)
 
-    @app.route("/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>/sbom",
-               methods=["GET"])
+    @app.route(
+        "/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>/sbom", methods=["GET"]
+    )
     async def sbom(self, request: IRequest, image_id: str, build_id: str, target_image_id: str) -> bytes:
         """The packages inside a COMPLETED target image, as an SPDX 2.3 JSON document; 404 before."""
         found = self._target_builder(image_id, build_id, target_image_id)
@@ -231,17 +257,25 @@ class FactoryAPI:
         request.setHeader(b"content-type", b"application/spdx+json")
         return spdx_json(image, found, packages, base_url(request) + shapes.object_path(found) + "/sbom")
 
-    @app.route("/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>"
-               "/provider_images/<provider_image_id>", methods=["GET"])
-    def provider_image(self, request: IRequest, image_id: str, build_id: str, target_image_id: str,
-                       provider_image_id: str) -> bytes:
+    @app.route(
+        "/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>"
+        "/provider_images/<provider_image_id>",
+        methods=["GET"],
+    )
+    def provider_image(
+        self, request: IRequest, image_id: str, build_id: str, target_image_id: str, provider_image_id: str
+    ) -> bytes:
         found = self._push_builder(image_id, build_id, target_image_id, provider_image_id)
         return self._detail(request, found, "provider_image_status", shapes.object_path(found))
 
-    @app.route("/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>"
-               "/provider_images/<provider_image_id>/status", methods=["GET"])
-    def provider_image_status(self, request: IRequest, image_id: str, build_id: str, target_image_id: str,
-                              provider_image_id: str) -> bytes:
+    @app.route(
+        "/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>"
+        "/provider_images/<provider_image_id>/status",
+        methods=["GET"],
+    )
+    def provider_image_status(
+        self, request: IRequest, image_id: str, build_id: str, target_image_id: str, provider_image_id: str
+    ) -> bytes:
         found = self._push_builder(image_id, build_id, target_image_id, provider_image_id)
         return self._status(request, found, "provider_image_status", shapes.object_path(found))
 
@@ -286,16 +320,25 @@ class FactoryAPI:
 
     def _target_builder(self, image_id: str, build_id: str, target_image_id: str) -> Builder:
         found = self._index.get(target_image_id)
-        if found is None or found.operation != Operation.BUILD or (found.image_id, found.build_id) != (image_id, build_id):
+        if (
+            found is None
+            or found.operation != Operation.BUILD
+            or (found.image_id, found.build_id) != (image_id, build_id)
+        ):
             raise UnknownObject(f"no target image {target_image_id!r} in build {build_id!r} of image {image_id!r}")
         return found
 
     def _push_builder(self, image_id: str, build_id: str, target_image_id: str, provider_image_id: str) -> Builder:
         found = self._index.get(provider_image_id)
-        if (found is None or found.operation != Operation.PUSH
-                or (found.image_id, found.build_id, found.target_image_id) != (image_id, build_id, target_image_id)):
-            raise UnknownObject(f"no provider image {provider_image_id!r} of target image {target_image_id!r} "
-                                f"in build {build_id!r} of image {image_id!r}")
+        if (
+            found is None
+            or found.operation != Operation.PUSH
+            or (found.image_id, found.build_id, found.target_image_id) != (image_id, build_id, target_image_id)
+        ):
+            raise UnknownObject(
+                f"no provider image {provider_image_id!r} of target image {target_image_id!r} "
+                f"in build {build_id!r} of image {image_id!r}"
+            )
         return found
 
     # -- writes ----------------------------------------------------------
@@ -321,8 +364,9 @@ class FactoryAPI:
         params = read_params(request)
         (targets,) = required(params, "targets")
         build_id = params.get("build_id", "").strip() or None
-        return self._started(request, self._dispatcher.start_build(params.get("template"), targets, image_id,
-                                                                   build_id=build_id))
+        return self._started(
+            request, self._dispatcher.start_build(params.get("template"), targets, image_id, build_id=build_id)
+        )
 
     def _import(self, request: IRequest, params: dict[str, str]) -> Any:
         """Record an image already on a provider (no build, no upload); 200 with the nested objects."""
@@ -332,22 +376,30 @@ class FactoryAPI:
         importing = self._importer.import_image(target, provider, identifier, params.get("image_descriptor", ""))
         base = base_url(request)
         return ensureDeferred(importing).addCallback(
-            lambda imported: json_body(request, 200, imported_image_document(base, imported)))
+            lambda imported: json_body(request, 200, imported_image_document(base, imported))
+        )
 
-    @app.route("/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>/provider_images",
-               methods=["POST"])
+    @app.route(
+        "/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>/provider_images",
+        methods=["POST"],
+    )
     @signed
     def push_target_image(self, request: IRequest, image_id: str, build_id: str, target_image_id: str) -> Any:
         provider, credentials = required(read_params(request), "provider", "credentials")
-        return self._pushed(request, self._dispatcher.start_push(target_image_id, provider,
-                                                                 provider_credentials(credentials), image_id, build_id))
+        return self._pushed(
+            request,
+            self._dispatcher.start_push(
+                target_image_id, provider, provider_credentials(credentials), image_id, build_id
+            ),
+        )
 
     @app.route("/imagefactory/provider_images", methods=["POST"])
     @signed
     def push(self, request: IRequest) -> Any:
         params = read_params(request)
         image_id, build_id, target_image_id, provider, credentials = required(
-            params, "image_id", "build_id", "target_image_id", "provider", "credentials")
+            params, "image_id", "build_id", "target_image_id", "provider", "credentials"
+        )
         credentials = provider_credentials(credentials)
 
         async def start() -> Any:
@@ -365,20 +417,27 @@ class FactoryAPI:
         found = self._builder(builder_id)
         if not self._dispatcher.cancel(builder_id):
             raise Conflict(f"builder {builder_id} is {found.status.value}: only a running builder can be cancelled")
-        return json_body(request, 202, shapes.status_document(
-            found, "builder_status", base_url(request) + shapes.builder_path(builder_id) + "/status"))
+        return json_body(
+            request,
+            202,
+            shapes.status_document(
+                found, "builder_status", base_url(request) + shapes.builder_path(builder_id) + "/status"
+            ),
+        )
 
     def _started(self, request: IRequest, starting: Any) -> Any:
         base = base_url(request)
         return ensureDeferred(starting).addCallback(
-            lambda started: json_body(request, 202, shapes.started_build_document(base, started)))
+            lambda started: json_body(request, 202, shapes.started_build_document(base, started))
+        )
 
     def _pushed(self, request: IRequest, starting: Any) -> Any:
         base = base_url(request)
 
         def answer(provider_image: Any) -> bytes:
-            path = shapes.provider_image_path(provider_image.image_id, provider_image.build_id,
-                                              provider_image.target_image_id, provider_image.id)
+            path = shapes.provider_image_path(
+                provider_image.image_id, provider_image.build_id, provider_image.target_image_id, provider_image.id
+            )
             return json_body(request, 202, {"_type": "provider_image", "id": provider_image.id, "href": base + path})
 
         return ensureDeferred(starting).addCallback(answer)
@@ -392,8 +451,12 @@ READ_SHAPES: tuple[tuple[int, dict[int, str], str, tuple[int, ...]], ...] = (
     (7, {1: "images", 3: "builds", 5: "target_images"}, "target_image", (2, 4, 6)),
     (8, {1: "images", 3: "builds", 5: "target_images", 7: "status"}, "target_image_status", (2, 4, 6)),
     (9, {1: "images", 3: "builds", 5: "target_images", 7: "provider_images"}, "provider_image", (2, 4, 6, 8)),
-    (10, {1: "images", 3: "builds", 5: "target_images", 7: "provider_images", 9: "status"},
-     "provider_image_status", (2, 4, 6, 8)),
+    (
+        10,
+        {1: "images", 3: "builds", 5: "target_images", 7: "provider_images", 9: "status"},
+        "provider_image_status",
+        (2, 4, 6, 8),
+    ),
 )
 
 

@@ -70,21 +70,29 @@ def spdx_document(image: Image, builder: Builder, packages: list[Package], names
             "created": iso8601_utc(builder.updated).split(".")[0] + "Z",
             "creators": [f"Tool: imgfac-twisted-{__version__}"],
         },
-        "packages": [{
-            "SPDXID": image_id,
-            "name": image.name,
-            "versionInfo": builder.id,
-            "downloadLocation": "NOASSERTION",
-            "filesAnalyzed": False,
-            "primaryPackagePurpose": "OPERATING-SYSTEM",
-            "description": f"{image.os_name} {image.os_version} {image.os_arch}, {builder.target} image",
-            **({"checksums": [{"algorithm": "SHA256", "checksumValue": builder.artifact_sha256}]}
-               if builder.artifact_sha256 else {}),
-        }, *listed],
+        "packages": [
+            {
+                "SPDXID": image_id,
+                "name": image.name,
+                "versionInfo": builder.id,
+                "downloadLocation": "NOASSERTION",
+                "filesAnalyzed": False,
+                "primaryPackagePurpose": "OPERATING-SYSTEM",
+                "description": f"{image.os_name} {image.os_version} {image.os_arch}, {builder.target} image",
+                **(
+                    {"checksums": [{"algorithm": "SHA256", "checksumValue": builder.artifact_sha256}]}
+                    if builder.artifact_sha256
+                    else {}
+                ),
+            },
+            *listed,
+        ],
         "relationships": [
             {"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": image_id},
-            *({"spdxElementId": image_id, "relationshipType": "CONTAINS", "relatedSpdxElement": package["SPDXID"]}
-              for package in listed),
+            *(
+                {"spdxElementId": image_id, "relationshipType": "CONTAINS", "relatedSpdxElement": package["SPDXID"]}
+                for package in listed
+            ),
         ],
     }
 
@@ -105,6 +113,7 @@ def _spdx_package(index: int, os_name: str, package: Package) -> dict[str, Any]:
     }
     locator = purl(os_name, package)
     if locator is not None:
-        document["externalRefs"] = [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
-                                     "referenceLocator": locator}]
+        document["externalRefs"] = [
+            {"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": locator}
+        ]
     return document

@@ -69,42 +69,25 @@ _FORM_URLENCODED = "application/x-www-form-urlencoded"
 # recognise it, short enough that a hostile value cannot bloat the reply.
 _ECHO_LIMIT = 40
 
-_MISSING_SIGNATURE = (
-    "missing OAuth signature: write requests must be signed with "
-    "two-legged OAuth 1.0a"
-)
+_MISSING_SIGNATURE = "missing OAuth signature: write requests must be signed with two-legged OAuth 1.0a"
 _BAD_SIGNATURE = "invalid signature or unknown consumer key"
 _REPLAYED = "nonce already used (replayed request)"
-_TOKEN_GIVEN = (
-    "OAuth tokens are not accepted: sign with the consumer key and secret "
-    "only (two-legged OAuth 1.0a)"
-)
-_BAD_TIMESTAMP_MESSAGE = (
-    "malformed timestamp: oauth_timestamp must be a 10-digit count of "
-    "seconds since the epoch"
-)
+_TOKEN_GIVEN = "OAuth tokens are not accepted: sign with the consumer key and secret only (two-legged OAuth 1.0a)"
+_BAD_TIMESTAMP_MESSAGE = "malformed timestamp: oauth_timestamp must be a 10-digit count of seconds since the epoch"
 _MIXED_SOURCES = (
     "malformed OAuth request: OAuth parameters must come from exactly one of "
     "the Authorization header, the query string or the form body"
 )
 _DUPLICATED = "malformed OAuth request: duplicated OAuth parameters"
 _MALFORMED_HEADER = "malformed OAuth Authorization header"
-_MALFORMED_QUERY = (
-    "malformed query string: it cannot be parsed as "
-    "application/x-www-form-urlencoded"
-)
+_MALFORMED_QUERY = "malformed query string: it cannot be parsed as application/x-www-form-urlencoded"
 _MALFORMED_FORM = (
-    "malformed form body: a body sent as application/x-www-form-urlencoded "
-    "must be valid UTF-8 and validly URL-encoded"
+    "malformed form body: a body sent as application/x-www-form-urlencoded must be valid UTF-8 and validly URL-encoded"
 )
 _MALFORMED = "malformed OAuth request"
-_BODY_HASH_MISMATCH = (
-    "oauth_body_hash does not match the request body (the body was changed "
-    "after it was signed)"
-)
+_BODY_HASH_MISMATCH = "oauth_body_hash does not match the request body (the body was changed after it was signed)"
 _BODY_HASH_MISSING = (
-    "oauth_body_hash missing: this daemon requires signed request bodies "
-    "other than forms to carry the OAuth body hash"
+    "oauth_body_hash missing: this daemon requires signed request bodies other than forms to carry the OAuth body hash"
 )
 
 # The body hash is made with the signature method's hash function
@@ -149,9 +132,7 @@ class OAuthVerifier:
         self._nonces = NonceMemory()
         for client_key, nonce, expiry in known_nonces:
             self._nonces.remember(client_key, nonce, expiry)
-        self._validator = TwoLeggedValidator(
-            clients, clock, timestamp_window, self._nonces
-        )
+        self._validator = TwoLeggedValidator(clients, clock, timestamp_window, self._nonces)
         self._endpoint = SignatureOnlyEndpoint(self._validator)
 
     def remembered_nonces(self) -> int:
@@ -179,11 +160,9 @@ class OAuthVerifier:
             # oauthlib lets ValueError escape for an Authorization header it
             # cannot parse (including non-OAuth schemes) and for a query
             # string that is not validly URL-encoded.
-            raise AuthenticationFailed(self._unparsable_reason(oauth_headers))
+            raise AuthenticationFailed(self._unparsable_reason(oauth_headers)) from None
         if request is None:
-            raise AuthenticationFailed(
-                self._unusable_reason(uri, oauth_headers, form_body)
-            )
+            raise AuthenticationFailed(self._unusable_reason(uri, oauth_headers, form_body))
         if request.resource_owner_key:
             raise AuthenticationFailed(_TOKEN_GIVEN)
         if not valid:
@@ -220,9 +199,7 @@ class OAuthVerifier:
             raise AuthenticationFailed(_BODY_HASH_MISMATCH)
 
     @staticmethod
-    def _prepare(
-        headers: Mapping[str, str], body: bytes | None
-    ) -> tuple[dict[str, str], str | None]:
+    def _prepare(headers: Mapping[str, str], body: bytes | None) -> tuple[dict[str, str], str | None]:
         """Return the headers and body to hand to oauthlib.
 
         The Content-Type is canonicalised: oauthlib includes the body in the
@@ -231,11 +208,7 @@ class OAuthVerifier:
         regard to case. Whatever the daemon will parse as a form must be
         covered by the signature, so a form body is always signed.
         """
-        oauth_headers = {
-            name: value
-            for name, value in headers.items()
-            if name.lower() != "content-type"
-        }
+        oauth_headers = {name: value for name, value in headers.items() if name.lower() != "content-type"}
         content_type = CaseInsensitiveDict(dict(headers)).get("Content-Type", "")
         media_type = content_type.split(";", 1)[0].strip().lower()
         if media_type != _FORM_URLENCODED:
@@ -250,7 +223,7 @@ class OAuthVerifier:
             # reaching the form parser.
             urldecode(text)
         except ValueError:
-            raise AuthenticationFailed(_MALFORMED_FORM)
+            raise AuthenticationFailed(_MALFORMED_FORM) from None
         return oauth_headers, text
 
     @staticmethod
@@ -265,9 +238,7 @@ class OAuthVerifier:
         return _MISSING_SIGNATURE
 
     @staticmethod
-    def _unusable_reason(
-        uri: str, headers: Mapping[str, str], form_body: str | None
-    ) -> str:
+    def _unusable_reason(uri: str, headers: Mapping[str, str], form_body: str | None) -> str:
         """Say why oauthlib could not build a request from the parameters.
 
         oauthlib only reports "False, None" here; its three causes are no
@@ -275,15 +246,9 @@ class OAuthVerifier:
         duplicated parameters, which we tell apart from the parsed sources.
         """
         sources = (
-            oauth_signature.collect_parameters(
-                headers=headers, exclude_oauth_signature=False
-            ),
-            oauth_signature.collect_parameters(
-                body=form_body, exclude_oauth_signature=False
-            ),
-            oauth_signature.collect_parameters(
-                uri_query=urlsplit(uri).query, exclude_oauth_signature=False
-            ),
+            oauth_signature.collect_parameters(headers=headers, exclude_oauth_signature=False),
+            oauth_signature.collect_parameters(body=form_body, exclude_oauth_signature=False),
+            oauth_signature.collect_parameters(uri_query=urlsplit(uri).query, exclude_oauth_signature=False),
         )
         with_oauth = [oauth_utils.filter_oauth_params(s) for s in sources]
         with_oauth = [params for params in with_oauth if params]
@@ -297,10 +262,7 @@ class OAuthVerifier:
         """Say why oauthlib refused a request it could parse."""
         reason = request.validator_log.get(LOG_KEY)
         if reason == STALE:
-            return (
-                f"stale timestamp: outside the {self._window} s window "
-                "(check the client's clock)"
-            )
+            return f"stale timestamp: outside the {self._window} s window (check the client's clock)"
         if reason == REPLAY:
             return _REPLAYED
         if reason == BAD_TIMESTAMP:
@@ -332,10 +294,7 @@ class OAuthVerifier:
         if missing:
             return "incomplete OAuth request: missing " + ", ".join(missing)
         if request.signature_method not in ALLOWED_METHODS:
-            return (
-                f"unsupported signature method {_echo(request.signature_method)}"
-                " (use HMAC-SHA1 or HMAC-SHA256)"
-            )
+            return f"unsupported signature method {_echo(request.signature_method)} (use HMAC-SHA1 or HMAC-SHA256)"
         version = request.oauth_params.get("oauth_version", "1.0")
         if version != "1.0":
             return f"unsupported OAuth version {_echo(version)} (use 1.0)"

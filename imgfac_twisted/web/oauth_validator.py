@@ -143,9 +143,7 @@ class TwoLeggedValidator(RequestValidator):
         # Same dict lookup either way, so timing does not reveal the keys.
         return self._clients.get(client_key, self._dummy_secret)
 
-    def get_access_token_secret(
-        self, client_key: str, token: str, request: Request
-    ) -> str:
+    def get_access_token_secret(self, client_key: str, token: str, request: Request) -> str:
         """Return a secret no client knows: tokens are never issued."""
         return self._dummy_secret
 

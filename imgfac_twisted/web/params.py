@@ -18,9 +18,8 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from urllib.parse import parse_qsl
 
-from twisted.web.iweb import IRequest
-
 from lxml import etree
+from twisted.web.iweb import IRequest
 
 from ..errors import InvalidRequest
 from ..providers import MAX_CREDENTIALS_BYTES

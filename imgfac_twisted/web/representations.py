@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..model import Builder, Operation, Stage, iso8601_utc
 from ..jobs.dispatcher import StartedBuild
+from ..model import Builder, Operation, Stage, iso8601_utc
 
 PREFIX = "/imagefactory"
 
@@ -77,8 +77,11 @@ def builder_document(builder: Builder, _type: str, href: str) -> dict[str, Any]:
 
 def stage_document(stage: Stage) -> dict[str, Any]:
     """One stage of a builder's work, with ISO 8601 UTC times (``ended_at`` null while it runs)."""
-    return {"name": stage.name.value, "started_at": iso8601_utc(stage.started_at),
-            "ended_at": iso8601_utc(stage.ended_at) if stage.ended_at is not None else None}
+    return {
+        "name": stage.name.value,
+        "started_at": iso8601_utc(stage.started_at),
+        "ended_at": iso8601_utc(stage.ended_at) if stage.ended_at is not None else None,
+    }
 
 
 def status_document(builder: Builder, _type: str, href: str) -> dict[str, Any]:
@@ -95,7 +98,11 @@ def started_build_document(base: str, started: StartedBuild) -> dict[str, Any]:
         "id": image.id,
         "build": {
             "target_images": [
-                {"_type": "target_image", "href": base + target_image_path(image.id, build.id, target.id), "id": target.id}
+                {
+                    "_type": "target_image",
+                    "href": base + target_image_path(image.id, build.id, target.id),
+                    "id": target.id,
+                }
                 for target in started.target_images
             ],
             "_type": "build",

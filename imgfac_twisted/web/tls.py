@@ -26,13 +26,13 @@ import re
 import socket
 from typing import NamedTuple
 
+import OpenSSL
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
 )
-import OpenSSL
 from OpenSSL import SSL, crypto
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
@@ -41,9 +41,9 @@ from imgfac_twisted.errors import ConfigError
 from imgfac_twisted.web.tls_generate import generate, write_atomically
 
 __all__ = [
-    "PemMaterial",
     "SELF_SIGNED_DIR",
     "SELF_SIGNED_NAME",
+    "PemMaterial",
     "certificate_fingerprint",
     "ensure_self_signed_pem",
     "load_pem",
@@ -58,9 +58,7 @@ SELF_SIGNED_DIR = "tls"
 SELF_SIGNED_NAME = "imagefactory.pem"
 
 # One PEM block: "-----BEGIN <LABEL>-----" ... "-----END <LABEL>-----".
-_PEM_BLOCK = re.compile(
-    rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL
-)
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
 _CERT_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE"}
 _KEY_LABELS = {b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY"}
 _ENCRYPTED_KEY_LABEL = b"ENCRYPTED PRIVATE KEY"
@@ -107,9 +105,7 @@ def load_pem(path: str) -> PemMaterial:
         raise ConfigError(f"TLS PEM file {path!r} is a directory") from None
     except OSError as e:
         # strerror only ("Permission denied", ...): no contents involved.
-        raise ConfigError(
-            f"TLS PEM file {path!r} cannot be read: {e.strerror or e}"
-        ) from None
+        raise ConfigError(f"TLS PEM file {path!r} cannot be read: {e.strerror or e}") from None
 
     certificates: list[x509.Certificate] = []
     keys: list[CertificateIssuerPrivateKeyTypes] = []
@@ -124,8 +120,7 @@ def load_pem(path: str) -> PemMaterial:
                 # the input; keep them out of the operator-facing message
                 # and out of tracebacks.
                 raise ConfigError(
-                    f"TLS PEM file {path!r}: block {number} "
-                    f"({label.decode()}) is not a valid certificate"
+                    f"TLS PEM file {path!r}: block {number} ({label.decode()}) is not a valid certificate"
                 ) from None
         elif label == _ENCRYPTED_KEY_LABEL:
             raise ConfigError(
@@ -139,31 +134,24 @@ def load_pem(path: str) -> PemMaterial:
             except TypeError:
                 # Legacy "Proc-Type: 4,ENCRYPTED" RSA/EC keys land here.
                 raise ConfigError(
-                    f"TLS PEM file {path!r}: the private key is encrypted; "
-                    "an unencrypted key is required"
+                    f"TLS PEM file {path!r}: the private key is encrypted; an unencrypted key is required"
                 ) from None
             except (ValueError, UnsupportedAlgorithm):
                 raise ConfigError(
-                    f"TLS PEM file {path!r}: block {number} "
-                    f"({label.decode()}) is not a valid private key"
+                    f"TLS PEM file {path!r}: block {number} ({label.decode()}) is not a valid private key"
                 ) from None
             keys.append(key)  # type: ignore[arg-type]
         # Other blocks (EC PARAMETERS, DH PARAMETERS, ...) are ignored, as
         # OpenSSL tools ignore them.
 
     if not certificates and not keys:
-        raise ConfigError(
-            f"TLS PEM file {path!r} holds no PEM certificate or private key"
-        )
+        raise ConfigError(f"TLS PEM file {path!r} holds no PEM certificate or private key")
     if not certificates:
         raise ConfigError(f"TLS PEM file {path!r} holds no certificate")
     if not keys:
         raise ConfigError(f"TLS PEM file {path!r} holds no private key")
     if len(keys) > 1:
-        raise ConfigError(
-            f"TLS PEM file {path!r} holds {len(keys)} private keys; "
-            "exactly one is expected"
-        )
+        raise ConfigError(f"TLS PEM file {path!r} holds {len(keys)} private keys; exactly one is expected")
     key = keys[0]
 
     key_der = _public_der(key.public_key())
@@ -244,10 +232,7 @@ def server_context_factory(pem_path: str) -> CertificateOptions:
     except (SSL.Error, crypto.Error, TypeError, ValueError) as e:
         # OpenSSL's error strings ("key values mismatch", "unsupported
         # key type", ...) describe the problem, never the key itself.
-        raise ConfigError(
-            f"TLS PEM file {pem_path!r} cannot be used by OpenSSL: "
-            f"{type(e).__name__}: {e}"
-        ) from None
+        raise ConfigError(f"TLS PEM file {pem_path!r} cannot be used by OpenSSL: {type(e).__name__}: {e}") from None
     return options
 
 
@@ -278,9 +263,7 @@ def ensure_self_signed_pem(state_dir: str, hostname: str | None = None) -> str:
         # existing directory: enforce it.
         os.chmod(tls_dir, 0o700)
     except OSError as e:
-        raise ConfigError(
-            f"cannot create TLS directory {tls_dir!r}: {e.strerror or e}"
-        ) from None
+        raise ConfigError(f"cannot create TLS directory {tls_dir!r}: {e.strerror or e}") from None
 
     if os.path.lexists(path):
         try:
@@ -293,11 +276,10 @@ def ensure_self_signed_pem(state_dir: str, hostname: str | None = None) -> str:
                 reason=e.message,
             )
         else:
-            now = datetime.datetime.now(datetime.timezone.utc)
+            now = datetime.datetime.now(datetime.UTC)
             if material.certificate.not_valid_after_utc < now:
                 log.warn(
-                    "Self-signed TLS certificate {path} expired on {date};"
-                    " delete it to have a new one generated",
+                    "Self-signed TLS certificate {path} expired on {date}; delete it to have a new one generated",
                     path=path,
                     date=material.certificate.not_valid_after_utc.isoformat(),
                 )
@@ -311,8 +293,6 @@ def ensure_self_signed_pem(state_dir: str, hostname: str | None = None) -> str:
     try:
         write_atomically(path, generate(hostname))
     except OSError as e:
-        raise ConfigError(
-            f"cannot write TLS PEM file {path!r}: {e.strerror or e}"
-        ) from None
+        raise ConfigError(f"cannot write TLS PEM file {path!r}: {e.strerror or e}") from None
     log.info("Generated self-signed TLS certificate {path}", path=path)
     return path

@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-
 #: Lifetime of a generated certificate (about ten years).
 _VALIDITY = datetime.timedelta(days=3650)
 #: Back-dating of notBefore, so that clients whose clock is a little behind
@@ -60,10 +59,8 @@ def generate(hostname: str) -> bytes:
         dns_names.append("localhost")
 
     # Truncate the CN (see _CN_MAX); clients match the SAN, not the CN.
-    subject = x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, hostname[:_CN_MAX])]
-    )
-    now = datetime.datetime.now(datetime.timezone.utc)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname[:_CN_MAX])])
+    now = datetime.datetime.now(datetime.UTC)
     ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
     cert = (
         x509.CertificateBuilder()
@@ -73,9 +70,7 @@ def generate(hostname: str) -> bytes:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _BACKDATE)
         .not_valid_after(now + _VALIDITY)
-        .add_extension(
-            x509.BasicConstraints(ca=False, path_length=None), critical=True
-        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             # ECDSA server key: it signs the handshake (digitalSignature);
             # keyAgreement covers static-ECDH clients.
@@ -97,10 +92,7 @@ def generate(hostname: str) -> bytes:
             critical=False,
         )
         .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName(n) for n in dns_names]
-                + [x509.IPAddress(ip) for ip in ips]
-            ),
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names] + [x509.IPAddress(ip) for ip in ips]),
             critical=False,
         )
         # Key identifiers: strict verifiers (e.g. Python >= 3.13's default
@@ -131,9 +123,7 @@ def write_atomically(path: str, data: bytes) -> None:
     (``mkstemp`` creates the file 0600).
     """
     directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o600)

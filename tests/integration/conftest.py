@@ -18,7 +18,8 @@ Peers:
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -86,8 +87,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     report = outcome.get_result()
     if report.when == "call" and report.failed:
         for daemon in _daemons_of(item):
-            report.sections.append((f"daemon log ({daemon.workdir.name}, port {daemon.port})",
-                                    daemon.diagnostics(80)))
+            report.sections.append((f"daemon log ({daemon.workdir.name}, port {daemon.port})", daemon.diagnostics(80)))
 
 
 @pytest.fixture(scope="module")

@@ -27,15 +27,16 @@ import pytest
 
 from support.daemon import CLIENT_KEY, CLIENT_SECRET, Daemon, DaemonPool, mock_config
 
-
 CLI = [sys.executable, "-m", "imgfac_twisted.cli"]
 CONSOLE_SCRIPT = Path(sys.executable).parent / "imagefactory-cli"
 RUN_TIMEOUT = 60.0
 
-F14 = ("<template><name>f14jeos</name><os><name>Fedora</name> <version>14</version> <arch>x86_64</arch> "
-       "<install type='url'> <url>http://download.fedoraproject.org/pub/fedora/linux/releases/14/Fedora/"
-       "x86_64/os/</url></install><rootpw>p@55w0rd!</rootpw></os><description>Fedora 14</description>"
-       "</template>")
+F14 = (
+    "<template><name>f14jeos</name><os><name>Fedora</name> <version>14</version> <arch>x86_64</arch> "
+    "<install type='url'> <url>http://download.fedoraproject.org/pub/fedora/linux/releases/14/Fedora/"
+    "x86_64/os/</url></install><rootpw>p@55w0rd!</rootpw></os><description>Fedora 14</description>"
+    "</template>"
+)
 FAIL_TEMPLATE = F14.replace("<name>f14jeos</name>", "<name>FAIL</name>")
 FAIL_REASON = "fails templates named FAIL"
 PUSH_PASSWORD = "pw-never-shown-4711"
@@ -46,19 +47,25 @@ ANSI = re.compile(r"\x1b\[")
 
 
 def mock_credentials(username: str = "u") -> str:
-    return (f"<provider_credentials><mock_credentials><username>{username}</username>"
-            f"<password>{PUSH_PASSWORD}</password></mock_credentials></provider_credentials>")
+    return (
+        f"<provider_credentials><mock_credentials><username>{username}</username>"
+        f"<password>{PUSH_PASSWORD}</password></mock_credentials></provider_credentials>"
+    )
 
 
 # -- running the CLI -------------------------------------------------------------
 
 
-def cli_env(home: Path, key: str | None = CLIENT_KEY, secret: str | None = CLIENT_SECRET,
-            **extra: str) -> dict[str, str]:
+def cli_env(
+    home: Path, key: str | None = CLIENT_KEY, secret: str | None = CLIENT_SECRET, **extra: str
+) -> dict[str, str]:
     """The environment of a CLI run: no inherited IMAGEFACTORY_* or terminal forcing, an empty HOME."""
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith("IMAGEFACTORY_")
-           and name not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS", "XDG_CONFIG_HOME")}
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("IMAGEFACTORY_")
+        and name not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS", "XDG_CONFIG_HOME")
+    }
     env["HOME"] = str(home)  # so no real ~/.config/imagefactory/cli.json is read
     if key is not None:
         env["IMAGEFACTORY_KEY"] = key
@@ -78,13 +85,20 @@ def check_clean(result: subprocess.CompletedProcess[str]) -> subprocess.Complete
     return result
 
 
-def run(args: list[str], env: dict[str, str], cwd: Path, input: str | None = None,
-        timeout: float = RUN_TIMEOUT, command: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    input: str | None = None,
+    timeout: float = RUN_TIMEOUT,
+    command: list[str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run the CLI to its end (bounded) and check its output is clean."""
     for secret in SECRETS:
         assert all(secret not in arg for arg in args), "a test passed a secret as an argument"
-    result = subprocess.run([*(command or CLI), *args], env=env, cwd=str(cwd), input=input, text=True,
-                            capture_output=True, timeout=timeout)
+    result = subprocess.run(
+        [*(command or CLI), *args], env=env, cwd=str(cwd), input=input, text=True, capture_output=True, timeout=timeout
+    )
     return check_clean(result)
 
 
@@ -99,11 +113,23 @@ class Runner:
     def connection(self) -> list[str]:
         return ["--url", self.daemon.base_url, "--ca-file", str(self.daemon.pem_path)]
 
-    def __call__(self, *args: str, env: dict[str, str] | None = None, input: str | None = None,
-                 connection: list[str] | None = None, timeout: float = RUN_TIMEOUT,
-                 command: list[str] | None = None) -> subprocess.CompletedProcess[str]:
-        return run([*(self.connection() if connection is None else connection), *args],
-                   env if env is not None else cli_env(self.home), self.home, input, timeout, command)
+    def __call__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        input: str | None = None,
+        connection: list[str] | None = None,
+        timeout: float = RUN_TIMEOUT,
+        command: list[str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        return run(
+            [*(self.connection() if connection is None else connection), *args],
+            env if env is not None else cli_env(self.home),
+            self.home,
+            input,
+            timeout,
+            command,
+        )
 
     def ok(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
         result = self(*args, **kwargs)
@@ -122,8 +148,7 @@ def build_ids(stdout: str) -> dict[str, Any]:
     build = re.search(rf"^build ({UUID})$", stdout, re.M)
     targets = re.findall(rf"^target image ({UUID}) \(([^)]*)\)$", stdout, re.M)
     assert image and build and targets, stdout
-    return {"image": image.group(1), "build": build.group(1), "targets": targets,
-            "target": targets[0][0]}
+    return {"image": image.group(1), "build": build.group(1), "targets": targets, "target": targets[0][0]}
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +207,10 @@ def test_build_from_stdin_json_matches_api(runner: Runner) -> None:
     assert answer["href"].endswith(f"/imagefactory/images/{answer['id']}")
     document = runner.daemon.get_json(target["href"])
     assert (document["image_id"], document["build_id"], document["id"]) == (
-        answer["id"], answer["build"]["id"], target["id"])
+        answer["id"],
+        answer["build"]["id"],
+        target["id"],
+    )
     wait_builder(runner.daemon, target["id"])
 
 
@@ -217,9 +245,15 @@ def test_build_missing_template_file(runner: Runner) -> None:
 def test_status_table_and_json(runner: Runner, built: dict[str, Any]) -> None:
     """status shows the builder's fields as a table; with --json it is exactly the API's document."""
     table = runner.ok("status", built["target"]).stdout
-    for field, value in (("id", built["target"]), ("operation", "build"), ("status", "COMPLETED"),
-                         ("completed", "100%"), ("target", "mock"), ("image_id", built["image"]),
-                         ("build_id", built["build"])):
+    for field, value in (
+        ("id", built["target"]),
+        ("operation", "build"),
+        ("status", "COMPLETED"),
+        ("completed", "100%"),
+        ("target", "mock"),
+        ("image_id", built["image"]),
+        ("build_id", built["build"]),
+    ):
         assert re.search(rf"^\s*{field}\s+{re.escape(value)}\s*$", table, re.M), f"{field}: {table}"
     document = json.loads(runner.ok("status", built["target"], "--json").stdout)
     assert document == runner.daemon.get_json(f"/imagefactory/builders/{built['target']}")
@@ -280,8 +314,9 @@ def test_push_wait_completes(runner: Runner, built: dict[str, Any]) -> None:
     match = re.search(rf"^provider image ({UUID}) \(mock\) of target image {built['target']}$", result.stdout, re.M)
     assert match, result.stdout
     push_id = match.group(1)
-    assert re.search(rf"^provider image {push_id} \(mock\) COMPLETED, identifier on provider \S+", result.stdout,
-                     re.M), result.stdout
+    assert re.search(
+        rf"^provider image {push_id} \(mock\) COMPLETED, identifier on provider \S+", result.stdout, re.M
+    ), result.stdout
     document = runner.daemon.get_json(f"/imagefactory/builders/{push_id}")
     assert document["status"] == "COMPLETED" and document["operation"] == "push"
     assert document["target_image_id"] == built["target"] and document["provider_account_identifier"] == "u"
@@ -400,8 +435,9 @@ def test_insecure_works_without_ca_file(runner: Runner, built: dict[str, Any]) -
 
 def test_settings_from_environment(runner: Runner, built: dict[str, Any]) -> None:
     """IMAGEFACTORY_URL and IMAGEFACTORY_CA_FILE replace --url and --ca-file."""
-    env = cli_env(runner.home, IMAGEFACTORY_URL=runner.daemon.base_url,
-                  IMAGEFACTORY_CA_FILE=str(runner.daemon.pem_path))
+    env = cli_env(
+        runner.home, IMAGEFACTORY_URL=runner.daemon.base_url, IMAGEFACTORY_CA_FILE=str(runner.daemon.pem_path)
+    )
     assert built["target"] in runner.ok("list", env=env, connection=[]).stdout
 
 
@@ -412,12 +448,31 @@ def test_settings_from_config_file(runner: Runner, tmp_path: Path) -> None:
     config_dir.mkdir()
     (config_dir / "daemon.pem").write_bytes(runner.daemon.pem_path.read_bytes())
     config = config_dir / "cli.json"
-    config.write_text(json.dumps({"_comment": "test", "url": runner.daemon.base_url, "key": CLIENT_KEY,
-                                  "secret": CLIENT_SECRET, "ca_file": "daemon.pem"}), encoding="utf-8")
+    config.write_text(
+        json.dumps(
+            {
+                "_comment": "test",
+                "url": runner.daemon.base_url,
+                "key": CLIENT_KEY,
+                "secret": CLIENT_SECRET,
+                "ca_file": "daemon.pem",
+            }
+        ),
+        encoding="utf-8",
+    )
     config.chmod(0o600)
     env = cli_env(runner.home, key=None, secret=None)
-    result = runner.ok("--config", str(config), "build", runner.file("f14.tdl", F14), "--targets", "mock",
-                       "--wait", env=env, connection=[])
+    result = runner.ok(
+        "--config",
+        str(config),
+        "build",
+        runner.file("f14.tdl", F14),
+        "--targets",
+        "mock",
+        "--wait",
+        env=env,
+        connection=[],
+    )
     assert "COMPLETED" in result.stdout and "warning" not in result.stderr
     config.chmod(0o644)
     result = runner.ok("list", "--config", str(config), env=env, connection=[])
@@ -443,8 +498,9 @@ def test_secret_only_in_environment_never_in_arguments(runner: Runner) -> None:
     if not (proc_dir / "cmdline").exists():
         pytest.skip("no /proc on this system")
     args = [*CLI, *runner.connection(), "build", runner.file("f14.tdl", F14), "--targets", "mock", "--wait"]
-    process = subprocess.Popen(args, env=cli_env(runner.home), cwd=str(runner.home), text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        args, env=cli_env(runner.home), cwd=str(runner.home), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         # Right after exec the kernel may show an empty command line for a moment.
         deadline = time.monotonic() + 5
@@ -495,8 +551,14 @@ def test_ctrl_c_exits_130_quietly(tmp_path: Path) -> None:
         server.listen(1)
         server.settimeout(RUN_TIMEOUT)
         port = server.getsockname()[1]
-        process = subprocess.Popen([*CLI, "--url", f"http://127.0.0.1:{port}", "list"], env=cli_env(tmp_path),
-                                   cwd=str(tmp_path), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        process = subprocess.Popen(
+            [*CLI, "--url", f"http://127.0.0.1:{port}", "list"],
+            env=cli_env(tmp_path),
+            cwd=str(tmp_path),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         try:
             connection, _ = server.accept()  # the CLI is now waiting for an answer that never comes
             with connection:

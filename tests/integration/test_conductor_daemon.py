@@ -17,7 +17,6 @@ import pytest
 import requests
 from lxml import etree
 
-from support.daemon import Daemon, DaemonPool, mock_config
 from support.conductor_shapes import (
     SPEC_BUILD,
     SPEC_IMAGE,
@@ -28,13 +27,16 @@ from support.conductor_shapes import (
     shape,
     spec_shape,
 )
+from support.daemon import Daemon, DaemonPool, mock_config
 from support.moto_peer import EC2_TEMPLATE, MotoServer, credentials
 
 API = "/conductor/api"
 USER, PASSWORD = "admin", "correct horse battery"
 XML = {"Accept": "application/xml", "Content-Type": "application/xml"}
-MOCK_CREDENTIALS = ("<provider_credentials><mock_credentials><username>mockuser</username>"
-                    "<password>MOCKPASS</password></mock_credentials></provider_credentials>")
+MOCK_CREDENTIALS = (
+    "<provider_credentials><mock_credentials><username>mockuser</username>"
+    "<password>MOCKPASS</password></mock_credentials></provider_credentials>"
+)
 BUILD_TIMEOUT = 240.0
 PUSH_TIMEOUT = 120.0
 FINAL = ("COMPLETED", "FAILED")
@@ -44,14 +46,21 @@ def conductor_config(folder: Path, moto: MotoServer, **extra: Any) -> dict[str, 
     """Config with the Conductor API on, one user, an EC2 account on moto and a mock account."""
     (folder / "providers").mkdir(exist_ok=True)
     (folder / "providers" / "moto-east.json").write_text(
-        f'{{"name": "moto-east", "type": "ec2", "region": "us-east-1", "endpoint_url": "{moto.url}"}}')
+        f'{{"name": "moto-east", "type": "ec2", "region": "us-east-1", "endpoint_url": "{moto.url}"}}'
+    )
     (folder / "ec2-acc.xml").write_text(credentials())
     (folder / "mock-acc.xml").write_text(MOCK_CREDENTIALS)
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode().replace("$2b$", "$2y$", 1)
-    return mock_config(conductor=True, conductor_users={USER: hashed}, provider_dir=str(folder / "providers"),
-                       provider_accounts={"ec2-acc": {"provider": "moto-east", "credentials": str(folder / "ec2-acc.xml")},
-                                          "mock-acc": {"provider": "mock", "credentials": str(folder / "mock-acc.xml")}},
-                       **extra)
+    return mock_config(
+        conductor=True,
+        conductor_users={USER: hashed},
+        provider_dir=str(folder / "providers"),
+        provider_accounts={
+            "ec2-acc": {"provider": "moto-east", "credentials": str(folder / "ec2-acc.xml")},
+            "mock-acc": {"provider": "mock", "credentials": str(folder / "mock-acc.xml")},
+        },
+        **extra,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +68,23 @@ def conductor(module_daemon_factory: DaemonPool, moto: MotoServer, tmp_path_fact
     return module_daemon_factory.make(conductor_config(tmp_path_factory.mktemp("conductor"), moto), name="conductor")
 
 
-def call(daemon: Daemon, method: str, path: str, body: str | bytes | None = None, auth: Any = (USER, PASSWORD),
-         headers: dict[str, str] | None = None) -> requests.Response:
+def call(
+    daemon: Daemon,
+    method: str,
+    path: str,
+    body: str | bytes | None = None,
+    auth: Any = (USER, PASSWORD),
+    headers: dict[str, str] | None = None,
+) -> requests.Response:
     """One Conductor request: Basic auth, XML both ways (as the README's curl examples)."""
-    return daemon.request(method, path if path.startswith("http") else API + path, auth=auth,
-                          headers=headers if headers is not None else XML, data=body, timeout=30)
+    return daemon.request(
+        method,
+        path if path.startswith("http") else API + path,
+        auth=auth,
+        headers=headers if headers is not None else XML,
+        data=body,
+        timeout=30,
+    )
 
 
 def xml_of(answer: requests.Response, status: int = 200) -> etree._Element:
@@ -80,8 +101,12 @@ def error_code(answer: requests.Response, status: int) -> str:
 
 
 def new_image(daemon: Daemon, targets: str, template: str = EC2_TEMPLATE) -> etree._Element:
-    return xml_of(call(daemon, "POST", "/images",
-                       f"<image><targets>{targets}</targets><tdl><![CDATA[{template}]]></tdl></image>"), 201)
+    return xml_of(
+        call(
+            daemon, "POST", "/images", f"<image><targets>{targets}</targets><tdl><![CDATA[{template}]]></tdl></image>"
+        ),
+        201,
+    )
 
 
 def wait_status(daemon: Daemon, href: str, timeout: float) -> etree._Element:
@@ -100,10 +125,15 @@ def built(conductor: Daemon) -> dict[str, Any]:
     answer = new_image(conductor, "ec2,mock")
     targets = answer.findall("build/target_images/target_image")
     finals = {t.get("id"): wait_status(conductor, t.get("href"), BUILD_TIMEOUT) for t in targets}
-    assert [f.findtext("status") for f in finals.values()] == ["COMPLETED", "COMPLETED"], \
-        [etree.tostring(f) for f in finals.values()]
-    return {"answer": answer, "image_id": answer.get("id"), "build_id": answer.find("build").get("id"),
-            "targets": finals}
+    assert [f.findtext("status") for f in finals.values()] == ["COMPLETED", "COMPLETED"], [
+        etree.tostring(f) for f in finals.values()
+    ]
+    return {
+        "answer": answer,
+        "image_id": answer.get("id"),
+        "build_id": answer.find("build").get("id"),
+        "targets": finals,
+    }
 
 
 # -- the spec's examples ----------------------------------------------------------
@@ -111,8 +141,9 @@ def built(conductor: Daemon) -> dict[str, Any]:
 
 def test_creating_an_image_for_one_and_for_several_targets(conductor: Daemon) -> None:
     """POST images (spec examples 'single target' and 'multiple targets'): 201, the nested document, Location."""
-    single = call(conductor, "POST", "/images",
-                  f"<image><targets>mock</targets><tdl><![CDATA[{EC2_TEMPLATE}]]></tdl></image>")
+    single = call(
+        conductor, "POST", "/images", f"<image><targets>mock</targets><tdl><![CDATA[{EC2_TEMPLATE}]]></tdl></image>"
+    )
     document = xml_of(single, 201)
     assert shape(document) == spec_shape(SPEC_STARTED_IMAGE)
     assert single.headers["location"] == document.get("href") == conductor.url(f"{API}/images/{document.get('id')}")
@@ -128,7 +159,9 @@ def test_listing_and_showing_every_collection(conductor: Daemon, built: dict[str
     assert images.tag == "images"
     (image,) = [i for i in images if i.get("id") == image_id]
     assert shape(image) == spec_shape(SPEC_IMAGE)
-    assert image.findtext("name") == "ec2push" and image.findtext("os") == "Mock" and image.findtext("arch") == "aarch64"
+    assert (
+        image.findtext("name") == "ec2push" and image.findtext("os") == "Mock" and image.findtext("arch") == "aarch64"
+    )
     assert image.get("href") == conductor.url(f"{API}/images/{image_id}")
     assert shape(xml_of(call(conductor, "GET", f"/images/{image_id}"))) == spec_shape(SPEC_IMAGE)
     builds = xml_of(call(conductor, "GET", "/builds"))
@@ -147,15 +180,27 @@ def test_listing_and_showing_every_collection(conductor: Daemon, built: dict[str
     assert len({t.findtext("template") for t in mine}) == 1, "one template behind one build"
 
 
-def test_multi_push_of_a_build_to_an_ec2_and_a_mock_account(conductor: Daemon, moto: MotoServer,
-                                                           built: dict[str, Any]) -> None:
+def test_multi_push_of_a_build_to_an_ec2_and_a_mock_account(
+    conductor: Daemon, moto: MotoServer, built: dict[str, Any]
+) -> None:
     """Build pushed to ec2-acc,mock-acc: one provider image per account, each COMPLETED; the AMI is in moto."""
-    started = xml_of(call(conductor, "POST", "/provider_images",
-                          f"<provider_image><build_id>{built['build_id']}</build_id>"
-                          "<provider_account>ec2-acc,mock-acc</provider_account></provider_image>"), 201)
-    assert shape(started) == spec_shape(SPEC_STARTED_PUSHES.replace(
-        "</provider_images>", "<provider_image href='h' id='i'><status>New</status><provider/><account/>"
-                              "</provider_image></provider_images>"))
+    started = xml_of(
+        call(
+            conductor,
+            "POST",
+            "/provider_images",
+            f"<provider_image><build_id>{built['build_id']}</build_id>"
+            "<provider_account>ec2-acc,mock-acc</provider_account></provider_image>",
+        ),
+        201,
+    )
+    assert shape(started) == spec_shape(
+        SPEC_STARTED_PUSHES.replace(
+            "</provider_images>",
+            "<provider_image href='h' id='i'><status>New</status><provider/><account/>"
+            "</provider_image></provider_images>",
+        )
+    )
     done = {p.get("id"): wait_status(conductor, p.get("href"), PUSH_TIMEOUT) for p in started}
     assert sorted(d.findtext("provider") for d in done.values()) == ["mock", "moto-east"]
     for document in done.values():
@@ -171,13 +216,21 @@ def test_multi_push_of_a_build_to_an_ec2_and_a_mock_account(conductor: Daemon, m
     assert ec2_image.get("id") in {p.get("id") for p in target.find("provider_images")}
 
 
-def test_delete_of_an_ec2_provider_image_removes_the_ami_and_its_snapshot(conductor: Daemon, moto: MotoServer,
-                                                                         built: dict[str, Any]) -> None:
+def test_delete_of_an_ec2_provider_image_removes_the_ami_and_its_snapshot(
+    conductor: Daemon, moto: MotoServer, built: dict[str, Any]
+) -> None:
     """DELETE answers DELETED; the AMI is deregistered and its snapshot deleted in moto; both APIs answer 404."""
     (ec2_target,) = [tid for tid in built["targets"] if _target_of(conductor, tid) == "ec2"]
-    started = xml_of(call(conductor, "POST", "/provider_images",
-                          f"<provider_image><target_image_id>{ec2_target}</target_image_id>"
-                          "<provider_account>ec2-acc</provider_account></provider_image>"), 201)
+    started = xml_of(
+        call(
+            conductor,
+            "POST",
+            "/provider_images",
+            f"<provider_image><target_image_id>{ec2_target}</target_image_id>"
+            "<provider_account>ec2-acc</provider_account></provider_image>",
+        ),
+        201,
+    )
     (pushed,) = started
     done = wait_status(conductor, pushed.get("href"), PUSH_TIMEOUT)
     assert done.findtext("status") == "COMPLETED"
@@ -200,15 +253,30 @@ def _target_of(daemon: Daemon, target_image_id: str) -> str:
 
 def test_push_of_an_image_and_of_a_target_image(conductor: Daemon, built: dict[str, Any]) -> None:
     """Spec examples 'pushing an image' (its latest build) and 'a specific target image'."""
-    by_image = xml_of(call(conductor, "POST", "/provider_images",
-                           f"<provider_image><image_id>{built['image_id']}</image_id>"
-                           "<provider_account>mock-acc</provider_account></provider_image>"), 201)
+    by_image = xml_of(
+        call(
+            conductor,
+            "POST",
+            "/provider_images",
+            f"<provider_image><image_id>{built['image_id']}</image_id>"
+            "<provider_account>mock-acc</provider_account></provider_image>",
+        ),
+        201,
+    )
     (mock_target,) = [tid for tid in built["targets"] if _target_of(conductor, tid) == "mock"]
-    assert [xml_of(call(conductor, "GET", p.get("href"))).find("target_image").get("id") for p in by_image] \
-        == [mock_target]
-    by_target = xml_of(call(conductor, "POST", "/provider_images",
-                            f"<provider_image><target_image_id>{mock_target}</target_image_id>"
-                            "<provider_account>mock-acc</provider_account></provider_image>"), 201)
+    assert [xml_of(call(conductor, "GET", p.get("href"))).find("target_image").get("id") for p in by_image] == [
+        mock_target
+    ]
+    by_target = xml_of(
+        call(
+            conductor,
+            "POST",
+            "/provider_images",
+            f"<provider_image><target_image_id>{mock_target}</target_image_id>"
+            "<provider_account>mock-acc</provider_account></provider_image>",
+        ),
+        201,
+    )
     assert len(by_target) == 1
     for pushed in [*by_image, *by_target]:
         assert wait_status(conductor, pushed.get("href"), PUSH_TIMEOUT).findtext("status") == "COMPLETED"
@@ -237,8 +305,10 @@ def test_objects_of_either_api_show_in_both(conductor: Daemon) -> None:
     factory_image = made.json()
     target_id = factory_image["build"]["target_images"][0]["id"]
     assert factory_image["id"] in {i.get("id") for i in xml_of(call(conductor, "GET", "/images"))}
-    assert xml_of(call(conductor, "GET", f"/target_images/{target_id}")).find("build").get("id") \
+    assert (
+        xml_of(call(conductor, "GET", f"/target_images/{target_id}")).find("build").get("id")
         == factory_image["build"]["id"]
+    )
     conducted = new_image(conductor, "mock")
     conducted_target = conducted.find("build/target_images/target_image").get("id")
     detail = conductor.get_json(f"/imagefactory/builders/{conducted_target}")
@@ -263,17 +333,20 @@ def test_http_level_errors(conductor: Daemon) -> None:
     assert error_code(call(conductor, "GET", "/no/such/thing"), 404) == "NotFound"
     not_allowed = call(conductor, "PUT", "/images", "<image/>")
     assert error_code(not_allowed, 405) == "MethodNotAllowed" and "POST" in not_allowed.headers["allow"]
-    assert error_code(call(conductor, "GET", "/images", headers={"Accept": "application/json"}), 406) \
-        == "NotAcceptable"
-    form = call(conductor, "POST", "/images", "targets=mock", headers={"Accept": "application/xml",
-                "Content-Type": "application/x-www-form-urlencoded"})
+    assert error_code(call(conductor, "GET", "/images", headers={"Accept": "application/json"}), 406) == "NotAcceptable"
+    form = call(
+        conductor,
+        "POST",
+        "/images",
+        "targets=mock",
+        headers={"Accept": "application/xml", "Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert error_code(form, 415) == "UnsupportedMediaType"
     huge = call(conductor, "POST", "/images", b"<image>" + b" " * (3 * 1024 * 1024) + b"</image>")
     assert error_code(huge, 413) == "RequestTooLarge"
 
 
-def test_every_spec_error_code_a_request_can_cause(conductor: Daemon, moto: MotoServer,
-                                                   built: dict[str, Any]) -> None:
+def test_every_spec_error_code_a_request_can_cause(conductor: Daemon, moto: MotoServer, built: dict[str, Any]) -> None:
     """The spec's codes from the requests that should cause them (PushError: see test_conductor_unit)."""
     build_id = built["build_id"]
     push = "<provider_image><{0}>{1}</{0}><provider_account>{2}</provider_account></provider_image>"
@@ -286,29 +359,49 @@ def test_every_spec_error_code_a_request_can_cause(conductor: Daemon, moto: Moto
         ("DELETE", "/builds/nope", None, 404, "BuildNotFound"),
         ("POST", "/images", "<image><targets>nowhere</targets><tdl>x</tdl></image>", 404, "TargetNotFound"),
         ("POST", "/images", "<image><tdl>x</tdl></image>", 400, "InsufficientParametersSupplied"),
-        ("POST", "/images", "<image><targets>mock</targets><tdl>&lt;template/&gt;</tdl></image>", 400,
-         "ParameterDataIncorrect"),
-        ("POST", "/images", "<!DOCTYPE x [<!ENTITY e SYSTEM 'file:///etc/passwd'>]><image/>", 400,
-         "ParameterDataIncorrect"),
+        (
+            "POST",
+            "/images",
+            "<image><targets>mock</targets><tdl>&lt;template/&gt;</tdl></image>",
+            400,
+            "ParameterDataIncorrect",
+        ),
+        (
+            "POST",
+            "/images",
+            "<!DOCTYPE x [<!ENTITY e SYSTEM 'file:///etc/passwd'>]><image/>",
+            400,
+            "ParameterDataIncorrect",
+        ),
         ("POST", "/provider_images", push.format("build_id", build_id, "nobody"), 404, "ProviderAccountNotFound"),
         ("POST", "/provider_images", push.format("build_id", "nope", "mock-acc"), 404, "BuildNotFound"),
         ("POST", "/provider_images", push.format("image_id", "nope", "mock-acc"), 404, "ImageNotFound"),
         ("POST", "/provider_images", push.format("target_image_id", "nope", "mock-acc"), 404, "TargetImageNotFound"),
-        ("POST", "/provider_images", "<provider_image><provider_account>mock-acc</provider_account></provider_image>",
-         400, "InsufficientParametersSupplied"),
+        (
+            "POST",
+            "/provider_images",
+            "<provider_image><provider_account>mock-acc</provider_account></provider_image>",
+            400,
+            "InsufficientParametersSupplied",
+        ),
     ]
     for method, path, body, status, code in cases:
         assert error_code(call(conductor, method, path, body), status) == code, (method, path, body)
     running = new_image(conductor, "mock").find("build").get("id")
-    assert error_code(call(conductor, "POST", "/provider_images", push.format("build_id", running, "mock-acc")), 400) \
+    assert (
+        error_code(call(conductor, "POST", "/provider_images", push.format("build_id", running, "mock-acc")), 400)
         == "ParameterDataIncorrect"
+    )
 
     # A push made through the factory API with credentials no account holds cannot be removed from its cloud.
     (ec2_target,) = [tid for tid in built["targets"] if _target_of(conductor, tid) == "ec2"]
     detail = conductor.get_json(f"/imagefactory/builders/{ec2_target}")
     stranger = credentials(access_key="AKIASTRANGER0000001", account="210987654321")
-    pushed = conductor.post(f"/imagefactory/images/{detail['image_id']}/builds/{detail['build_id']}/target_images/"
-                            f"{ec2_target}/provider_images", data={"provider": "moto-east", "credentials": stranger})
+    pushed = conductor.post(
+        f"/imagefactory/images/{detail['image_id']}/builds/{detail['build_id']}/target_images/"
+        f"{ec2_target}/provider_images",
+        data={"provider": "moto-east", "credentials": stranger},
+    )
     assert pushed.status_code == 202, pushed.text
     pushed_id = pushed.json()["id"]
     done = wait_status(conductor, f"/provider_images/{pushed_id}", PUSH_TIMEOUT)

@@ -29,18 +29,30 @@ USER, PASSWORD = "admin", "schemathesis-pass"
 MAX_EXAMPLES = int(os.environ.get("OPENAPI_TEST_EXAMPLES", "25"))
 SEED = int(os.environ.get("OPENAPI_TEST_SEED", "20130111"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance]
-SETTINGS = settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
-                    database=None, print_blob=True, derandomize=True)
-MOCK_CREDENTIALS = ("<provider_credentials><mock_credentials><username>u</username><password>p</password>"
-                    "</mock_credentials></provider_credentials>")
+SETTINGS = settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+    print_blob=True,
+    derandomize=True,
+)
+MOCK_CREDENTIALS = (
+    "<provider_credentials><mock_credentials><username>u</username><password>p</password>"
+    "</mock_credentials></provider_credentials>"
+)
 
 
 def load_document() -> dict[str, Any]:
     return json.loads((files("imgfac_twisted.web.conductor") / "openapi.json").read_text(encoding="utf-8"))
 
 
-schema = schemathesis.openapi.from_dict(load_document(), config=schemathesis.Config.from_dict(
-    {"seed": SEED, "request-timeout": 20.0, "generation": {"max-examples": MAX_EXAMPLES, "database": "none"}}))
+schema = schemathesis.openapi.from_dict(
+    load_document(),
+    config=schemathesis.Config.from_dict(
+        {"seed": SEED, "request-timeout": 20.0, "generation": {"max-examples": MAX_EXAMPLES, "database": "none"}}
+    ),
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +60,13 @@ def conductor(module_daemon_factory: DaemonPool, tmp_path_factory: pytest.TempPa
     folder = tmp_path_factory.mktemp("accounts")
     (folder / "mock-acc.xml").write_text(MOCK_CREDENTIALS)
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-    config = mock_config(conductor=True, conductor_users={USER: hashed}, mock_duration=0.2, template_fetch_timeout=1.0,
-                         provider_accounts={"mock-acc": {"provider": "mock", "credentials": str(folder / "mock-acc.xml")}})
+    config = mock_config(
+        conductor=True,
+        conductor_users={USER: hashed},
+        mock_duration=0.2,
+        template_fetch_timeout=1.0,
+        provider_accounts={"mock-acc": {"provider": "mock", "credentials": str(folder / "mock-acc.xml")}},
+    )
     return module_daemon_factory.make(config, name="conductor-schemathesis")
 
 
@@ -84,6 +101,7 @@ def test_without_credentials_everything_is_401(case: Any, conductor: Daemon) -> 
     """Without credentials every request, reads included, is the documented 401."""
     response = call(case, conductor)
     if case.method.lower() == case.operation.method.lower() and "authorization" not in {
-            name.lower() for name in (case.headers or {})}:
+        name.lower() for name in (case.headers or {})
+    }:
         assert response.status_code in (401, 413), (case.method, case.formatted_path, response.status_code)
         assert_error_document(response)

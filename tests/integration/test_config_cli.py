@@ -20,29 +20,51 @@ from support.daemon import TWISTD, DaemonPool, free_port, mock_config, oauth
 RUN_TIMEOUT = 30.0
 DEFAULT_CONFIG = "/etc/imagefactory/imagefactory.conf"
 
-F14 = ("<template><name>f14jeos</name><os><name>Fedora</name><version>14</version><arch>x86_64</arch>"
-       "<install type='url'><url>http://download.fedoraproject.org/pub/fedora/linux/releases/14/Fedora/"
-       "x86_64/os/</url></install><rootpw>p@55w0rd!</rootpw></os><description>Fedora 14</description>"
-       "</template>")
+F14 = (
+    "<template><name>f14jeos</name><os><name>Fedora</name><version>14</version><arch>x86_64</arch>"
+    "<install type='url'><url>http://download.fedoraproject.org/pub/fedora/linux/releases/14/Fedora/"
+    "x86_64/os/</url></install><rootpw>p@55w0rd!</rootpw></os><description>Fedora 14</description>"
+    "</template>"
+)
 
 
-def run_twistd(tmp_path: Path, *args: str, config: Any = None, config_text: str | None = None
-               ) -> subprocess.CompletedProcess[str]:
+def run_twistd(
+    tmp_path: Path, *args: str, config: Any = None, config_text: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``twistd -n --pidfile= imagefactory --rest --address 127.0.0.1 --state_dir <tmp> [--config f] args``
     to completion (it is expected to refuse to start); stdout and stderr are merged."""
-    command = [str(TWISTD), "-n", "--pidfile=", "--logfile", str(tmp_path / "twistd.log"), "imagefactory",
-               "--rest", "--address", "127.0.0.1", "--state_dir", str(tmp_path / "state")]
+    command = [
+        str(TWISTD),
+        "-n",
+        "--pidfile=",
+        "--logfile",
+        str(tmp_path / "twistd.log"),
+        "imagefactory",
+        "--rest",
+        "--address",
+        "127.0.0.1",
+        "--state_dir",
+        str(tmp_path / "state"),
+    ]
     if config is not None or config_text is not None:
         path = tmp_path / "imagefactory.conf"
         path.write_text(config_text if config_text is not None else json.dumps(config), encoding="utf-8")
         command += ["--config", str(path)]
     command += list(args)
     try:
-        return subprocess.run(command, cwd=str(tmp_path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=RUN_TIMEOUT)
+        return subprocess.run(
+            command,
+            cwd=str(tmp_path),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=RUN_TIMEOUT,
+        )
     except subprocess.TimeoutExpired as expired:
-        raise AssertionError(f"twistd did not exit within {RUN_TIMEOUT} s (it should refuse to start): "
-                             f"{expired.output!r}") from None
+        raise AssertionError(
+            f"twistd did not exit within {RUN_TIMEOUT} s (it should refuse to start): {expired.output!r}"
+        ) from None
 
 
 def said(result: subprocess.CompletedProcess[str], tmp_path: Path) -> str:
@@ -55,10 +77,16 @@ def test_config_file_mistakes_are_reported_together(tmp_path: Path) -> None:
     """An unknown key and wrongly typed values in the config file ("port": "abc", "rest": "yes",
     "max_concurrent_builds": 0) make twistd exit non-zero with ONE error naming all of them, and
     the error never shows a client secret."""
-    result = run_twistd(tmp_path, config={
-        "clients": {"client1": "TOPSECRET-123"}, "no_such_option": 1,
-        "port": "abc", "rest": "yes", "max_concurrent_builds": 0,
-    })
+    result = run_twistd(
+        tmp_path,
+        config={
+            "clients": {"client1": "TOPSECRET-123"},
+            "no_such_option": 1,
+            "port": "abc",
+            "rest": "yes",
+            "max_concurrent_builds": 0,
+        },
+    )
     output = said(result, tmp_path)
     assert result.returncode != 0, output
     for name in ("no_such_option", "port", "rest", "max_concurrent_builds"):
@@ -70,8 +98,9 @@ def test_config_file_mistakes_are_reported_together(tmp_path: Path) -> None:
 
 def test_command_line_mistakes_are_reported_together(tmp_path: Path) -> None:
     """Bad values on the command line and in the file are all reported in one error."""
-    result = run_twistd(tmp_path, "--port", "notanumber", "--max_concurrent_pushes", "0",
-                        config={"template_fetch_timeout": "soon"})
+    result = run_twistd(
+        tmp_path, "--port", "notanumber", "--max_concurrent_pushes", "0", config={"template_fetch_timeout": "soon"}
+    )
     output = said(result, tmp_path)
     assert result.returncode != 0, output
     for name in ("port", "max_concurrent_pushes", "template_fetch_timeout"):
@@ -105,8 +134,11 @@ def test_named_config_file_missing_is_an_error(tmp_path: Path) -> None:
     assert missing in output, output
 
 
-@pytest.mark.parametrize("text, needle", [("{not json", "JSON"), ('["a", "list"]', "object"), ("", "JSON")],
-                         ids=["broken", "not-an-object", "empty"])
+@pytest.mark.parametrize(
+    "text, needle",
+    [("{not json", "JSON"), ('["a", "list"]', "object"), ("", "JSON")],
+    ids=["broken", "not-an-object", "empty"],
+)
 def test_invalid_json_config_is_a_clear_error(tmp_path: Path, text: str, needle: str) -> None:
     """A config file that is not a JSON object makes twistd exit non-zero naming the file and the problem."""
     result = run_twistd(tmp_path, "--port", str(free_port()), config_text=text)
@@ -149,11 +181,11 @@ def test_client_secrets_never_logged(daemon_factory: DaemonPool) -> None:
     its log or output, whether requests are signed with it or with a wrong one."""
     secret = "TOPSECRET-123"
     daemon = daemon_factory({"clients": {"client1": secret}, "mock_duration": 0.1})
-    good = daemon.post("/imagefactory/images", data={"targets": "mock", "template": F14},
-                       auth=oauth(secret=secret))
+    good = daemon.post("/imagefactory/images", data={"targets": "mock", "template": F14}, auth=oauth(secret=secret))
     assert good.status_code == 202, good.text
-    bad = daemon.post("/imagefactory/images", data={"targets": "mock", "template": F14},
-                      auth=oauth(secret=secret + "-wrong"))
+    bad = daemon.post(
+        "/imagefactory/images", data={"targets": "mock", "template": F14}, auth=oauth(secret=secret + "-wrong")
+    )
     assert bad.status_code == 401
     assert secret not in bad.text
     daemon.wait_final(good.json()["build"]["target_images"][0]["href"])
@@ -170,8 +202,7 @@ def test_state_dir_that_cannot_be_created_is_an_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     bad_state = blocker / "state"
-    result = run_twistd(tmp_path, "--port", str(free_port()), "--state_dir", str(bad_state),
-                        config=mock_config())
+    result = run_twistd(tmp_path, "--port", str(free_port()), "--state_dir", str(bad_state), config=mock_config())
     output = said(result, tmp_path)
     assert result.returncode != 0, output
     assert str(bad_state) in output, output
@@ -179,8 +210,15 @@ def test_state_dir_that_cannot_be_created_is_an_error(tmp_path: Path) -> None:
 
 def test_help_lists_options(tmp_path: Path) -> None:
     """``twistd imagefactory --help`` lists the options (each settable in the file too) and exits 0."""
-    result = subprocess.run([str(TWISTD), "imagefactory", "--help"], cwd=str(tmp_path), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=RUN_TIMEOUT)
+    result = subprocess.run(
+        [str(TWISTD), "imagefactory", "--help"],
+        cwd=str(tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
     assert result.returncode == 0, result.stdout
     for option in ("--rest", "--port", "--no_ssl", "--ssl_pem", "--no_oauth", "--config", "--state_dir"):
         assert option in result.stdout, result.stdout

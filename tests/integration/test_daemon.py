@@ -15,8 +15,9 @@ import ssl
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -27,29 +28,50 @@ from support.daemon import Daemon, DaemonPool, mock_config, oauth
 # -- fixtures' data -----------------------------------------------------------
 
 #: The spec's example template (POST /imagefactory/images).
-F14 = ("<template><name>f14jeos</name><os><name>Fedora</name> <version>14</version> <arch>x86_64</arch> "
-       "<install type='url'> <url>http://download.fedoraproject.org/pub/fedora/linux/releases/14/Fedora/"
-       "x86_64/os/</url></install><rootpw>p@55w0rd!</rootpw></os><description>Fedora 14</description>"
-       "</template>")
+F14 = (
+    "<template><name>f14jeos</name><os><name>Fedora</name> <version>14</version> <arch>x86_64</arch> "
+    "<install type='url'> <url>http://download.fedoraproject.org/pub/fedora/linux/releases/14/Fedora/"
+    "x86_64/os/</url></install><rootpw>p@55w0rd!</rootpw></os><description>Fedora 14</description>"
+    "</template>"
+)
 FAIL_TEMPLATE = F14.replace("<name>f14jeos</name>", "<name>FAIL</name>")
 NO_ARCH_TEMPLATE = F14.replace("<arch>x86_64</arch>", "")
-XXE_TEMPLATE = ('<?xml version="1.0"?>\n<!DOCTYPE template [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>\n'
-                + F14.replace("<description>Fedora 14</description>", "<description>&xxe;</description>"))
+XXE_TEMPLATE = '<?xml version="1.0"?>\n<!DOCTYPE template [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>\n' + F14.replace(
+    "<description>Fedora 14</description>", "<description>&xxe;</description>"
+)
 _LOLS = "".join(f'<!ENTITY lol{n} "{("&lol" + str(n - 1) + ";") * 10}">' for n in range(1, 10))
-BILLION_LAUGHS = ('<?xml version="1.0"?>\n<!DOCTYPE template [<!ENTITY lol0 "lol">' + _LOLS + "]>\n"
-                  + F14.replace("<description>Fedora 14</description>", "<description>&lol9;</description>"))
+BILLION_LAUGHS = (
+    '<?xml version="1.0"?>\n<!DOCTYPE template [<!ENTITY lol0 "lol">'
+    + _LOLS
+    + "]>\n"
+    + F14.replace("<description>Fedora 14</description>", "<description>&lol9;</description>")
+)
 
 PASSWORD = "s3cr3t-pw-XYZ"
 
 
 def mock_credentials(username: str = "u", password: str = PASSWORD) -> str:
-    return (f"<provider_credentials><mock_credentials><username>{username}</username>"
-            f"<password>{password}</password></mock_credentials></provider_credentials>")
+    return (
+        f"<provider_credentials><mock_credentials><username>{username}</username>"
+        f"<password>{password}</password></mock_credentials></provider_credentials>"
+    )
 
 
 #: Keys of the spec's builder / target image examples (we add "status_detail").
-SPEC_BUILDER_KEYS = {"status", "_type", "completed", "provider_account_identifier", "image_id", "href",
-                     "operation", "id", "build_id", "target", "provider", "target_image_id"}
+SPEC_BUILDER_KEYS = {
+    "status",
+    "_type",
+    "completed",
+    "provider_account_identifier",
+    "image_id",
+    "href",
+    "operation",
+    "id",
+    "build_id",
+    "target",
+    "provider",
+    "target_image_id",
+}
 BUILDER_KEYS = SPEC_BUILDER_KEYS | {"status_detail", "image_size", "image_sha256", "stage", "stages"}
 PUSH_BUILDER_KEYS = SPEC_BUILDER_KEYS | {"status_detail", "identifier_on_provider", "stage", "stages"}
 STATUS_KEYS = {"status", "_type", "href", "id"}
@@ -60,6 +82,7 @@ UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]
 
 
 # -- helpers ------------------------------------------------------------------
+
 
 def assert_json_error(answer: requests.Response, code: int, *needles: str) -> dict[str, Any]:
     """``answer`` is a JSON error with status ``code`` whose message contains every needle."""
@@ -96,10 +119,14 @@ def mock_image_digest(daemon: Daemon, builder_id: str) -> str:
     return match.group(1)
 
 
-def push_nested(daemon: Daemon, target: dict[str, Any], provider: str = "mock", credentials: str | None = None,
-                **kwargs: Any) -> requests.Response:
-    return daemon.post(target["href"] + "/provider_images",
-                       data={"provider": provider, "credentials": credentials or mock_credentials()}, **kwargs)
+def push_nested(
+    daemon: Daemon, target: dict[str, Any], provider: str = "mock", credentials: str | None = None, **kwargs: Any
+) -> requests.Response:
+    return daemon.post(
+        target["href"] + "/provider_images",
+        data={"provider": provider, "credentials": credentials or mock_credentials()},
+        **kwargs,
+    )
 
 
 def ids_from_target_href(href: str) -> tuple[str, str, str]:
@@ -110,6 +137,7 @@ def ids_from_target_href(href: str) -> tuple[str, str, str]:
 
 # -- module daemons and servers -----------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def slow_daemon(module_daemon_factory: DaemonPool) -> Daemon:
     """A TLS + OAuth daemon whose mock builds/pushes take 4 s (to see them in flight)."""
@@ -119,8 +147,7 @@ def slow_daemon(module_daemon_factory: DaemonPool) -> Daemon:
 @pytest.fixture(scope="module")
 def limits_daemon(module_daemon_factory: DaemonPool) -> Daemon:
     """A daemon with a 64 KiB body cap and a 1 s template fetch timeout."""
-    return module_daemon_factory.make(mock_config(max_body_bytes=65536, template_fetch_timeout=1.0),
-                                      name="limits")
+    return module_daemon_factory.make(mock_config(max_body_bytes=65536, template_fetch_timeout=1.0), name="limits")
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +157,13 @@ def completed_build(daemon: Daemon) -> dict[str, Any]:
     target = first_target(image)
     final = daemon.wait_final(target["href"])
     assert final["status"] == "COMPLETED", final
-    return {"image": image, "target": target, "image_id": image["id"], "build_id": image["build"]["id"],
-            "target_id": target["id"]}
+    return {
+        "image": image,
+        "target": target,
+        "image_id": image["id"],
+        "build_id": image["build"]["id"],
+        "target_id": target["id"],
+    }
 
 
 class _TemplateHandler(BaseHTTPRequestHandler):
@@ -140,7 +172,7 @@ class _TemplateHandler(BaseHTTPRequestHandler):
         "/big.xml": b"<template>" + b" " * (1024 * 1024 + 4096) + b"</template>",
     }
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         body = self.pages.get(self.path)
         try:
             if body is None:
@@ -157,7 +189,7 @@ class _TemplateHandler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the daemon hung up once the body passed its cap
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -208,6 +240,7 @@ def silent_server() -> Iterator[str]:
 
 # -- version and TLS ----------------------------------------------------------
 
+
 def _served_certificate_der(daemon: Daemon) -> bytes:
     return ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate(("127.0.0.1", daemon.port), timeout=10))
 
@@ -245,6 +278,7 @@ def test_version_over_verified_tls_and_certificate_reused_after_restart(daemon_f
 
 
 # -- building ------------------------------------------------------------------
+
 
 def _check_started_document(document: dict[str, Any], base: str, targets: int = 1) -> None:
     """The exact shape of the spec's POST /imagefactory/images answer."""
@@ -286,32 +320,71 @@ def test_build_answer_shape_and_builder_documents(daemon: Daemon) -> None:
     detail = daemon.get_json(target["href"])
     assert set(detail) == BUILDER_KEYS
     assert detail == {
-        "status": "COMPLETED", "_type": "target_image_status", "completed": 100,
-        "provider_account_identifier": None, "image_id": image_id, "href": target["href"],
-        "operation": "build", "id": target_id, "build_id": build_id, "target": "mock", "provider": None,
-        "target_image_id": None, "status_detail": detail["status_detail"],
-        "image_size": detail["image_size"], "image_sha256": detail["image_sha256"],
-        "stage": None, "stages": detail["stages"],
+        "status": "COMPLETED",
+        "_type": "target_image_status",
+        "completed": 100,
+        "provider_account_identifier": None,
+        "image_id": image_id,
+        "href": target["href"],
+        "operation": "build",
+        "id": target_id,
+        "build_id": build_id,
+        "target": "mock",
+        "provider": None,
+        "target_image_id": None,
+        "status_detail": detail["status_detail"],
+        "image_size": detail["image_size"],
+        "image_sha256": detail["image_sha256"],
+        "stage": None,
+        "stages": detail["stages"],
     }
     assert detail["image_size"] > 0 and len(detail["image_sha256"]) == 64
 
     status = daemon.get_json(target["href"] + "/status")
-    assert status == {"status": "COMPLETED", "_type": "target_image_status",
-                      "href": target["href"] + "/status", "id": target_id}
+    assert status == {
+        "status": "COMPLETED",
+        "_type": "target_image_status",
+        "href": target["href"] + "/status",
+        "id": target_id,
+    }
 
     builder_href = f"{daemon.base_url}/imagefactory/builders/{target_id}"
     builder = daemon.get_json(builder_href)
     assert set(builder) == BUILDER_KEYS
     assert builder["_type"] == "builder"
     assert builder["href"] == builder_href
-    assert {key: builder[key] for key in ("status", "completed", "operation", "target", "provider", "image_id",
-                                          "build_id", "id", "target_image_id")} == {
-        "status": "COMPLETED", "completed": 100, "operation": "build", "target": "mock", "provider": None,
-        "image_id": image_id, "build_id": build_id, "id": target_id, "target_image_id": None}
+    assert {
+        key: builder[key]
+        for key in (
+            "status",
+            "completed",
+            "operation",
+            "target",
+            "provider",
+            "image_id",
+            "build_id",
+            "id",
+            "target_image_id",
+        )
+    } == {
+        "status": "COMPLETED",
+        "completed": 100,
+        "operation": "build",
+        "target": "mock",
+        "provider": None,
+        "image_id": image_id,
+        "build_id": build_id,
+        "id": target_id,
+        "target_image_id": None,
+    }
 
     builder_status = daemon.get_json(builder_href + "/status")
-    assert builder_status == {"status": "COMPLETED", "_type": "builder_status",
-                              "href": builder_href + "/status", "id": target_id}
+    assert builder_status == {
+        "status": "COMPLETED",
+        "_type": "builder_status",
+        "href": builder_href + "/status",
+        "id": target_id,
+    }
 
     listing = daemon.get_json("/imagefactory/builders")
     assert set(listing) == {"_type", "href", "builders"}
@@ -355,8 +428,9 @@ def test_build_progress_is_visible_while_building(slow_daemon: Daemon) -> None:
 def test_json_body_build(daemon: Daemon, signature_method: str) -> None:
     """A POST with a JSON body (Content-Type: application/json), signed with HMAC-SHA1 or
     HMAC-SHA256, starts a build like the form does, and it completes."""
-    answer = daemon.post("/imagefactory/images", json={"targets": "mock", "template": F14},
-                         auth=oauth(signature_method))
+    answer = daemon.post(
+        "/imagefactory/images", json={"targets": "mock", "template": F14}, auth=oauth(signature_method)
+    )
     assert answer.status_code == 202, answer.text
     document = answer.json()
     _check_started_document(document, daemon.base_url)
@@ -371,11 +445,15 @@ def test_multipart_form_body_build(daemon: Daemon) -> None:
     assert daemon.wait_final(first_target(answer.json())["href"])["status"] == "COMPLETED"
 
 
-@pytest.mark.parametrize("body, needle", [
-    (b"{not json", "JSON"),
-    (b'["targets", "mock"]', "object"),
-    (b'{"targets": ["mock"], "template": "x"}', "targets"),
-], ids=["broken", "not-an-object", "non-string-parameter"])
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        (b"{not json", "JSON"),
+        (b'["targets", "mock"]', "object"),
+        (b'{"targets": ["mock"], "template": "x"}', "targets"),
+    ],
+    ids=["broken", "not-an-object", "non-string-parameter"],
+)
 def test_malformed_json_body_is_400(daemon: Daemon, body: bytes, needle: str) -> None:
     """A JSON body that is not valid JSON, not an object, or has non-string parameters is a 400."""
     answer = daemon.post("/imagefactory/images", data=body, headers={"Content-Type": "application/json"})
@@ -395,8 +473,12 @@ def test_targets_deduplicated_and_unknown_target_refused(daemon: Daemon) -> None
 
 @pytest.mark.parametrize(
     "data, needle",
-    [({"template": F14}, "targets"), ({"targets": "mock"}, "template"),
-     ({"targets": "", "template": F14}, "targets"), ({"targets": "mock", "template": "  "}, "template")],
+    [
+        ({"template": F14}, "targets"),
+        ({"targets": "mock"}, "template"),
+        ({"targets": "", "template": F14}, "targets"),
+        ({"targets": "mock", "template": "  "}, "template"),
+    ],
     ids=["no-targets", "no-template", "empty-targets", "blank-template"],
 )
 def test_missing_parameter_is_400_naming_it(daemon: Daemon, data: dict[str, str], needle: str) -> None:
@@ -406,8 +488,9 @@ def test_missing_parameter_is_400_naming_it(daemon: Daemon, data: dict[str, str]
 
 def test_invalid_template_is_400_naming_arch(daemon: Daemon) -> None:
     """A template without <arch> is refused with a 400 whose message says arch."""
-    assert_json_error(daemon.post("/imagefactory/images", data={"targets": "mock", "template": NO_ARCH_TEMPLATE}),
-                      400, "arch")
+    assert_json_error(
+        daemon.post("/imagefactory/images", data={"targets": "mock", "template": NO_ARCH_TEMPLATE}), 400, "arch"
+    )
 
 
 def test_xxe_template_refused_without_leaking_files(daemon: Daemon) -> None:
@@ -439,8 +522,7 @@ def test_template_given_as_image_uuid(daemon: Daemon, completed_build: dict[str,
     assert mock_image_digest(daemon, target["id"]) == hashlib.sha256(F14.encode()).hexdigest()
 
     unknown = str(uuid.uuid4())
-    assert_json_error(daemon.post("/imagefactory/images", data={"targets": "mock", "template": unknown}),
-                      400, unknown)
+    assert_json_error(daemon.post("/imagefactory/images", data={"targets": "mock", "template": unknown}), 400, unknown)
 
 
 def test_template_given_as_url(daemon: Daemon, template_server: str) -> None:
@@ -452,20 +534,17 @@ def test_template_given_as_url(daemon: Daemon, template_server: str) -> None:
     assert mock_image_digest(daemon, target["id"]) == hashlib.sha256(F14.encode()).hexdigest()
 
     missing = f"{template_server}/missing.xml"
-    assert_json_error(daemon.post("/imagefactory/images", data={"targets": "mock", "template": missing}),
-                      400, "404")
+    assert_json_error(daemon.post("/imagefactory/images", data={"targets": "mock", "template": missing}), 400, "404")
 
     big = f"{template_server}/big.xml"
-    assert_json_error(daemon.post("/imagefactory/images", data={"targets": "mock", "template": big}),
-                      400, "larger")
+    assert_json_error(daemon.post("/imagefactory/images", data={"targets": "mock", "template": big}), 400, "larger")
 
 
 def test_template_url_that_never_answers_times_out(limits_daemon: Daemon, silent_server: str) -> None:
     """A template URL whose server accepts but never answers is a 400 mentioning the timeout,
     after about template_fetch_timeout (1 s) seconds."""
     started = time.monotonic()
-    answer = limits_daemon.post("/imagefactory/images", data={"targets": "mock", "template": silent_server},
-                                timeout=30)
+    answer = limits_daemon.post("/imagefactory/images", data={"targets": "mock", "template": silent_server}, timeout=30)
     elapsed = time.monotonic() - started
     body = assert_json_error(answer, 400)
     assert re.search(r"within|time", body["message"], re.I), body
@@ -517,6 +596,7 @@ def test_failing_template_ends_failed_with_reason(daemon: Daemon) -> None:
 
 # -- pushing ------------------------------------------------------------------
 
+
 def _check_push_answer(daemon: Daemon, answer: requests.Response, target: dict[str, Any]) -> dict[str, Any]:
     assert answer.status_code == 202, answer.text
     document = answer.json()
@@ -543,9 +623,16 @@ def test_push_and_secrets_never_leak(daemon_factory: DaemonPool) -> None:
     texts.append(nested.text)
     pushed = _check_push_answer(daemon, nested, target)
 
-    alternate = daemon.post("/imagefactory/provider_images", data={
-        "image_id": image_id, "build_id": build_id, "target_image_id": target_id,
-        "provider": "mock", "credentials": mock_credentials()})
+    alternate = daemon.post(
+        "/imagefactory/provider_images",
+        data={
+            "image_id": image_id,
+            "build_id": build_id,
+            "target_image_id": target_id,
+            "provider": "mock",
+            "credentials": mock_credentials(),
+        },
+    )
     texts.append(alternate.text)
     pushed_too = _check_push_answer(daemon, alternate, target)
     assert pushed_too["id"] != pushed["id"]
@@ -557,19 +644,46 @@ def test_push_and_secrets_never_leak(daemon_factory: DaemonPool) -> None:
         texts.append(detail.text)
         detail = detail.json()
         assert set(detail) == PUSH_BUILDER_KEYS
-        assert {key: detail[key] for key in ("_type", "operation", "provider", "target_image_id",
-                                             "provider_account_identifier", "image_id", "build_id", "id",
-                                             "href", "status", "completed", "target")} == {
-            "_type": "provider_image_status", "operation": "push", "provider": "mock",
-            "target_image_id": target_id, "provider_account_identifier": "u", "image_id": image_id,
-            "build_id": build_id, "id": document["id"], "href": document["href"], "status": "COMPLETED",
-            "completed": 100, "target": "mock"}
+        assert {
+            key: detail[key]
+            for key in (
+                "_type",
+                "operation",
+                "provider",
+                "target_image_id",
+                "provider_account_identifier",
+                "image_id",
+                "build_id",
+                "id",
+                "href",
+                "status",
+                "completed",
+                "target",
+            )
+        } == {
+            "_type": "provider_image_status",
+            "operation": "push",
+            "provider": "mock",
+            "target_image_id": target_id,
+            "provider_account_identifier": "u",
+            "image_id": image_id,
+            "build_id": build_id,
+            "id": document["id"],
+            "href": document["href"],
+            "status": "COMPLETED",
+            "completed": 100,
+            "target": "mock",
+        }
         assert isinstance(detail["identifier_on_provider"], str) and detail["identifier_on_provider"]
 
         status = daemon.get(document["href"] + "/status")
         texts.append(status.text)
-        assert status.json() == {"status": "COMPLETED", "_type": "provider_image_status",
-                                 "href": document["href"] + "/status", "id": document["id"]}
+        assert status.json() == {
+            "status": "COMPLETED",
+            "_type": "provider_image_status",
+            "href": document["href"] + "/status",
+            "id": document["id"],
+        }
 
         builder = daemon.get(f"/imagefactory/builders/{document['id']}")
         texts.append(builder.text)
@@ -609,27 +723,42 @@ def test_push_refusals(daemon: Daemon, completed_build: dict[str, Any]) -> None:
     a build id that does not match in the nested URL → 404, in the alternate URI's body → 400."""
     target = completed_build["target"]
     assert_json_error(push_nested(daemon, target, provider="nope-cloud"), 400, "nope-cloud")
-    for credentials in ("not xml at all <",
-                        "<provider_credentials><mock_credentials><username>u</username>"
-                        "</mock_credentials></provider_credentials>",
-                        "<provider_credentials><ec2_credentials/></provider_credentials>",
-                        "<something_else/>"):
+    for credentials in (
+        "not xml at all <",
+        "<provider_credentials><mock_credentials><username>u</username></mock_credentials></provider_credentials>",
+        "<provider_credentials><ec2_credentials/></provider_credentials>",
+        "<something_else/>",
+    ):
         assert_json_error(push_nested(daemon, target, credentials=credentials), 400)
-    assert_json_error(daemon.post(target["href"] + "/provider_images", data={"provider": "mock"}),
-                      400, "credentials")
+    assert_json_error(daemon.post(target["href"] + "/provider_images", data={"provider": "mock"}), 400, "credentials")
 
     wrong_build = str(uuid.uuid4())
-    nested = (f"/imagefactory/images/{completed_build['image_id']}/builds/{wrong_build}"
-              f"/target_images/{completed_build['target_id']}/provider_images")
+    nested = (
+        f"/imagefactory/images/{completed_build['image_id']}/builds/{wrong_build}"
+        f"/target_images/{completed_build['target_id']}/provider_images"
+    )
     assert_json_error(daemon.post(nested, data={"provider": "mock", "credentials": mock_credentials()}), 404)
 
-    alternate = daemon.post("/imagefactory/provider_images", data={
-        "image_id": completed_build["image_id"], "build_id": wrong_build,
-        "target_image_id": completed_build["target_id"], "provider": "mock", "credentials": mock_credentials()})
+    alternate = daemon.post(
+        "/imagefactory/provider_images",
+        data={
+            "image_id": completed_build["image_id"],
+            "build_id": wrong_build,
+            "target_image_id": completed_build["target_id"],
+            "provider": "mock",
+            "credentials": mock_credentials(),
+        },
+    )
     assert_json_error(alternate, 400)
-    assert_json_error(daemon.post("/imagefactory/provider_images", data={
-        "image_id": completed_build["image_id"], "provider": "mock", "credentials": mock_credentials()}),
-        400, "build_id", "target_image_id")
+    assert_json_error(
+        daemon.post(
+            "/imagefactory/provider_images",
+            data={"image_id": completed_build["image_id"], "provider": "mock", "credentials": mock_credentials()},
+        ),
+        400,
+        "build_id",
+        "target_image_id",
+    )
 
 
 def test_push_failure_ends_failed(daemon: Daemon, completed_build: dict[str, Any]) -> None:
@@ -644,6 +773,7 @@ def test_push_failure_ends_failed(daemon: Daemon, completed_build: dict[str, Any
 
 # -- OAuth ---------------------------------------------------------------------
 
+
 def test_unsigned_write_is_401(daemon: Daemon) -> None:
     """An unsigned POST is a 401 with a WWW-Authenticate: OAuth header and a JSON body;
     reads need no signature."""
@@ -657,8 +787,11 @@ def test_unsigned_write_is_401(daemon: Daemon) -> None:
 def test_wrong_secret_and_unknown_key_are_401(daemon: Daemon) -> None:
     """A request signed with a wrong secret, by an unknown consumer key, or with the PLAINTEXT
     signature method, is a 401."""
-    for auth in (oauth(secret="not-our-secret"), oauth(key="nobody", secret="our-secret"),
-                 oauth(signature_method="PLAINTEXT")):
+    for auth in (
+        oauth(secret="not-our-secret"),
+        oauth(key="nobody", secret="our-secret"),
+        oauth(signature_method="PLAINTEXT"),
+    ):
         answer = daemon.post("/imagefactory/images", data={"targets": "mock", "template": F14}, auth=auth)
         assert_json_error(answer, 401)
         assert answer.headers.get("WWW-Authenticate", "").startswith("OAuth")
@@ -666,8 +799,9 @@ def test_wrong_secret_and_unknown_key_are_401(daemon: Daemon) -> None:
 
 def test_replayed_request_is_401(daemon: Daemon) -> None:
     """The exact same signed request sent twice: the first is accepted (202), the replay is a 401."""
-    prepared = requests.Request("POST", daemon.url("/imagefactory/images"),
-                                data={"targets": "mock", "template": F14}, auth=oauth()).prepare()
+    prepared = requests.Request(
+        "POST", daemon.url("/imagefactory/images"), data={"targets": "mock", "template": F14}, auth=oauth()
+    ).prepare()
     with requests.Session() as session:
         first = session.send(prepared, verify=daemon.verify, timeout=10)
         second = session.send(prepared, verify=daemon.verify, timeout=10)
@@ -678,8 +812,9 @@ def test_replayed_request_is_401(daemon: Daemon) -> None:
 def test_a_request_replayed_after_a_restart_is_401(daemon_factory: DaemonPool) -> None:
     """The spent nonce outlives the daemon: the same signed request after a restart is still a replay."""
     daemon = daemon_factory(mock_config())
-    prepared = requests.Request("POST", daemon.url("/imagefactory/images"),
-                                data={"targets": "mock", "template": F14}, auth=oauth()).prepare()
+    prepared = requests.Request(
+        "POST", daemon.url("/imagefactory/images"), data={"targets": "mock", "template": F14}, auth=oauth()
+    ).prepare()
     with requests.Session() as session:
         assert session.send(prepared, verify=daemon.verify, timeout=10).status_code == 202
     daemon.restart()
@@ -698,9 +833,12 @@ def test_stale_timestamp_is_401(daemon: Daemon) -> None:
 def test_consumer_key_with_space_slash_and_non_ascii(daemon: Daemon) -> None:
     """The consumer key "weird key/é" from the config file can sign writes."""
     try:
-        prepared = requests.Request("POST", daemon.url("/imagefactory/images"),
-                                    data={"targets": "mock", "template": F14},
-                                    auth=OAuth1("weird key/é", "s2")).prepare()
+        prepared = requests.Request(
+            "POST",
+            daemon.url("/imagefactory/images"),
+            data={"targets": "mock", "template": F14},
+            auth=OAuth1("weird key/é", "s2"),
+        ).prepare()
     except Exception as error:  # the client library itself refuses such a key
         pytest.skip(f"requests-oauthlib cannot sign with this key: {error!r}")
     with requests.Session() as session:
@@ -718,24 +856,38 @@ def test_no_oauth_accepts_unsigned_writes(daemon_factory: DaemonPool) -> None:
 
 # -- errors ---------------------------------------------------------------------
 
+
 def test_unknown_objects_are_404_json(daemon: Daemon, completed_build: dict[str, Any]) -> None:
     """An unknown builder id (detail, status, cancel) or target image is a 404 JSON error."""
     unknown = str(uuid.uuid4())
     assert_json_error(daemon.get(f"/imagefactory/builders/{unknown}"), 404)
     assert_json_error(daemon.get(f"/imagefactory/builders/{unknown}/status"), 404)
     assert_json_error(daemon.delete(f"/imagefactory/builders/{unknown}"), 404)
-    assert_json_error(daemon.get(f"/imagefactory/images/{completed_build['image_id']}/builds/"
-                                 f"{completed_build['build_id']}/target_images/{unknown}"), 404)
-    assert_json_error(daemon.get(f"/imagefactory/images/{completed_build['image_id']}/builds/{unknown}"
-                                 f"/target_images/{completed_build['target_id']}/status"), 404)
+    assert_json_error(
+        daemon.get(
+            f"/imagefactory/images/{completed_build['image_id']}/builds/"
+            f"{completed_build['build_id']}/target_images/{unknown}"
+        ),
+        404,
+    )
+    assert_json_error(
+        daemon.get(
+            f"/imagefactory/images/{completed_build['image_id']}/builds/{unknown}"
+            f"/target_images/{completed_build['target_id']}/status"
+        ),
+        404,
+    )
     assert_json_error(daemon.get(f"{completed_build['target']['href']}/provider_images/{unknown}"), 404)
 
 
-@pytest.mark.parametrize("method, path, allowed", [
-    ("DELETE", "/imagefactory", "GET"),
-    ("POST", "/imagefactory/builders", "GET"),
-    ("PUT", "/imagefactory/images", "POST"),
-])
+@pytest.mark.parametrize(
+    "method, path, allowed",
+    [
+        ("DELETE", "/imagefactory", "GET"),
+        ("POST", "/imagefactory/builders", "GET"),
+        ("PUT", "/imagefactory/images", "POST"),
+    ],
+)
 def test_wrong_method_is_405_with_allow(daemon: Daemon, method: str, path: str, allowed: str) -> None:
     """A method a resource does not support is a 405 JSON error with an Allow header."""
     answer = daemon.request(method, path, signed=True)
@@ -749,13 +901,16 @@ def test_unknown_path_is_404_json(daemon: Daemon, path: str) -> None:
     assert_json_error(daemon.get(path), 404)
 
 
-@pytest.mark.parametrize("path", [
-    "/imagefactory/builders/%ff",
-    "/imagefactory/builders/%ff/status",
-    "/imagefactory/images/%ff/builds/%fe/target_images/%fd",
-    "/imagefactory/images/a/builds/b/target_images/%ff/status",
-    "/imagefactory/images/a/builds/b/target_images/c/provider_images/%ff",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/imagefactory/builders/%ff",
+        "/imagefactory/builders/%ff/status",
+        "/imagefactory/images/%ff/builds/%fe/target_images/%fd",
+        "/imagefactory/images/a/builds/b/target_images/%ff/status",
+        "/imagefactory/images/a/builds/b/target_images/c/provider_images/%ff",
+    ],
+)
 def test_non_utf8_id_in_url_is_a_client_error(daemon: Daemon, path: str) -> None:
     """An id that is not UTF-8 once percent-decoded (%ff) names no object: a 4xx JSON error, never a 500."""
     answer = daemon.get(path)
@@ -766,8 +921,7 @@ def test_non_utf8_id_in_url_is_a_client_error(daemon: Daemon, path: str) -> None
 def test_body_over_cap_is_413(limits_daemon: Daemon) -> None:
     """A request body larger than max_body_bytes (64 KiB here; 100 KiB sent, with a Content-Length
     or chunked) is a 413 JSON error."""
-    answer = limits_daemon.post("/imagefactory/images",
-                                data={"targets": "mock", "template": F14 + " " * (100 * 1024)})
+    answer = limits_daemon.post("/imagefactory/images", data={"targets": "mock", "template": F14 + " " * (100 * 1024)})
     assert_json_error(answer, 413)
 
     def chunks() -> Iterator[bytes]:
@@ -775,8 +929,12 @@ def test_body_over_cap_is_413(limits_daemon: Daemon) -> None:
             yield b"x" * 1024
 
     # Without a Content-Length (chunked), the cap holds too.
-    chunked = limits_daemon.post("/imagefactory/images", signed=False, data=chunks(),
-                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    chunked = limits_daemon.post(
+        "/imagefactory/images",
+        signed=False,
+        data=chunks(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert "chunked" in chunked.request.headers.get("Transfer-Encoding", "")
     assert_json_error(chunked, 413)
     # The daemon still serves afterwards.
@@ -789,8 +947,9 @@ def test_unsupported_body_type_is_415(daemon: Daemon) -> None:
     assert_json_error(answer, 415)
 
 
-def test_cancel_running_builder_and_completed_builder(slow_daemon: Daemon, daemon: Daemon,
-                                                      completed_build: dict[str, Any]) -> None:
+def test_cancel_running_builder_and_completed_builder(
+    slow_daemon: Daemon, daemon: Daemon, completed_build: dict[str, Any]
+) -> None:
     """DELETE /imagefactory/builders/<id> (signed) on a running builder answers 202 and the
     builder ends FAILED saying it was cancelled; on a COMPLETED builder it is a 409; unsigned 401."""
     target = first_target(create_image(slow_daemon))
@@ -813,13 +972,19 @@ def test_cancel_is_never_lost(daemon_factory: DaemonPool) -> None:
     cancelled: list[dict[str, Any]] = []
     with requests.Session() as session:
         for attempt in range(200):
-            started = session.post(daemon.url("/imagefactory/images"), auth=oauth(), verify=daemon.verify,
-                                   timeout=10, data={"targets": "mock", "template": F14})
+            started = session.post(
+                daemon.url("/imagefactory/images"),
+                auth=oauth(),
+                verify=daemon.verify,
+                timeout=10,
+                data={"targets": "mock", "template": F14},
+            )
             assert started.status_code == 202, started.text
             target = first_target(started.json())
             time.sleep((attempt % 40) * 0.00025)
-            answer = session.delete(daemon.url(f"/imagefactory/builders/{target['id']}"), auth=oauth(),
-                                    verify=daemon.verify, timeout=10)
+            answer = session.delete(
+                daemon.url(f"/imagefactory/builders/{target['id']}"), auth=oauth(), verify=daemon.verify, timeout=10
+            )
             assert answer.status_code in (202, 409), answer.text
             if answer.status_code == 202:
                 cancelled.append(target)
@@ -833,6 +998,7 @@ def test_cancel_is_never_lost(daemon_factory: DaemonPool) -> None:
 
 
 # -- plain HTTP ----------------------------------------------------------------------
+
 
 def test_no_ssl_serves_plain_http(daemon_factory: DaemonPool) -> None:
     """With --no_ssl the API is plain HTTP and the hrefs it returns start with http://."""
@@ -852,9 +1018,9 @@ def test_no_ssl_serves_plain_http(daemon_factory: DaemonPool) -> None:
 
 # -- restarts ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_restart_fails_in_flight_builders_and_keeps_finished_ones(daemon_factory: DaemonPool,
-                                                                  stop_signal: int) -> None:
+def test_restart_fails_in_flight_builders_and_keeps_finished_ones(daemon_factory: DaemonPool, stop_signal: int) -> None:
     """After the daemon stops (SIGTERM) or is killed (SIGKILL) during a build and starts again on
     the same state directory, the image, build and builder still exist; the in-flight builder is
     FAILED with a status_detail saying the daemon stopped/restarted; a builder COMPLETED before

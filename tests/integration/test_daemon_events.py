@@ -12,18 +12,36 @@ import json
 import subprocess
 import time
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pika
 import pytest
 
-from support.daemon import Daemon, DaemonPool, mock_config
 from imgfac_twisted.testing import SPEC_TEMPLATE, template_named
+from support.daemon import Daemon, DaemonPool, mock_config
 
 BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
-EVENT_FIELDS = {"event_id", "event", "_type", "id", "image_id", "build_id", "target_image_id",
-                "provider_image_id", "operation", "target", "provider", "old_status", "new_status",
-                "completed", "status_detail", "timestamp", "sequence", "stage"}
+EVENT_FIELDS = {
+    "event_id",
+    "event",
+    "_type",
+    "id",
+    "image_id",
+    "build_id",
+    "target_image_id",
+    "provider_image_id",
+    "operation",
+    "target",
+    "provider",
+    "old_status",
+    "new_status",
+    "completed",
+    "status_detail",
+    "timestamp",
+    "sequence",
+    "stage",
+}
 
 
 def rabbitmqctl(*args: str) -> None:
@@ -121,8 +139,7 @@ def test_every_transition_of_a_build_arrives_in_order(daemon_factory: DaemonPool
     builder_id = build(daemon)
     events = queue.wait_for(builder_id, "COMPLETED")
     assert_whole_story(events, "COMPLETED")
-    assert [e["new_status"] for e in events if e["event"] == "STATUS"] == [
-        "NEW", "PENDING", "BUILDING", "COMPLETED"]
+    assert [e["new_status"] for e in events if e["event"] == "STATUS"] == ["NEW", "PENDING", "BUILDING", "COMPLETED"]
     progress = [e for e in events if e["event"] == "PERCENTAGE"]
     assert progress and all(e["old_status"] == e["new_status"] == "BUILDING" for e in progress)
     for event in events:
@@ -135,15 +152,14 @@ def test_every_transition_of_a_build_arrives_in_order(daemon_factory: DaemonPool
     assert properties.content_type == "application/json" and properties.delivery_mode == 2
 
 
-def test_a_failed_build_sends_a_failure_event_with_the_reason(daemon_factory: DaemonPool,
-                                                              queue: EventQueue) -> None:
+def test_a_failed_build_sends_a_failure_event_with_the_reason(daemon_factory: DaemonPool, queue: EventQueue) -> None:
     """A FAIL template's last event is FAILURE, on a *.*.failed key, carrying the reason."""
     daemon = amqp_daemon(daemon_factory, queue)
     builder_id = build(daemon, template_named("FAIL"))
     events = queue.wait_for(builder_id, "FAILED")
     assert_whole_story(events, "FAILED")
     assert events[-1]["event"] == "FAILURE" and "FAIL" in events[-1]["status_detail"]
-    assert ("target_image.build.failed", ) == tuple(key for key, _ in queue.properties if key.endswith("failed"))
+    assert ("target_image.build.failed",) == tuple(key for key, _ in queue.properties if key.endswith("failed"))
 
 
 def test_cutting_the_connection_mid_build_loses_nothing(daemon_factory: DaemonPool, queue: EventQueue) -> None:
@@ -157,8 +173,9 @@ def test_cutting_the_connection_mid_build_loses_nothing(daemon_factory: DaemonPo
     assert "lost" in daemon.log_text() or "connect" in daemon.log_text()
 
 
-def test_builds_go_on_while_the_broker_is_down_and_every_event_arrives_after(daemon_factory: DaemonPool,
-                                                                           queue: EventQueue) -> None:
+def test_builds_go_on_while_the_broker_is_down_and_every_event_arrives_after(
+    daemon_factory: DaemonPool, queue: EventQueue
+) -> None:
     """With the broker stopped, builds run and the API answers; once it is back every event arrives."""
     daemon = amqp_daemon(daemon_factory, queue, mock_duration=1.0)
     rabbitmqctl("stop_app")
@@ -197,7 +214,6 @@ def test_the_broker_password_is_never_logged(daemon_factory: DaemonPool, queue: 
     """The amqp_url's password shows nowhere in the daemon's log or output."""
     daemon = amqp_daemon(daemon_factory, queue)
     build(daemon)
-    queue.wait_for(next(iter([b["id"] for b in daemon.get_json("/imagefactory/builders")["builders"]])),
-                   "COMPLETED")
+    queue.wait_for(next(iter([b["id"] for b in daemon.get_json("/imagefactory/builders")["builders"]])), "COMPLETED")
     assert "guest:guest" not in daemon.log_text() + daemon.output_text()
     assert "guest:***@" in daemon.log_text()

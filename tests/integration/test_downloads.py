@@ -2,9 +2,8 @@
 
 import hashlib
 
-
-from support.daemon import CLIENTS, Daemon, DaemonPool
 from imgfac_twisted.testing import SPEC_TEMPLATE
+from support.daemon import CLIENTS, Daemon, DaemonPool
 
 
 def test_raw_image_downloads_as_made(daemon: Daemon) -> None:

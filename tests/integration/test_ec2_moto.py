@@ -19,15 +19,16 @@ import http.client
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
 from support.daemon import Daemon, DaemonPool, free_port, mock_config
-from support.moto_peer import EC2_TEMPLATE, ACCESS_KEY, ACCOUNT, SECRET, MotoServer, credentials
+from support.moto_peer import ACCESS_KEY, ACCOUNT, EC2_TEMPLATE, SECRET, MotoServer, credentials
 
 TAG = "imagefactory:provider_image"
 BUILD_TIMEOUT = 240.0
@@ -78,8 +79,11 @@ class FaultProxy:
                     return
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
                 try:
-                    headers = {name: value for name, value in self.headers.items()
-                               if name.lower() not in ("connection", "keep-alive", "proxy-connection")}
+                    headers = {
+                        name: value
+                        for name, value in self.headers.items()
+                        if name.lower() not in ("connection", "keep-alive", "proxy-connection")
+                    }
                     upstream.request(self.command, self.path, body=body, headers=headers)
                     answer = upstream.getresponse()
                     data = answer.read()
@@ -129,8 +133,10 @@ def is_block_put(method: str, path: str, body: bytes) -> bool:
 
 
 def ec2_error(code: str, message: str) -> bytes:
-    return (f'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>{code}</Code>'
-            f"<Message>{message}</Message></Error></Errors><RequestID>fault-proxy</RequestID></Response>").encode()
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>{code}</Code>'
+        f"<Message>{message}</Message></Error></Errors><RequestID>fault-proxy</RequestID></Response>"
+    ).encode()
 
 
 # -- fixtures ------------------------------------------------------------------
@@ -162,15 +168,26 @@ def closed_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ec2_daemon(module_daemon_factory: DaemonPool, moto: MotoServer, moto_auth: MotoServer, proxy: FaultProxy,
-               closed_port: int, tmp_path_factory: pytest.TempPathFactory) -> Daemon:
+def ec2_daemon(
+    module_daemon_factory: DaemonPool,
+    moto: MotoServer,
+    moto_auth: MotoServer,
+    proxy: FaultProxy,
+    closed_port: int,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Daemon:
     folder = tmp_path_factory.mktemp("providers")
-    definitions = {"moto-east": moto.url, "moto-auth": moto_auth.url, "moto-faulty": proxy.url,
-                   "moto-closed": f"http://127.0.0.1:{closed_port}",
-                   "moto-nowhere": "http://no-such-host.invalid:5000"}
+    definitions = {
+        "moto-east": moto.url,
+        "moto-auth": moto_auth.url,
+        "moto-faulty": proxy.url,
+        "moto-closed": f"http://127.0.0.1:{closed_port}",
+        "moto-nowhere": "http://no-such-host.invalid:5000",
+    }
     for name, url in definitions.items():
-        (folder / f"{name}.json").write_text(json.dumps(
-            {"name": name, "type": "ec2", "region": "us-east-1", "endpoint_url": url}))
+        (folder / f"{name}.json").write_text(
+            json.dumps({"name": name, "type": "ec2", "region": "us-east-1", "endpoint_url": url})
+        )
     return module_daemon_factory.make(mock_config(provider_dir=str(folder)), name="ec2")
 
 
@@ -202,7 +219,7 @@ def nonzero_blocks(daemon: Daemon, href: str, block_size: int) -> tuple[dict[int
             data = pending + chunk
             whole = len(data) - len(data) % block_size
             for start in range(0, whole, block_size):
-                block = data[start:start + block_size]
+                block = data[start : start + block_size]
                 if block.count(0) != block_size:
                     blocks[(size + start) // block_size] = block
             size += whole
@@ -216,8 +233,9 @@ def nonzero_blocks(daemon: Daemon, href: str, block_size: int) -> tuple[dict[int
 
 
 def push(daemon: Daemon, target: dict[str, Any], provider: str, creds: str | None = None) -> dict[str, Any]:
-    answer = daemon.post(target["href"] + "/provider_images",
-                         data={"provider": provider, "credentials": creds or credentials()})
+    answer = daemon.post(
+        target["href"] + "/provider_images", data={"provider": provider, "credentials": creds or credentials()}
+    )
     assert answer.status_code == 202, answer.text
     return answer.json()
 
@@ -242,8 +260,9 @@ def snapshot_blocks(moto: MotoServer, snapshot_id: str) -> tuple[dict[int, bytes
         kwargs["NextToken"] = page["NextToken"]
     blocks = {}
     for entry in listed:
-        answer = ebs.get_snapshot_block(SnapshotId=snapshot_id, BlockIndex=entry["BlockIndex"],
-                                        BlockToken=entry["BlockToken"])
+        answer = ebs.get_snapshot_block(
+            SnapshotId=snapshot_id, BlockIndex=entry["BlockIndex"], BlockToken=entry["BlockToken"]
+        )
         data = answer["BlockData"].read()
         assert answer["Checksum"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
         blocks[entry["BlockIndex"]] = data
@@ -259,8 +278,9 @@ def builder_log(daemon: Daemon, builder_id: str) -> str:
 # -- tests ---------------------------------------------------------------------
 
 
-def test_a_push_makes_an_ami_whose_snapshot_holds_the_image(ec2_daemon: Daemon, moto: MotoServer,
-                                                            target_image: dict[str, Any]) -> None:
+def test_a_push_makes_an_ami_whose_snapshot_holds_the_image(
+    ec2_daemon: Daemon, moto: MotoServer, target_image: dict[str, Any]
+) -> None:
     started = push(ec2_daemon, target_image, "moto-east")
     done = ec2_daemon.wait_final(started["href"], timeout=PUSH_TIMEOUT)
     assert done["status"] == "COMPLETED", done
@@ -273,7 +293,7 @@ def test_a_push_makes_an_ami_whose_snapshot_holds_the_image(ec2_daemon: Daemon, 
     images = ec2.describe_images(ImageIds=[ami])["Images"]
     assert [image["ImageId"] for image in images] == [ami]
     assert images[0]["Name"] == f"ec2push-{started['id']}"
-    (snapshot,), = [snapshots_of(moto, started["id"])]
+    ((snapshot,),) = [snapshots_of(moto, started["id"])]
     assert done["snapshot_id"] == snapshot["SnapshotId"], "the snapshot id is shown in the details"
     assert snapshot["State"] == "completed" and snapshot["VolumeSize"] == 1
     blocks, block_size = snapshot_blocks(moto, snapshot["SnapshotId"])
@@ -283,15 +303,22 @@ def test_a_push_makes_an_ami_whose_snapshot_holds_the_image(ec2_daemon: Daemon, 
     log = builder_log(ec2_daemon, started["id"])
     assert snapshot["SnapshotId"] in log and ami in log
     assert f"wrote {len(blocks)} blocks" in log
-    print(f"pushed a {target_image['target']!r} target image of {target_image['size']} bytes: "
-          f"{len(blocks)} data blocks of 512 bytes")
+    print(
+        f"pushed a {target_image['target']!r} target image of {target_image['size']} bytes: "
+        f"{len(blocks)} data blocks of 512 bytes"
+    )
 
 
-def test_throttled_puts_are_retried_and_the_push_completes(ec2_daemon: Daemon, moto: MotoServer, proxy: FaultProxy,
-                                                           target_image: dict[str, Any]) -> None:
-    throttle = Rule(is_block_put, status=400, times=3,
-                    headers={"x-amzn-ErrorType": "RequestThrottledException", "Content-Type": "application/json"},
-                    body=json.dumps({"Message": "Rate exceeded", "Reason": "ACCOUNT_THROTTLED"}).encode())
+def test_throttled_puts_are_retried_and_the_push_completes(
+    ec2_daemon: Daemon, moto: MotoServer, proxy: FaultProxy, target_image: dict[str, Any]
+) -> None:
+    throttle = Rule(
+        is_block_put,
+        status=400,
+        times=3,
+        headers={"x-amzn-ErrorType": "RequestThrottledException", "Content-Type": "application/json"},
+        body=json.dumps({"Message": "Rate exceeded", "Reason": "ACCOUNT_THROTTLED"}).encode(),
+    )
     proxy.set_rules(throttle)
     try:
         started = push(ec2_daemon, target_image, "moto-faulty")
@@ -306,33 +333,43 @@ def test_throttled_puts_are_retried_and_the_push_completes(ec2_daemon: Daemon, m
 
 
 def test_a_failing_call_fails_the_push_with_its_message_and_leaves_no_snapshot(
-        ec2_daemon: Daemon, moto: MotoServer, proxy: FaultProxy, target_image: dict[str, Any]) -> None:
-    proxy.set_rules(Rule(is_action("RegisterImage"), status=400,
-                         body=ec2_error("InvalidBlockDeviceMapping", "Injected: the root device is wrong")))
+    ec2_daemon: Daemon, moto: MotoServer, proxy: FaultProxy, target_image: dict[str, Any]
+) -> None:
+    proxy.set_rules(
+        Rule(
+            is_action("RegisterImage"),
+            status=400,
+            body=ec2_error("InvalidBlockDeviceMapping", "Injected: the root device is wrong"),
+        )
+    )
     try:
         started = push(ec2_daemon, target_image, "moto-faulty")
         done = ec2_daemon.wait_final(started["href"], timeout=PUSH_TIMEOUT)
     finally:
         proxy.set_rules()
     assert done["status"] == "FAILED", done
-    assert done["status_detail"] == ("moto-faulty: RegisterImage failed: InvalidBlockDeviceMapping: "
-                                     "Injected: the root device is wrong")
+    assert done["status_detail"] == (
+        "moto-faulty: RegisterImage failed: InvalidBlockDeviceMapping: Injected: the root device is wrong"
+    )
     assert snapshots_of(moto, started["id"]) == [], "the failed push deleted its snapshot"
     assert "deleted snapshot snap-" in builder_log(ec2_daemon, started["id"])
 
 
 def test_rejected_credentials_fail_the_push_with_the_service_message(
-        ec2_daemon: Daemon, moto_auth: MotoServer, target_image: dict[str, Any]) -> None:
+    ec2_daemon: Daemon, moto_auth: MotoServer, target_image: dict[str, Any]
+) -> None:
     started = push(ec2_daemon, target_image, "moto-auth", credentials(account=None))
     done = ec2_daemon.wait_final(started["href"], timeout=PUSH_TIMEOUT)
     assert done["status"] == "FAILED", done
     assert done["provider_account_identifier"] == ACCESS_KEY, "without an account number, the access key id"
-    assert done["status_detail"] == ("moto-auth: StartSnapshot failed: InvalidClientTokenId: The security token "
-                                     "included in the request is invalid.")
+    assert done["status_detail"] == (
+        "moto-auth: StartSnapshot failed: InvalidClientTokenId: The security token included in the request is invalid."
+    )
 
 
 def test_a_refused_or_unresolvable_endpoint_fails_the_push_within_two_minutes(
-        ec2_daemon: Daemon, target_image: dict[str, Any]) -> None:
+    ec2_daemon: Daemon, target_image: dict[str, Any]
+) -> None:
     begun = time.monotonic()
     refused = push(ec2_daemon, target_image, "moto-closed")
     unresolvable = push(ec2_daemon, target_image, "moto-nowhere")
@@ -341,19 +378,24 @@ def test_a_refused_or_unresolvable_endpoint_fails_the_push_within_two_minutes(
         took = time.monotonic() - begun
         assert done["status"] == "FAILED", done
         assert took < REFUSED_BOUND, took
-        assert done["status_detail"].startswith(f"{provider}: StartSnapshot failed: cannot reach the endpoint: "
-                                                "Could not connect to the endpoint URL"), done["status_detail"]
+        assert done["status_detail"].startswith(
+            f"{provider}: StartSnapshot failed: cannot reach the endpoint: Could not connect to the endpoint URL"
+        ), done["status_detail"]
         print(f"{provider}: FAILED after {took:.1f} s: {done['status_detail']}")
 
 
-def test_a_cancelled_push_ends_failed_and_leaves_no_snapshot(ec2_daemon: Daemon, moto: MotoServer,
-                                                             proxy: FaultProxy, target_image: dict[str, Any]) -> None:
+def test_a_cancelled_push_ends_failed_and_leaves_no_snapshot(
+    ec2_daemon: Daemon, moto: MotoServer, proxy: FaultProxy, target_image: dict[str, Any]
+) -> None:
     slow = Rule(is_block_put, delay=1.5)
     proxy.set_rules(slow)
     try:
         started = push(ec2_daemon, target_image, "moto-faulty")
-        ec2_daemon.poll(f"/imagefactory/builders/{started['id']}",
-                        lambda doc: slow.hits > 0 or doc["status"] in ("COMPLETED", "FAILED"), timeout=PUSH_TIMEOUT)
+        ec2_daemon.poll(
+            f"/imagefactory/builders/{started['id']}",
+            lambda doc: slow.hits > 0 or doc["status"] in ("COMPLETED", "FAILED"),
+            timeout=PUSH_TIMEOUT,
+        )
         cancel = ec2_daemon.delete(f"/imagefactory/builders/{started['id']}")
         assert 200 <= cancel.status_code < 300, cancel.text
         done = ec2_daemon.wait_final(started["href"], timeout=PUSH_TIMEOUT)
@@ -369,11 +411,14 @@ def test_a_cancelled_push_ends_failed_and_leaves_no_snapshot(ec2_daemon: Daemon,
 
 def test_an_unknown_provider_and_unknown_region_are_400(ec2_daemon: Daemon, target_image: dict[str, Any]) -> None:
     for provider in ("ec2-moon-1", "moto-west"):
-        answer = ec2_daemon.post(target_image["href"] + "/provider_images",
-                                 data={"provider": provider, "credentials": credentials()})
+        answer = ec2_daemon.post(
+            target_image["href"] + "/provider_images", data={"provider": provider, "credentials": credentials()}
+        )
         assert answer.status_code == 400 and provider in answer.json()["message"], answer.text
-    answer = ec2_daemon.post(target_image["href"] + "/provider_images",
-                             data={"provider": "ec2-us-east-1", "credentials": credentials(secret="")})
+    answer = ec2_daemon.post(
+        target_image["href"] + "/provider_images",
+        data={"provider": "ec2-us-east-1", "credentials": credentials(secret="")},
+    )
     assert answer.status_code == 400 and "secret_access_key" in answer.json()["message"]
 
 

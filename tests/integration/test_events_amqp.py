@@ -16,7 +16,8 @@ import shutil
 import sys
 import time
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -32,10 +33,21 @@ from txamqp.client import ChannelClosed
 from txamqp.content import Content
 
 from imgfac_twisted.events import Event
-from imgfac_twisted.events.amqp import (AmqpBus, BusUnavailable, parse_amqp_url, redacted_url)
+from imgfac_twisted.events.amqp import AmqpBus, BusUnavailable, parse_amqp_url, redacted_url
 from imgfac_twisted.events.consumer import readable_line
-from support.rabbitmq import (SECRET, RawAmqp, as_pairs, body_text, eventually, global_reactor, rabbitmqctl,
-                              sample_events, sleep, with_credentials, within)
+from support.rabbitmq import (
+    SECRET,
+    RawAmqp,
+    as_pairs,
+    body_text,
+    eventually,
+    global_reactor,
+    rabbitmqctl,
+    sample_events,
+    sleep,
+    with_credentials,
+    within,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:twisted.internet.defer.returnValue:DeprecationWarning")
 
@@ -46,8 +58,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:twisted.internet.defer.returnVal
 def via(url: str, port: int) -> str:
     """``url`` pointing at 127.0.0.1:``port`` (a forwarder) instead of the broker."""
     address = parse_amqp_url(url)
-    return (f"amqp://{quote(address.username, safe='')}:{quote(address.password, safe='')}@127.0.0.1:{port}/"
-            f"{quote(address.vhost, safe='')}")
+    return (
+        f"amqp://{quote(address.username, safe='')}:{quote(address.password, safe='')}@127.0.0.1:{port}/"
+        f"{quote(address.vhost, safe='')}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +80,9 @@ def secret_user(rabbitmq_url: str) -> Iterator[str]:
 
 async def rabbitmqctl_async(*args: str) -> str:
     """``rabbitmqctl`` without blocking the reactor."""
-    out, err, code = await getProcessOutputAndValue(shutil.which("rabbitmqctl") or "rabbitmqctl", args,
-                                                    env=dict(os.environ))
+    out, err, code = await getProcessOutputAndValue(
+        shutil.which("rabbitmqctl") or "rabbitmqctl", args, env=dict(os.environ)
+    )
     assert code == 0, f"rabbitmqctl {args} failed: {err!r}"
     return out.decode()
 
@@ -101,8 +116,11 @@ class LogCapture:
         return "\n".join(parts)
 
     def messages(self, level: LogLevel | None = None, namespace_part: str = "AmqpBus") -> list[str]:
-        return [formatEvent(e) for e in self.events
-                if namespace_part in e.get("log_namespace", "") and (level is None or e.get("log_level") == level)]
+        return [
+            formatEvent(e)
+            for e in self.events
+            if namespace_part in e.get("log_namespace", "") and (level is None or e.get("log_level") == level)
+        ]
 
 
 @pytest.fixture
@@ -119,12 +137,12 @@ def logs() -> Iterator[LogCapture]:
 class _Forwarded(ProxyServer):
     noisy = False
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         self.factory.connections.add(self)
         self.factory.accepted += 1
         super().connectionMade()
 
-    def connectionLost(self, reason: Any) -> None:  # noqa: N802
+    def connectionLost(self, reason: Any) -> None:
         self.factory.connections.discard(self)
         super().connectionLost(reason)
 
@@ -146,7 +164,7 @@ class Forwarder(Factory):
         self.listening: Any = None
         self.listen_port = 0
 
-    def buildProtocol(self, addr: Any) -> _Forwarded:  # noqa: N802
+    def buildProtocol(self, addr: Any) -> _Forwarded:
         server = _Forwarded()
         server.factory = self
         server.host, server.port = self.host, self.port
@@ -248,8 +266,16 @@ async def test_exchange_declared_durable_topic_on_connect(buses: Buses, raw: Raw
         with pytest.raises(ChannelClosed, match="406"):
             await within(channel.exchange_declare(exchange=bus.exchange, **kwargs))
     if shutil.which("rabbitmqctl") is not None:
-        listing = await rabbitmqctl_async("list_exchanges", "--quiet", "--no-table-headers", "-p",
-                                          parse_amqp_url(buses.url).vhost, "name", "type", "durable")
+        listing = await rabbitmqctl_async(
+            "list_exchanges",
+            "--quiet",
+            "--no-table-headers",
+            "-p",
+            parse_amqp_url(buses.url).vhost,
+            "name",
+            "type",
+            "durable",
+        )
         assert f"{bus.exchange}\ttopic\ttrue" in listing.splitlines()
 
 
@@ -278,12 +304,18 @@ async def test_foreign_messages_do_not_stall_subscribers(buses: Buses, raw: RawA
     await within(bus.subscribe("#", received.append))
     channel = await raw.channel()
     unicode_body = {"event_id": "foreign", "status_detail": "\u00e9\u2603 " * 3000}  # spans several frames
-    await within(channel.basic_publish(exchange=bus.exchange, routing_key="a.b.c", content=Content(
-        json.dumps(unicode_body, ensure_ascii=False).encode("utf-8"))))
+    await within(
+        channel.basic_publish(
+            exchange=bus.exchange,
+            routing_key="a.b.c",
+            content=Content(json.dumps(unicode_body, ensure_ascii=False).encode("utf-8")),
+        )
+    )
     await within(channel.basic_publish(exchange=bus.exchange, routing_key="a.b.c", content=Content(b"not json")))
     event = sample_events()[0]  # on the same channel, so that it is queued after the other two
-    await within(channel.basic_publish(exchange=bus.exchange, routing_key=event.routing_key,
-                                       content=Content(event.body_bytes())))
+    await within(
+        channel.basic_publish(exchange=bus.exchange, routing_key=event.routing_key, content=Content(event.body_bytes()))
+    )
     await eventually(lambda: len(received) >= 2, what="both events")
     assert as_pairs(received) == [("a.b.c", unicode_body), (event.routing_key, event.body)]
 
@@ -292,8 +324,9 @@ async def test_foreign_messages_do_not_stall_subscribers(buses: Buses, raw: RawA
 
 
 @pytest_twisted.ensureDeferred
-async def test_publish_fails_fast_while_broker_unreachable(buses: Buses, forwarder: Forwarder,
-                                                          logs: LogCapture) -> None:
+async def test_publish_fails_fast_while_broker_unreachable(
+    buses: Buses, forwarder: Forwarder, logs: LogCapture
+) -> None:
     """With the broker unreachable, a publish fails at once (no queueing); wait_connected(fail_fast) fails."""
     await forwarder.down()
     bus = buses.make(via(buses.url, forwarder.listen_port))
@@ -414,8 +447,9 @@ async def test_unconfirmed_publishes_fail_when_connection_drops(buses: Buses, fo
 
 
 @pytest_twisted.ensureDeferred
-async def test_back_within_bounded_time_when_broker_returns(buses: Buses, forwarder: Forwarder,
-                                                           logs: LogCapture) -> None:
+async def test_back_within_bounded_time_when_broker_returns(
+    buses: Buses, forwarder: Forwarder, logs: LogCapture
+) -> None:
     """Broker away for 6 s: the bus backs off (logging once, not per attempt) and is connected again
     within its 5 s maximum delay of the broker coming back."""
     bus = await buses.start(via(buses.url, forwarder.listen_port))
@@ -500,13 +534,13 @@ class Consumer(ProcessProtocol):
         self.ended: Deferred = Deferred()
         self.exit_code: int | None = None
 
-    def outReceived(self, data: bytes) -> None:  # noqa: N802
+    def outReceived(self, data: bytes) -> None:
         self.stdout += data
 
-    def errReceived(self, data: bytes) -> None:  # noqa: N802
+    def errReceived(self, data: bytes) -> None:
         self.stderr += data
 
-    def processEnded(self, reason: Failure) -> None:  # noqa: N802
+    def processEnded(self, reason: Failure) -> None:
         if reason.check(ProcessDone):
             self.exit_code = 0
         elif reason.check(ProcessTerminated):
@@ -520,8 +554,13 @@ class Consumer(ProcessProtocol):
 def run_consumer(args: list[str], cwd: str, env: dict[str, str] | None = None) -> Consumer:
     """Start the command (from ``cwd``, so that the installed package is the one imported)."""
     consumer = Consumer()
-    global_reactor().spawnProcess(consumer, sys.executable, [sys.executable, "-m", "imgfac_twisted.events.consumer", *args],
-                            env={**os.environ, **(env or {})}, path=cwd)
+    global_reactor().spawnProcess(
+        consumer,
+        sys.executable,
+        [sys.executable, "-m", "imgfac_twisted.events.consumer", *args],
+        env={**os.environ, **(env or {})},
+        path=cwd,
+    )
     return consumer
 
 
@@ -533,8 +572,11 @@ async def test_consumer_prints_json_lines_and_exits_cleanly(buses: Buses, tmp_pa
     exchange = f"imagefactory-test-{uuid.uuid4().hex[:12]}"
     consumer = run_consumer(["--amqp_url", buses.url, "--exchange", exchange], str(tmp_path))
     try:
-        await eventually(lambda: b"listening for events" in consumer.stderr or consumer.ended.called,
-                         timeout=30, what="the consumer subscribed")
+        await eventually(
+            lambda: b"listening for events" in consumer.stderr or consumer.ended.called,
+            timeout=30,
+            what="the consumer subscribed",
+        )
         assert b"listening for events" in consumer.stderr, consumer.stderr
         bus = await buses.start(exchange=exchange)
         events = sample_events()
@@ -553,11 +595,17 @@ async def test_consumer_prints_json_lines_and_exits_cleanly(buses: Buses, tmp_pa
 async def test_consumer_readable_lines_with_pattern(buses: Buses, tmp_path: Any) -> None:
     """--readable prints a line for people per event; --pattern selects the events (env var gives the URL)."""
     exchange = f"imagefactory-test-{uuid.uuid4().hex[:12]}"
-    consumer = run_consumer(["--exchange", exchange, "--pattern", "*.*.failed", "--readable"], str(tmp_path),
-                            env={"IMAGEFACTORY_AMQP_URL": buses.url})
+    consumer = run_consumer(
+        ["--exchange", exchange, "--pattern", "*.*.failed", "--readable"],
+        str(tmp_path),
+        env={"IMAGEFACTORY_AMQP_URL": buses.url},
+    )
     try:
-        await eventually(lambda: b"listening for events" in consumer.stderr or consumer.ended.called,
-                         timeout=30, what="the consumer subscribed")
+        await eventually(
+            lambda: b"listening for events" in consumer.stderr or consumer.ended.called,
+            timeout=30,
+            what="the consumer subscribed",
+        )
         bus = await buses.start(exchange=exchange)
         events = sample_events()
         for event in events:
@@ -567,8 +615,9 @@ async def test_consumer_readable_lines_with_pattern(buses: Buses, tmp_path: Any)
         lines = consumer.lines()
         assert lines == [readable_line(e) for e in failures]
         push = failures[-1].body
-        assert lines[-1] == (f"{push['timestamp']} {push['id']} push ec2-us-east-1 PUSHING->FAILED 30% "
-                             f"quota exceeded (\u00e9, \u2603)")
+        assert lines[-1] == (
+            f"{push['timestamp']} {push['id']} push ec2-us-east-1 PUSHING->FAILED 30% quota exceeded (\u00e9, \u2603)"
+        )
     finally:
         if not consumer.ended.called:
             consumer.transport.signalProcess("INT")
@@ -576,23 +625,27 @@ async def test_consumer_readable_lines_with_pattern(buses: Buses, tmp_path: Any)
 
 
 @pytest_twisted.ensureDeferred
-async def test_consumer_subscribes_again_after_reconnecting(buses: Buses, forwarder: Forwarder,
-                                                            tmp_path: Any) -> None:
+async def test_consumer_subscribes_again_after_reconnecting(buses: Buses, forwarder: Forwarder, tmp_path: Any) -> None:
     """When its connection is cut, the command reconnects and subscribes again, and goes on printing."""
     exchange = f"imagefactory-test-{uuid.uuid4().hex[:12]}"
-    consumer = run_consumer(["--amqp_url", via(buses.url, forwarder.listen_port), "--exchange", exchange],
-                            str(tmp_path))
+    consumer = run_consumer(
+        ["--amqp_url", via(buses.url, forwarder.listen_port), "--exchange", exchange], str(tmp_path)
+    )
     try:
-        await eventually(lambda: consumer.stderr.count(b"listening for events") == 1 or consumer.ended.called,
-                         timeout=30, what="the consumer subscribed")
+        await eventually(
+            lambda: consumer.stderr.count(b"listening for events") == 1 or consumer.ended.called,
+            timeout=30,
+            what="the consumer subscribed",
+        )
         bus = await buses.start(exchange=exchange)
         first, second = sample_events()[:2]
         await within(bus.publish(first))
         await eventually(lambda: len(consumer.lines()) == 1, what="the first line")
         for link in list(forwarder.connections):
             link.transport.abortConnection()
-        await eventually(lambda: consumer.stderr.count(b"listening for events") == 2, timeout=30,
-                         what="subscribed again")
+        await eventually(
+            lambda: consumer.stderr.count(b"listening for events") == 2, timeout=30, what="subscribed again"
+        )
         await within(bus.publish(second))
         await eventually(lambda: len(consumer.lines()) == 2, what="the second line")
         assert [Event.from_json(line) for line in consumer.lines()] == [first, second]

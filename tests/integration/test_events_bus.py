@@ -13,7 +13,8 @@ tests/support/rabbitmq.py's, the ``rabbitmq_url`` fixture tests/integration/conf
 from __future__ import annotations
 
 import uuid
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -22,8 +23,17 @@ from twisted.internet.defer import gatherResults
 from imgfac_twisted.events import Event
 from imgfac_twisted.events.amqp import AmqpBus
 from imgfac_twisted.events.inprocess import InProcessBus
-from support.rabbitmq import (RawAmqp, as_pairs, body_text, eventually, extra_failure, extra_push,
-                              global_reactor, sample_events, within)
+from support.rabbitmq import (
+    RawAmqp,
+    as_pairs,
+    body_text,
+    eventually,
+    extra_failure,
+    extra_push,
+    global_reactor,
+    sample_events,
+    within,
+)
 
 #: txamqp 0.8.2 still uses ``defer.returnValue``.
 pytestmark = pytest.mark.filterwarnings("ignore:twisted.internet.defer.returnValue:DeprecationWarning")

@@ -18,16 +18,21 @@ from lxml import etree
 from spdx_tools.spdx.parser.parse_anything import parse_file
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
-from support.daemon import Daemon
 from imgfac_twisted.model import Builder, Image, Operation, Status
 from imgfac_twisted.os import Package
 from imgfac_twisted.web.manifests import icicle_xml, purl, spdx_json
+from support.daemon import Daemon
 
-TEMPLATE = ("<template><name>contents</name><os><name>Mock</name><version>1</version><arch>x86_64</arch>"
-            "<install type='url'><url>http://example.invalid/</url></install></os>"
-            "<disk><size>64M</size></disk><description>what is inside</description></template>")
-PACKAGES = [Package("openssh-server", "1:9.2p1-2+deb12u3", "amd64"), Package("libc6", "2.36-9+deb12u9", "amd64"),
-            Package("tzdata", "2024a-0+deb12u1", "all")]
+TEMPLATE = (
+    "<template><name>contents</name><os><name>Mock</name><version>1</version><arch>x86_64</arch>"
+    "<install type='url'><url>http://example.invalid/</url></install></os>"
+    "<disk><size>64M</size></disk><description>what is inside</description></template>"
+)
+PACKAGES = [
+    Package("openssh-server", "1:9.2p1-2+deb12u3", "amd64"),
+    Package("libc6", "2.36-9+deb12u9", "amd64"),
+    Package("tzdata", "2024a-0+deb12u1", "all"),
+]
 
 
 def _build(daemon: Daemon, targets: str) -> list[dict[str, Any]]:
@@ -98,21 +103,39 @@ def test_packages_of_a_target_image_are_served_once_completed(daemon: Daemon, tm
 
 
 def _builder(target: str = "openstack-kvm") -> Builder:
-    return Builder(id="7c0ffee0-0000-4000-8000-000000000001", operation=Operation.BUILD, status=Status.COMPLETED,
-                   completed=100, image_id="i", build_id="b", target=target, artifact_sha256="ab" * 32,
-                   created=1_700_000_000.0, updated=1_700_000_100.5)
+    return Builder(
+        id="7c0ffee0-0000-4000-8000-000000000001",
+        operation=Operation.BUILD,
+        status=Status.COMPLETED,
+        completed=100,
+        image_id="i",
+        build_id="b",
+        target=target,
+        artifact_sha256="ab" * 32,
+        created=1_700_000_000.0,
+        updated=1_700_000_100.5,
+    )
 
 
 def _image(os_name: str = "Debian") -> Image:
-    return Image(id="i", template_id="t", name="deb12", description=None, os_name=os_name, os_version="12",
-                 os_arch="x86_64", created=1_700_000_000.0)
+    return Image(
+        id="i",
+        template_id="t",
+        name="deb12",
+        description=None,
+        os_name=os_name,
+        os_version="12",
+        os_arch="x86_64",
+        created=1_700_000_000.0,
+    )
 
 
 def test_icicle_lists_every_package_with_its_version_and_arch() -> None:
     """The original factory's ICICLE shape: one <package name version arch/> per package, in order."""
     document = etree.fromstring(icicle_xml(_image(), PACKAGES))
     assert [dict(package.attrib) for package in document.iterfind("packages/package")] == [
-        {"name": p.name, "version": p.version, "arch": p.arch} for p in PACKAGES]
+        {"name": p.name, "version": p.version, "arch": p.arch} for p in PACKAGES
+    ]
     assert document.findtext("description") == "deb12"
 
 
@@ -132,12 +155,15 @@ def test_spdx_document_is_valid_and_has_a_purl_per_package(tmp_path: Path) -> No
     assert by_name["deb12"]["checksums"] == [{"algorithm": "SHA256", "checksumValue": "ab" * 32}]
 
 
-@pytest.mark.parametrize("os_name, expected", [
-    ("Fedora", "pkg:rpm/fedora/bash@5.2.26-3.fc40?arch=x86_64"),
-    ("RHEL-8", "pkg:rpm/redhat/bash@5.2.26-3.fc40?arch=x86_64"),
-    ("Ubuntu", "pkg:deb/ubuntu/bash@5.2.26-3.fc40?arch=x86_64"),
-    ("Mock", None),
-])
+@pytest.mark.parametrize(
+    "os_name, expected",
+    [
+        ("Fedora", "pkg:rpm/fedora/bash@5.2.26-3.fc40?arch=x86_64"),
+        ("RHEL-8", "pkg:rpm/redhat/bash@5.2.26-3.fc40?arch=x86_64"),
+        ("Ubuntu", "pkg:deb/ubuntu/bash@5.2.26-3.fc40?arch=x86_64"),
+        ("Mock", None),
+    ],
+)
 def test_purl_type_and_namespace_follow_the_os(os_name: str, expected: str | None) -> None:
     """rpm for the Red Hat family, deb for Debian and Ubuntu, each with its vendor; none for an unknown OS."""
     assert purl(os_name, Package("bash", "5.2.26-3.fc40", "x86_64")) == expected

@@ -14,8 +14,9 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -34,11 +35,13 @@ MEMORY_MIB = 256
 
 
 def template(os_name: str, version: str, url: str, name: str, install: str = "url") -> str:
-    return (f"<template><name>{name}</name><description>end-to-end install</description>"
-            f"<os><name>{os_name}</name><version>{version}</version><arch>x86_64</arch>"
-            f"<install type='{install}'><{install}>{url}</{install}></install><rootpw>e2e-Secret-pw</rootpw></os>"
-            f"<disk><size>64M</size></disk>"
-            f"<packages><package name='openssh-server'/></packages></template>")
+    return (
+        f"<template><name>{name}</name><description>end-to-end install</description>"
+        f"<os><name>{os_name}</name><version>{version}</version><arch>x86_64</arch>"
+        f"<install type='{install}'><{install}>{url}</{install}></install><rootpw>e2e-Secret-pw</rootpw></os>"
+        f"<disk><size>64M</size></disk>"
+        f"<packages><package name='openssh-server'/></packages></template>"
+    )
 
 
 def domains_of(target_image: dict[str, Any]) -> list[str]:
@@ -70,9 +73,17 @@ def trees(libvirtd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def install_daemon(daemon_factory: DaemonPool, inactivity: float, **settings: Any) -> Daemon:
     # The fake installer's disk holds no OS to boot: the boot test is tested with a real Debian system
     # (test_real_debian.py) and on its own (test_virt_boot.py).
-    return daemon_factory(mock_config(libvirt_uri=URI, libvirt_domain_type="qemu", install_memory_mib=MEMORY_MIB,
-                                      install_inactivity_timeout=inactivity, install_timeout=INSTALL_WAIT,
-                                      boot_test=False, **settings))
+    return daemon_factory(
+        mock_config(
+            libvirt_uri=URI,
+            libvirt_domain_type="qemu",
+            install_memory_mib=MEMORY_MIB,
+            install_inactivity_timeout=inactivity,
+            install_timeout=INSTALL_WAIT,
+            boot_test=False,
+            **settings,
+        )
+    )
 
 
 def build(daemon: Daemon, tdl: str) -> dict[str, Any]:
@@ -81,8 +92,9 @@ def build(daemon: Daemon, tdl: str) -> dict[str, Any]:
     return {**answer.json()["build"]["target_images"][0], "build_id": answer.json()["build"]["id"]}
 
 
-def test_fedora_url_install_makes_an_ec2_image(trees: dict[str, str], daemon_factory: DaemonPool,
-                                               tmp_path: Path) -> None:
+def test_fedora_url_install_makes_an_ec2_image(
+    trees: dict[str, str], daemon_factory: DaemonPool, tmp_path: Path
+) -> None:
     """COMPLETED; the raw image holds the kickstart the installer found in its initrd; the log tells the story."""
     daemon = install_daemon(daemon_factory, inactivity=120)
     started = time.monotonic()
@@ -120,15 +132,15 @@ def test_fedora_url_install_makes_an_ec2_image(trees: dict[str, str], daemon_fac
     name, version, arch = fake_installer.manifest_package().split()
     icicle = etree.fromstring(daemon.get(target_image["href"] + "/icicle").content)
     assert [dict(package.attrib) for package in icicle.iterfind("packages/package")] == [
-        {"name": name, "version": version, "arch": arch}]
+        {"name": name, "version": version, "arch": arch}
+    ]
     assert "IMGFAC-PKG" not in log and "package manifest read from the console: 1 packages" in log
     assert [stage["name"] for stage in detail["stages"]] == ["waiting", "downloading", "installing", "converting"]
     assert detail["stage"] is None and all(stage["ended_at"] for stage in detail["stages"])
     print(f"\nend-to-end Fedora URL install to a COMPLETED ec2 image: {took:.1f} s")
 
 
-def test_an_installer_that_never_writes_fails_by_inactivity(trees: dict[str, str],
-                                                            daemon_factory: DaemonPool) -> None:
+def test_an_installer_that_never_writes_fails_by_inactivity(trees: dict[str, str], daemon_factory: DaemonPool) -> None:
     """A Debian install whose guest never touches its disk ends FAILED saying so, with its console's last lines."""
     daemon = install_daemon(daemon_factory, inactivity=40)
     target_image = build(daemon, template("Debian", "12", trees["idle"], "e2e-idle"))
@@ -188,8 +200,7 @@ def test_a_killed_daemon_leaves_no_vm_or_disk(trees: dict[str, str], daemon_fact
     assert detail["status"] == "FAILED" and "restart" in detail["status_detail"], detail
 
 
-def test_builds_beyond_the_local_session_limit_wait_pending(trees: dict[str, str],
-                                                           daemon_factory: DaemonPool) -> None:
+def test_builds_beyond_the_local_session_limit_wait_pending(trees: dict[str, str], daemon_factory: DaemonPool) -> None:
     """max_concurrent_local_sessions 1: a second build stays PENDING (no VM) until the first install ends."""
     daemon = install_daemon(daemon_factory, inactivity=300, max_concurrent_local_sessions=1)
     first = build(daemon, template("Fedora", "38", trees["idle"], "e2e-first"))
@@ -208,8 +219,9 @@ def test_builds_beyond_the_local_session_limit_wait_pending(trees: dict[str, str
     assert wait_until_no_domain(first, 30) == [] and wait_until_no_domain(second, 30) == []
 
 
-def test_iso_install_boots_from_the_iso_s_kernel_with_the_iso_attached(trees: dict[str, str],
-                                                                     daemon_factory: DaemonPool) -> None:
+def test_iso_install_boots_from_the_iso_s_kernel_with_the_iso_attached(
+    trees: dict[str, str], daemon_factory: DaemonPool
+) -> None:
     """<install type='iso'>: kernel and initrd read out of the downloaded ISO, ks.cfg appended, COMPLETED."""
     daemon = install_daemon(daemon_factory, inactivity=120)
     target_image = build(daemon, template("Fedora", "38", trees["iso"], "e2e-iso", install="iso"))
@@ -222,8 +234,9 @@ def test_iso_install_boots_from_the_iso_s_kernel_with_the_iso_attached(trees: di
     assert domains_of(target_image) == []
 
 
-def test_a_stopped_daemon_destroys_its_vm_and_fails_the_builder(trees: dict[str, str],
-                                                                 daemon_factory: DaemonPool) -> None:
+def test_a_stopped_daemon_destroys_its_vm_and_fails_the_builder(
+    trees: dict[str, str], daemon_factory: DaemonPool
+) -> None:
     """SIGTERM mid-install: the daemon exits cleanly within the stop timeout, its VM destroyed; FAILED after restart."""
     daemon = install_daemon(daemon_factory, inactivity=300)
     target_image = build(daemon, template("Fedora", "38", trees["idle"], "e2e-stopped"))

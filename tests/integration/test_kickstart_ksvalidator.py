@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-pykickstart = pytest.importorskip("pykickstart")
-
-from imgfac_twisted.os import kickstart  # noqa: E402
+from imgfac_twisted.os import kickstart
 from support.answer_templates import kickstart_template
 
 
@@ -25,8 +23,9 @@ def test_the_ksvalidator_command_agrees(tmp_path: Path, name: str, version: str)
     release = kickstart_template(name, version)
     path = tmp_path / "ks.cfg"
     path.write_text(kickstart.kickstart(release, "http://mirror.example.com/tree/"))
-    checked = subprocess.run([command, "-v", kickstart.syntax_version(release), str(path)],
-                             capture_output=True, text=True, timeout=120)
+    checked = subprocess.run(
+        [command, "-v", kickstart.syntax_version(release), str(path)], capture_output=True, text=True, timeout=120
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     # Without -v it reads the #version= line.
     assert subprocess.run([command, str(path)], capture_output=True, timeout=120).returncode == 0

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterator
-
-import pytest
-
-from support.daemon import Daemon, DaemonPool, mock_config
+from collections.abc import Iterator
+from typing import Any
 
 import jsonschema
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -37,11 +35,17 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from support.daemon import Daemon, DaemonPool, mock_config
 from support.openapi_document import load_document
 
 WRITE_METHODS = {"post", "put", "delete"}
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
 #: Hypothesis examples per operation and generation mode in the fuzzing phase (the examples and
 #: coverage phases add their own, bounded, cases), and stateful scenarios. The environment can ask
 #: for more (e.g. OPENAPI_TEST_EXAMPLES=500 OPENAPI_TEST_SEED=$RANDOM to hunt for bugs).
@@ -51,13 +55,17 @@ REQUEST_TIMEOUT = 10.0
 #: A generated template may be an http(s) URL, which the daemon fetches: give up quickly.
 FETCH_TIMEOUT = 1.0
 
-F14 = ("<template><name>f14jeos</name><os><name>Fedora</name><version>14</version><arch>x86_64</arch>"
-       "<install type='url'><url>http://download.fedoraproject.org/pub/fedora/linux/releases/14/Fedora/"
-       "x86_64/os/</url></install><rootpw>p@55w0rd!</rootpw></os><description>Fedora 14</description>"
-       "</template>")
+F14 = (
+    "<template><name>f14jeos</name><os><name>Fedora</name><version>14</version><arch>x86_64</arch>"
+    "<install type='url'><url>http://download.fedoraproject.org/pub/fedora/linux/releases/14/Fedora/"
+    "x86_64/os/</url></install><rootpw>p@55w0rd!</rootpw></os><description>Fedora 14</description>"
+    "</template>"
+)
 TI = "/imagefactory/images/{image_id}/builds/{build_id}/target_images/{target_image_id}"
-CREDENTIALS = ("<provider_credentials><mock_credentials><username>u</username><password>p</password>"
-               "</mock_credentials></provider_credentials>")
+CREDENTIALS = (
+    "<provider_credentials><mock_credentials><username>u</username><password>p</password>"
+    "</mock_credentials></provider_credentials>"
+)
 
 # -- the document itself ------------------------------------------------------
 
@@ -76,11 +84,23 @@ SCHEMATHESIS_CONFIG = {
     "request-timeout": REQUEST_TIMEOUT,
     "generation": {"max-examples": MAX_EXAMPLES, "database": "none"},
 }
-SETTINGS = settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
-                    database=None, print_blob=True, derandomize=True)
-STATEFUL_SETTINGS = settings(max_examples=STATEFUL_EXAMPLES, stateful_step_count=6, deadline=None,
-                             suppress_health_check=list(HealthCheck), database=None, print_blob=True,
-                             derandomize=True)
+SETTINGS = settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+    print_blob=True,
+    derandomize=True,
+)
+STATEFUL_SETTINGS = settings(
+    max_examples=STATEFUL_EXAMPLES,
+    stateful_step_count=6,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+    print_blob=True,
+    derandomize=True,
+)
 
 schema = schemathesis.openapi.from_dict(load_document(), config=schemathesis.Config.from_dict(SCHEMATHESIS_CONFIG))
 
@@ -88,8 +108,9 @@ schema = schemathesis.openapi.from_dict(load_document(), config=schemathesis.Con
 @pytest.fixture(scope="module")
 def open_daemon(module_daemon_factory: DaemonPool) -> Daemon:
     """A TLS daemon that accepts unsigned writes, so generated writes really build (and push)."""
-    return module_daemon_factory.make(mock_config(template_fetch_timeout=FETCH_TIMEOUT, mock_duration=0.2),
-                                      name="open", extra_args=["--no_oauth"])
+    return module_daemon_factory.make(
+        mock_config(template_fetch_timeout=FETCH_TIMEOUT, mock_duration=0.2), name="open", extra_args=["--no_oauth"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +137,10 @@ class Tally:
 
     def report(self) -> str:
         total = sum(sum(codes.values()) for codes in self.calls.values())
-        lines = [f"schemathesis, {self.name}: {len(self.calls)} operations, {total} requests "
-                 f"({self.seconds:.1f} s waiting for answers)"]
+        lines = [
+            f"schemathesis, {self.name}: {len(self.calls)} operations, {total} requests "
+            f"({self.seconds:.1f} s waiting for answers)"
+        ]
         for label, codes in sorted(self.calls.items()):
             lines.append(f"  {label}: " + ", ".join(f"{code}x{count}" for code, count in sorted(codes.items())))
         return "\n".join(lines)
@@ -163,7 +186,8 @@ def assert_error_document(response: Any) -> None:
 
 def assert_matches(document: dict[str, Any], name: str, instance: Any) -> None:
     validator = jsonschema.Draft202012Validator(
-        {"$ref": f"#/components/schemas/{name}", "components": document["components"]})
+        {"$ref": f"#/components/schemas/{name}", "components": document["components"]}
+    )
     validator.validate(instance)
 
 
@@ -188,8 +212,7 @@ def test_no_oauth_daemon_conforms(case: Any, open_daemon: Daemon, open_tally: Ta
 
 @schema.parametrize()
 @SETTINGS
-def test_oauth_daemon_conforms_and_refuses_unsigned_writes(case: Any, oauth_daemon: Daemon,
-                                                          oauth_tally: Tally) -> None:
+def test_oauth_daemon_conforms_and_refuses_unsigned_writes(case: Any, oauth_daemon: Daemon, oauth_tally: Tally) -> None:
     """With OAuth on, reads conform as above and every unsigned write is the documented 401."""
     response = call(case, oauth_daemon)
     check_answer(case, response, oauth_tally)
@@ -209,8 +232,7 @@ def test_stateful_scenarios_follow_links(open_daemon: Daemon, stateful_tally: Ta
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
             return {"base_url": open_daemon.base_url, "verify": open_daemon.verify, "timeout": REQUEST_TIMEOUT}
 
-        def validate_response(self, response: Any, case: Any, additional_checks: Any = None,
-                              **kwargs: Any) -> None:
+        def validate_response(self, response: Any, case: Any, additional_checks: Any = None, **kwargs: Any) -> None:
             # Only the checks above: the stateful ones (use_after_free...) take DELETE as a delete,
             # and a cancelled builder rightly stays readable.
             check_answer(case, response, stateful_tally)
@@ -218,8 +240,9 @@ def test_stateful_scenarios_follow_links(open_daemon: Daemon, stateful_tally: Ta
     Scenarios.run(settings=STATEFUL_SETTINGS)
     answered = stateful_tally.calls
     assert 202 in answered.get("POST /imagefactory/images", {}), answered
-    real_reads = [label for label, codes in answered.items()
-                  if label.startswith("GET ") and "{" in label and 200 in codes]
+    real_reads = [
+        label for label, codes in answered.items() if label.startswith("GET ") and "{" in label and 200 in codes
+    ]
     assert real_reads, f"no read of a real object answered 200: {answered}"
 
 
@@ -230,14 +253,21 @@ def test_real_builds_and_pushes_conform(open_daemon: Daemon) -> None:
     template, and the cancel refusals: each answer is checked against the document.
     """
     tally = Tally("--no_oauth daemon, real builds and pushes")
-    reads = ("/imagefactory/builders", "/imagefactory/builders/{builder_id}",
-             "/imagefactory/builders/{builder_id}/status", "/imagefactory/builders/{builder_id}/log")
+    reads = (
+        "/imagefactory/builders",
+        "/imagefactory/builders/{builder_id}",
+        "/imagefactory/builders/{builder_id}/status",
+        "/imagefactory/builders/{builder_id}/log",
+    )
 
-    def request(method: str, path: str, path_parameters: dict[str, str] | None = None,
-                body: dict[str, str] | None = None) -> Any:
+    def request(
+        method: str, path: str, path_parameters: dict[str, str] | None = None, body: dict[str, str] | None = None
+    ) -> Any:
         operation = schema[path][method]
-        case = operation.Case(path_parameters=path_parameters or {},
-                              **({"body": body, "media_type": "application/json"} if body is not None else {}))
+        case = operation.Case(
+            path_parameters=path_parameters or {},
+            **({"body": body, "media_type": "application/json"} if body is not None else {}),
+        )
         response = call(case, open_daemon)
         check_answer(case, response, tally)
         return response
@@ -250,15 +280,19 @@ def test_real_builds_and_pushes_conform(open_daemon: Daemon) -> None:
     assert rebuilt.json()["id"] == image["id"]
     pushes = [
         request("POST", TI + "/provider_images", ids, {"provider": "mock", "credentials": CREDENTIALS}).json(),
-        request("POST", "/imagefactory/provider_images", body={**ids, "provider": "mock",
-                                                                 "credentials": CREDENTIALS}).json(),
-        request("POST", TI + "/provider_images", ids,
-                {"provider": "mock", "credentials": CREDENTIALS.replace("<username>u<", "<username>FAIL<")}).json(),
+        request(
+            "POST", "/imagefactory/provider_images", body={**ids, "provider": "mock", "credentials": CREDENTIALS}
+        ).json(),
+        request(
+            "POST",
+            TI + "/provider_images",
+            ids,
+            {"provider": "mock", "credentials": CREDENTIALS.replace("<username>u<", "<username>FAIL<")},
+        ).json(),
     ]
     finals = [open_daemon.wait_final(f"/imagefactory/builders/{push['id']}")["status"] for push in pushes]
     assert finals == ["COMPLETED", "COMPLETED", "FAILED"]
-    assert request("DELETE", "/imagefactory/builders/{builder_id}",
-                   {"builder_id": pushes[0]["id"]}).status_code == 409
+    assert request("DELETE", "/imagefactory/builders/{builder_id}", {"builder_id": pushes[0]["id"]}).status_code == 409
     for path in (TI, TI + "/status"):
         assert request("GET", path, ids).status_code == 200
     for push in pushes:
@@ -281,6 +315,7 @@ def test_served_document_is_the_packaged_one(open_daemon: Daemon, document: dict
 
 # -- regressions: product bugs schemathesis found (now fixed) ------------------------------------
 
+
 def built(daemon: Daemon) -> dict[str, Any]:
     answer = daemon.post("/imagefactory/images", signed=False, json={"targets": "mock", "template": F14})
     assert answer.status_code == 202, answer.text
@@ -296,8 +331,9 @@ def test_bug_form_body_with_non_ascii_text(open_daemon: Daemon) -> None:
 
 def test_bug_malformed_multipart_body_gets_a_json_error(open_daemon: Daemon) -> None:
     """A multipart body that cannot be parsed is the API's JSON 400, not twisted.web's bare one."""
-    answer = open_daemon.post("/imagefactory/images", signed=False, data=b"targets=mock",
-                              headers={"Content-Type": "multipart/form-data"})
+    answer = open_daemon.post(
+        "/imagefactory/images", signed=False, data=b"targets=mock", headers={"Content-Type": "multipart/form-data"}
+    )
     assert answer.status_code == 400
     assert answer.headers.get("Content-Type") == "application/json", answer.headers
 
@@ -305,15 +341,20 @@ def test_bug_malformed_multipart_body_gets_a_json_error(open_daemon: Daemon) -> 
 def test_bug_log_offset_far_past_the_end(open_daemon: Daemon) -> None:
     """A log offset past anything a file can hold answers an empty log, not a 500."""
     builder_id = built(open_daemon)["build"]["target_images"][0]["id"]
-    answer = open_daemon.get(f"/imagefactory/builders/{builder_id}/log", params={"offset": str(2 ** 63)})
+    answer = open_daemon.get(f"/imagefactory/builders/{builder_id}/log", params={"offset": str(2**63)})
     assert answer.status_code in (200, 400), answer.text
 
 
-@pytest.mark.parametrize("path, body", [
-    ("/imagefactory/images", b'{"targets": "mock", "template": "<template>\\ud800</template>"}'),
-    ("/imagefactory/provider_images", b'{"image_id": "a", "build_id": "b", "target_image_id": "\\ud800", '
-                                      b'"provider": "mock", "credentials": "x"}'),
-])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/imagefactory/images", b'{"targets": "mock", "template": "<template>\\ud800</template>"}'),
+        (
+            "/imagefactory/provider_images",
+            b'{"image_id": "a", "build_id": "b", "target_image_id": "\\ud800", "provider": "mock", "credentials": "x"}',
+        ),
+    ],
+)
 def test_bug_json_string_with_lone_surrogate(open_daemon: Daemon, path: str, body: bytes) -> None:
     """JSON strings that are not valid Unicode are a 400, not a 500."""
     answer = open_daemon.post(path, signed=False, data=body, headers={"Content-Type": "application/json"})

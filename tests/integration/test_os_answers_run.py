@@ -92,8 +92,13 @@ def on_serial_port(tmp_path, command, env):
         pytest.skip("needs root, unshare(1) and /dev/ttyS0 to catch what is written to the serial port")
     serial = tmp_path / "ttyS0"
     serial.write_bytes(b"")
-    subprocess.run(["unshare", "--mount", "sh", "-c", 'mount --bind "$0" /dev/ttyS0 && exec sh -c "$1"',
-                    str(serial), command], env=env, check=True, timeout=120, stdin=subprocess.DEVNULL)
+    subprocess.run(
+        ["unshare", "--mount", "sh", "-c", 'mount --bind "$0" /dev/ttyS0 && exec sh -c "$1"', str(serial), command],
+        env=env,
+        check=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     return serial.read_text()
 
 
@@ -156,9 +161,11 @@ def test_the_manifest_reader_takes_what_the_preseed_prints(tmp_path):
     reader = manifest.ManifestReader(lambda line: None)
     for line in _debian_manifest(tmp_path, admin).splitlines():
         reader.line(line)
-    assert [tuple(p) for p in reader.packages] == [("libc6", "2.36-9+deb12u4", "amd64"),
-                                                   ("libc6", "2.36-9+deb12u4", "i386"),
-                                                   ("openssh-server", "1:9.2p1-2+deb12u3", "amd64")]
+    assert [tuple(p) for p in reader.packages] == [
+        ("libc6", "2.36-9+deb12u4", "amd64"),
+        ("libc6", "2.36-9+deb12u4", "i386"),
+        ("openssh-server", "1:9.2p1-2+deb12u3", "amd64"),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -170,19 +177,27 @@ def rpm_database(tmp_path_factory):
     for name, version, epoch in [("imgfac-epoch", "9.2p1", "Epoch: 1"), ("imgfac-plain", "3.4", "")]:
         spec = root / f"{name}.spec"
         spec.write_text(RPM_SPEC.format(name=name, version=version, epoch=epoch))
-        subprocess.run(["rpmbuild", "-bb", "--define", f"_topdir {root / 'top'}", str(spec)], check=True,
-                       capture_output=True, timeout=120)
+        subprocess.run(
+            ["rpmbuild", "-bb", "--define", f"_topdir {root / 'top'}", str(spec)],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
     database = root / "db"
     packages = sorted(str(p) for p in (root / "top" / "RPMS").rglob("*.rpm"))
     subprocess.run(["rpm", "--dbpath", str(database), "--initdb"], check=True)
-    subprocess.run(["rpm", "--dbpath", str(database), "-i", "--justdb", "--nodeps", *packages], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["rpm", "--dbpath", str(database), "-i", "--justdb", "--nodeps", *packages], check=True, capture_output=True
+    )
     if shutil.which("gpg"):
         home = root / "gnupg"
         home.mkdir(mode=0o700)
         gpg = ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", ""]
-        subprocess.run([*gpg, "--quick-gen-key", "Imgfac Test <t@example.com>", "ed25519", "sign", "never"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [*gpg, "--quick-gen-key", "Imgfac Test <t@example.com>", "ed25519", "sign", "never"],
+            check=True,
+            capture_output=True,
+        )
         key = subprocess.run([*gpg, "--armor", "--export", "t@example.com"], check=True, capture_output=True).stdout
         (root / "key.asc").write_bytes(key)
         subprocess.run(["rpm", "--dbpath", str(database), "--import", str(root / "key.asc")], check=True)
@@ -201,5 +216,7 @@ def test_kickstart_manifest_post_run_for_real_against_an_rpm_database(tmp_path, 
         everything = subprocess.run(["rpm", "--dbpath", str(rpm_database), "-qa"], capture_output=True, text=True)
         assert "gpg-pubkey-" in everything.stdout
     body = manifest_lines(on_serial_port(tmp_path, post, {"PATH": "/usr/bin:/bin", "HOME": str(home)}))
-    assert sorted(body) == ["IMGFAC-PKG imgfac-epoch 1:9.2p1-2.fc39 noarch",
-                            "IMGFAC-PKG imgfac-plain 3.4-2.fc39 noarch"]
+    assert sorted(body) == [
+        "IMGFAC-PKG imgfac-epoch 1:9.2p1-2.fc39 noarch",
+        "IMGFAC-PKG imgfac-plain 3.4-2.fc39 noarch",
+    ]

@@ -58,9 +58,16 @@ def mirror():
 def _plugin(tmp_path, factory) -> tuple[Any, FakeVirt]:
     from twisted.internet import reactor
 
-    config = SimpleNamespace(state_dir=str(tmp_path / "state"), install_download_timeout=30.0,
-                             install_download_max_bytes=10 ** 6, install_iso_dir=None, libvirt_domain_type="qemu",
-                             install_inactivity_timeout=30.0, install_timeout=600.0, install_memory_mib=1024)
+    config = SimpleNamespace(
+        state_dir=str(tmp_path / "state"),
+        install_download_timeout=30.0,
+        install_download_max_bytes=10**6,
+        install_iso_dir=None,
+        libvirt_domain_type="qemu",
+        install_inactivity_timeout=30.0,
+        install_timeout=600.0,
+        install_memory_mib=1024,
+    )
     virt = FakeVirt()
     environment = SimpleNamespace(config=config, reactor=reactor, disk_door=InlineDoor(), libvirt=object())
     return factory(environment, virt=virt), virt
@@ -74,9 +81,15 @@ def _job(tmp_path, name: str, version: str, url: str) -> FakeJob:
     template = parse_template(
         f"<template><name>t</name><os><name>{name}</name><version>{version}</version><arch>x86_64</arch>"
         f"<install type='url'><url>{url}</url></install><rootpw>pw</rootpw></os>"
-        "<disk><size>1M</size></disk></template>")
-    return FakeJob(template=template, build_id="b-1", image_path=str(work / "base.raw.partial"),
-                   work_dir=str(work), reactor=reactor)
+        "<disk><size>1M</size></disk></template>"
+    )
+    return FakeJob(
+        template=template,
+        build_id="b-1",
+        image_path=str(work / "base.raw.partial"),
+        work_dir=str(work),
+        reactor=reactor,
+    )
 
 
 async def _until_vm_or_end(system: Any, virt: FakeVirt, job: FakeJob) -> Any:
@@ -132,8 +145,9 @@ async def test_a_forbidden_initrd_beside_its_kernel_fails_clearly(tmp_path, mirr
     system, virt = _plugin(tmp_path, fedora)
     failure = await _until_vm_or_end(system, virt, _job(tmp_path, "Fedora", "39", url + "f39/"))
     assert failure is not None and not virt.calls
-    assert str(failure.value) == (f"Fedora 39 install failed: download of {url}f39/images/pxeboot/initrd.img "
-                                  "failed: HTTP 403 Forbidden")
+    assert str(failure.value) == (
+        f"Fedora 39 install failed: download of {url}f39/images/pxeboot/initrd.img failed: HTTP 403 Forbidden"
+    )
 
 
 @pytest_twisted.ensureDeferred

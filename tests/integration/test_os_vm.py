@@ -53,26 +53,39 @@ def tree(tmp_path_factory):
 
 
 def _tdl(name: str, version: str, url: str) -> str:
-    return (f"<template><name>vm-{name}</name><os><name>{name}</name><version>{version}</version>"
-            f"<arch>x86_64</arch><install type='url'><url>{url}</url></install><rootpw>pw</rootpw></os>"
-            "<disk><size>64M</size></disk><packages><package name='tmux'/></packages></template>")
+    return (
+        f"<template><name>vm-{name}</name><os><name>{name}</name><version>{version}</version>"
+        f"<arch>x86_64</arch><install type='url'><url>{url}</url></install><rootpw>pw</rootpw></os>"
+        "<disk><size>64M</size></disk><packages><package name='tmux'/></packages></template>"
+    )
 
 
 async def _install(tmp_path, factory, template_xml: str) -> tuple[FakeJob, bytes]:
     from imgfac_twisted.virt.connection import LibvirtConnection
 
     reactor = _reactor()
-    config = SimpleNamespace(state_dir=str(tmp_path / "state"), install_download_timeout=60.0,
-                             install_download_max_bytes=200 * 1024 ** 2, install_iso_dir=None,
-                             libvirt_domain_type="qemu", install_inactivity_timeout=60.0,
-                             install_timeout=240.0, install_memory_mib=256)
+    config = SimpleNamespace(
+        state_dir=str(tmp_path / "state"),
+        install_download_timeout=60.0,
+        install_download_max_bytes=200 * 1024**2,
+        install_iso_dir=None,
+        libvirt_domain_type="qemu",
+        install_inactivity_timeout=60.0,
+        install_timeout=240.0,
+        install_memory_mib=256,
+    )
     door, connection = ThreadDoor(reactor, "disk", threads=1), LibvirtConnection(reactor, URI)
     door.startService()
     connection.startService()
     work = tmp_path / "state" / "builds" / f"os-vm-{os.getpid()}"
     work.mkdir(parents=True)
-    job = FakeJob(template=parse_template(template_xml), build_id=work.name,
-                  image_path=str(work / "base.raw.partial"), work_dir=str(work), reactor=reactor)
+    job = FakeJob(
+        template=parse_template(template_xml),
+        build_id=work.name,
+        image_path=str(work / "base.raw.partial"),
+        work_dir=str(work),
+        reactor=reactor,
+    )
     system = factory(SimpleNamespace(config=config, reactor=reactor, disk_door=door, libvirt=connection))
     try:
         await system.install(job)
@@ -96,7 +109,7 @@ async def test_fedora_kickstart_reaches_the_installer(tree, tmp_path):
     assert job.progress_seen[-1] == 100
     log = "\n".join(job.lines)
     assert "appended ks.cfg to the initrd" in log and fake_installer.WROTE_MARKER in log
-    assert os.path.getsize(job.image_path) == 64 * 1024 ** 2
+    assert os.path.getsize(job.image_path) == 64 * 1024**2
 
 
 @pytest_twisted.ensureDeferred

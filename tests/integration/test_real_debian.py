@@ -25,10 +25,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from lxml import etree
@@ -41,8 +42,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 URI = "qemu:///system"
 TARGETS = ("ec2", "openstack-kvm", "vsphere", "hyperv", "gce", "ova")
 #: How QEMU reads each target's disk once unpacked (a fixed VHD must be named: it probes as raw).
-DISK_FORMATS = {"ec2": "raw", "openstack-kvm": "qcow2", "vsphere": "vmdk", "hyperv": "vpc", "gce": "raw",
-                "ova": "vmdk"}
+DISK_FORMATS = {"ec2": "raw", "openstack-kvm": "qcow2", "vsphere": "vmdk", "hyperv": "vpc", "gce": "raw", "ova": "vmdk"}
 #: The install (about 100 s alone), boot test (about 45 s) and conversions, with room for a loaded machine.
 BUILD_WAIT = 1500.0
 #: Long enough for this system to reach its login prompt under load (41 s idle, 107 s seen on a loaded machine).
@@ -73,10 +73,18 @@ def system() -> debian_system.RootFileSystem:
 
 
 def real_install_daemon(pool: DaemonPool, name: str, boot_test_timeout: float) -> Daemon:
-    return pool(mock_config(
-        libvirt_uri=URI, libvirt_domain_type="qemu", install_memory_mib=debian_system.MEMORY_MIB,
-        install_inactivity_timeout=180, install_timeout=BUILD_WAIT, boot_test_timeout=boot_test_timeout,
-        max_concurrent_builds=len(TARGETS)), name=name)
+    return pool(
+        mock_config(
+            libvirt_uri=URI,
+            libvirt_domain_type="qemu",
+            install_memory_mib=debian_system.MEMORY_MIB,
+            install_inactivity_timeout=180,
+            install_timeout=BUILD_WAIT,
+            boot_test_timeout=boot_test_timeout,
+            max_concurrent_builds=len(TARGETS),
+        ),
+        name=name,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -91,16 +99,21 @@ def bootless_daemon(system: debian_system.RootFileSystem, module_daemon_factory:
 
 
 @pytest.fixture(scope="module")
-def builds(system: debian_system.RootFileSystem, daemon: Daemon, bootless_daemon: Daemon,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Build]]:
+def builds(
+    system: debian_system.RootFileSystem,
+    daemon: Daemon,
+    bootless_daemon: Daemon,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Build]]:
     """Both builds, started together: the good one (six targets) and the one without a boot loader (ec2)."""
     good, bootless = tmp_path_factory.mktemp("debian-tree"), tmp_path_factory.mktemp("bootless-tree")
     debian_system.lay_out_tree(good, grub=True)
     debian_system.lay_out_tree(bootless, grub=False)
     with debian_system.serve(good) as served, debian_system.serve(bootless) as served_bootless:
-        started = {"good": post(daemon, template("real-debian", served.url), TARGETS),
-                   "bootless": post(bootless_daemon, template("real-debian-bootless", served_bootless.url),
-                                    ("ec2",))}
+        started = {
+            "good": post(daemon, template("real-debian", served.url), TARGETS),
+            "bootless": post(bootless_daemon, template("real-debian-bootless", served_bootless.url), ("ec2",)),
+        }
         for build, server in ((started["good"], daemon), (started["bootless"], bootless_daemon)):
             for target, image in build.target_images.items():
                 build.final[target] = server.wait_final(image["href"], timeout=BUILD_WAIT)
@@ -123,8 +136,7 @@ def log_of(daemon: Daemon, image: dict[str, Any]) -> str:
 
 def imgfac_domains() -> list[str]:
     """Every factory domain libvirt knows (running or defined)."""
-    listed = subprocess.run(["virsh", "-c", URI, "list", "--all", "--name"], capture_output=True, text=True,
-                            check=True)
+    listed = subprocess.run(["virsh", "-c", URI, "list", "--all", "--name"], capture_output=True, text=True, check=True)
     return [name for name in listed.stdout.split() if name.startswith("imgfac-")]
 
 
@@ -147,8 +159,10 @@ def test_every_target_completes_after_the_install_and_a_boot_test(builds: dict[s
         assert {"installing", "boot_test", "converting"} <= set(names), (target, names)
         assert names.index("installing") < names.index("boot_test") < names.index("converting"), names
         assert detail["stage"] is None and all(stage["ended_at"] for stage in detail["stages"]), detail
-        took = {name: (parse_time(stage["ended_at"]) - parse_time(stage["started_at"])).total_seconds()
-                for name, stage in stages.items()}
+        took = {
+            name: (parse_time(stage["ended_at"]) - parse_time(stage["started_at"])).total_seconds()
+            for name, stage in stages.items()
+        }
         # The installer unpacks some 700 MB and runs GRUB (about 100 s here); the system boots in 41 s.
         assert 20 < took["installing"] < BUILD_WAIT, took
         assert 10 < took["boot_test"] < BOOT_TEST_TIMEOUT, took
@@ -208,14 +222,19 @@ def test_every_image_boots_to_a_login_prompt(target: str, images: dict[str, Path
 
 def read_file(raw_disk: Path, path: str) -> str | None:
     """A file of the image's ext4 root file system, read with debugfs (no mount); None if there is none."""
-    shown = subprocess.run(["debugfs", "-R", f"cat {path}", f"{raw_disk}?offset={PARTITION_OFFSET}"],
-                           capture_output=True, text=True, check=True)
+    shown = subprocess.run(
+        ["debugfs", "-R", f"cat {path}", f"{raw_disk}?offset={PARTITION_OFFSET}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     # debugfs exits 0 either way; a missing file is only said on stderr.
     return None if "File not found" in shown.stderr else shown.stdout
 
 
-def test_the_template_s_file_and_command_result_are_in_the_image(images: dict[str, Path],
-                                                                  system: debian_system.RootFileSystem) -> None:
+def test_the_template_s_file_and_command_result_are_in_the_image(
+    images: dict[str, Path], system: debian_system.RootFileSystem
+) -> None:
     """The <file> is in the image with its text; the <command> ran in the installed system (its output file)."""
     assert (read_file(images["ec2"], FILE_PATH) or "").strip() == FILE_TEXT
     assert read_file(images["ec2"], COMMAND_RESULT) == system.package_versions()["openssh-server"]
@@ -223,8 +242,9 @@ def test_the_template_s_file_and_command_result_are_in_the_image(images: dict[st
     assert read_file(images["ec2"], "/root/imgfac-post.sh") is None, "the post-install script is removed"
 
 
-def test_the_manifest_lists_the_installed_packages(builds: dict[str, Build], daemon: Daemon,
-                                                   system: debian_system.RootFileSystem, tmp_path: Path) -> None:
+def test_the_manifest_lists_the_installed_packages(
+    builds: dict[str, Build], daemon: Daemon, system: debian_system.RootFileSystem, tmp_path: Path
+) -> None:
     """ICICLE and SPDX 2.3 SBOM of each image list openssh-server at the root file system's version."""
     from spdx_tools.spdx.parser.parse_anything import parse_file
     from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
@@ -251,8 +271,9 @@ def test_the_manifest_lists_the_installed_packages(builds: dict[str, Build], dae
         assert len(document.packages) >= len(installed)
 
 
-def test_an_install_without_a_boot_loader_fails_its_boot_test(builds: dict[str, Build],
-                                                              bootless_daemon: Daemon) -> None:
+def test_an_install_without_a_boot_loader_fails_its_boot_test(
+    builds: dict[str, Build], bootless_daemon: Daemon
+) -> None:
     """An installer that leaves no boot loader: FAILED, the reason names the boot test; nothing to download."""
     detail = builds["bootless"].final["ec2"]
     assert detail["status"] == "FAILED", detail

@@ -12,8 +12,9 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -27,9 +28,11 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 PAGE = "/imagefactory/builders"
 WAIT_MS = 30_000
 
-TEMPLATE = ("<template><name>{name}</name><os><name>Fedora</name><version>14</version><arch>x86_64</arch>"
-            "<install type='url'><url>http://download.fedoraproject.org/pub/fedora/linux/releases/14/Fedora/"
-            "x86_64/os/</url></install></os><description>status page test</description></template>")
+TEMPLATE = (
+    "<template><name>{name}</name><os><name>Fedora</name><version>14</version><arch>x86_64</arch>"
+    "<install type='url'><url>http://download.fedoraproject.org/pub/fedora/linux/releases/14/Fedora/"
+    "x86_64/os/</url></install></os><description>status page test</description></template>"
+)
 FAIL_REASON = "the mock target fails templates named FAIL on purpose"
 
 # Computed badge backgrounds in the light colour scheme (status.css).
@@ -37,6 +40,7 @@ GREEN_BG, RED_BG, BLUE_BG = "rgb(218, 251, 225)", "rgb(255, 235, 233)", "rgb(221
 
 
 # -- the browser --------------------------------------------------------------
+
 
 def _chromium_missing() -> str | None:
     """None when /usr/bin/chromium is there (installing it with apt if need be), else why not."""
@@ -75,8 +79,7 @@ class Tab:
     """A browser context and page that record every request and console error."""
 
     def __init__(self, browser: Browser, **options: Any) -> None:
-        self.context: BrowserContext = browser.new_context(ignore_https_errors=True, color_scheme="light",
-                                                           **options)
+        self.context: BrowserContext = browser.new_context(ignore_https_errors=True, color_scheme="light", **options)
         self.context.set_default_timeout(WAIT_MS)
         self.requests: list[str] = []
         self.errors: list[str] = []
@@ -100,8 +103,7 @@ def tab(browser: Browser) -> Iterator[Tab]:
 
 @pytest.fixture
 def phone(browser: Browser) -> Iterator[Tab]:
-    opened = Tab(browser, viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
-                 has_touch=True)
+    opened = Tab(browser, viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
     try:
         yield opened
     finally:
@@ -109,6 +111,7 @@ def phone(browser: Browser) -> Iterator[Tab]:
 
 
 # -- the daemon and its builds ------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def slow_daemon(module_daemon_factory: DaemonPool) -> Daemon:
@@ -121,8 +124,9 @@ def builds(slow_daemon: Daemon) -> dict[str, Any]:
     """A build of a FAIL template, then three mock builds (the last one waits PENDING for a slot)."""
     ids = []
     for name in ("FAIL", "f14jeos", "f14jeos", "f14jeos"):
-        answer = slow_daemon.post(PAGE.replace("builders", "images"),
-                                  data={"targets": "mock", "template": TEMPLATE.format(name=name)})
+        answer = slow_daemon.post(
+            PAGE.replace("builders", "images"), data={"targets": "mock", "template": TEMPLATE.format(name=name)}
+        )
         assert answer.status_code == 202, f"{answer.status_code}: {answer.text}"
         ids.append(answer.json()["build"]["target_images"][0]["id"])
     return {"fail": ids[0], "oldest_first": ids}
@@ -141,15 +145,19 @@ def row_ids(page: Page) -> list[str]:
 
 def summary(page: Page) -> dict[str, int]:
     return page.eval_on_selector_all(
-        "#summary li", "items => Object.fromEntries(items.map(i => [i.dataset.status, +i.querySelector('strong').textContent]))")
+        "#summary li",
+        "items => Object.fromEntries(items.map(i => [i.dataset.status, +i.querySelector('strong').textContent]))",
+    )
 
 
 def badge_background(page: Page, builder_id: str) -> str:
-    return page.eval_on_selector(f'#rows tr[data-id="{builder_id}"] .badge',
-                                 "badge => getComputedStyle(badge).backgroundColor")
+    return page.eval_on_selector(
+        f'#rows tr[data-id="{builder_id}"] .badge', "badge => getComputedStyle(badge).backgroundColor"
+    )
 
 
 # -- tests --------------------------------------------------------------------
+
 
 def test_status_page_shows_builders_live(slow_daemon: Daemon, builds: dict[str, Any], tab: Tab) -> None:
     """The browser gets the page (not JSON): a row per builder, newest first, whose progress moves without
@@ -176,16 +184,21 @@ def test_status_page_shows_builders_live(slow_daemon: Daemon, builds: dict[str, 
     }""")
     assert running, "no BUILDING row below 90 %"
     marker = page.evaluate("window.__loadMarker")
-    page.wait_for_function("""([id, before]) => {
+    page.wait_for_function(
+        """([id, before]) => {
         const bar = document.querySelector(`#rows tr[data-id="${id}"] progress`);
         return bar && bar.value !== before;
-    }""", arg=[running["id"], running["value"]], timeout=15_000)
+    }""",
+        arg=[running["id"], running["value"]],
+        timeout=15_000,
+    )
     assert page.evaluate("window.__loadMarker") == marker
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
     assert page.evaluate(f"""() => document.querySelector('#rows tr[data-id="{running["id"]}"]') === window.__row""")
-    value, percent = page.eval_on_selector(f'#rows tr[data-id="{running["id"]}"]',
-                                           "row => [row.querySelector('progress').value, "
-                                           "row.querySelector('.percent').textContent]")
+    value, percent = page.eval_on_selector(
+        f'#rows tr[data-id="{running["id"]}"]',
+        "row => [row.querySelector('progress').value, row.querySelector('.percent').textContent]",
+    )
     assert value > running["value"] and percent == f"{value:g}%"
     # The running stage shows next to the bar (a mock target's work is its conversion).
     stage = page.eval_on_selector(f'#rows tr[data-id="{running["id"]}"] .stage', "cell => cell.textContent")
@@ -197,8 +210,10 @@ def test_status_page_shows_builders_live(slow_daemon: Daemon, builds: dict[str, 
     assert FAIL_REASON in failed.eval_on_selector(".reason", "cell => cell.textContent")
     assert badge_background(page, builds["fail"]) == RED_BG
     page.wait_for_function("() => document.querySelector('#rows tr[data-status=\"BUILDING\"]')")
-    assert page.eval_on_selector('#rows tr[data-status="BUILDING"] .badge',
-                                 "b => getComputedStyle(b).backgroundColor") == BLUE_BG
+    assert (
+        page.eval_on_selector('#rows tr[data-status="BUILDING"] .badge', "b => getComputedStyle(b).backgroundColor")
+        == BLUE_BG
+    )
     counts = summary(page)
     assert counts["ALL"] == 4 and counts["FAILED"] == 1
     assert re.search(r"\d", page.text_content("#updated") or ""), "no 'last updated' time"
@@ -212,10 +227,10 @@ def test_status_page_shows_builders_live(slow_daemon: Daemon, builds: dict[str, 
     assert len(labels) == 4 and all(label and label.startswith("Progress of builder ") for label in labels)
 
     # Everything ends: three COMPLETED (green), one FAILED, in the same document.
-    page.wait_for_function("() => document.querySelector('#summary li[data-status=\"COMPLETED\"] strong')"
-                           ".textContent === '3'")
-    assert summary(page) == {"ALL": 4, "NEW": 0, "PENDING": 0, "BUILDING": 0, "PUSHING": 0, "COMPLETED": 3,
-                             "FAILED": 1}
+    page.wait_for_function(
+        "() => document.querySelector('#summary li[data-status=\"COMPLETED\"] strong').textContent === '3'"
+    )
+    assert summary(page) == {"ALL": 4, "NEW": 0, "PENDING": 0, "BUILDING": 0, "PUSHING": 0, "COMPLETED": 3, "FAILED": 1}
     assert badge_background(page, builds["oldest_first"][1]) == GREEN_BG
     assert page.eval_on_selector_all("#rows progress", "bars => bars.slice(0, 3).map(b => b.value)") == [100] * 3
     assert page.evaluate("window.__loadMarker") == marker
@@ -244,15 +259,20 @@ def test_status_page_on_a_phone(slow_daemon: Daemon, builds: dict[str, Any], pho
     page.goto(slow_daemon.url(PAGE))
     page.wait_for_function("n => document.querySelectorAll('#rows tr').length === n", arg=len(builds["oldest_first"]))
     page.wait_for_selector(f'#rows tr[data-id="{builds["fail"]}"][data-status="FAILED"]')
-    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), \
-        page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), page.evaluate(
+        "[document.documentElement.scrollWidth, window.innerWidth]"
+    )
     assert page.eval_on_selector("#rows tr", "row => getComputedStyle(row).display") == "block"
     # The column headers are only for screen readers: each card repeats them as labels.
     assert page.eval_on_selector("thead", "head => head.getBoundingClientRect().height") <= 1
-    assert page.eval_on_selector("#rows td.reason", "cell => getComputedStyle(cell, '::before').content") \
+    assert (
+        page.eval_on_selector("#rows td.reason", "cell => getComputedStyle(cell, '::before').content")
         == '"Failure reason"'
-    widest = page.eval_on_selector_all("#rows tr, #rows progress, header, footer",
-                                       "nodes => Math.max(...nodes.map(n => n.getBoundingClientRect().right))")
+    )
+    widest = page.eval_on_selector_all(
+        "#rows tr, #rows progress, header, footer",
+        "nodes => Math.max(...nodes.map(n => n.getBoundingClientRect().right))",
+    )
     assert widest <= page.evaluate("window.innerWidth")
     screenshot(page, "status-page-phone.png")
     assert phone.errors == [], phone.errors
@@ -263,12 +283,28 @@ def test_status_page_escapes_data_and_reports_an_unreachable_daemon(slow_daemon:
     page keeps retrying, then recovers on its own."""
     page = tab.page
     mode = {"now": "evil"}
-    evil = "<img src=x onerror=\"window.__pwned=1\"><script>window.__pwned=2</script>"
-    document = {"_type": "builders", "href": slow_daemon.url(PAGE), "builders": [{
-        "status": "FAILED", "_type": "builder", "completed": 40, "provider_account_identifier": None,
-        "image_id": "<b>image</b>", "href": "javascript:alert(1)", "operation": "build", "id": "x/<i>y</i>",
-        "build_id": "build", "target": "<u>mock</u>", "provider": None, "target_image_id": None,
-        "status_detail": evil}]}
+    evil = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+    document = {
+        "_type": "builders",
+        "href": slow_daemon.url(PAGE),
+        "builders": [
+            {
+                "status": "FAILED",
+                "_type": "builder",
+                "completed": 40,
+                "provider_account_identifier": None,
+                "image_id": "<b>image</b>",
+                "href": "javascript:alert(1)",
+                "operation": "build",
+                "id": "x/<i>y</i>",
+                "build_id": "build",
+                "target": "<u>mock</u>",
+                "provider": None,
+                "target_image_id": None,
+                "status_detail": evil,
+            }
+        ],
+    }
 
     def handle(route: Route) -> None:
         if route.request.resource_type != "fetch" or mode["now"] == "real":

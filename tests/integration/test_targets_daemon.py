@@ -16,28 +16,38 @@ import os
 import subprocess
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from lxml import etree
 
 from support.daemon import Daemon, DaemonPool, mock_config
 
-GIB = 1024 ** 3
-MIB = 1024 ** 2
-TEMPLATE = ("<template><name>mocky</name><os><name>Mock</name><version>1</version><arch>x86_64</arch>"
-            "<install type='url'><url>http://example.invalid/</url></install></os>"
-            "<disk><size>1</size></disk><description>m</description></template>")
+GIB = 1024**3
+MIB = 1024**2
+TEMPLATE = (
+    "<template><name>mocky</name><os><name>Mock</name><version>1</version><arch>x86_64</arch>"
+    "<install type='url'><url>http://example.invalid/</url></install></os>"
+    "<disk><size>1</size></disk><description>m</description></template>"
+)
 #: An operating system no installed plug-in installs.
 PLAN9 = TEMPLATE.replace("<name>Mock</name>", "<name>Plan9</name>")
 ALL_TARGETS = ["ec2", "openstack-kvm", "rhevm", "vsphere", "ova", "hyperv", "gce", "mock"]
 BUILD_TIMEOUT = 240.0
 OVF_NS = "http://schemas.dmtf.org/ovf/envelope/1"
 #: The file each target leaves in its builder's directory.
-IMAGE_NAMES = {"ec2": "mocky-ec2.raw", "openstack-kvm": "mocky-openstack-kvm.qcow2", "rhevm": "mocky-rhevm.qcow2",
-               "vsphere": "mocky-vsphere.vmdk", "ova": "mocky-ova.ova", "hyperv": "mocky-hyperv.vhd",
-               "gce": "mocky-gce.tar.gz", "mock": "mock.img"}
+IMAGE_NAMES = {
+    "ec2": "mocky-ec2.raw",
+    "openstack-kvm": "mocky-openstack-kvm.qcow2",
+    "rhevm": "mocky-rhevm.qcow2",
+    "vsphere": "mocky-vsphere.vmdk",
+    "ova": "mocky-ova.ova",
+    "hyperv": "mocky-hyperv.vhd",
+    "gce": "mocky-gce.tar.gz",
+    "mock": "mock.img",
+}
 
 #: What ``qemu-img info`` must show of each target's download: the format to name, and fields.
 QEMU_CHECKS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -75,6 +85,7 @@ exec "$IMGFAC_TEST_REAL_QEMU_IMG" "$@"
 
 
 # -- helpers ------------------------------------------------------------------
+
 
 def qemu_info(path: Path, image_format: str | None = None) -> dict[str, Any]:
     """The real ``qemu-img info --output=json`` of ``path``."""
@@ -137,6 +148,7 @@ def wait_all(daemon: Daemon, images: dict[str, dict[str, Any]], timeout: float =
 
 
 # -- one build of every target -------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def targets_daemon(module_daemon_factory: DaemonPool) -> Daemon:
@@ -279,6 +291,7 @@ def test_unknown_target_is_a_400_naming_the_known(targets_daemon: Daemon) -> Non
 
 
 # -- failure, progress and cancellation, through a qemu-img wrapper -------------
+
 
 @pytest.fixture(scope="module")
 def wrapped(module_daemon_factory: DaemonPool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:

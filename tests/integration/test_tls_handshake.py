@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from imgfac_twisted.web import tls  # noqa: E402
+from imgfac_twisted.web import tls
 
 # Bounds for everything that waits on the server subprocess.
 SERVER_START_TIMEOUT = 30.0
@@ -111,9 +111,7 @@ def _https_get(port: int, context: ssl.SSLContext, server_hostname: str):
     """GET / over TLS; returns (status line, body, TLS version, peer cert DER)."""
     with socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT) as raw:
         with context.wrap_socket(raw, server_hostname=server_hostname) as conn:
-            conn.sendall(
-                b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-            )
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             chunks = []
             while True:
                 chunk = conn.recv(65536)

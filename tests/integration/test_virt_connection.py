@@ -96,8 +96,7 @@ async def test_remove_leftover_domains(test_driver: LibvirtConnection, tmp_path:
     mine, other_daemon = tmp_path / "mine", tmp_path / "other"
     mine.mkdir()
     other_daemon.mkdir()
-    domains = {DOMAIN_PREFIX + "leftover-mine": mine, DOMAIN_PREFIX + "leftover-other": other_daemon,
-               "not-ours": mine}
+    domains = {DOMAIN_PREFIX + "leftover-mine": mine, DOMAIN_PREFIX + "leftover-other": other_daemon, "not-ours": mine}
 
     def define_all(conn: Any) -> None:
         for name, folder in domains.items():

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from support.daemon import DaemonPool, mock_config
 from imgfac_twisted.virt.install import DOMAIN_PREFIX
+from support.daemon import DaemonPool, mock_config
 
 URI = "qemu:///system"
 
@@ -38,8 +38,9 @@ def libvirtd() -> None:
         pytest.skip(f"libvirtd cannot be reached on {URI}; scripts/libvirt-up.sh starts it")
 
 
-def test_leftover_domain_of_this_state_dir_is_removed_at_start(libvirtd: None, daemon_factory: DaemonPool,
-                                                               tmp_path: Path) -> None:
+def test_leftover_domain_of_this_state_dir_is_removed_at_start(
+    libvirtd: None, daemon_factory: DaemonPool, tmp_path: Path
+) -> None:
     """A defined imgfac-* domain whose disk is in the daemon's state_dir goes; one of another folder stays."""
     daemon = daemon_factory(mock_config(), start=False)
     suffix = uuid.uuid4().hex[:8]
@@ -47,13 +48,17 @@ def test_leftover_domain_of_this_state_dir_is_removed_at_start(libvirtd: None, d
     (daemon.state_dir / "builds" / "b").mkdir(parents=True)
     (tmp_path / "elsewhere").mkdir()
     try:
-        for name, disk in ((mine, daemon.state_dir / "builds" / "b" / "base.raw"),
-                           (other, tmp_path / "elsewhere" / "base.raw")):
+        for name, disk in (
+            (mine, daemon.state_dir / "builds" / "b" / "base.raw"),
+            (other, tmp_path / "elsewhere" / "base.raw"),
+        ):
             disk.write_bytes(b"\0" * 65536)
             xml = tmp_path / f"{name}.xml"
-            xml.write_text(f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
-                           f"<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>"
-                           f"<source file='{disk}'/><target dev='vda' bus='virtio'/></disk></devices></domain>")
+            xml.write_text(
+                f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
+                f"<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>"
+                f"<source file='{disk}'/><target dev='vda' bus='virtio'/></disk></devices></domain>"
+            )
             assert virsh("define", str(xml)).returncode == 0
         daemon.start_ready()
         deadline = time.monotonic() + 15

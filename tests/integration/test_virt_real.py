@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from support import fake_installer
 from imgfac_twisted.virt.connection import LibvirtConnection
 from imgfac_twisted.virt.install import DOMAIN_PREFIX, InstallFailed, InstallSpec, run_install
+from support import fake_installer
 
 pytestmark = pytest.mark.slow
 
@@ -64,9 +64,15 @@ class Guest:
         with open(folder / "disk.raw", "wb") as disk:
             disk.truncate(DISK_BYTES)
         self.spec = InstallSpec(
-            name=f"{DOMAIN_PREFIX}test-virt-{uuid.uuid4().hex[:8]}", disk_path=str(folder / "disk.raw"),
-            kernel_path=str(kernel.bootable), initrd_path=str(folder / "initrd.img"), cmdline="console=ttyS0",
-            console_log=str(folder / "console.log"), memory_mib=256, vcpus=1)
+            name=f"{DOMAIN_PREFIX}test-virt-{uuid.uuid4().hex[:8]}",
+            disk_path=str(folder / "disk.raw"),
+            kernel_path=str(kernel.bootable),
+            initrd_path=str(folder / "initrd.img"),
+            cmdline="console=ttyS0",
+            console_log=str(folder / "console.log"),
+            memory_mib=256,
+            vcpus=1,
+        )
         self.started = time.monotonic()
         self.lines: list[tuple[float, str]] = []
         self.progress: list[int] = []
@@ -75,9 +81,17 @@ class Guest:
         from twisted.internet import reactor
 
         self.started = time.monotonic()
-        return run_install(connection, self.spec, domain_type="qemu", clock=reactor,
-                           inactivity_timeout=inactivity, total_timeout=total,
-                           progress=self.progress.append, log=self.log, poll_interval=0.5)
+        return run_install(
+            connection,
+            self.spec,
+            domain_type="qemu",
+            clock=reactor,
+            inactivity_timeout=inactivity,
+            total_timeout=total,
+            progress=self.progress.append,
+            log=self.log,
+            poll_interval=0.5,
+        )
 
     def log(self, line: str) -> None:
         self.lines.append((time.monotonic() - self.started, line))
@@ -90,8 +104,9 @@ class Guest:
             return disk.read(64 * 1024)
 
     def defined_domains(self) -> list[str]:
-        return subprocess.run(["virsh", "-c", URI, "list", "--all", "--name"], check=True, capture_output=True,
-                              text=True).stdout.split()
+        return subprocess.run(
+            ["virsh", "-c", URI, "list", "--all", "--name"], check=True, capture_output=True, text=True
+        ).stdout.split()
 
 
 @pytest_twisted.ensureDeferred
@@ -106,14 +121,15 @@ async def test_fake_installer_runs_to_power_off(connection: LibvirtConnection, t
     assert "fake-installer: installing from /ks.cfg" in texts and fake_installer.WROTE_MARKER in texts
     assert guest.progress[-1] == 100 and guest.progress == sorted(guest.progress)
     assert guest.spec.name not in guest.defined_domains()
-    print(f"\nfake install: done in {took:.1f} s; first console line at {guest.lines[0][0]:.1f} s, "
-          f"/init at {guest.when('fake-installer: started'):.1f} s, "
-          f"result written at {guest.when(fake_installer.WROTE_MARKER):.1f} s")
+    print(
+        f"\nfake install: done in {took:.1f} s; first console line at {guest.lines[0][0]:.1f} s, "
+        f"/init at {guest.when('fake-installer: started'):.1f} s, "
+        f"result written at {guest.when(fake_installer.WROTE_MARKER):.1f} s"
+    )
 
 
 @pytest_twisted.ensureDeferred
-async def test_installer_that_never_writes_fails_by_inactivity(connection: LibvirtConnection,
-                                                               tmp_path: Path) -> None:
+async def test_installer_that_never_writes_fails_by_inactivity(connection: LibvirtConnection, tmp_path: Path) -> None:
     """An installer that prints but never writes ends in InstallFailed naming the inactivity, with its console."""
     guest = Guest(tmp_path, writes=False, answer_file=("ks.cfg", KICKSTART))
     with pytest.raises(InstallFailed) as failed:

@@ -18,7 +18,8 @@ def template(name="Fedora", version="39", extra="", install=None):
         "<packages><package name='vim-enhanced'/><package name='tmux'/></packages>"
         "<files><file name='/etc/motd'>hello motd</file></files>"
         f"<commands><command name='mark'>cat pre > marked-by-command; echo ran >> marked-by-command</command></commands>"
-        f"<precommands><command name='pre'>echo pre > pre</command></precommands>{extra}</template>")
+        f"<precommands><command name='pre'>echo pre > pre</command></precommands>{extra}</template>"
+    )
 
 
 def lines(text):
@@ -48,4 +49,5 @@ def kickstart_template(name: str, version: str) -> Template:
         "<packages><package name='tmux'/><package name='openssh-server'/></packages>"
         "<files><file name='/etc/motd'>hello</file></files>"
         "<commands><command name='c'>echo done &gt; /root/done</command></commands>"
-        "<precommands><command name='p'>echo pre</command></precommands></template>")
+        "<precommands><command name='p'>echo pre</command></precommands></template>"
+    )

@@ -35,8 +35,12 @@ SPEC_STARTED_PUSHES = """<provider_images>
 def shape(element: etree._Element) -> tuple:
     """Tag, attribute names (and the values that are not ids or URLs), children's shapes."""
     fixed = {name: value for name, value in element.attrib.items() if name == "type"}
-    return (element.tag, tuple(sorted(element.attrib)), tuple(sorted(fixed.items())),
-            tuple(shape(child) for child in element))
+    return (
+        element.tag,
+        tuple(sorted(element.attrib)),
+        tuple(sorted(fixed.items())),
+        tuple(shape(child) for child in element),
+    )
 
 
 def spec_shape(text: str) -> tuple:

@@ -13,8 +13,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import requests
 from requests_oauthlib import OAuth1
@@ -38,8 +39,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def oauth(signature_method: str = "HMAC-SHA1", key: str = CLIENT_KEY, secret: str = CLIENT_SECRET,
-          **kwargs: Any) -> OAuth1:
+def oauth(
+    signature_method: str = "HMAC-SHA1", key: str = CLIENT_KEY, secret: str = CLIENT_SECRET, **kwargs: Any
+) -> OAuth1:
     """An independent OAuth 1.0a (two-legged) signer for write requests."""
     return OAuth1(key, secret, signature_method=signature_method, **kwargs)
 
@@ -118,36 +120,50 @@ class Daemon:
 
     def command(self) -> list[str]:
         return [
-            str(TWISTD), "-n", "--pidfile=", "--logfile", str(self.log_path),
-            "imagefactory", "--rest",
-            "--port", str(self.port), "--address", "127.0.0.1",
-            "--state_dir", str(self.state_dir),
+            str(TWISTD),
+            "-n",
+            "--pidfile=",
+            "--logfile",
+            str(self.log_path),
+            "imagefactory",
+            "--rest",
+            "--port",
+            str(self.port),
+            "--address",
+            "127.0.0.1",
+            "--state_dir",
+            str(self.state_dir),
             *(["--config", str(self.config_path)] if self.use_config else []),
             *([] if self.ssl else ["--no_ssl"]),
             *self.extra_args,
         ]
 
-    def start(self) -> "Daemon":
+    def start(self) -> Daemon:
         """Start the subprocess (without waiting for it to serve)."""
         assert self.process is None or self.process.poll() is not None, "daemon already running"
         self._output = open(self.output_path, "ab")
         self.process = subprocess.Popen(
-            self.command(), cwd=str(self.workdir), stdin=subprocess.DEVNULL,
-            stdout=self._output, stderr=subprocess.STDOUT,
+            self.command(),
+            cwd=str(self.workdir),
+            stdin=subprocess.DEVNULL,
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
         )
         return self
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def wait_ready(self, timeout: float = READY_TIMEOUT) -> "Daemon":
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> Daemon:
         """Poll GET /imagefactory (TLS verified) until it answers 200; raise with the log tail if not."""
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             if not self.running():
-                raise DaemonError(f"daemon exited with status {self.process.returncode if self.process else None} "
-                                  f"before serving\n{self.diagnostics()}")
+                raise DaemonError(
+                    f"daemon exited with status {self.process.returncode if self.process else None} "
+                    f"before serving\n{self.diagnostics()}"
+                )
             if not self.ssl or self.pem_path.exists():
                 try:
                     answer = requests.get(self.url("/imagefactory"), verify=self.verify, timeout=2)
@@ -159,7 +175,7 @@ class Daemon:
             time.sleep(0.05)
         raise DaemonError(f"daemon not ready within {timeout} s (last error: {last_error!r})\n{self.diagnostics()}")
 
-    def start_ready(self) -> "Daemon":
+    def start_ready(self) -> Daemon:
         return self.start().wait_ready()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int | None:
@@ -176,7 +192,9 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=timeout)
-                raise DaemonError(f"daemon did not exit within {timeout} s of signal {sig}\n{self.diagnostics()}")
+                raise DaemonError(
+                    f"daemon did not exit within {timeout} s of signal {sig}\n{self.diagnostics()}"
+                ) from None
         if self._output is not None:
             self._output.close()
             self._output = None
@@ -186,7 +204,7 @@ class Daemon:
         """kill -9: no shutdown code runs."""
         return self.stop(signal.SIGKILL)
 
-    def restart(self, sig: int = signal.SIGTERM) -> "Daemon":
+    def restart(self, sig: int = signal.SIGTERM) -> Daemon:
         self.stop(sig)
         return self.start_ready()
 
@@ -207,14 +225,17 @@ class Daemon:
             return ""
 
     def diagnostics(self, lines: int = 60) -> str:
-        return (f"--- command: {' '.join(self.command())}\n"
-                f"--- stdout/stderr tail ({self.output_path}):\n{tail(self.output_text(), lines)}\n"
-                f"--- log tail ({self.log_path}):\n{tail(self.log_text(), lines)}")
+        return (
+            f"--- command: {' '.join(self.command())}\n"
+            f"--- stdout/stderr tail ({self.output_path}):\n{tail(self.output_text(), lines)}\n"
+            f"--- log tail ({self.log_path}):\n{tail(self.log_text(), lines)}"
+        )
 
     # -- HTTP ------------------------------------------------------------
 
-    def request(self, method: str, path: str, signed: bool = False, auth: Any = None,
-                host: str | None = None, **kwargs: Any) -> requests.Response:
+    def request(
+        self, method: str, path: str, signed: bool = False, auth: Any = None, host: str | None = None, **kwargs: Any
+    ) -> requests.Response:
         """One request to the daemon; ``signed`` adds the client1 OAuth signature."""
         if signed and auth is None:
             auth = oauth()
@@ -239,8 +260,9 @@ class Daemon:
         assert answer.status_code == 200, f"GET {path} -> {answer.status_code}: {answer.text}"
         return answer.json()
 
-    def poll(self, path: str, until: Callable[[dict[str, Any]], bool], timeout: float = 30.0,
-             interval: float = 0.05) -> dict[str, Any]:
+    def poll(
+        self, path: str, until: Callable[[dict[str, Any]], bool], timeout: float = 30.0, interval: float = 0.05
+    ) -> dict[str, Any]:
         """GET ``path`` until ``until(document)``; fail with the last document after ``timeout`` s."""
         deadline = time.monotonic() + timeout
         document: Any = None
@@ -249,8 +271,10 @@ class Daemon:
             if until(document):
                 return document
             if time.monotonic() >= deadline:
-                raise AssertionError(f"{path} did not reach the expected state within {timeout} s; "
-                                     f"last: {document}\n{self.diagnostics(30)}")
+                raise AssertionError(
+                    f"{path} did not reach the expected state within {timeout} s; "
+                    f"last: {document}\n{self.diagnostics(30)}"
+                )
             time.sleep(interval)
 
     def wait_final(self, path: str, timeout: float = 30.0) -> dict[str, Any]:
@@ -265,8 +289,9 @@ class DaemonPool:
         self.root = Path(root)
         self.daemons: list[Daemon] = []
 
-    def make(self, config: dict[str, Any] | None = None, *, start: bool = True, name: str | None = None,
-             **kwargs: Any) -> Daemon:
+    def make(
+        self, config: dict[str, Any] | None = None, *, start: bool = True, name: str | None = None, **kwargs: Any
+    ) -> Daemon:
         workdir = self.root / (name or f"daemon{len(self.daemons)}")
         daemon = Daemon(workdir, config, **kwargs)
         self.daemons.append(daemon)

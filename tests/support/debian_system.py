@@ -46,17 +46,27 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from . import fake_installer
 from .fake_installer import Entry, char_device, directory, newc_archive, regular
 
 SUITE = "bookworm"
 #: What debootstrap adds to minbase: a bootable, reachable system, and the tools the installer borrows.
-PACKAGES = ("linux-image-amd64", "systemd-sysv", "grub-pc", "openssh-server", "ifupdown", "isc-dhcp-client",
-            "fdisk", "e2fsprogs", "udev", "kmod")
+PACKAGES = (
+    "linux-image-amd64",
+    "systemd-sysv",
+    "grub-pc",
+    "openssh-server",
+    "ifupdown",
+    "isc-dhcp-client",
+    "fdisk",
+    "e2fsprogs",
+    "udev",
+    "kmod",
+)
 #: Written last into the cache folder: the suite and packages the system was made from.
 STAMP = "made-from.txt"
 #: Where the root file system tarball sits in the install tree (the installer fetches it from the mirror).
@@ -88,17 +98,20 @@ COMMAND_RESULT = "/etc/imgfac-e2e/openssh-version"
 
 def template(name: str, url: str, disk: str = "1536M") -> str:
     """A Debian 12 template installed from ``url``, with a package, a file and a command (it records a version)."""
-    return (f"<template><name>{name}</name><description>a real Debian 12 system</description>"
-            f"<os><name>Debian</name><version>12</version><arch>x86_64</arch>"
-            f"<install type='url'><url>{url}</url></install><rootpw>e2e-Secret-pw</rootpw></os>"
-            f"<disk><size>{disk}</size></disk>"
-            f"<packages><package name='openssh-server'/></packages>"
-            f"<files><file name='{FILE_PATH}'>{FILE_TEXT}</file></files>"
-            f"<commands><command name='record'>dpkg-query -W -f='${{Version}}' openssh-server"
-            f" &gt; {COMMAND_RESULT}</command></commands></template>")
+    return (
+        f"<template><name>{name}</name><description>a real Debian 12 system</description>"
+        f"<os><name>Debian</name><version>12</version><arch>x86_64</arch>"
+        f"<install type='url'><url>{url}</url></install><rootpw>e2e-Secret-pw</rootpw></os>"
+        f"<disk><size>{disk}</size></disk>"
+        f"<packages><package name='openssh-server'/></packages>"
+        f"<files><file name='{FILE_PATH}'>{FILE_TEXT}</file></files>"
+        f"<commands><command name='record'>dpkg-query -W -f='${{Version}}' openssh-server"
+        f" &gt; {COMMAND_RESULT}</command></commands></template>"
+    )
 
 
 # --- the root file system ------------------------------------------------------------------------------------------
+
 
 def apt_mirror() -> str:
     """The Debian mirror apt uses on this machine (from its sources; never a name written here)."""
@@ -149,7 +162,7 @@ def dpkg_versions(status: str) -> dict[str, str]:
     return versions
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def root_filesystem() -> RootFileSystem:
     """The Debian 12 system, made once with debootstrap (about 2 minutes) and cached."""
     home = cache_home()
@@ -171,8 +184,19 @@ def _make_root_filesystem(home: Path) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     root = partial / "root"
-    made = subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-                           "--components=main", SUITE, str(root), apt_mirror()], capture_output=True, text=True)
+    made = subprocess.run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(PACKAGES)}",
+            "--components=main",
+            SUITE,
+            str(root),
+            apt_mirror(),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if made.returncode != 0:
         _unmount_under(partial)  # a failed debootstrap may leave /proc and /sys mounted in the tree
         raise RuntimeError(f"debootstrap failed ({made.returncode}):\n{made.stdout[-3000:]}{made.stderr[-3000:]}")
@@ -185,8 +209,10 @@ def _make_root_filesystem(home: Path) -> None:
         key.unlink()
     (root / "etc/machine-id").write_text("")
     # Numeric owners: busybox tar in the installer has no user database to map names with.
-    subprocess.run(["tar", "--numeric-owner", "--one-file-system", "-C", str(root), "-cf",
-                    str(partial / "rootfs.tar"), "."], check=True)
+    subprocess.run(
+        ["tar", "--numeric-owner", "--one-file-system", "-C", str(root), "-cf", str(partial / "rootfs.tar"), "."],
+        check=True,
+    )
     (partial / STAMP).write_text(_stamp())
     shutil.rmtree(home, ignore_errors=True)
     os.replace(partial, home)
@@ -309,7 +335,7 @@ sleep 60
 """
 
 #: debian-installer's helper: run a command in the installed system.
-IN_TARGET = "#!/bin/sh\nexec chroot /target \"$@\"\n"
+IN_TARGET = '#!/bin/sh\nexec chroot /target "$@"\n'
 
 #: udhcpc's hook: configure the address and default route it was given.
 UDHCPC_SCRIPT = r"""#!/bin/sh
@@ -331,16 +357,20 @@ def initramfs_bytes(grub: bool = True) -> bytes:
     return _initramfs(root_filesystem(), grub)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _initramfs(system: RootFileSystem, grub: bool) -> bytes:
     busybox = Path(fake_installer.BUSYBOX).read_bytes()
     if fake_installer._is_dynamic_elf(busybox):
         raise RuntimeError(f"{fake_installer.BUSYBOX} is dynamically linked: install busybox-static")
     modules = module_load_order(system.tree, system.kernel_version, MODULES, OPTIONAL_MODULES)
-    insmods = "\n".join(f"insmod /lib/modules/{path.name.removesuffix('.xz')} || fail 'insmod {path.name} failed'"
-                        for path in modules)
-    script = (INIT_SCRIPT.replace("@ROOTFS@", ROOTFS_IN_TREE).replace("@MODULES@", insmods)
-              .replace("@GRUB@", "1" if grub else "0"))
+    insmods = "\n".join(
+        f"insmod /lib/modules/{path.name.removesuffix('.xz')} || fail 'insmod {path.name} failed'" for path in modules
+    )
+    script = (
+        INIT_SCRIPT.replace("@ROOTFS@", ROOTFS_IN_TREE)
+        .replace("@MODULES@", insmods)
+        .replace("@GRUB@", "1" if grub else "0")
+    )
     files: dict[str, tuple[bytes, bool]] = {
         "init": (script.encode(), True),
         "bin/busybox": (busybox, True),
@@ -350,8 +380,10 @@ def _initramfs(system: RootFileSystem, grub: bool) -> bytes:
     }
     for path in modules:
         data = path.read_bytes()
-        files[f"lib/modules/{path.name.removesuffix('.xz')}"] = (lzma.decompress(data) if path.suffix == ".xz"
-                                                                  else data, False)
+        files[f"lib/modules/{path.name.removesuffix('.xz')}"] = (
+            lzma.decompress(data) if path.suffix == ".xz" else data,
+            False,
+        )
     for inside in borrowed_files(system.tree, BORROWED):
         files[inside.lstrip("/")] = ((system.tree / inside.lstrip("/")).resolve().read_bytes(), True)
     entries = [char_device("dev/console", 5, 1)]
@@ -381,8 +413,9 @@ def borrowed_files(tree: Path, programs: Iterable[str]) -> set[str]:
     """
     needed = set(programs)
     for program in programs:
-        listing = subprocess.run(["chroot", str(tree), "/usr/bin/ldd", program], check=True, capture_output=True,
-                                 text=True).stdout
+        listing = subprocess.run(
+            ["chroot", str(tree), "/usr/bin/ldd", program], check=True, capture_output=True, text=True
+        ).stdout
         needed.update(re.findall(r"(/\S+) \(0x", listing))
     return needed
 
@@ -423,6 +456,7 @@ def _module_name(path: str) -> str:
 
 # --- the install tree ----------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class InstallTree:
     """A folder laid out as a Debian mirror holding the stand-in installer and the root file system."""
@@ -460,18 +494,48 @@ CPUS = 2
 MEMORY_MIB = 1024
 
 
-def qemu_argv(disk: Path, disk_format: str, console: Path, *, snapshot: bool = True, cpus: int = CPUS,
-              memory_mib: int = MEMORY_MIB, boot: tuple[Path, Path, str] | None = None) -> list[str]:
+def qemu_argv(
+    disk: Path,
+    disk_format: str,
+    console: Path,
+    *,
+    snapshot: bool = True,
+    cpus: int = CPUS,
+    memory_mib: int = MEMORY_MIB,
+    boot: tuple[Path, Path, str] | None = None,
+) -> list[str]:
     """QEMU under software emulation with ``disk`` on virtio, user networking and the serial console in a file.
 
     No screen (as the factory's boot test): an image must boot on its serial console alone.
     ``boot`` is (kernel, initrd, command line) to boot a kernel directly; else the disk's boot loader runs.
     ``snapshot`` keeps every write in a throwaway overlay: the image is read, never changed.
     """
-    argv = [QEMU, "-machine", "pc", "-accel", "tcg", "-cpu", "max", "-smp", str(cpus), "-m", str(memory_mib),
-            "-vga", "none", "-display", "none", "-monitor", "none", "-no-reboot", "-serial", f"file:{console}",
-            "-drive", f"file={disk},format={disk_format},if=virtio,cache=unsafe",
-            "-nic", "user,model=virtio-net-pci"]
+    argv = [
+        QEMU,
+        "-machine",
+        "pc",
+        "-accel",
+        "tcg",
+        "-cpu",
+        "max",
+        "-smp",
+        str(cpus),
+        "-m",
+        str(memory_mib),
+        "-vga",
+        "none",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-no-reboot",
+        "-serial",
+        f"file:{console}",
+        "-drive",
+        f"file={disk},format={disk_format},if=virtio,cache=unsafe",
+        "-nic",
+        "user,model=virtio-net-pci",
+    ]
     if snapshot:
         argv.append("-snapshot")
     if boot is not None:
@@ -492,15 +556,20 @@ def console_tail(console: Path, lines: int = 25) -> str:
 def boot_to_login(disk: Path, disk_format: str, console: Path, timeout: float = 300.0, **options) -> float:
     """Boot ``disk`` (read-only) until a login prompt shows on its serial console; the seconds it took."""
     started = time.monotonic()
-    with subprocess.Popen(qemu_argv(disk, disk_format, console, snapshot=True, **options),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as qemu:
+    with subprocess.Popen(
+        qemu_argv(disk, disk_format, console, snapshot=True, **options),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    ) as qemu:
         try:
             while time.monotonic() - started < timeout:
                 if console.exists() and LOGIN_PROMPT.search(console.read_bytes()):
                     return time.monotonic() - started
                 if qemu.poll() is not None:
-                    raise BootFailed(f"QEMU exited ({qemu.returncode}) before a login prompt: "
-                                     f"{qemu.stderr.read().decode(errors='replace')}\n{console_tail(console)}")
+                    raise BootFailed(
+                        f"QEMU exited ({qemu.returncode}) before a login prompt: "
+                        f"{qemu.stderr.read().decode(errors='replace')}\n{console_tail(console)}"
+                    )
                 time.sleep(0.5)
             raise BootFailed(f"no login prompt on {disk} within {timeout:g} s:\n{console_tail(console)}")
         finally:
@@ -508,16 +577,23 @@ def boot_to_login(disk: Path, disk_format: str, console: Path, timeout: float = 
                 qemu.kill()
 
 
-def run_installer(disk: Path, preseed_cfg: str, kernel: Path, initrd: Path, console: Path,
-                  cmdline: str, timeout: float = 900.0, **options) -> float:
+def run_installer(
+    disk: Path,
+    preseed_cfg: str,
+    kernel: Path,
+    initrd: Path,
+    console: Path,
+    cmdline: str,
+    timeout: float = 900.0,
+    **options,
+) -> float:
     """Boot the installer on ``disk`` (written) with ``preseed_cfg`` appended to its initrd; the seconds it ran.
 
     BootFailed unless it powered off after its last step.
     """
     with tempfile.TemporaryDirectory() as scratch:
         with_answers = Path(scratch) / "initrd.gz"
-        with_answers.write_bytes(fake_installer.append_member(initrd.read_bytes(), "preseed.cfg",
-                                                              preseed_cfg.encode()))
+        with_answers.write_bytes(fake_installer.append_member(initrd.read_bytes(), "preseed.cfg", preseed_cfg.encode()))
         started = time.monotonic()
         argv = qemu_argv(disk, "raw", console, snapshot=False, boot=(kernel, with_answers, cmdline), **options)
         try:

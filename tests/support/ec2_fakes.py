@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from botocore.exceptions import ClientError
 from twisted.internet.task import Clock
 
 from imgfac_twisted.config import Config
 from imgfac_twisted.providers.ec2 import EC2Provider
-from imgfac_twisted.providers.ec2_calls import Ec2Settings
-from imgfac_twisted.providers.ec2_calls import RetryPolicy
+from imgfac_twisted.providers.ec2_calls import Ec2Settings, RetryPolicy
 from imgfac_twisted.registry import PluginEnvironment
 from imgfac_twisted.testing import InlineDoor
 
 
 def client_error(code: str, message: str = "it went wrong", status: int = 400, operation: str = "Op") -> ClientError:
     """The ClientError botocore raises for an AWS error answer."""
-    return ClientError({"Error": {"Code": code, "Message": message},
-                        "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
+    return ClientError(
+        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation
+    )
 
 
 class FakeCloud:
@@ -50,10 +51,18 @@ class FakeCloud:
     def start_snapshot(self, **kwargs: Any) -> dict[str, Any]:
         self._enter("StartSnapshot", kwargs)
         snapshot_id = f"snap-{len(self.snapshots):08x}"
-        self.snapshots[snapshot_id] = {"blocks": {}, "state": "pending", "size": kwargs["VolumeSize"],
-                                       "tags": kwargs.get("Tags")}
-        return {"SnapshotId": snapshot_id, "BlockSize": self.block_size, "Status": "pending",
-                "VolumeSize": kwargs["VolumeSize"]}
+        self.snapshots[snapshot_id] = {
+            "blocks": {},
+            "state": "pending",
+            "size": kwargs["VolumeSize"],
+            "tags": kwargs.get("Tags"),
+        }
+        return {
+            "SnapshotId": snapshot_id,
+            "BlockSize": self.block_size,
+            "Status": "pending",
+            "VolumeSize": kwargs["VolumeSize"],
+        }
 
     def put_snapshot_block(self, **kwargs: Any) -> dict[str, Any]:
         self._enter("PutSnapshotBlock", kwargs)
@@ -93,8 +102,11 @@ class FakeCloud:
         if "ImageIds" in kwargs:
             image_id = kwargs["ImageIds"][0]
             state = self.image_states.pop(0) if self.image_states else "available"
-            return {"Images": [{"ImageId": image_id, "State": state,
-                                "StateReason": {"Message": "the snapshot is unusable"}}]}
+            return {
+                "Images": [
+                    {"ImageId": image_id, "State": state, "StateReason": {"Message": "the snapshot is unusable"}}
+                ]
+            }
         name = kwargs["Filters"][0]["Values"][0]
         return {"Images": [{"ImageId": image_id} for image_id, image in self.images.items() if image["Name"] == name]}
 
@@ -109,8 +121,9 @@ class FakeCloud:
         return {}
 
 
-def make_provider(provider_dir, cloud: FakeCloud | None = None, door: Any = None, clock: Clock | None = None,
-                  **settings: Any) -> EC2Provider:
+def make_provider(
+    provider_dir, cloud: FakeCloud | None = None, door: Any = None, clock: Clock | None = None, **settings: Any
+) -> EC2Provider:
     """An EC2Provider whose clients are *cloud* (a new FakeCloud by default), retrying without jitter."""
     environment = PluginEnvironment(Config(provider_dir=str(provider_dir)), clock or Clock(), door or InlineDoor())
     cloud = cloud or FakeCloud()

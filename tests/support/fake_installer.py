@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import functools
 import gzip
-import io
 import hashlib
 import http.server
+import io
 import lzma
 import os
 import re
@@ -35,9 +35,9 @@ import subprocess
 import tempfile
 import threading
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 RESULT_HEADER = b"IMGFAC-FAKE-INSTALL\n"
 
@@ -45,9 +45,15 @@ RESULT_HEADER = b"IMGFAC-FAKE-INSTALL\n"
 def manifest_package() -> str:
     """The package manifest line the fake installer prints (name, version, arch): the host's busybox-static,
     whose binary it carries."""
-    version = subprocess.run(["dpkg-query", "-W", "-f=${Version} ${Architecture}", "busybox-static"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    version = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Version} ${Architecture}", "busybox-static"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     return f"busybox-static {version}"
+
+
 #: Printed on the console when the initrd holds no kickstart or preseed.
 MISSING_MARKER = "fake-installer: ERROR: no /ks.cfg or /preseed.cfg in the initrd; the disk is left untouched"
 #: Printed on the console once the result is on the disk.
@@ -55,8 +61,7 @@ WROTE_MARKER = "fake-installer: result written to /dev/vda"
 #: Printed every two seconds by the installer that never writes.
 IDLE_MARKER = "fake-installer: still thinking, writing nothing"
 #: PEERS.md: Debian's kernel has virtio as modules, loaded in this order.
-VIRTIO_MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci",
-                  "virtio_blk")
+VIRTIO_MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk")
 BUSYBOX = "/bin/busybox"
 #: Where the two kinds of install tree keep the kernel and initrd.
 FEDORA_KERNEL = "images/pxeboot/vmlinuz"
@@ -95,8 +100,9 @@ class Kernel:
 
 def current_kernel_package() -> str:
     """The name of the kernel package ``linux-image-amd64`` points to now, e.g. ``linux-image-6.1.0-56-amd64``."""
-    output = subprocess.run(["apt-cache", "depends", "linux-image-amd64"], check=True, capture_output=True,
-                            text=True).stdout
+    output = subprocess.run(
+        ["apt-cache", "depends", "linux-image-amd64"], check=True, capture_output=True, text=True
+    ).stdout
     found = re.search(r"Depends: (linux-image-\d\S*-amd64)\b", output)
     if found is None:
         raise RuntimeError(f"apt-cache names no kernel package for linux-image-amd64:\n{output}")
@@ -143,8 +149,10 @@ def _uncompressed(bzimage: Path, target: Path) -> Path | None:
 
 def _payload(bzimage: bytes) -> bytes | None:
     """The ELF kernel compressed inside a bzImage (xz or gzip), found by trying each magic number's places."""
-    for magic, decompressor in ((b"\xfd7zXZ\x00", lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ)),
-                                (b"\x1f\x8b\x08", lambda: zlib.decompressobj(16 + zlib.MAX_WBITS))):
+    for magic, decompressor in (
+        (b"\xfd7zXZ\x00", lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ)),
+        (b"\x1f\x8b\x08", lambda: zlib.decompressobj(16 + zlib.MAX_WBITS)),
+    ):
         start = bzimage.find(magic)
         while start != -1:
             try:
@@ -159,7 +167,7 @@ def _payload(bzimage: bytes) -> bytes | None:
 
 def _has_pvh_entry(elf: bytes) -> bool:
     """True when a 64-bit ELF has the Xen PHYS32_ENTRY note (type 18) QEMU's PVH boot needs."""
-    phoff, = struct.unpack_from("<Q", elf, 0x20)
+    (phoff,) = struct.unpack_from("<Q", elf, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
     for index in range(phnum):
         kind, _, offset, _, _, size = struct.unpack_from("<IIQQQQ", elf, phoff + index * phentsize)
@@ -168,7 +176,7 @@ def _has_pvh_entry(elf: bytes) -> bool:
         position, end = offset, offset + size
         while position + 12 <= end:
             namesz, descsz, note_type = struct.unpack_from("<III", elf, position)
-            name = elf[position + 12:position + 12 + namesz].rstrip(b"\0")
+            name = elf[position + 12 : position + 12 + namesz].rstrip(b"\0")
             if name == b"Xen" and note_type == 18:
                 return True
             position += 12 + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
@@ -183,9 +191,20 @@ def _download_kernel(package: str, version: str, home: Path) -> None:
         (deb,) = Path(scratch).glob("*.deb")
         # dpkg -x of the whole package writes some 400 MB: take only what the initramfs needs.
         tar = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
-        subprocess.run(["tar", "-x", "-C", str(scratch), "--wildcards", f"./boot/vmlinuz-{version}",
-                        f"./lib/modules/{version}/kernel/drivers/virtio/*", f"./lib/modules/{version}/kernel/drivers/block/*"],
-                       stdin=tar.stdout, check=True)
+        subprocess.run(
+            [
+                "tar",
+                "-x",
+                "-C",
+                str(scratch),
+                "--wildcards",
+                f"./boot/vmlinuz-{version}",
+                f"./lib/modules/{version}/kernel/drivers/virtio/*",
+                f"./lib/modules/{version}/kernel/drivers/block/*",
+            ],
+            stdin=tar.stdout,
+            check=True,
+        )
         if tar.wait() != 0:
             raise RuntimeError(f"dpkg-deb could not read {deb}")
         tree = Path(scratch) / "lib" / "modules" / version
@@ -210,6 +229,7 @@ def _copy_module(tree: Path, name: str, target: Path) -> None:
 
 
 # --- newc cpio archives -----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -238,8 +258,7 @@ def newc_archive(entries: Iterable[Entry]) -> bytes:
     chunks = []
     for inode, entry in enumerate([*entries, Entry("TRAILER!!!", 0)], start=1):
         name = entry.name.encode() + b"\0"
-        fields = (inode, entry.mode, 0, 0, 1, 0, len(entry.data), 0, 0, entry.rdev[0], entry.rdev[1],
-                  len(name), 0)
+        fields = (inode, entry.mode, 0, 0, 1, 0, len(entry.data), 0, 0, entry.rdev[0], entry.rdev[1], len(name), 0)
         header = b"070701" + b"".join(b"%08X" % value for value in fields)
         chunks.append(_padded(header + name) + _padded(entry.data))
     return b"".join(chunks)
@@ -256,10 +275,12 @@ def append_member(initrd: bytes, name: str, data: bytes) -> bytes:
 
 # --- the initramfs ----------------------------------------------------------------------------------------------
 
+
 def init_script(writes: bool = True) -> str:
     """The ``/init`` of the fake installer (busybox sh)."""
-    load = "\n".join(f"insmod /lib/modules/{name}.ko || echo 'fake-installer: insmod {name} failed'"
-                     for name in VIRTIO_MODULES)
+    load = "\n".join(
+        f"insmod /lib/modules/{name}.ko || echo 'fake-installer: insmod {name} failed'" for name in VIRTIO_MODULES
+    )
     if writes:
         work = f"""
 found=""
@@ -319,12 +340,12 @@ def build_initramfs(kernel: Kernel, writes: bool = True) -> bytes:
 
 def _is_dynamic_elf(binary: bytes) -> bool:
     """True when a 64-bit little-endian ELF has a PT_INTERP program header (needs a dynamic loader)."""
-    phoff, = struct.unpack_from("<Q", binary, 0x20)
+    (phoff,) = struct.unpack_from("<Q", binary, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", binary, 0x36)
     return any(struct.unpack_from("<I", binary, phoff + index * phentsize)[0] == 3 for index in range(phnum))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def initramfs(writes: bool = True) -> bytes:
     """``build_initramfs`` for the current kernel, made once per test run."""
     return build_initramfs(debian_kernel(), writes)
@@ -343,11 +364,11 @@ def parse_result(disk_start: bytes) -> InstallResult:
     """Read the fake installer's result from the first bytes of the disk; ValueError if it is not there."""
     if not disk_start.startswith(RESULT_HEADER):
         raise ValueError(f"the disk does not start with {RESULT_HEADER!r}: {disk_start[:40]!r}")
-    rest = disk_start[len(RESULT_HEADER):]
+    rest = disk_start[len(RESULT_HEADER) :]
     checksum_line, rest = rest.split(b"\n", 1)
     length_line, rest = rest.split(b"\n", 1)
     sha256, name = checksum_line.decode().split()
-    return InstallResult(name.lstrip("/"), sha256, rest[:int(length_line)])
+    return InstallResult(name.lstrip("/"), sha256, rest[: int(length_line)])
 
 
 def sha256_hex(data: bytes) -> str:
@@ -355,6 +376,7 @@ def sha256_hex(data: bytes) -> str:
 
 
 # --- install trees ----------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class FakeTree:
@@ -421,13 +443,17 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 # --- ISOs ---------------------------------------------------------------------------------------------------------
 
+
 def make_iso(path: Path | str, files: dict[str, bytes], rock_ridge: bool = True, joliet: bool = True) -> str:
     """An ISO holding ``files`` (path -> bytes), with Rock Ridge and Joliet names when asked."""
     import pycdlib  # a product dependency, but only ISO tests need it here
 
     iso = pycdlib.PyCdlib()
-    iso.new(interchange_level=4 if rock_ridge else 1, rock_ridge="1.09" if rock_ridge else None,
-            joliet=3 if joliet else None)
+    iso.new(
+        interchange_level=4 if rock_ridge else 1,
+        rock_ridge="1.09" if rock_ridge else None,
+        joliet=3 if joliet else None,
+    )
     made = set()
     for name, data in files.items():
         parts = name.split("/")
@@ -435,14 +461,22 @@ def make_iso(path: Path | str, files: dict[str, bytes], rock_ridge: bool = True,
             folder = "/".join(parts[:depth])
             if folder not in made:
                 made.add(folder)
-                iso.add_directory("/" + folder.upper(), rr_name=parts[depth - 1] if rock_ridge else None,
-                                  joliet_path="/" + folder if joliet else None)
+                iso.add_directory(
+                    "/" + folder.upper(),
+                    rr_name=parts[depth - 1] if rock_ridge else None,
+                    joliet_path="/" + folder if joliet else None,
+                )
         leaf = parts[-1].upper().replace("-", "_")
         iso_name = "/" + "/".join([*(p.upper() for p in parts[:-1]), leaf if "." in leaf else leaf + "."]) + ";1"
         if not rock_ridge:
             iso_name = iso_name.replace(".TREEINFO", "TREEINFO")
-        iso.add_fp(io.BytesIO(data), len(data), iso_name, rr_name=parts[-1] if rock_ridge else None,
-                   joliet_path="/" + name if joliet else None)
+        iso.add_fp(
+            io.BytesIO(data),
+            len(data),
+            iso_name,
+            rr_name=parts[-1] if rock_ridge else None,
+            joliet_path="/" + name if joliet else None,
+        )
     iso.write(str(path))
     iso.close()
     return str(path)
@@ -453,8 +487,14 @@ def lay_out_iso(path: Path, writes: bool = True) -> Path:
     tree = Path(tempfile.mkdtemp(prefix="fake-iso-tree-"))
     try:
         laid = lay_out_tree(tree, writes)
-        make_iso(path, {".treeinfo": (tree / ".treeinfo").read_bytes(), FEDORA_KERNEL: laid.kernel.read_bytes(),
-                        FEDORA_INITRD: laid.initrd.read_bytes()})
+        make_iso(
+            path,
+            {
+                ".treeinfo": (tree / ".treeinfo").read_bytes(),
+                FEDORA_KERNEL: laid.kernel.read_bytes(),
+                FEDORA_INITRD: laid.initrd.read_bytes(),
+            },
+        )
     finally:
         shutil.rmtree(tree, ignore_errors=True)
     return path

@@ -19,9 +19,11 @@ import boto3
 from .daemon import free_port
 
 #: A mock-OS template with an aarch64 disk of 1 GiB: what the daemon tests build and push to moto.
-EC2_TEMPLATE = ("<template><name>ec2push</name><os><name>Mock</name><version>1</version><arch>aarch64</arch>"
-                "<install type='url'><url>http://example.invalid/</url></install></os>"
-                "<disk><size>1</size></disk><description>pushed to moto</description></template>")
+EC2_TEMPLATE = (
+    "<template><name>ec2push</name><os><name>Mock</name><version>1</version><arch>aarch64</arch>"
+    "<install type='url'><url>http://example.invalid/</url></install></os>"
+    "<disk><size>1</size></disk><description>pushed to moto</description></template>"
+)
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 SECRET = "moto-SECRET-9c1e7f3a5b2d-DistinctiveValue"
 ACCESS_KEY = "AKIAIMGFACTORYTEST01"
@@ -30,9 +32,11 @@ ACCOUNT = "123456789012"
 
 def credentials(secret: str = SECRET, access_key: str = ACCESS_KEY, account: str | None = ACCOUNT) -> str:
     account_xml = f"<account_number>{account}</account_number>" if account else ""
-    return (f"<provider_credentials><ec2_credentials>{account_xml}<access_key>{access_key}</access_key>"
-            f"<secret_access_key>{secret}</secret_access_key>"
-            "<certificate>ignored</certificate><key>ignored</key></ec2_credentials></provider_credentials>")
+    return (
+        f"<provider_credentials><ec2_credentials>{account_xml}<access_key>{access_key}</access_key>"
+        f"<secret_access_key>{secret}</secret_access_key>"
+        "<certificate>ignored</certificate><key>ignored</key></ec2_credentials></provider_credentials>"
+    )
 
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
@@ -56,14 +60,20 @@ class MotoServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"{name}.log"
         self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(self.port)],
-                                        stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env={**os.environ, **(env or {})}, start_new_session=True)
+        self.process = subprocess.Popen(
+            [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
         wait_for_port(self.port, self.process)
 
     def clients(self) -> tuple[Any, Any]:
-        session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                                        region_name="us-east-1")
+        session = boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+        )
         return session.client("ec2", endpoint_url=self.url), session.client("ebs", endpoint_url=self.url)
 
     def stop(self) -> None:

@@ -27,7 +27,7 @@ def make_cert(
 ) -> x509.Certificate:
     """A certificate for *subject_key*, signed by *issuer_key* (self if None)."""
     issuer_key = issuer_key or subject_key
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(name(subject_cn))
@@ -36,17 +36,13 @@ def make_cert(
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(
-            x509.BasicConstraints(ca=ca, path_length=None), critical=True
-        )
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .add_extension(
             x509.SubjectKeyIdentifier.from_public_key(subject_key.public_key()),
             critical=False,
         )
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                issuer_key.public_key()
-            ),
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
             critical=False,
         )
     )
@@ -71,9 +67,7 @@ def make_cert(
             critical=False,
         )
     if sans:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(sans), critical=False
-        )
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
 
@@ -82,23 +76,13 @@ def cert_pem(cert: x509.Certificate) -> bytes:
 
 
 def key_pem(key, password: bytes | None = None) -> bytes:
-    encryption = (
-        serialization.BestAvailableEncryption(password)
-        if password
-        else serialization.NoEncryption()
-    )
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-    )
+    encryption = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
 
 
 def key_base64_lines(key) -> list[str]:
     """The base64 lines of the key's PEM (what must never be in a message)."""
-    return [
-        line
-        for line in key_pem(key).decode().splitlines()
-        if line and not line.startswith("-----")
-    ]
+    return [line for line in key_pem(key).decode().splitlines() if line and not line.startswith("-----")]
 
 
 def write_file(path: Path, data: bytes) -> str:

@@ -8,7 +8,8 @@ import shutil
 import socket
 import subprocess
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -45,8 +46,10 @@ def global_reactor() -> Any:
 def with_credentials(url: str, user: str, password: str) -> str:
     """``url`` with another user and password (both percent-encoded)."""
     address = parse_amqp_url(url)
-    return (f"amqp://{quote(user, safe='')}:{quote(password, safe='')}@{address.host}:{address.port}/"
-            f"{quote(address.vhost, safe='')}")
+    return (
+        f"amqp://{quote(user, safe='')}:{quote(password, safe='')}@{address.host}:{address.port}/"
+        f"{quote(address.vhost, safe='')}"
+    )
 
 
 def port_open(host: str, port: int) -> bool:
@@ -96,8 +99,9 @@ class RawAmqp:
     @classmethod
     async def connect(cls, url: str) -> RawAmqp:
         address = parse_amqp_url(url)
-        creator = ClientCreator(global_reactor(), AMQClient, delegate=TwistedDelegate(), vhost=address.vhost,
-                                spec=cls.spec)
+        creator = ClientCreator(
+            global_reactor(), AMQClient, delegate=TwistedDelegate(), vhost=address.vhost, spec=cls.spec
+        )
         client = await creator.connectTCP(address.host, address.port, timeout=STEP_TIMEOUT)
         await within(client.authenticate(address.username, address.password))
         return cls(client)
@@ -173,15 +177,45 @@ def sample_events(start: float = 1_700_000_000.0) -> list[Event]:
     """Events of a build that completes, a push that fails and a build that fails, interleaved."""
     image_id, build_id = new_id(), new_id()
     build_id_a = new_id()
-    build = Builder(id=build_id_a, operation=Operation.BUILD, status=Status.NEW, completed=0, image_id=image_id,
-                    build_id=build_id, target="mock", target_image_id=build_id_a, created=start, updated=start)
-    push = Builder(id=new_id(), operation=Operation.PUSH, status=Status.NEW, completed=0, image_id=image_id,
-                   build_id=build_id, target="mock", provider="ec2-us-east-1", target_image_id=build_id_a,
-                   provider_account_identifier="123456789012", created=start, updated=start)
+    build = Builder(
+        id=build_id_a,
+        operation=Operation.BUILD,
+        status=Status.NEW,
+        completed=0,
+        image_id=image_id,
+        build_id=build_id,
+        target="mock",
+        target_image_id=build_id_a,
+        created=start,
+        updated=start,
+    )
+    push = Builder(
+        id=new_id(),
+        operation=Operation.PUSH,
+        status=Status.NEW,
+        completed=0,
+        image_id=image_id,
+        build_id=build_id,
+        target="mock",
+        provider="ec2-us-east-1",
+        target_image_id=build_id_a,
+        provider_account_identifier="123456789012",
+        created=start,
+        updated=start,
+    )
     build_id_b = new_id()
-    other = Builder(id=build_id_b, operation=Operation.BUILD, status=Status.NEW, completed=0, image_id=image_id,
-                    build_id=build_id, target="openstack-kvm", target_image_id=build_id_b, created=start,
-                    updated=start)
+    other = Builder(
+        id=build_id_b,
+        operation=Operation.BUILD,
+        status=Status.NEW,
+        completed=0,
+        image_id=image_id,
+        build_id=build_id,
+        target="openstack-kvm",
+        target_image_id=build_id_b,
+        created=start,
+        updated=start,
+    )
     changes: list[BuilderChange] = [BuilderChange(None, build), BuilderChange(None, other)]
 
     def move(old: Builder, status: Status, completed: int | None = None, **extra: Any) -> Builder:
@@ -203,16 +237,30 @@ def sample_events(start: float = 1_700_000_000.0) -> list[Event]:
 
 def extra_failure() -> Event:
     """One more failure event (a marker that must come last)."""
-    builder = Builder(id=new_id(), operation=Operation.BUILD, status=Status.NEW, completed=0, image_id=new_id(),
-                      build_id=new_id(), target="mock")
-    return event_for_change(BuilderChange(builder, builder.moved(Status.FAILED, now=1.0, status_detail="marker")),
-                            1.0)
+    builder = Builder(
+        id=new_id(),
+        operation=Operation.BUILD,
+        status=Status.NEW,
+        completed=0,
+        image_id=new_id(),
+        build_id=new_id(),
+        target="mock",
+    )
+    return event_for_change(BuilderChange(builder, builder.moved(Status.FAILED, now=1.0, status_detail="marker")), 1.0)
 
 
 def extra_push() -> Event:
     """One more push event (a marker that must come last)."""
-    builder = Builder(id=new_id(), operation=Operation.PUSH, status=Status.NEW, completed=0, image_id=new_id(),
-                      build_id=new_id(), target="mock", provider="gce-europe-west1")
+    builder = Builder(
+        id=new_id(),
+        operation=Operation.PUSH,
+        status=Status.NEW,
+        completed=0,
+        image_id=new_id(),
+        build_id=new_id(),
+        target="mock",
+        provider="gce-europe-west1",
+    )
     return event_for_change(BuilderChange(None, builder), 1.0)
 
 

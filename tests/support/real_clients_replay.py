@@ -35,8 +35,11 @@ def cassettes(name: str) -> dict[str, Any]:
 
 def recorded(name: str, cassette_suffix: str, method: str | None = None, index: int = 0) -> dict[str, Any]:
     """The ``index``-th exchange (of ``method``) of the cassette whose path ends with ``cassette_suffix``."""
-    found = [x for x in cassettes(name)["exchanges"]
-             if x["cassette"].endswith(cassette_suffix) and (method is None or x["method"] == method)]
+    found = [
+        x
+        for x in cassettes(name)["exchanges"]
+        if x["cassette"].endswith(cassette_suffix) and (method is None or x["method"] == method)
+    ]
     assert found, f"no exchange {method or ''} in {cassette_suffix}"
     return found[index]
 
@@ -54,18 +57,24 @@ def body_hash(body: bytes) -> str:
     return base64.b64encode(hashlib.sha1(body).digest()).decode("ascii")
 
 
-def gem_authorization(method: str, url: str, body: bytes | None, key: str, secret: str, nonce: str,
-                      timestamp: str) -> str:
+def gem_authorization(
+    method: str, url: str, body: bytes | None, key: str, secret: str, nonce: str, timestamp: str
+) -> str:
     """The ``Authorization`` header the oauth gem 0.4.4 sends (two-legged, HMAC-SHA1, body hash for non-form bodies)."""
-    params = {"oauth_consumer_key": key, "oauth_nonce": nonce, "oauth_signature_method": "HMAC-SHA1",
-              "oauth_timestamp": timestamp, "oauth_version": "1.0"}
+    params = {
+        "oauth_consumer_key": key,
+        "oauth_nonce": nonce,
+        "oauth_signature_method": "HMAC-SHA1",
+        "oauth_timestamp": timestamp,
+        "oauth_version": "1.0",
+    }
     if body is not None:
         params["oauth_body_hash"] = body_hash(body)
     parts = urlsplit(url)
     normalized_url = f"{parts.scheme}://{parts.netloc}{parts.path}"
     pairs = sorted((_escape(k), _escape(v)) for k, v in params.items())
     base = "&".join([method.upper(), _escape(normalized_url), _escape("&".join(f"{k}={v}" for k, v in pairs))])
-    digest = hmac.new(f"{_escape(secret)}&".encode("utf-8"), base.encode("utf-8"), hashlib.sha1).digest()
+    digest = hmac.new(f"{_escape(secret)}&".encode(), base.encode("utf-8"), hashlib.sha1).digest()
     params["oauth_signature"] = base64.b64encode(digest).decode("ascii")
     return "OAuth " + ", ".join(f'{k}="{_escape(v)}"' for k, v in sorted(params.items()))
 
@@ -114,20 +123,27 @@ def xml_names(text: str | bytes) -> set[str]:
 KEY, SECRET = "mock-key", "mock-secret"
 CONDUCTOR_USER, CONDUCTOR_PASSWORD = "admin", "password"
 MOCK_USER, MOCK_PASSWORD = "conductor-user", "mock-pass-never-shown"
-MOCK_CREDENTIALS = (f"<provider_credentials><mock_credentials><username>{MOCK_USER}</username>"
-                    f"<password>{MOCK_PASSWORD}</password></mock_credentials></provider_credentials>")
+MOCK_CREDENTIALS = (
+    f"<provider_credentials><mock_credentials><username>{MOCK_USER}</username>"
+    f"<password>{MOCK_PASSWORD}</password></mock_credentials></provider_credentials>"
+)
 #: Conductor's ``credentials``: its whole provider account, the factory's document inside (mock and EC2 alike).
-PROVIDER_ACCOUNT = ("<provider_account><name>mock-acc</name><provider>mock</provider><provider_type>mock</provider_type>"
-                    f"{MOCK_CREDENTIALS}</provider_account>")
+PROVIDER_ACCOUNT = (
+    "<provider_account><name>mock-acc</name><provider>mock</provider><provider_type>mock</provider_type>"
+    f"{MOCK_CREDENTIALS}</provider_account>"
+)
 
 
 def real_clients_config(folder: Path) -> dict[str, Any]:
     """OAuth client mock-key (the rubygem spec's), the Conductor API with admin/password and a mock account."""
     (folder / "mock-acc.xml").write_text(MOCK_CREDENTIALS)
     hashed = bcrypt.hashpw(CONDUCTOR_PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-    return mock_config(clients={**CLIENTS, KEY: SECRET}, conductor=True,
-                       conductor_users={CONDUCTOR_USER: hashed},
-                       provider_accounts={"mock-acc": {"provider": "mock", "credentials": str(folder / "mock-acc.xml")}})
+    return mock_config(
+        clients={**CLIENTS, KEY: SECRET},
+        conductor=True,
+        conductor_users={CONDUCTOR_USER: hashed},
+        provider_accounts={"mock-acc": {"provider": "mock", "credentials": str(folder / "mock-acc.xml")}},
+    )
 
 
 def wrapped(root: str, **fields: str) -> bytes:

@@ -9,8 +9,8 @@ from twisted.internet.task import Clock
 from imgfac_twisted.errors import ImageFactoryError
 from imgfac_twisted.jobs.base_images import BaseImages, Follower, NoInstaller
 from imgfac_twisted.jobs.logs import BuilderLogs
-from imgfac_twisted.testing import InlineDoor, SPEC_TEMPLATE, result_of
 from imgfac_twisted.template import parse_template
+from imgfac_twisted.testing import SPEC_TEMPLATE, InlineDoor, result_of
 
 MOCK_OS = SPEC_TEMPLATE.replace("<name>Fedora</name>", "<name>Mock</name>")
 
@@ -37,8 +37,11 @@ class SlowOS:
 def setup(tmp_path):
     system = SlowOS()
     logs = BuilderLogs(str(tmp_path), InlineDoor(), Clock())
-    return system, BaseImages(Clock(), {"slow": system}, str(tmp_path), logs, install_slots=1,
-                                  save_manifest=no_manifests), logs
+    return (
+        system,
+        BaseImages(Clock(), {"slow": system}, str(tmp_path), logs, install_slots=1, save_manifest=no_manifests),
+        logs,
+    )
 
 
 def follow(progress):
@@ -89,8 +92,7 @@ class EagerOS(SlowOS):
 def test_the_first_builder_sees_the_install_s_first_line(tmp_path):
     """The install starts only once its first builder listens: a line logged at once is not lost."""
     logs = BuilderLogs(str(tmp_path), InlineDoor(), Clock())
-    images = BaseImages(Clock(), {"eager": EagerOS()}, str(tmp_path), logs, install_slots=1,
-                                  save_manifest=no_manifests)
+    images = BaseImages(Clock(), {"eager": EagerOS()}, str(tmp_path), logs, install_slots=1, save_manifest=no_manifests)
     images.wait_for("build1", parse_template(MOCK_OS), "a", follow(lambda percent: None))
     assert b"downloading the installer" in result_of(logs.read("a"))
 

@@ -15,10 +15,12 @@ import requests
 
 from imgfac_twisted import cli
 
-F14 = ("<template><name>f14jeos</name><os><name>Fedora</name> <version>14</version> <arch>x86_64</arch> "
-       "<install type='url'> <url>http://download.fedoraproject.org/pub/fedora/linux/releases/14/Fedora/"
-       "x86_64/os/</url></install><rootpw>p@55w0rd!</rootpw></os><description>Fedora 14</description>"
-       "</template>")
+F14 = (
+    "<template><name>f14jeos</name><os><name>Fedora</name> <version>14</version> <arch>x86_64</arch> "
+    "<install type='url'> <url>http://download.fedoraproject.org/pub/fedora/linux/releases/14/Fedora/"
+    "x86_64/os/</url></install><rootpw>p@55w0rd!</rootpw></os><description>Fedora 14</description>"
+    "</template>"
+)
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
@@ -35,7 +37,14 @@ def test_parse_global_options_before_or_after_the_command() -> None:
     after = parse("status", "abc", "--url", "https://h:1", "--json", "--ca-file", "c.pem")
     for args in (before, after):
         assert (args.command, args.id, args.url, args.json, args.ca_file, args.insecure, args.config) == (
-            "status", "abc", "https://h:1", True, "c.pem", False, None)
+            "status",
+            "abc",
+            "https://h:1",
+            True,
+            "c.pem",
+            False,
+            None,
+        )
     plain_args = parse("list")
     assert (plain_args.url, plain_args.json, plain_args.ca_file, plain_args.insecure) == (None, False, None, False)
 
@@ -58,8 +67,12 @@ def test_parse_commands() -> None:
 
 def test_parse_rejects_secrets_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     """There is no option for the OAuth key or secret: they would show in the process list."""
-    for argv in (["--secret", "x", "list"], ["list", "--secret", "x"], ["--key", "k", "list"],
-                 ["--oauth-secret", "x", "list"]):
+    for argv in (
+        ["--secret", "x", "list"],
+        ["list", "--secret", "x"],
+        ["--key", "k", "list"],
+        ["--oauth-secret", "x", "list"],
+    ):
         assert cli.main(argv) == 2
     assert "unrecognized arguments" in capsys.readouterr().err
     options = {option for action in cli.build_parser()._actions for option in action.option_strings}
@@ -116,17 +129,31 @@ def test_settings_precedence(tmp_path: Path) -> None:
     env = {"HOME": str(tmp_path)}
     from_file = cli.resolve_settings(parse("--config", str(config), "list"), env)
     assert (from_file.url, from_file.key, from_file.secret, from_file.verify) == (
-        "https://from-file:1", "fk", "fs", str(ca))
-    env.update(IMAGEFACTORY_URL="https://from-env:2/imagefactory/", IMAGEFACTORY_KEY="ek",
-               IMAGEFACTORY_SECRET="es", IMAGEFACTORY_CA_FILE=str(ca))
+        "https://from-file:1",
+        "fk",
+        "fs",
+        str(ca),
+    )
+    env.update(
+        IMAGEFACTORY_URL="https://from-env:2/imagefactory/",
+        IMAGEFACTORY_KEY="ek",
+        IMAGEFACTORY_SECRET="es",
+        IMAGEFACTORY_CA_FILE=str(ca),
+    )
     from_env = cli.resolve_settings(parse("--config", str(config), "list"), env)
     assert (from_env.url, from_env.key, from_env.secret) == ("https://from-env:2", "ek", "es")
-    from_args = cli.resolve_settings(parse("--config", str(config), "--url", "http://from-args:3", "--insecure",
-                                           "list"), env)
+    from_args = cli.resolve_settings(
+        parse("--config", str(config), "--url", "http://from-args:3", "--insecure", "list"), env
+    )
     assert (from_args.url, from_args.verify) == ("http://from-args:3", False)
     defaults = cli.resolve_settings(parse("list"), {"HOME": str(tmp_path / "nobody")})
     assert (defaults.url, defaults.verify, defaults.key, defaults.secret, defaults.json) == (
-        cli.DEFAULT_URL, True, None, None, False)
+        cli.DEFAULT_URL,
+        True,
+        None,
+        None,
+        False,
+    )
     assert defaults.config_path == str(tmp_path / "nobody" / ".config" / "imagefactory" / "cli.json")
     assert defaults.oauth() is None
 
@@ -202,8 +229,7 @@ def test_wait_without_terminal_prints_one_line_per_status_change() -> None:
     def fetch(path: str) -> dict[str, Any]:
         polls.append(path)
         status, completed = next(answers[path])
-        return {"status": status, "completed": completed,
-                "status_detail": "it broke" if status == "FAILED" else None}
+        return {"status": status, "completed": completed, "status_detail": "it broke" if status == "FAILED" else None}
 
     items = [cli.Watched("target image", "a" * 8, "/a", "mock"), cli.Watched("target image", "b" * 8, "/b", "other")]
     console, stream = pipe_console()
@@ -224,11 +250,28 @@ def test_wait_without_terminal_prints_one_line_per_status_change() -> None:
 def test_output_does_not_interpret_server_text_as_markup() -> None:
     """Text from the daemon (e.g. a status_detail with [brackets]) is printed as is."""
     console, stream = pipe_console()
-    item = cli.Watched("target image", "x", "/x", "[bold]mock[/bold]",
-                       {"status": "FAILED", "completed": 3, "status_detail": "bad [red]thing[/red]"})
+    item = cli.Watched(
+        "target image",
+        "x",
+        "/x",
+        "[bold]mock[/bold]",
+        {"status": "FAILED", "completed": 3, "status_detail": "bad [red]thing[/red]"},
+    )
     cli.report_final([item], console)
-    console.print(cli.builders_table([{"id": "x", "operation": "build", "target": "[i]t[/i]", "status": "FAILED",
-                                       "completed": 3, "status_detail": "[b]why[/b]"}]))
+    console.print(
+        cli.builders_table(
+            [
+                {
+                    "id": "x",
+                    "operation": "build",
+                    "target": "[i]t[/i]",
+                    "status": "FAILED",
+                    "completed": 3,
+                    "status_detail": "[b]why[/b]",
+                }
+            ]
+        )
+    )
     out = stream.getvalue()
     assert "(" + "[bold]mock[/bold]" + ") FAILED: bad [red]thing[/red]" in out
     assert "[i]t[/i]" in out and "[b]why[/b]" in out
@@ -267,6 +310,7 @@ def error_of(status: int, body: bytes, signed: bool = False, settings: cli.Setti
 
 def test_api_errors_map_to_exit_codes() -> None:
     """4xx is exit 2 and 5xx exit 3, with the API's message; a non-JSON error body is still reported."""
+
     def body(code: int, message: str) -> bytes:
         return json.dumps({"_type": "error", "code": code, "message": message}).encode()
 
@@ -286,8 +330,9 @@ def test_401_hints_depend_on_configured_credentials() -> None:
     unsigned = error_of(401, body, signed=True)
     assert unsigned.code == 2 and "OAuth" in unsigned.message
     assert "IMAGEFACTORY_KEY" in (unsigned.hint or "") and "never taken from the command line" in (unsigned.hint or "")
-    signed = error_of(401, body, signed=True, settings=cli.Settings(key="k", secret="s",
-                                                                   credentials_source="from the environment"))
+    signed = error_of(
+        401, body, signed=True, settings=cli.Settings(key="k", secret="s", credentials_source="from the environment")
+    )
     assert "check the OAuth key and secret" in (signed.hint or "")
 
 
@@ -300,8 +345,9 @@ def test_writes_are_signed_only_when_a_key_is_configured() -> None:
     assert [type(auth).__name__ for _, _, auth in session.calls] == ["OAuth1", "NoneType", "NoneType"]
 
 
-def test_main_turns_ctrl_c_and_surprises_into_exit_codes(monkeypatch: pytest.MonkeyPatch,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_main_turns_ctrl_c_and_surprises_into_exit_codes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """KeyboardInterrupt is exit 130 with nothing printed; an unexpected exception is exit 3 with one
     error line, not a traceback."""
     monkeypatch.delenv(cli.ENV_DEBUG, raising=False)
@@ -345,8 +391,9 @@ def run_log(answers: list[tuple[bytes, str]], follow: bool, monkeypatch: pytest.
     return client
 
 
-def test_log_pages_with_offsets_and_keeps_split_characters(monkeypatch: pytest.MonkeyPatch,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_log_pages_with_offsets_and_keeps_split_characters(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """log reads on from the byte offset until an empty answer; a UTF-8 character split between two
     answers is printed whole."""
     client = run_log([(b"caf\xc3", "BUILDING"), (b"\xa9 ok\n", "BUILDING"), (b"", "BUILDING")], False, monkeypatch)
@@ -354,12 +401,18 @@ def test_log_pages_with_offsets_and_keeps_split_characters(monkeypatch: pytest.M
     assert capsys.readouterr().out == "caf\u00e9 ok\n"
 
 
-def test_log_follow_stops_on_final_status_with_no_more_data(monkeypatch: pytest.MonkeyPatch,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_log_follow_stops_on_final_status_with_no_more_data(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """log -f polls while the builder runs and stops at the first empty answer with a final status
     (the daemon reads the status before the log, so nothing is lost)."""
-    answers = [(b"one\n", "BUILDING"), (b"", "BUILDING"), (b"", "BUILDING"), (b"two\n", "COMPLETED"),
-               (b"", "COMPLETED")]
+    answers = [
+        (b"one\n", "BUILDING"),
+        (b"", "BUILDING"),
+        (b"", "BUILDING"),
+        (b"two\n", "COMPLETED"),
+        (b"", "COMPLETED"),
+    ]
     client = run_log(answers, True, monkeypatch)
     assert client.offsets == [0, 4, 4, 4, 8]
     assert capsys.readouterr().out == "one\ntwo\n"

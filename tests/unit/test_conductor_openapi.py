@@ -72,9 +72,28 @@ def test_every_operation_needs_basic_auth_and_answers_xml(document):
 def test_error_codes_are_listed(document):
     """Every code the spec lists that can arise, and ours for HTTP-level errors, is in the Error schema."""
     codes = set(document["components"]["schemas"]["Error"]["properties"]["code"]["enum"])
-    spec = {"BuildDeleteFailure", "BuildNotFound", "ImageDeleteFailure", "ImageNotFound", "InsufficientParametersSupplied",
-            "ParameterDataIncorrect", "PushError", "ProviderAccountNotFound", "ProviderImageDeleteFailure",
-            "ProviderImageNotFound", "TargetImageDeleteFailure", "TargetImageNotFound", "TargetNotFound"}
+    spec = {
+        "BuildDeleteFailure",
+        "BuildNotFound",
+        "ImageDeleteFailure",
+        "ImageNotFound",
+        "InsufficientParametersSupplied",
+        "ParameterDataIncorrect",
+        "PushError",
+        "ProviderAccountNotFound",
+        "ProviderImageDeleteFailure",
+        "ProviderImageNotFound",
+        "TargetImageDeleteFailure",
+        "TargetImageNotFound",
+        "TargetNotFound",
+    }
     assert spec <= codes
-    assert {"Unauthorized", "NotFound", "MethodNotAllowed", "NotAcceptable", "RequestTooLarge",
-            "UnsupportedMediaType", "InternalError"} <= codes
+    assert {
+        "Unauthorized",
+        "NotFound",
+        "MethodNotAllowed",
+        "NotAcceptable",
+        "RequestTooLarge",
+        "UnsupportedMediaType",
+        "InternalError",
+    } <= codes

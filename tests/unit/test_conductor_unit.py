@@ -23,8 +23,16 @@ from imgfac_twisted.web.basic_auth import BasicAuthenticator, parse_basic
 from imgfac_twisted.web.conductor import representations as xml
 from imgfac_twisted.web.conductor.app import ConductorAPI
 from imgfac_twisted.web.conductor.resource import ConductorResource, accepts
-from support.conductor_shapes import (SPEC_BUILD, SPEC_IMAGE, SPEC_PROVIDER_IMAGE, SPEC_STARTED_IMAGE, SPEC_STARTED_PUSHES,
-                                      SPEC_TARGET_IMAGE, shape, spec_shape)
+from support.conductor_shapes import (
+    SPEC_BUILD,
+    SPEC_IMAGE,
+    SPEC_PROVIDER_IMAGE,
+    SPEC_STARTED_IMAGE,
+    SPEC_STARTED_PUSHES,
+    SPEC_TARGET_IMAGE,
+    shape,
+    spec_shape,
+)
 
 BASE = "http://conductor-host:8075"
 API = "/conductor/api"
@@ -57,8 +65,18 @@ def test_a_right_password_against_a_2y_hash_is_accepted():
     assert result_of(auth.authenticate(basic())) == "admin"
 
 
-@pytest.mark.parametrize("header", [None, b"", b"Bearer abc", b"Basic !!!notbase64", b"Basic " + base64.b64encode(b"nocolon"),
-                                    basic(password="wrong"), basic(user="nobody")])
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        b"",
+        b"Bearer abc",
+        b"Basic !!!notbase64",
+        b"Basic " + base64.b64encode(b"nocolon"),
+        basic(password="wrong"),
+        basic(user="nobody"),
+    ],
+)
 def test_missing_malformed_or_wrong_credentials_are_refused(header):
     """No header, another scheme, bad base64, no colon, a wrong password or an unknown user: AuthenticationFailed."""
     auth = BasicAuthenticator({"admin": HASH}, InlineDoor(), FakeReactor())
@@ -95,11 +113,20 @@ def test_parse_basic_reads_utf8_and_colons_in_passwords():
     assert parse_basic(b"Basic " + base64.b64encode("é:a:b".encode())) == ("é", "a:b")
 
 
-@pytest.mark.parametrize("header, ok", [
-    (None, True), (b"*/*", True), (b"application/*", True), (b"application/xml", True), (b"text/xml", True),
-    (b"application/json, application/xml;q=0.5", True), (b"application/json", False), (b"text/html", False),
-    (b"application/xml;q=0", False),
-])
+@pytest.mark.parametrize(
+    "header, ok",
+    [
+        (None, True),
+        (b"*/*", True),
+        (b"application/*", True),
+        (b"application/xml", True),
+        (b"text/xml", True),
+        (b"application/json, application/xml;q=0.5", True),
+        (b"application/json", False),
+        (b"text/html", False),
+        (b"application/xml;q=0", False),
+    ],
+)
 def test_accept_header(header, ok):
     """Absent, wildcards and the XML types are fine; anything else (or XML at q=0) is not."""
     assert accepts(header, frozenset({b"*/*", b"application/*", b"application/xml", b"text/*", b"text/xml"})) is ok
@@ -111,20 +138,29 @@ def test_accept_header(header, ok):
 def test_accounts_are_loaded_and_every_bad_one_reported_at_once(tmp_path):
     """Unknown provider, unreadable file, invalid credentials: one ConfigError naming each account, no secret."""
     good = tmp_path / "good.xml"
-    good.write_text("<provider_credentials><mock_credentials><username>u</username><password>TOPSECRET</password>"
-                    "</mock_credentials></provider_credentials>")
+    good.write_text(
+        "<provider_credentials><mock_credentials><username>u</username><password>TOPSECRET</password>"
+        "</mock_credentials></provider_credentials>"
+    )
     bad = tmp_path / "bad.xml"
-    bad.write_text("<provider_credentials><mock_credentials><username>u</username></mock_credentials>"
-                   "</provider_credentials>")
+    bad.write_text(
+        "<provider_credentials><mock_credentials><username>u</username></mock_credentials></provider_credentials>"
+    )
     provider = MockProvider(type("Env", (), {"config": type("C", (), {"mock_duration": 0})()})())
     kinds = {"mock": "mock"}
     loaded = load_accounts({"ok": {"provider": "mock", "credentials": str(good)}}, kinds.get, lambda _: provider)
     assert loaded["ok"].provider_type == "mock" and loaded["ok"].credentials.account_identifier == "u"
     assert "TOPSECRET" not in repr(loaded)
     with pytest.raises(ConfigError) as refused:
-        load_accounts({"a": {"provider": "nowhere", "credentials": str(good)},
-                       "b": {"provider": "mock", "credentials": str(tmp_path / "missing.xml")},
-                       "c": {"provider": "mock", "credentials": str(bad)}}, kinds.get, lambda _: provider)
+        load_accounts(
+            {
+                "a": {"provider": "nowhere", "credentials": str(good)},
+                "b": {"provider": "mock", "credentials": str(tmp_path / "missing.xml")},
+                "c": {"provider": "mock", "credentials": str(bad)},
+            },
+            kinds.get,
+            lambda _: provider,
+        )
     message = refused.value.message
     assert "'a': unknown provider 'nowhere'" in message
     assert "'b': credentials file" in message and "cannot be read" in message
@@ -135,13 +171,20 @@ def test_config_checks_users_and_accounts():
     """conductor_users must hold bcrypt hashes; provider_accounts need provider and credentials; users are redacted."""
     from imgfac_twisted.config import merge_config
 
-    config = merge_config({"conductor": True, "conductor_users": {"admin": HASH},
-                           "provider_accounts": {"acc": {"provider": "mock", "credentials": "/x.xml"}}}, {})
+    config = merge_config(
+        {
+            "conductor": True,
+            "conductor_users": {"admin": HASH},
+            "provider_accounts": {"acc": {"provider": "mock", "credentials": "/x.xml"}},
+        },
+        {},
+    )
     assert config.conductor and config.provider_accounts["acc"]["provider"] == "mock"
     assert HASH not in str(config.redacted()) and HASH not in repr(config)
     with pytest.raises(ConfigError) as refused:
-        merge_config({"conductor_users": {"admin": "plaintext"},
-                      "provider_accounts": {"acc": {"provider": "mock"}}}, {})
+        merge_config(
+            {"conductor_users": {"admin": "plaintext"}, "provider_accounts": {"acc": {"provider": "mock"}}}, {}
+        )
     assert "conductor_users" in refused.value.message and "'admin'" in refused.value.message
     assert "plaintext" not in refused.value.message
     assert "provider_accounts" in refused.value.message and "'acc'" in refused.value.message
@@ -149,13 +192,24 @@ def test_config_checks_users_and_accounts():
 
 # -- XML shapes against the spec's examples ---------------------------------------
 
+
 def test_xml_documents_have_the_spec_shapes():
     """Every document is, element for element and attribute for attribute, the spec's example."""
     image = Image("i1", "t1", "tmpl1", "foo", "Fedora", "14", "x86_64", 1.0)
     build = Build("b1", "i1", "t1", 1.0)
     target = Builder("ti1", Operation.BUILD, Status.COMPLETED, 100, "i1", "b1", "ec2", created=1.0)
-    push = Builder("pi1", Operation.PUSH, Status.NEW, 0, "i1", "b1", "ec2", provider="ec2-us-east-1",
-                   target_image_id="ti1", identifier_on_provider="ami-1")
+    push = Builder(
+        "pi1",
+        Operation.PUSH,
+        Status.NEW,
+        0,
+        "i1",
+        "b1",
+        "ec2",
+        provider="ec2-us-east-1",
+        target_image_id="ti1",
+        identifier_on_provider="ami-1",
+    )
     assert shape(xml.image_element(BASE, image, ["b1"])) == spec_shape(SPEC_IMAGE)
     assert shape(xml.build_element(BASE, build)) == spec_shape(SPEC_BUILD)
     # The spec's shape; a COMPLETED one adds (additively) a link to its package list.
@@ -192,14 +246,27 @@ class Conductor:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
         self.accounts = {"mock-acc": ProviderAccount("mock-acc", "mock", "mock", Credentials("mockuser"))}
-        self.deleter = Deleter(stack.store, stack.index, stack.dispatcher, self.accounts, InlineDoor(),
-                               stack.config.state_dir, stack.updater)
+        self.deleter = Deleter(
+            stack.store,
+            stack.index,
+            stack.dispatcher,
+            self.accounts,
+            InlineDoor(),
+            stack.config.state_dir,
+            stack.updater,
+        )
         self.api = ConductorAPI(stack.dispatcher, stack.store, stack.index, self.deleter, self.accounts, 1024 * 1024)
         auth = BasicAuthenticator({"admin": HASH}, InlineDoor(), stack.clock)
         self.treq = StubTreq(ConductorResource(self.api.app.resource(), auth))
 
-    def request(self, method: str, path: str, body: str | bytes | None = None, headers: dict | None = None,
-                auth: bytes | None = None) -> tuple[Any, bytes]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: str | bytes | None = None,
+        headers: dict | None = None,
+        auth: bytes | None = None,
+    ) -> tuple[Any, bytes]:
         sent = {"Authorization": [(auth or basic()).decode()], **(headers or {})}
         if body is not None and "Content-Type" not in sent:
             sent.update(XML_HEADERS)
@@ -243,7 +310,9 @@ def completed_build(conductor: Conductor) -> etree._Element:
 def test_post_images_answers_201_with_the_nested_document(conductor):
     """The image, its build and a New target image per target; Location names the image."""
     escaped = SPEC_TEMPLATE.replace("&", "&amp;").replace("<", "&lt;")
-    response, content = conductor.request("POST", "/images", f"<image><targets>mock</targets><tdl>{escaped}</tdl></image>")
+    response, content = conductor.request(
+        "POST", "/images", f"<image><targets>mock</targets><tdl>{escaped}</tdl></image>"
+    )
     assert response.code == 201, content
     answer = etree.fromstring(content)
     assert response.headers.getRawHeaders("location") == [answer.get("href")]
@@ -279,8 +348,13 @@ def test_push_of_a_build_to_an_account(conductor):
     """A build pushed to the mock account gives one provider image, COMPLETED once the push ran."""
     answer = completed_build(conductor)
     build_id = answer.find("build").get("id")
-    started = conductor.xml("POST", "/provider_images", f"<provider_image><build_id>{build_id}</build_id>"
-                            "<provider_account>mock-acc</provider_account></provider_image>", expect=201)
+    started = conductor.xml(
+        "POST",
+        "/provider_images",
+        f"<provider_image><build_id>{build_id}</build_id>"
+        "<provider_account>mock-acc</provider_account></provider_image>",
+        expect=201,
+    )
     (pushed,) = started
     assert pushed.tag == "provider_image" and pushed.findtext("status") in ("New", "PENDING", "PUSHING")
     conductor.stack.run_for(3)
@@ -295,11 +369,20 @@ def test_push_by_image_and_by_target_image(conductor):
     """An image push covers its latest build; a target image push that one target image."""
     answer = completed_build(conductor)
     target_id = answer.find("build/target_images/target_image").get("id")
-    by_image = conductor.xml("POST", "/provider_images", f"<provider_image><image_id>{answer.get('id')}</image_id>"
-                             "<provider_account>mock-acc</provider_account></provider_image>", expect=201)
-    by_target = conductor.xml("POST", "/provider_images", f"<provider_image><target_image_id>{target_id}"
-                              "</target_image_id><provider_account>mock-acc</provider_account></provider_image>",
-                              expect=201)
+    by_image = conductor.xml(
+        "POST",
+        "/provider_images",
+        f"<provider_image><image_id>{answer.get('id')}</image_id>"
+        "<provider_account>mock-acc</provider_account></provider_image>",
+        expect=201,
+    )
+    by_target = conductor.xml(
+        "POST",
+        "/provider_images",
+        f"<provider_image><target_image_id>{target_id}"
+        "</target_image_id><provider_account>mock-acc</provider_account></provider_image>",
+        expect=201,
+    )
     assert len(by_image) == 1 and len(by_target) == 1
 
 
@@ -308,8 +391,13 @@ def test_delete_of_each_level_answers_deleted_and_removes_what_hangs_under_it(co
     answer = completed_build(conductor)
     build_id = answer.find("build").get("id")
     target_id = answer.find("build/target_images/target_image").get("id")
-    pushed = conductor.xml("POST", "/provider_images", f"<provider_image><build_id>{build_id}</build_id>"
-                           "<provider_account>mock-acc</provider_account></provider_image>", expect=201)[0]
+    pushed = conductor.xml(
+        "POST",
+        "/provider_images",
+        f"<provider_image><build_id>{build_id}</build_id>"
+        "<provider_account>mock-acc</provider_account></provider_image>",
+        expect=201,
+    )[0]
     stack.run_for(3)
     deleted = conductor.xml("DELETE", f"/provider_images/{pushed.get('id')}")
     assert deleted.findtext("status") == "DELETED" and deleted.get("id") == pushed.get("id")
@@ -324,8 +412,10 @@ def test_delete_of_each_level_answers_deleted_and_removes_what_hangs_under_it(co
     assert len(conductor.xml("GET", "/images")) == 0 and stack.index.all() == []
     stack.run_for(0.5)
     deletions = [event.body for event in stack.events if event.body["event"] == "DELETED"]
-    assert {(body["id"], body["_type"]) for body in deletions} == {(pushed.get("id"), "provider_image"),
-                                                                  (target_id, "target_image")}
+    assert {(body["id"], body["_type"]) for body in deletions} == {
+        (pushed.get("id"), "provider_image"),
+        (target_id, "target_image"),
+    }
     pushed_events = [event for event in stack.events if event.body["id"] == pushed.get("id")]
     assert pushed_events[-1].routing_key == "provider_image.push.deleted"
     assert pushed_events[-1].body["old_status"] == "COMPLETED" and pushed_events[-1].body["new_status"] == "DELETED"
@@ -344,8 +434,7 @@ def test_deleting_a_running_build_cancels_it_first(conductor, stack):
     assert not os.path.exists(os.path.join(stack.config.state_dir, "builders", target_id))
     stack.run_for(0.5)
     last_two = [event.body for event in stack.events if event.body["id"] == target_id][-2:]
-    assert [(body["event"], body["new_status"]) for body in last_two] == [("FAILURE", "FAILED"),
-                                                                          ("DELETED", "DELETED")]
+    assert [(body["event"], body["new_status"]) for body in last_two] == [("FAILURE", "FAILED"), ("DELETED", "DELETED")]
 
 
 def test_provider_accounts_never_show_credentials(conductor):
@@ -375,31 +464,59 @@ def test_every_error_code_a_request_can_cause(conductor, stack, monkeypatch):
     assert e("POST", "/images", "<image><targets>nowhere</targets><tdl>x</tdl></image>", expect=404) == "TargetNotFound"
     assert e("POST", "/images", "<image><targets>mock</targets></image>") == "InsufficientParametersSupplied"
     assert e("POST", "/images", "") == "InsufficientParametersSupplied"
-    assert e("POST", "/images", "<image><targets>mock</targets><tdl>&lt;nope/&gt;</tdl></image>") \
+    assert (
+        e("POST", "/images", "<image><targets>mock</targets><tdl>&lt;nope/&gt;</tdl></image>")
         == "ParameterDataIncorrect"
+    )
     assert e("POST", "/images", "<image><targets>") == "ParameterDataIncorrect"
     assert e("POST", "/images", "<other/>") == "ParameterDataIncorrect"
-    assert e("POST", "/provider_images", "<provider_image><provider_account>mock-acc</provider_account>"
-                                         "</provider_image>") == "InsufficientParametersSupplied"
-    assert e("POST", "/provider_images", f"<provider_image><build_id>{build_id}</build_id></provider_image>") \
+    assert (
+        e("POST", "/provider_images", "<provider_image><provider_account>mock-acc</provider_account></provider_image>")
         == "InsufficientParametersSupplied"
-    assert e("POST", "/provider_images", push.format(build_id, "mock-acc,nope"), expect=404) \
-        == "ProviderAccountNotFound"
+    )
+    assert (
+        e("POST", "/provider_images", f"<provider_image><build_id>{build_id}</build_id></provider_image>")
+        == "InsufficientParametersSupplied"
+    )
+    assert (
+        e("POST", "/provider_images", push.format(build_id, "mock-acc,nope"), expect=404) == "ProviderAccountNotFound"
+    )
     assert e("POST", "/provider_images", push.format("nope", "mock-acc"), expect=404) == "BuildNotFound"
-    assert e("POST", "/provider_images", "<provider_image><image_id>nope</image_id><provider_account>mock-acc"
-                                         "</provider_account></provider_image>", expect=404) == "ImageNotFound"
-    assert e("POST", "/provider_images", "<provider_image><target_image_id>nope</target_image_id><provider_account>"
-                                         "mock-acc</provider_account></provider_image>", expect=404) \
+    assert (
+        e(
+            "POST",
+            "/provider_images",
+            "<provider_image><image_id>nope</image_id><provider_account>mock-acc</provider_account></provider_image>",
+            expect=404,
+        )
+        == "ImageNotFound"
+    )
+    assert (
+        e(
+            "POST",
+            "/provider_images",
+            "<provider_image><target_image_id>nope</target_image_id><provider_account>"
+            "mock-acc</provider_account></provider_image>",
+            expect=404,
+        )
         == "TargetImageNotFound"
-    assert e("POST", "/provider_images", f"<provider_image><build_id>{build_id}</build_id><image_id>x</image_id>"
-                                         "<provider_account>mock-acc</provider_account></provider_image>") \
+    )
+    assert (
+        e(
+            "POST",
+            "/provider_images",
+            f"<provider_image><build_id>{build_id}</build_id><image_id>x</image_id>"
+            "<provider_account>mock-acc</provider_account></provider_image>",
+        )
         == "ParameterDataIncorrect"
+    )
     running = new_image(conductor).find("build").get("id")
     assert e("POST", "/provider_images", push.format(running, "mock-acc")) == "ParameterDataIncorrect"
     stack.run_for(3)
 
-    monkeypatch.setattr(stack.dispatcher, "start_push_with_credentials",
-                        lambda *args: fail(RuntimeError("the store is gone")))
+    monkeypatch.setattr(
+        stack.dispatcher, "start_push_with_credentials", lambda *args: fail(RuntimeError("the store is gone"))
+    )
     assert e("POST", "/provider_images", push.format(build_id, "mock-acc"), expect=500) == "PushError"
     monkeypatch.undo()
 
@@ -426,8 +543,16 @@ def test_http_level_errors_are_xml(conductor):
     assert response.code == 405 and "POST" in response.headers.getRawHeaders("allow")[0]
     assert conductor.error("PUT", "/images", expect=405) == "MethodNotAllowed"
     assert conductor.error("GET", "/images", expect=406, headers={"Accept": ["application/json"]}) == "NotAcceptable"
-    assert conductor.error("POST", "/images", "targets=mock", expect=415,
-                           headers={"Content-Type": ["application/x-www-form-urlencoded"]}) == "UnsupportedMediaType"
+    assert (
+        conductor.error(
+            "POST",
+            "/images",
+            "targets=mock",
+            expect=415,
+            headers={"Content-Type": ["application/x-www-form-urlencoded"]},
+        )
+        == "UnsupportedMediaType"
+    )
 
 
 def test_openapi_document_is_served_as_json(conductor):
@@ -481,16 +606,18 @@ def client_error(code: str, status: int = 400) -> Exception:
 def test_ec2_delete_deregisters_the_ami_then_deletes_its_snapshot():
     """Both calls, in that order, with the ids of the push."""
     cloud = FakeEc2()
-    result_of(ec2_provider(cloud, FakeReactor()).delete("ec2-us-east-1", "ami-1", {"snapshot_id": "snap-1"},
-                                                        EC2_CREDENTIALS))
+    result_of(
+        ec2_provider(cloud, FakeReactor()).delete("ec2-us-east-1", "ami-1", {"snapshot_id": "snap-1"}, EC2_CREDENTIALS)
+    )
     assert cloud.calls == [("DeregisterImage", {"ImageId": "ami-1"}), ("DeleteSnapshot", {"SnapshotId": "snap-1"})]
 
 
 def test_ec2_delete_of_what_is_already_gone_succeeds():
     """InvalidAMIID.NotFound and InvalidSnapshot.NotFound mean done (a repeated delete)."""
     cloud = FakeEc2(client_error("InvalidAMIID.NotFound"), client_error("InvalidSnapshot.NotFound"))
-    result_of(ec2_provider(cloud, FakeReactor()).delete("ec2-us-east-1", "ami-1", {"snapshot_id": "snap-1"},
-                                                        EC2_CREDENTIALS))
+    result_of(
+        ec2_provider(cloud, FakeReactor()).delete("ec2-us-east-1", "ami-1", {"snapshot_id": "snap-1"}, EC2_CREDENTIALS)
+    )
     assert len(cloud.calls) == 2
 
 

@@ -27,8 +27,10 @@ def test_command_line_wins_over_the_file():
 def test_every_mistake_is_reported_at_once():
     """Unknown keys and wrong types in the file and on the command line come in one error."""
     with pytest.raises(ConfigError) as caught:
-        merge_config({"prot": 1, "rest": "yes", "port": "abc", "max_concurrent_builds": 0, "clients": []},
-                     {"template_fetch_timeout": "soon"})
+        merge_config(
+            {"prot": 1, "rest": "yes", "port": "abc", "max_concurrent_builds": 0, "clients": []},
+            {"template_fetch_timeout": "soon"},
+        )
     message = caught.value.message
     for word in ("'prot'", "'rest'", "'port'", "'max_concurrent_builds'", "'clients'", "'template_fetch_timeout'"):
         assert word in message

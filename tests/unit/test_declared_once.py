@@ -42,11 +42,14 @@ def test_scrub_hides_the_longest_secret_first() -> None:
     assert scrub("key abc and abcdef", ["abc", "abcdef", ""]) == "key *** and ***"
 
 
-@pytest.mark.parametrize(("url", "shown"), [
-    ("amqp://user:pw@host:5672/%2F", "amqp://user:***@host:5672/%2F"),
-    ("http://mirror.example/debian", "http://mirror.example/debian"),
-    ("https://user@host/path", "https://user@host/path"),
-])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("amqp://user:pw@host:5672/%2F", "amqp://user:***@host:5672/%2F"),
+        ("http://mirror.example/debian", "http://mirror.example/debian"),
+        ("https://user@host/path", "https://user@host/path"),
+    ],
+)
 def test_redact_url_hides_only_the_password(url: str, shown: str) -> None:
     """The user info's password becomes *** and nothing else changes."""
     assert redact_url(url) == shown

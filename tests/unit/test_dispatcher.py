@@ -9,8 +9,10 @@ from imgfac_twisted.errors import InvalidCredentials, InvalidRequest, InvalidTem
 from imgfac_twisted.model import Status
 from imgfac_twisted.testing import SPEC_TEMPLATE, Stack, result_of, template_named
 
-MOCK_CREDENTIALS = ("<provider_credentials><mock_credentials><username>alice</username>"
-                    "<password>pw-SECRET-42</password></mock_credentials></provider_credentials>")
+MOCK_CREDENTIALS = (
+    "<provider_credentials><mock_credentials><username>alice</username>"
+    "<password>pw-SECRET-42</password></mock_credentials></provider_credentials>"
+)
 
 
 def start_build(stack, template=SPEC_TEMPLATE, targets="mock", image_id=None):
@@ -148,7 +150,10 @@ def test_push_of_a_completed_target_image(stack):
     builder = stack.index.get(pushed.id)
     assert builder.status == Status.COMPLETED and builder.identifier_on_provider.startswith("mock-")
     assert (builder.provider, builder.target_image_id, builder.provider_account_identifier) == (
-        "mock", target_image.id, "alice")
+        "mock",
+        target_image.id,
+        "alice",
+    )
     with open(os.path.join(stack.config.state_dir, "imagefactory.sqlite"), "rb") as database:
         assert b"pw-SECRET-42" not in database.read()
 
@@ -162,9 +167,15 @@ def test_push_refusals(stack):
     with pytest.raises(InvalidRequest, match="unknown provider 'nowhere': known providers are mock"):
         result_of(ensureDeferred(stack.dispatcher.start_push(target_image.id, "nowhere", MOCK_CREDENTIALS)))
     with pytest.raises(InvalidCredentials, match="password"):
-        result_of(ensureDeferred(stack.dispatcher.start_push(
-            target_image.id, "mock",
-            "<provider_credentials><mock_credentials><username>u</username></mock_credentials></provider_credentials>")))
+        result_of(
+            ensureDeferred(
+                stack.dispatcher.start_push(
+                    target_image.id,
+                    "mock",
+                    "<provider_credentials><mock_credentials><username>u</username></mock_credentials></provider_credentials>",
+                )
+            )
+        )
 
 
 def test_push_as_fail_user_fails(stack):

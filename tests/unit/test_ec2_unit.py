@@ -11,7 +11,8 @@ import hashlib
 import json
 import os
 import tracemalloc
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from botocore.exceptions import (
@@ -30,10 +31,6 @@ from imgfac_twisted.doors import IDoor
 from imgfac_twisted.errors import ConfigError, ImageFactoryError, InvalidCredentials
 from imgfac_twisted.model import Builder, Image, Operation, Status
 from imgfac_twisted.providers import Credentials, PushResult
-from imgfac_twisted.providers.ec2_push import (
-    ami_name,
-    architecture_of,
-)
 from imgfac_twisted.providers.ec2_blocks import BlockReader, block_checksum, volume_size_gib
 from imgfac_twisted.providers.ec2_calls import (
     Ec2ConnectionError,
@@ -43,6 +40,10 @@ from imgfac_twisted.providers.ec2_calls import (
     failure_for,
 )
 from imgfac_twisted.providers.ec2_endpoints import AWS_REGIONS, load_definitions, parse_definition
+from imgfac_twisted.providers.ec2_push import (
+    ami_name,
+    architecture_of,
+)
 from imgfac_twisted.testing import InlineDoor
 from support.ec2_fakes import FakeCloud, client_error, make_provider
 
@@ -50,11 +51,14 @@ SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCY-DISTINCTIVE"
 ACCESS = "AKIDEXAMPLE1234"
 
 
-def credentials_xml(account: str | None = "123456789012", access: str = ACCESS, secret: str = SECRET,
-                    extra: str = "") -> str:
+def credentials_xml(
+    account: str | None = "123456789012", access: str = ACCESS, secret: str = SECRET, extra: str = ""
+) -> str:
     account_xml = f"<account_number>{account}</account_number>" if account is not None else ""
-    return (f"<provider_credentials><ec2_credentials>{account_xml}<access_key>{access}</access_key>"
-            f"<secret_access_key>{secret}</secret_access_key>{extra}</ec2_credentials></provider_credentials>")
+    return (
+        f"<provider_credentials><ec2_credentials>{account_xml}<access_key>{access}</access_key>"
+        f"<secret_access_key>{secret}</secret_access_key>{extra}</ec2_credentials></provider_credentials>"
+    )
 
 
 def write_definition(folder, file_name: str, document: Any) -> None:
@@ -70,8 +74,19 @@ MOTO_EAST = {"name": "moto-east", "type": "ec2", "region": "us-east-1", "endpoin
 
 def test_every_aws_region_is_a_provider(tmp_path):
     provider = make_provider(tmp_path)
-    for region in ("us-east-1", "us-west-2", "eu-central-1", "ap-southeast-4", "me-central-1", "af-south-1",
-                   "il-central-1", "mx-central-1", "ca-west-1", "ap-southeast-7", "sa-east-1"):
+    for region in (
+        "us-east-1",
+        "us-west-2",
+        "eu-central-1",
+        "ap-southeast-4",
+        "me-central-1",
+        "af-south-1",
+        "il-central-1",
+        "mx-central-1",
+        "ca-west-1",
+        "ap-southeast-7",
+        "sa-east-1",
+    ):
         assert provider.serves(f"ec2-{region}"), region
     assert len(AWS_REGIONS) == len(set(AWS_REGIONS)) >= 34
     assert not provider.serves("ec2-moon-1")
@@ -94,9 +109,18 @@ def test_region_list_has_no_typo():
 
 def test_definitions_are_loaded_from_the_folder(tmp_path):
     write_definition(tmp_path, "moto.json", MOTO_EAST)
-    write_definition(tmp_path, "other.json", {**MOTO_EAST, "name": "euca", "region": "eucalyptus",
-                                              "endpoint_url": "https://cloud.example:8773/services/compute",
-                                              "ebs_endpoint_url": "https://ebs.example", "_comment": "ours"})
+    write_definition(
+        tmp_path,
+        "other.json",
+        {
+            **MOTO_EAST,
+            "name": "euca",
+            "region": "eucalyptus",
+            "endpoint_url": "https://cloud.example:8773/services/compute",
+            "ebs_endpoint_url": "https://ebs.example",
+            "_comment": "ours",
+        },
+    )
     write_definition(tmp_path, "openstack.json", {"name": "os1", "type": "openstack"})  # another plug-in's
     write_definition(tmp_path, "README.txt", "not a definition")
     write_definition(tmp_path, ".hidden.json", "{broken")
@@ -121,22 +145,28 @@ def test_a_folder_that_is_a_file_is_an_error(tmp_path):
         load_definitions(str(tmp_path / "file"))
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("{not json", r"bad\.json: is not valid JSON: .* line 1"),
-    ("[1, 2]", r"bad\.json: must be a JSON object"),
-    (json.dumps({"name": "x", "region": "us-east-1"}), r'bad\.json: lacks "type"'),
-    (json.dumps({"type": "ec2", "name": "x"}), r"bad\.json: lacks 'region', 'endpoint_url'"),
-    (json.dumps({**MOTO_EAST, "endpoint": "typo"}), r"bad\.json: unknown key\(s\) 'endpoint'"),
-    (json.dumps({**MOTO_EAST, "region": 5}), r"bad\.json: 'region' must be a string"),
-    (json.dumps({**MOTO_EAST, "name": "has space"}), r"bad\.json: name 'has space' must be"),
-    (json.dumps({**MOTO_EAST, "region": "US East"}), r"bad\.json: region 'US East' must be"),
-    (json.dumps({**MOTO_EAST, "endpoint_url": "ftp://x"}), r"bad\.json: endpoint_url 'ftp://x' must be an http"),
-    (json.dumps({**MOTO_EAST, "endpoint_url": "http://"}), r"bad\.json: endpoint_url 'http://' names no host"),
-    (json.dumps({**MOTO_EAST, "ca_bundle": "/no/such/ca.pem"}), r"bad\.json: ca_bundle '/no/such/ca.pem' is not a file"),
-    (json.dumps({**MOTO_EAST, "name": "ec2-us-east-1"}), r"bad\.json: name 'ec2-us-east-1' is a built-in"),
-    (json.dumps({**MOTO_EAST, "name": "mock"}), r"bad\.json: name 'mock' is a built-in"),
-    ("\xff\xfe", r"bad\.json: is not (UTF-8 text|valid JSON)"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("{not json", r"bad\.json: is not valid JSON: .* line 1"),
+        ("[1, 2]", r"bad\.json: must be a JSON object"),
+        (json.dumps({"name": "x", "region": "us-east-1"}), r'bad\.json: lacks "type"'),
+        (json.dumps({"type": "ec2", "name": "x"}), r"bad\.json: lacks 'region', 'endpoint_url'"),
+        (json.dumps({**MOTO_EAST, "endpoint": "typo"}), r"bad\.json: unknown key\(s\) 'endpoint'"),
+        (json.dumps({**MOTO_EAST, "region": 5}), r"bad\.json: 'region' must be a string"),
+        (json.dumps({**MOTO_EAST, "name": "has space"}), r"bad\.json: name 'has space' must be"),
+        (json.dumps({**MOTO_EAST, "region": "US East"}), r"bad\.json: region 'US East' must be"),
+        (json.dumps({**MOTO_EAST, "endpoint_url": "ftp://x"}), r"bad\.json: endpoint_url 'ftp://x' must be an http"),
+        (json.dumps({**MOTO_EAST, "endpoint_url": "http://"}), r"bad\.json: endpoint_url 'http://' names no host"),
+        (
+            json.dumps({**MOTO_EAST, "ca_bundle": "/no/such/ca.pem"}),
+            r"bad\.json: ca_bundle '/no/such/ca.pem' is not a file",
+        ),
+        (json.dumps({**MOTO_EAST, "name": "ec2-us-east-1"}), r"bad\.json: name 'ec2-us-east-1' is a built-in"),
+        (json.dumps({**MOTO_EAST, "name": "mock"}), r"bad\.json: name 'mock' is a built-in"),
+        ("\xff\xfe", r"bad\.json: is not (UTF-8 text|valid JSON)"),
+    ],
+)
 def test_a_bad_definition_is_a_config_error_naming_the_file(tmp_path, text, expected):
     (tmp_path / "bad.json").write_bytes(text.encode("latin-1") if text == "\xff\xfe" else text.encode())
     with pytest.raises(ConfigError, match=expected) as caught:
@@ -179,8 +209,9 @@ def test_parse_definition_leaves_other_types_alone():
 
 def test_credentials_are_parsed_and_the_secret_never_shown(tmp_path):
     provider = make_provider(tmp_path)
-    credentials = provider.parse_credentials(credentials_xml(
-        extra="<certificate>-----BEGIN CERTIFICATE-----x</certificate><key>-----BEGIN KEY-----y</key>"))
+    credentials = provider.parse_credentials(
+        credentials_xml(extra="<certificate>-----BEGIN CERTIFICATE-----x</certificate><key>-----BEGIN KEY-----y</key>")
+    )
     assert credentials.account_identifier == "123456789012"
     assert credentials.secrets == {"access_key": ACCESS, "secret_access_key": SECRET}
     assert SECRET not in repr(credentials) and SECRET not in str(credentials)
@@ -191,17 +222,24 @@ def test_without_an_account_number_the_access_key_is_the_account(tmp_path):
     assert credentials.account_identifier == ACCESS
 
 
-@pytest.mark.parametrize("xml, expected", [
-    (credentials_xml(secret=""), r"lacks <secret_access_key>"),
-    (credentials_xml(access=""), r"lacks <access_key>"),
-    (credentials_xml(secret="two words" + SECRET), r"<secret_access_key> must be printable"),
-    (credentials_xml(access="AK ID"), r"<access_key> must be an access key id"),
-    (credentials_xml(account="12 34"), r"<account_number> must be"),
-    ("<provider_credentials><mock_credentials><username>u</username><password>" + SECRET
-     + "</password></mock_credentials></provider_credentials>", r"must hold a <ec2_credentials> element"),
-    ("<!DOCTYPE x [<!ENTITY e SYSTEM 'file:///etc/passwd'>]><provider_credentials/>", r"DOCTYPE"),
-    ("not xml " + SECRET, r"not well-formed"),
-])
+@pytest.mark.parametrize(
+    "xml, expected",
+    [
+        (credentials_xml(secret=""), r"lacks <secret_access_key>"),
+        (credentials_xml(access=""), r"lacks <access_key>"),
+        (credentials_xml(secret="two words" + SECRET), r"<secret_access_key> must be printable"),
+        (credentials_xml(access="AK ID"), r"<access_key> must be an access key id"),
+        (credentials_xml(account="12 34"), r"<account_number> must be"),
+        (
+            "<provider_credentials><mock_credentials><username>u</username><password>"
+            + SECRET
+            + "</password></mock_credentials></provider_credentials>",
+            r"must hold a <ec2_credentials> element",
+        ),
+        ("<!DOCTYPE x [<!ENTITY e SYSTEM 'file:///etc/passwd'>]><provider_credentials/>", r"DOCTYPE"),
+        ("not xml " + SECRET, r"not well-formed"),
+    ],
+)
 def test_bad_credentials_are_refused_without_echoing_the_secret(tmp_path, xml, expected):
     with pytest.raises(InvalidCredentials, match=expected) as caught:
         make_provider(tmp_path).parse_credentials(xml)
@@ -233,13 +271,17 @@ def all_blocks(reader: BlockReader) -> list:
 @pytest.mark.parametrize("seek_data", [True, False])
 def test_only_blocks_with_data_are_read_out(tmp_path, seek_data):
     path = tmp_path / "disk.raw"
-    write_sparse(path, 10 * 1024 * 1024 + 100, {
-        0: b"\x01" * 10,                      # block 0
-        512 * 7 + 511: b"\x02\x03",           # spans blocks 7 and 8
-        3 * 1024 * 1024: bytes(4096),         # written zeros: skipped
-        5 * 1024 * 1024: os.urandom(1024),    # blocks 10240 and 10241
-        10 * 1024 * 1024 + 99: b"\x04",       # the short last block, 20480
-    })
+    write_sparse(
+        path,
+        10 * 1024 * 1024 + 100,
+        {
+            0: b"\x01" * 10,  # block 0
+            512 * 7 + 511: b"\x02\x03",  # spans blocks 7 and 8
+            3 * 1024 * 1024: bytes(4096),  # written zeros: skipped
+            5 * 1024 * 1024: os.urandom(1024),  # blocks 10240 and 10241
+            10 * 1024 * 1024 + 99: b"\x04",  # the short last block, 20480
+        },
+    )
     reader = BlockReader(str(path), 512)
     reader._seek_data = seek_data
     blocks = all_blocks(reader)
@@ -291,8 +333,8 @@ def test_one_call_scans_a_bounded_part_of_a_file_of_zeros(tmp_path):
 def test_a_huge_sparse_image_is_read_in_bounded_memory(tmp_path):
     """A 64 GiB sparse image with data scattered over it: every block found, little memory, few reads."""
     path = tmp_path / "huge.raw"
-    pieces = {offset: os.urandom(1024 * 1024) for offset in range(0, 64 * 1024 ** 3, 4 * 1024 ** 3)}
-    write_sparse(path, 64 * 1024 ** 3, pieces)
+    pieces = {offset: os.urandom(1024 * 1024) for offset in range(0, 64 * 1024**3, 4 * 1024**3)}
+    write_sparse(path, 64 * 1024**3, pieces)
     reader = BlockReader(str(path), 524288)
     reader.open()
     count = 0
@@ -313,9 +355,9 @@ def test_checksum_and_volume_size():
     assert block_checksum(bytes(512)) == base64.b64encode(hashlib.sha256(bytes(512)).digest()).decode()
     assert volume_size_gib(0) == 1
     assert volume_size_gib(1) == 1
-    assert volume_size_gib(1024 ** 3) == 1
-    assert volume_size_gib(1024 ** 3 + 1) == 2
-    assert volume_size_gib(256 * 1024 ** 2) == 1
+    assert volume_size_gib(1024**3) == 1
+    assert volume_size_gib(1024**3 + 1) == 2
+    assert volume_size_gib(256 * 1024**2) == 1
 
 
 def test_architecture_and_ami_name():
@@ -333,22 +375,25 @@ def test_architecture_and_ami_name():
 # -- error mapping and retries -----------------------------------------------
 
 
-@pytest.mark.parametrize("error, code, transient, connection", [
-    (client_error("RequestLimitExceeded", status=503), "RequestLimitExceeded", True, False),
-    (client_error("Throttling"), "Throttling", True, False),
-    (client_error("RequestThrottledException"), "RequestThrottledException", True, False),
-    (client_error("InternalError", status=500), "InternalError", True, False),
-    (client_error("Whatever", status=502), "Whatever", True, False),
-    (client_error("SlowDown", status=429), "SlowDown", True, False),
-    (client_error("AuthFailure", status=401), "AuthFailure", False, False),
-    (client_error("UnrecognizedClientException", status=403), "UnrecognizedClientException", False, False),
-    (client_error("InvalidParameterValue"), "InvalidParameterValue", False, False),
-    (EndpointConnectionError(endpoint_url="http://127.0.0.1:1/"), "EndpointConnectionError", True, True),
-    (ReadTimeoutError(endpoint_url="http://x/"), "ReadTimeoutError", True, True),
-    (ConnectionResetError(104, "Connection reset by peer"), "ConnectionResetError", True, True),
-    (SSLError(endpoint_url="https://x/", error="bad cert"), "SSLError", False, True),
-    (ParamValidationError(report="Invalid type for parameter X"), "ParamValidationError", False, False),
-])
+@pytest.mark.parametrize(
+    "error, code, transient, connection",
+    [
+        (client_error("RequestLimitExceeded", status=503), "RequestLimitExceeded", True, False),
+        (client_error("Throttling"), "Throttling", True, False),
+        (client_error("RequestThrottledException"), "RequestThrottledException", True, False),
+        (client_error("InternalError", status=500), "InternalError", True, False),
+        (client_error("Whatever", status=502), "Whatever", True, False),
+        (client_error("SlowDown", status=429), "SlowDown", True, False),
+        (client_error("AuthFailure", status=401), "AuthFailure", False, False),
+        (client_error("UnrecognizedClientException", status=403), "UnrecognizedClientException", False, False),
+        (client_error("InvalidParameterValue"), "InvalidParameterValue", False, False),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:1/"), "EndpointConnectionError", True, True),
+        (ReadTimeoutError(endpoint_url="http://x/"), "ReadTimeoutError", True, True),
+        (ConnectionResetError(104, "Connection reset by peer"), "ConnectionResetError", True, True),
+        (SSLError(endpoint_url="https://x/", error="bad cert"), "SSLError", False, True),
+        (ParamValidationError(report="Invalid type for parameter X"), "ParamValidationError", False, False),
+    ],
+)
 def test_errors_are_classified(error, code, transient, connection):
     problem = classify(error)
     assert (problem.code, problem.transient, problem.connection) == (code, transient, connection)
@@ -360,8 +405,9 @@ def test_a_failure_names_the_call_code_and_message_without_secrets():
     assert isinstance(error, Ec2ServiceError) and isinstance(error, ImageFactoryError)
     assert error.message == "ec2-us-east-1: StartSnapshot failed: AuthFailure: key *** was not accepted"
     assert (error.code, error.action, error.status) == ("AuthFailure", "StartSnapshot", 401)
-    refused = failure_for("moto", "StartSnapshot", classify(EndpointConnectionError(endpoint_url="http://h:1/")),
-                          attempts=6, elapsed=31.4)
+    refused = failure_for(
+        "moto", "StartSnapshot", classify(EndpointConnectionError(endpoint_url="http://h:1/")), attempts=6, elapsed=31.4
+    )
     assert isinstance(refused, Ec2ConnectionError)
     assert refused.message.startswith("moto: StartSnapshot failed: cannot reach the endpoint: ")
     assert refused.message.endswith("(after 6 attempts in 31 s)")
@@ -394,7 +440,7 @@ class HeldDoor:
     def release(self, count: int | None = None) -> int:
         """Run the first ``count`` waiting calls (all by default); how many ran."""
         batch = self.waiting[:count] if count is not None else list(self.waiting)
-        del self.waiting[:len(batch)]
+        del self.waiting[: len(batch)]
         for fn, args, kwargs, deferred in batch:
             try:
                 result = fn(*args, **kwargs)
@@ -408,16 +454,46 @@ class HeldDoor:
 class FakeJob:
     """What the dispatcher hands a provider, recording logs and progress."""
 
-    def __init__(self, tmp_path, image_path: str, os_arch: str | None = "x86_64", target: str = "ec2",
-                 provider: str = "moto-east") -> None:
-        self.builder = Builder(id="6f1c1b8e-0000-4000-8000-000000000001", operation=Operation.PUSH,
-                               status=Status.PUSHING, completed=0, image_id="i", build_id="b", target=target,
-                               provider=provider, target_image_id="t")
-        self.target_builder = Builder(id="t", operation=Operation.BUILD, status=Status.COMPLETED, completed=100,
-                                      image_id="i", build_id="b", target=target, artifact_path=image_path)
+    def __init__(
+        self,
+        tmp_path,
+        image_path: str,
+        os_arch: str | None = "x86_64",
+        target: str = "ec2",
+        provider: str = "moto-east",
+    ) -> None:
+        self.builder = Builder(
+            id="6f1c1b8e-0000-4000-8000-000000000001",
+            operation=Operation.PUSH,
+            status=Status.PUSHING,
+            completed=0,
+            image_id="i",
+            build_id="b",
+            target=target,
+            provider=provider,
+            target_image_id="t",
+        )
+        self.target_builder = Builder(
+            id="t",
+            operation=Operation.BUILD,
+            status=Status.COMPLETED,
+            completed=100,
+            image_id="i",
+            build_id="b",
+            target=target,
+            artifact_path=image_path,
+        )
         # No os_arch: the image's arch is not known (an imported image's is empty).
-        self.image = Image(id="i", template_id="tpl", name="f14jeos", description=None, os_name="Mock",
-                           os_version="1", os_arch=os_arch or "", created=0.0)
+        self.image = Image(
+            id="i",
+            template_id="tpl",
+            name="f14jeos",
+            description=None,
+            os_name="Mock",
+            os_version="1",
+            os_arch=os_arch or "",
+            created=0.0,
+        )
         self.work_dir = str(tmp_path)
         self.reactor: Any = None
         self.logs: list[str] = []
@@ -433,15 +509,29 @@ class FakeJob:
 
 
 class Setup:
-    def __init__(self, tmp_path, door: Any = None, os_arch: str | None = "aarch64", target: str = "ec2",
-                 image: dict[int, bytes] | None = None, size: int = 3 * 1024 * 1024, **settings: Any) -> None:
+    def __init__(
+        self,
+        tmp_path,
+        door: Any = None,
+        os_arch: str | None = "aarch64",
+        target: str = "ec2",
+        image: dict[int, bytes] | None = None,
+        size: int = 3 * 1024 * 1024,
+        **settings: Any,
+    ) -> None:
         folder = tmp_path / "providers"
         folder.mkdir()
         write_definition(folder, "moto.json", MOTO_EAST)
         self.path = tmp_path / "disk.raw"
-        self.pieces = image if image is not None else {
-            0: b"\xeb\x63\x90" + bytes(507) + b"\x55\xaa", 1024 * 1024: os.urandom(4096),
-            size - 700: os.urandom(700)}
+        self.pieces = (
+            image
+            if image is not None
+            else {
+                0: b"\xeb\x63\x90" + bytes(507) + b"\x55\xaa",
+                1024 * 1024: os.urandom(4096),
+                size - 700: os.urandom(700),
+            }
+        )
         write_sparse(self.path, size, self.pieces)
         self.clock = Clock()
         self.cloud = FakeCloud()
@@ -458,7 +548,7 @@ class Setup:
         data = self.path.read_bytes()
         blocks = {}
         for start in range(0, len(data), 512):
-            block = data[start:start + 512].ljust(512, b"\0")
+            block = data[start : start + 512].ljust(512, b"\0")
             if block != bytes(512):
                 blocks[start // 512] = block
         return blocks
@@ -481,7 +571,7 @@ def test_a_push_writes_the_data_blocks_and_registers_an_ami(tmp_path):
     result = outcome(setup.push(), setup.clock)
     assert isinstance(result, PushResult), result
     cloud = setup.cloud
-    (snapshot_id, snapshot), = cloud.snapshots.items()
+    ((snapshot_id, snapshot),) = cloud.snapshots.items()
     assert result.identifier in cloud.images and result.details == {"snapshot_id": snapshot_id}
     assert snapshot["blocks"] == setup.expected_blocks()
     assert snapshot["size"] == 1
@@ -492,8 +582,9 @@ def test_a_push_writes_the_data_blocks_and_registers_an_ami(tmp_path):
     assert registered["Architecture"] == "arm64"
     assert registered["EnaSupport"] is True and registered["VirtualizationType"] == "hvm"
     assert registered["RootDeviceName"] == "/dev/sda1"
-    assert registered["BlockDeviceMappings"] == [{"DeviceName": "/dev/sda1", "Ebs": {
-        "SnapshotId": snapshot_id, "VolumeSize": 1, "DeleteOnTermination": True}}]
+    assert registered["BlockDeviceMappings"] == [
+        {"DeviceName": "/dev/sda1", "Ebs": {"SnapshotId": snapshot_id, "VolumeSize": 1, "DeleteOnTermination": True}}
+    ]
     assert registered["Name"] == f"f14jeos-{setup.job.builder.id}"
     percents = setup.job.percents
     assert percents == sorted(percents) and percents[-1] == 100 and 90 in percents and 95 in percents
@@ -560,8 +651,10 @@ def test_a_target_that_is_not_raw_is_refused(tmp_path):
 
 def test_throttled_puts_are_retried_with_backoff(tmp_path):
     setup = Setup(tmp_path, image={4096: b"\x01" * 512}, size=1024 * 1024)
-    setup.cloud.errors["PutSnapshotBlock"] = [client_error("RequestThrottledException", "Rate exceeded"),
-                                              client_error("InternalServerException", status=500)]
+    setup.cloud.errors["PutSnapshotBlock"] = [
+        client_error("RequestThrottledException", "Rate exceeded"),
+        client_error("InternalServerException", status=500),
+    ]
     deferred = setup.push()
     found: list[Any] = []
     deferred.addBoth(found.append)
@@ -570,19 +663,21 @@ def test_throttled_puts_are_retried_with_backoff(tmp_path):
     assert not found
     setup.clock.advance(2.0)
     assert found and isinstance(found[0], PushResult), found
-    (snapshot_id, snapshot), = setup.cloud.snapshots.items()
+    ((snapshot_id, snapshot),) = setup.cloud.snapshots.items()
     assert snapshot["blocks"] == setup.expected_blocks()
     assert any("RequestThrottledException: Rate exceeded; retrying in 1.0 s" in line for line in setup.job.logs)
 
 
 def test_a_permanent_error_fails_the_push_with_the_service_message_and_deletes_the_snapshot(tmp_path):
     setup = Setup(tmp_path)
-    setup.cloud.errors["RegisterImage"] = [client_error("InvalidParameterValue", "Value (x) for parameter name is "
-                                                        "invalid")]
+    setup.cloud.errors["RegisterImage"] = [
+        client_error("InvalidParameterValue", "Value (x) for parameter name is invalid")
+    ]
     failure = outcome(setup.push(), setup.clock)
     assert isinstance(failure, Failure) and isinstance(failure.value, Ec2ServiceError)
-    assert failure.value.message == ("moto-east: RegisterImage failed: InvalidParameterValue: Value (x) for "
-                                     "parameter name is invalid")
+    assert failure.value.message == (
+        "moto-east: RegisterImage failed: InvalidParameterValue: Value (x) for parameter name is invalid"
+    )
     assert setup.cloud.count("RegisterImage") == 1, "not retried"
     assert setup.cloud.snapshots == {} and setup.cloud.count("DeleteSnapshot") == 1
     assert any("deleted snapshot" in line for line in setup.job.logs)
@@ -628,11 +723,16 @@ def test_a_refused_connection_fails_within_the_budget(tmp_path):
 
 def test_bad_credentials_fail_at_once_with_the_service_message(tmp_path):
     setup = Setup(tmp_path)
-    setup.cloud.errors["StartSnapshot"] = [client_error(
-        "UnrecognizedClientException", "The security token included in the request is invalid.", status=403)]
+    setup.cloud.errors["StartSnapshot"] = [
+        client_error(
+            "UnrecognizedClientException", "The security token included in the request is invalid.", status=403
+        )
+    ]
     failure = outcome(setup.push(), setup.clock)
-    assert failure.value.message == ("moto-east: StartSnapshot failed: UnrecognizedClientException: The security "
-                                     "token included in the request is invalid.")
+    assert failure.value.message == (
+        "moto-east: StartSnapshot failed: UnrecognizedClientException: The security "
+        "token included in the request is invalid."
+    )
     assert setup.clock.seconds() == 0
 
 
@@ -672,7 +772,7 @@ def test_puts_are_several_in_flight_but_bounded(tmp_path):
             setup.clock.advance(1)
     assert isinstance(found[0], PushResult), found
     assert most == 4
-    (_, snapshot), = setup.cloud.snapshots.items()
+    ((_, snapshot),) = setup.cloud.snapshots.items()
     assert snapshot["blocks"] == setup.expected_blocks()
 
 
@@ -745,8 +845,9 @@ def test_real_clients_are_made_with_short_timeouts_and_no_sdk_retries():
     from imgfac_twisted.providers.ec2_calls import make_clients
     from imgfac_twisted.providers.ec2_endpoints import Endpoint
 
-    ec2, ebs = make_clients(Endpoint(name="m", region="us-east-1", endpoint_url="http://127.0.0.1:5000"),
-                            ACCESS, SECRET, 10)
+    ec2, ebs = make_clients(
+        Endpoint(name="m", region="us-east-1", endpoint_url="http://127.0.0.1:5000"), ACCESS, SECRET, 10
+    )
     assert ec2.meta.endpoint_url == ebs.meta.endpoint_url == "http://127.0.0.1:5000"
     assert ec2.meta.region_name == "us-east-1"
     config = ec2.meta.config
@@ -762,18 +863,33 @@ def test_credentials_objects_never_show_secrets():
 
 
 def test_xml_and_html_error_bodies_are_made_readable():
-    moto_auth = client_error("403", '<?xml version="1.0" encoding="utf-8"?>\n<ErrorResponse><Errors><Error>'
-                             "<Code>InvalidClientTokenId</Code><Message>The security token included in the "
-                             "request is invalid.</Message><Type>Sender</Type></Error></Errors></ErrorResponse>",
-                             status=403)
+    moto_auth = client_error(
+        "403",
+        '<?xml version="1.0" encoding="utf-8"?>\n<ErrorResponse><Errors><Error>'
+        "<Code>InvalidClientTokenId</Code><Message>The security token included in the "
+        "request is invalid.</Message><Type>Sender</Type></Error></Errors></ErrorResponse>",
+        status=403,
+    )
     problem = classify(moto_auth)
     assert (problem.code, problem.message, problem.transient) == (
-        "InvalidClientTokenId", "The security token included in the request is invalid.", False)
-    crashed = classify(client_error("500", "<!doctype html>\n<html lang=en>\n<title>500 Internal Server Error"
-                                    "</title>\n<h1>Internal Server Error</h1>", status=500))
+        "InvalidClientTokenId",
+        "The security token included in the request is invalid.",
+        False,
+    )
+    crashed = classify(
+        client_error(
+            "500",
+            "<!doctype html>\n<html lang=en>\n<title>500 Internal Server Error</title>\n<h1>Internal Server Error</h1>",
+            status=500,
+        )
+    )
     assert (crashed.code, crashed.message, crashed.transient) == ("500", "500 Internal Server Error", True)
-    bare = classify(ClientError({"Error": {"Code": "InvalidSnapshot.NotFound"},
-                                 "ResponseMetadata": {"HTTPStatusCode": 400}}, "DescribeSnapshots"))
+    bare = classify(
+        ClientError(
+            {"Error": {"Code": "InvalidSnapshot.NotFound"}, "ResponseMetadata": {"HTTPStatusCode": 400}},
+            "DescribeSnapshots",
+        )
+    )
     assert (bare.code, bare.message) == ("InvalidSnapshot.NotFound", "(no message)")
     empty = classify(ClientError({"Error": {}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "X"))
     assert (empty.code, empty.message, empty.transient) == ("Unknown", "HTTP status 503", True)

@@ -32,7 +32,12 @@ def test_url_default_vhost_encoded_and_default_port() -> None:
     """%2F decodes to the vhost '/', and the port defaults to 5672."""
     address = parse_amqp_url("amqp://guest:guest@127.0.0.1/%2F")
     assert (address.host, address.port, address.username, address.password, address.vhost) == (
-        "127.0.0.1", 5672, "guest", "guest", "/")
+        "127.0.0.1",
+        5672,
+        "guest",
+        "guest",
+        "/",
+    )
 
 
 def test_url_explicit_port_and_named_vhost() -> None:
@@ -56,8 +61,7 @@ def test_url_defaults() -> None:
     assert parse_amqp_url("amqp://[::1]:5673/").host == "::1"
 
 
-@pytest.mark.parametrize("url", ["http://h/%2F", "amqps://h/%2F", "amqp:///%2F", "amqp://h:port/%2F",
-                                 "amqp://h/a/b"])
+@pytest.mark.parametrize("url", ["http://h/%2F", "amqps://h/%2F", "amqp:///%2F", "amqp://h:port/%2F", "amqp://h/a/b"])
 def test_url_rejected(url: str) -> None:
     """What is not an amqp:// URL we can use is refused with ValueError."""
     with pytest.raises(ValueError):

@@ -14,23 +14,22 @@ import warnings
 from pathlib import Path
 
 import pytest
+from pykickstart import version as ks_version
+from pykickstart.errors import KickstartError, KickstartParseWarning
+from pykickstart.parser import KickstartParser
 
-pykickstart = pytest.importorskip("pykickstart")
-
-from pykickstart import version as ks_version  # noqa: E402
-from pykickstart.errors import KickstartError, KickstartParseWarning  # noqa: E402
-from pykickstart.parser import KickstartParser  # noqa: E402
-
-from imgfac_twisted.os import kickstart  # noqa: E402
-from imgfac_twisted.os.trees import UnknownRelease  # noqa: E402
-
+from imgfac_twisted.os import kickstart
+from imgfac_twisted.os.trees import UnknownRelease
 from support.answer_templates import kickstart_template
 
 
 def _newest(prefix: str) -> int:
     """The newest release pykickstart knows with names ``<prefix><number>``."""
-    return max(int(name[len(prefix):]) for name in ks_version.versionMap if name[len(prefix):].isdigit()
-               and name.startswith(prefix))
+    return max(
+        int(name[len(prefix) :])
+        for name in ks_version.versionMap
+        if name[len(prefix) :].isdigit() and name.startswith(prefix)
+    )
 
 
 NEWEST_FEDORA = _newest("F")
@@ -41,8 +40,11 @@ NEWEST_RHEL = _newest("RHEL")
 RELEASES = (
     [("Fedora", str(major)) for major in range(kickstart.OLDEST_FEDORA, NEWEST_FEDORA + 2)]
     + [("Fedora", "rawhide")]
-    + [(name, f"{major}.4") for major in range(kickstart.OLDEST_RHEL, NEWEST_RHEL + 2)
-       for name in ("RHEL", "CentOS", "RedHat")]
+    + [
+        (name, f"{major}.4")
+        for major in range(kickstart.OLDEST_RHEL, NEWEST_RHEL + 2)
+        for name in ("RHEL", "CentOS", "RedHat")
+    ]
     + [(f"RHEL-{major}", "2") for major in range(kickstart.OLDEST_RHEL, NEWEST_RHEL + 2)]
     + [("CentOS", f"{major}-stream") for major in (8, 9, 10)]
     + [("CentOS-Stream", str(major)) for major in (8, 9, 10)]
@@ -87,20 +89,31 @@ def test_every_kickstart_passes_ksvalidator(name: str, version: str, tree_url: s
     assert validate(text, pykickstart_version(syntax)) == []
 
 
-@pytest.mark.parametrize("name, version, syntax", [
-    ("Fedora", "39", "F39"), ("Fedora", "rawhide", "DEVEL"), ("RHEL", "9.4", "RHEL9"), ("RHEL-8", "10", "RHEL8"),
-    ("CentOS", "8-stream", "RHEL8"), ("CentOS-Stream", "9", "RHEL9"), ("RedHat", "7.9", "RHEL7"),
-])
+@pytest.mark.parametrize(
+    "name, version, syntax",
+    [
+        ("Fedora", "39", "F39"),
+        ("Fedora", "rawhide", "DEVEL"),
+        ("RHEL", "9.4", "RHEL9"),
+        ("RHEL-8", "10", "RHEL8"),
+        ("CentOS", "8-stream", "RHEL8"),
+        ("CentOS-Stream", "9", "RHEL9"),
+        ("RedHat", "7.9", "RHEL7"),
+    ],
+)
 def test_releases_map_to_pykickstart_names(name: str, version: str, syntax: str) -> None:
     """Fedora N is FN, RHEL and CentOS N (Stream too) RHELN, a release without a number DEVEL."""
     assert kickstart.syntax_version(kickstart_template(name, version)) == syntax
 
 
-@pytest.mark.parametrize("name, version, message", [
-    ("Fedora", "13", "Fedora 13 is too old: kickstarts are written for Fedora 14 and newer"),
-    ("CentOS", "5.11", "CentOS 5.11 is too old: kickstarts are written for RHEL and CentOS 6 and newer"),
-    ("RHEL-5", "11", "RHEL-5 11 is too old: kickstarts are written for RHEL and CentOS 6 and newer"),
-])
+@pytest.mark.parametrize(
+    "name, version, message",
+    [
+        ("Fedora", "13", "Fedora 13 is too old: kickstarts are written for Fedora 14 and newer"),
+        ("CentOS", "5.11", "CentOS 5.11 is too old: kickstarts are written for RHEL and CentOS 6 and newer"),
+        ("RHEL-5", "11", "RHEL-5 11 is too old: kickstarts are written for RHEL and CentOS 6 and newer"),
+    ],
+)
 def test_releases_older_than_the_validated_ones_are_refused(name: str, version: str, message: str) -> None:
     """A release whose anaconda lacks the options used is refused by name, not given a kickstart it would reject."""
     with pytest.raises(UnknownRelease) as refused:

@@ -1,6 +1,5 @@
 """Metrics: builders by status, durations, queue and outbox lengths, HTTP requests."""
 
-
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import ensureDeferred
@@ -52,15 +51,20 @@ def test_gauges_and_durations_follow_the_builds(stack, gauges):
     assert 1.0 <= page["imagefactory_build_duration_seconds_sum", labels] / 2 <= 1.2
 
 
-@pytest.mark.parametrize("path, label", [
-    ("/imagefactory/images/3f2a/builds/9b1c/target_images/77aa/raw_image",
-     "/imagefactory/images/{id}/builds/{id}/target_images/{id}/raw_image"),
-    ("/conductor/api/provider_images/5ee6", "/conductor/api/provider_images/{id}"),
-    ("/conductor/api/provider_accounts/ec2-acc", "/conductor/api/provider_accounts/{id}"),
-    ("/conductor/api/images.xml", "/conductor/api/images"),
-    ("/conductor/api/target_images/77aa.xml", "/conductor/api/target_images/{id}"),
-    ("/conductor/api/environments/default/images.xml", "/conductor/api/environments/{id}/images"),
-    ("/" + "x/" * 11, "other"),
-])
+@pytest.mark.parametrize(
+    "path, label",
+    [
+        (
+            "/imagefactory/images/3f2a/builds/9b1c/target_images/77aa/raw_image",
+            "/imagefactory/images/{id}/builds/{id}/target_images/{id}/raw_image",
+        ),
+        ("/conductor/api/provider_images/5ee6", "/conductor/api/provider_images/{id}"),
+        ("/conductor/api/provider_accounts/ec2-acc", "/conductor/api/provider_accounts/{id}"),
+        ("/conductor/api/images.xml", "/conductor/api/images"),
+        ("/conductor/api/target_images/77aa.xml", "/conductor/api/target_images/{id}"),
+        ("/conductor/api/environments/default/images.xml", "/conductor/api/environments/{id}/images"),
+        ("/" + "x/" * 11, "other"),
+    ],
+)
 def test_route_labels_keep_the_api_words_and_hide_ids(path, label):
     assert route_of([segment.encode() for segment in path.strip("/").split("/")]) == label

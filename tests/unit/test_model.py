@@ -7,24 +7,39 @@ from imgfac_twisted.model import Builder, BuilderChange, Operation, Status, chec
 
 
 def a_builder(status: Status = Status.NEW, completed: int = 0) -> Builder:
-    return Builder(id="b", operation=Operation.BUILD, status=status, completed=completed,
-                   image_id="i", build_id="d", target="mock")
+    return Builder(
+        id="b", operation=Operation.BUILD, status=status, completed=completed, image_id="i", build_id="d", target="mock"
+    )
 
 
-@pytest.mark.parametrize("old,new", [
-    (Status.NEW, Status.PENDING), (Status.PENDING, Status.BUILDING), (Status.PENDING, Status.PUSHING),
-    (Status.BUILDING, Status.COMPLETED), (Status.PUSHING, Status.FAILED), (Status.NEW, Status.FAILED),
-    (Status.BUILDING, Status.BUILDING),
-])
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        (Status.NEW, Status.PENDING),
+        (Status.PENDING, Status.BUILDING),
+        (Status.PENDING, Status.PUSHING),
+        (Status.BUILDING, Status.COMPLETED),
+        (Status.PUSHING, Status.FAILED),
+        (Status.NEW, Status.FAILED),
+        (Status.BUILDING, Status.BUILDING),
+    ],
+)
 def test_allowed_transitions(old, new):
     """The moves of a builder's normal life are allowed."""
     check_transition(old, new)
 
 
-@pytest.mark.parametrize("old,new", [
-    (Status.COMPLETED, Status.BUILDING), (Status.FAILED, Status.COMPLETED), (Status.NEW, Status.COMPLETED),
-    (Status.BUILDING, Status.PENDING), (Status.COMPLETED, Status.COMPLETED), (Status.FAILED, Status.FAILED),
-])
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        (Status.COMPLETED, Status.BUILDING),
+        (Status.FAILED, Status.COMPLETED),
+        (Status.NEW, Status.COMPLETED),
+        (Status.BUILDING, Status.PENDING),
+        (Status.COMPLETED, Status.COMPLETED),
+        (Status.FAILED, Status.FAILED),
+    ],
+)
 def test_forbidden_transitions(old, new):
     """A final status is never left, and no step is skipped or undone."""
     with pytest.raises(InvalidTransition):

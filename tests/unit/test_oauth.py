@@ -75,9 +75,7 @@ def sign(
         secret = CLIENTS[key]
     if timestamp is None:
         timestamp = int(clock.seconds())
-    prepared = requests.Request(
-        method, url, data=data, json=json, headers=dict(headers or {})
-    ).prepare()
+    prepared = requests.Request(method, url, data=data, json=json, headers=dict(headers or {})).prepare()
     auth_kwargs: dict[str, Any] = {"timestamp": str(timestamp)}
     if nonce is not None:
         auth_kwargs["nonce"] = nonce
@@ -91,9 +89,7 @@ def sign(
     )
     signed = auth(prepared)
     out_headers = {
-        (k.decode() if isinstance(k, bytes) else k): (
-            v.decode() if isinstance(v, bytes) else v
-        )
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
         for k, v in signed.headers.items()
     }
     body = signed.body
@@ -264,10 +260,7 @@ def test_unknown_key_cannot_use_dummy_client(verifier: OAuthVerifier, clock: Clo
 def test_unsigned_request_fails(verifier: OAuthVerifier) -> None:
     """A request without any OAuth parameter fails with the 'missing' message."""
     message = failure(verifier, ("POST", URL, {"Content-Type": "application/json"}, b"{}"))
-    assert message == (
-        "missing OAuth signature: write requests must be signed with "
-        "two-legged OAuth 1.0a"
-    )
+    assert message == ("missing OAuth signature: write requests must be signed with two-legged OAuth 1.0a")
 
 
 def test_other_authorization_scheme_fails(verifier: OAuthVerifier) -> None:
@@ -301,10 +294,7 @@ def test_token_fails(verifier: OAuthVerifier, clock: Clock) -> None:
 def test_missing_signature_parameter_fails(verifier: OAuthVerifier, clock: Clock) -> None:
     """An Authorization header without oauth_signature is reported as unsigned."""
     method, url, headers, body = sign(clock)
-    auth = ", ".join(
-        part for part in headers["Authorization"].split(", ")
-        if not part.startswith("oauth_signature=")
-    )
+    auth = ", ".join(part for part in headers["Authorization"].split(", ") if not part.startswith("oauth_signature="))
     message = failure(verifier, (method, url, dict(headers, Authorization=auth), body))
     assert message.startswith("missing OAuth signature")
 

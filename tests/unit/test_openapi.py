@@ -53,7 +53,10 @@ def test_writes_are_signed_and_reads_are_open(document: dict[str, Any]) -> None:
             if "requestBody" in operation:
                 assert {"400", "413", "415"} <= codes, (path, method)
                 assert set(operation["requestBody"]["content"]) == {
-                    "application/x-www-form-urlencoded", "multipart/form-data", "application/json"}, (path, method)
+                    "application/x-www-form-urlencoded",
+                    "multipart/form-data",
+                    "application/json",
+                }, (path, method)
         else:
             assert operation.get("security") == [], (path, method)
             assert "401" not in operation["responses"], (path, method)
@@ -64,7 +67,7 @@ def test_operation_ids_are_unique_and_links_point_at_them(document: dict[str, An
     assert len(ids) == len(set(ids))
     by_id = {operation["operationId"]: (path, operation) for path, _, operation in operations(document)}
     for path, method, operation in operations(document):
-        for code, response in operation["responses"].items():
+        for response in operation["responses"].values():
             for name, link in resolve(document, response).get("links", {}).items():
                 target_path, _ = by_id[link["operationId"]]
                 assert set(link["parameters"]) == set(re.findall(r"{([^}]+)}", target_path)), (path, method, name)
@@ -75,8 +78,16 @@ def test_schemas_of_fixed_shapes_are_closed(document: dict[str, Any]) -> None:
     schemas = document["components"]["schemas"]
     # What a provider reports besides the identifier: only some providers have it.
     optional = {"PushBuilder": {"snapshot_id"}}
-    for name in ("Version", "Error", "BuildBuilder", "PushBuilder", "BuilderStatus", "BuildersList",
-                 "ImageCreated", "ProviderImageCreated"):
+    for name in (
+        "Version",
+        "Error",
+        "BuildBuilder",
+        "PushBuilder",
+        "BuilderStatus",
+        "BuildersList",
+        "ImageCreated",
+        "ProviderImageCreated",
+    ):
         schema = schemas[name]
         assert schema["additionalProperties"] is False, name
         assert set(schema["required"]) == set(schema["properties"]) - optional.get(name, set()), name
@@ -88,5 +99,6 @@ def test_source_and_installed_documents_agree(document: dict[str, Any]) -> None:
     source = Path(__file__).resolve().parents[2] / "imgfac_twisted" / "web" / "openapi.json"
     if not source.exists():
         pytest.skip("not run from a checkout")
-    assert json.loads(source.read_text(encoding="utf-8")) == document, \
+    assert json.loads(source.read_text(encoding="utf-8")) == document, (
         "imgfac_twisted/web/openapi.json differs from the installed one: reinstall the project"
+    )

@@ -11,15 +11,27 @@ from imgfac_twisted.os.answers import hash_password, post_install_script
 from imgfac_twisted.template import parse_template
 from support.answer_templates import PASSWORD, lines, template
 
+
 def test_kickstart_key_lines():
     """A URL install: text mode, the tree, the repo, UTC, DHCP, wiped disk, autopart, packages, poweroff."""
     ks = kickstart.kickstart(template(), "http://mirror.example.com/f/")
     got = lines(ks)
-    for expected in ["text", 'url --url="http://mirror.example.com/f/"',
-                     'repo --name="extra" --baseurl="http://repo.example.com/extra/" --noverifyssl',
-                     "timezone Etc/UTC --utc", "network --bootproto=dhcp --device=link --activate",
-                     "zerombr", "clearpart --all --initlabel", "autopart --type=plain", "poweroff",
-                     "%packages", "@core", "vim-enhanced", "tmux", "%end"]:
+    for expected in [
+        "text",
+        'url --url="http://mirror.example.com/f/"',
+        'repo --name="extra" --baseurl="http://repo.example.com/extra/" --noverifyssl',
+        "timezone Etc/UTC --utc",
+        "network --bootproto=dhcp --device=link --activate",
+        "zerombr",
+        "clearpart --all --initlabel",
+        "autopart --type=plain",
+        "poweroff",
+        "%packages",
+        "@core",
+        "vim-enhanced",
+        "tmux",
+        "%end",
+    ]:
         assert expected in got, expected
     assert got.index("%packages") < got.index("vim-enhanced") < got.index("%end")
     assert PASSWORD not in ks
@@ -41,10 +53,18 @@ def test_kickstart_from_cdrom():
     assert "cdrom" in lines(kickstart.kickstart(template(), None))
 
 
-@pytest.mark.parametrize("name, version, modern", [
-    ("Fedora", "39", True), ("Fedora", "18", False), ("Fedora", "rawhide", True),
-    ("RHEL", "7.9", True), ("RHEL-6", "5", False), ("CentOS", "6", False), ("CentOS", "8-stream", True),
-])
+@pytest.mark.parametrize(
+    "name, version, modern",
+    [
+        ("Fedora", "39", True),
+        ("Fedora", "18", False),
+        ("Fedora", "rawhide", True),
+        ("RHEL", "7.9", True),
+        ("RHEL-6", "5", False),
+        ("CentOS", "6", False),
+        ("CentOS", "8-stream", True),
+    ],
+)
 def test_kernel_arguments_by_release(name, version, modern):
     """inst.ks / inst.repo for Fedora >= 19 and RHEL/CentOS >= 7; ks= / method= before."""
     arguments = kickstart.kernel_arguments(template(name, version), "http://t/")
@@ -65,18 +85,22 @@ def test_a_newline_cannot_add_kickstart_lines():
 
 def test_preseed_key_lines():
     """Mirror split from the URL, suite from the version, atomic recipe, packages, late_command, poweroff."""
-    debian = template("Debian", "12", install="<install type='url'><url>https://deb.example.com:8443/debian/</url></install>")
+    debian = template(
+        "Debian", "12", install="<install type='url'><url>https://deb.example.com:8443/debian/</url></install>"
+    )
     text = preseed.preseed(debian, debian.install_location)
     got = lines(text)
-    for expected in ["d-i mirror/protocol string https",
-                     "d-i mirror/https/hostname string deb.example.com:8443",
-                     "d-i mirror/https/directory string /debian",
-                     "d-i mirror/suite string bookworm",
-                     "d-i partman-auto/choose_recipe select atomic",
-                     "d-i pkgsel/include string vim-enhanced tmux",
-                     "d-i apt-setup/local0/repository string http://repo.example.com/extra/ bookworm main",
-                     "d-i debian-installer/allow_unauthenticated boolean true",
-                     "d-i debian-installer/exit/poweroff boolean true"]:
+    for expected in [
+        "d-i mirror/protocol string https",
+        "d-i mirror/https/hostname string deb.example.com:8443",
+        "d-i mirror/https/directory string /debian",
+        "d-i mirror/suite string bookworm",
+        "d-i partman-auto/choose_recipe select atomic",
+        "d-i pkgsel/include string vim-enhanced tmux",
+        "d-i apt-setup/local0/repository string http://repo.example.com/extra/ bookworm main",
+        "d-i debian-installer/allow_unauthenticated boolean true",
+        "d-i debian-installer/exit/poweroff boolean true",
+    ]:
         assert expected in got, expected
     (password,) = [x for x in got if x.startswith("d-i passwd/root-password-crypted password $6$")]
     assert PASSWORD not in text
@@ -85,10 +109,17 @@ def test_preseed_key_lines():
     assert base64.b64decode(encoded).decode() == post_install_script(debian)
 
 
-@pytest.mark.parametrize("name, version, suite", [
-    ("Debian", "10", "buster"), ("Debian", "11", "bullseye"), ("Debian", "13", "trixie"),
-    ("Debian", "12.5", "bookworm"), ("Ubuntu", "20.04", "focal"), ("Ubuntu", "noble", "noble"),
-])
+@pytest.mark.parametrize(
+    "name, version, suite",
+    [
+        ("Debian", "10", "buster"),
+        ("Debian", "11", "bullseye"),
+        ("Debian", "13", "trixie"),
+        ("Debian", "12.5", "bookworm"),
+        ("Ubuntu", "20.04", "focal"),
+        ("Ubuntu", "noble", "noble"),
+    ],
+)
 def test_preseed_suite_from_version(name, version, suite):
     """The suite is the release's codename, from the version or given as one."""
     text = preseed.preseed(template(name, version), "http://m/debian")
@@ -111,7 +142,6 @@ def test_preseed_kernel_arguments():
 # --- the installed system's serial console and the package manifest -------------------------------------------------
 
 
-
 def debian_template():
     """The module's template as a Debian 12 one."""
     return template("Debian", "12", install="<install type='url'><url>http://deb.example.com/debian/</url></install>")
@@ -124,10 +154,12 @@ def late_command_of(text):
 
 def test_installed_systems_get_a_serial_console():
     """The preseed's add-kernel-opts and the kickstart's bootloader --append put the serial console last."""
-    assert ("d-i debian-installer/add-kernel-opts string console=tty0 console=ttyS0,115200n8"
-            in lines(preseed.preseed(debian_template(), "http://deb.example.com/debian/")))
-    assert ('bootloader --location=mbr --append="console=tty0 console=ttyS0,115200n8"'
-            in lines(kickstart.kickstart(template(), None)))
+    assert "d-i debian-installer/add-kernel-opts string console=tty0 console=ttyS0,115200n8" in lines(
+        preseed.preseed(debian_template(), "http://deb.example.com/debian/")
+    )
+    assert 'bootloader --location=mbr --append="console=tty0 console=ttyS0,115200n8"' in lines(
+        kickstart.kickstart(template(), None)
+    )
 
 
 def test_preseed_late_command_ends_with_the_manifest_on_the_serial_port():
@@ -143,24 +175,27 @@ def test_preseed_late_command_ends_with_the_manifest_on_the_serial_port():
         "echo IMGFAC-MANIFEST-BEGIN",
         r"dpkg-query -W -f '${Status} ${Package} ${Version} ${Architecture}\n' "
         r"| sed -n 's/^[a-z]* ok installed /IMGFAC-PKG /p'",
-        "echo IMGFAC-MANIFEST-END"]
+        "echo IMGFAC-MANIFEST-END",
+    ]
 
 
 def test_preseed_without_files_or_commands_still_prints_the_manifest():
     """A template with nothing to run still gets the manifest step, and only it."""
-    bare = parse_template("<template><name>t</name><os><name>Debian</name><version>12</version><arch>x86_64</arch>"
-                          "<install type='url'><url>http://m/debian/</url></install></os></template>")
+    bare = parse_template(
+        "<template><name>t</name><os><name>Debian</name><version>12</version><arch>x86_64</arch>"
+        "<install type='url'><url>http://m/debian/</url></install></os></template>"
+    )
     assert late_command_of(preseed.preseed(bare, "http://m/debian/")) == preseed.manifest_command()
 
 
 def test_preseed_precommands_alone_are_run():
     """A template with only precommands has them run (they were left out before)."""
-    only_pre = parse_template("<template><name>t</name><os><name>Debian</name><version>12</version>"
-                              "<arch>x86_64</arch><install type='url'><url>http://m/debian/</url></install></os>"
-                              "<precommands><command name='p'>echo pre</command></precommands></template>")
+    only_pre = parse_template(
+        "<template><name>t</name><os><name>Debian</name><version>12</version>"
+        "<arch>x86_64</arch><install type='url'><url>http://m/debian/</url></install></os>"
+        "<precommands><command name='p'>echo pre</command></precommands></template>"
+    )
     assert "in-target sh /root/imgfac-post.sh" in late_command_of(preseed.preseed(only_pre, None))
-
-
 
 
 def test_kickstart_last_post_prints_the_manifest():
@@ -170,7 +205,6 @@ def test_kickstart_last_post_prints_the_manifest():
     assert len(sections) == 3 and sections[1].startswith(" --log=/root/imgfac-post.log")
     last = sections[2]
     assert last.startswith("\nexec > /dev/ttyS0\n") and ks.rstrip().endswith("echo IMGFAC-MANIFEST-END\n%end")
-    assert ("rpm -qa --qf '%|ARCH?{IMGFAC-PKG %{NAME} %|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE} %{ARCH}\\n}:{}|'"
-            in last)
-
-
+    assert (
+        "rpm -qa --qf '%|ARCH?{IMGFAC-PKG %{NAME} %|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE} %{ARCH}\\n}:{}|'" in last
+    )

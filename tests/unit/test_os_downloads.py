@@ -8,10 +8,14 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import Clock
 
 from imgfac_twisted.errors import ImageFactoryError
-from imgfac_twisted.os.downloads import DownloadFailed, Downloader, tree_key
+from imgfac_twisted.os.downloads import Downloader, DownloadFailed, tree_key
 from imgfac_twisted.os.testing import TreeResource
 from imgfac_twisted.os.trees import (
-    BootFiles, debian_codename, debian_iso_paths, debian_tree_paths, from_treeinfo,
+    BootFiles,
+    debian_codename,
+    debian_iso_paths,
+    debian_tree_paths,
+    from_treeinfo,
 )
 from imgfac_twisted.template import parse_template
 
@@ -45,8 +49,14 @@ def test_tree_file_is_downloaded_once_and_cached(tmp_path, tree):
     """The first call downloads with progress; the second downloads nothing; no .partial remains."""
     stub, fetcher = downloader(tmp_path, tree)
     progress, log = [], []
-    path = settle(stub, ensureDeferred(fetcher.from_tree(TREE, "images/pxeboot/vmlinuz",
-                                                         lambda got, total: progress.append((got, total)), log.append)))
+    path = settle(
+        stub,
+        ensureDeferred(
+            fetcher.from_tree(
+                TREE, "images/pxeboot/vmlinuz", lambda got, total: progress.append((got, total)), log.append
+            )
+        ),
+    )
     assert open(path, "rb").read() == KERNEL
     assert path.startswith(str(tmp_path / "cache" / tree_key(TREE)))
     assert progress[-1] == (5000, 5000)
@@ -108,17 +118,23 @@ def test_treeinfo_cannot_point_outside_the_tree():
 
 
 def _template(name, version, arch="x86_64"):
-    return parse_template(f"<template><name>t</name><os><name>{name}</name><version>{version}</version>"
-                          f"<arch>{arch}</arch><install type='url'><url>http://m/</url></install></os></template>")
+    return parse_template(
+        f"<template><name>t</name><os><name>{name}</name><version>{version}</version>"
+        f"<arch>{arch}</arch><install type='url'><url>http://m/</url></install></os></template>"
+    )
 
 
 def test_debian_standard_paths():
     """Debian netboot paths use the codename and the Debian arch name."""
-    assert debian_tree_paths(_template("Debian", "12")) == [BootFiles(
-        "dists/bookworm/main/installer-amd64/current/images/netboot/debian-installer/amd64/linux",
-        "dists/bookworm/main/installer-amd64/current/images/netboot/debian-installer/amd64/initrd.gz")]
-    assert debian_iso_paths(_template("Debian", "12", "aarch64"))[0] == BootFiles("install.a64/vmlinuz",
-                                                                                   "install.a64/initrd.gz")
+    assert debian_tree_paths(_template("Debian", "12")) == [
+        BootFiles(
+            "dists/bookworm/main/installer-amd64/current/images/netboot/debian-installer/amd64/linux",
+            "dists/bookworm/main/installer-amd64/current/images/netboot/debian-installer/amd64/initrd.gz",
+        )
+    ]
+    assert debian_iso_paths(_template("Debian", "12", "aarch64"))[0] == BootFiles(
+        "install.a64/vmlinuz", "install.a64/initrd.gz"
+    )
 
 
 def test_ubuntu_tries_legacy_images_first():
@@ -126,7 +142,8 @@ def test_ubuntu_tries_legacy_images_first():
     paths = debian_tree_paths(_template("Ubuntu", "20.04"))
     assert [p.kernel for p in paths] == [
         "dists/focal/main/installer-amd64/current/legacy-images/netboot/ubuntu-installer/amd64/linux",
-        "dists/focal/main/installer-amd64/current/images/netboot/ubuntu-installer/amd64/linux"]
+        "dists/focal/main/installer-amd64/current/images/netboot/ubuntu-installer/amd64/linux",
+    ]
     assert debian_codename(_template("Ubuntu", "24.04")) == "noble"
 
 
@@ -134,7 +151,9 @@ def test_messages_hide_url_passwords(tmp_path, tree):
     """A URL's password shows as *** in errors and log lines."""
     stub, fetcher = downloader(tmp_path, tree)
     log = []
-    failure = settle(stub, ensureDeferred(fetcher.from_tree("http://user:hunter2@mirror.test/fedora/39/", "nothing",
-                                                            None, log.append)))
+    failure = settle(
+        stub,
+        ensureDeferred(fetcher.from_tree("http://user:hunter2@mirror.test/fedora/39/", "nothing", None, log.append)),
+    )
     assert "hunter2" not in str(failure.value) and "user:***@mirror.test" in str(failure.value)
     assert log and not any("hunter2" in line for line in log)

@@ -30,9 +30,11 @@ def test_append_keeps_the_original_and_adds_the_member(tmp_path, original_length
     # Zero padding to a 4-byte boundary, then a gzip stream.
     start = original_length + (-original_length % 4)
     assert result[original_length:start] == bytes(start - original_length)
-    assert result[start:start + 2] == b"\x1f\x8b"
+    assert result[start : start + 2] == b"\x1f\x8b"
     assert appended_members(result, original_length) == [
-        ("ks.cfg", 0o100644, b"text\npoweroff\n"), ("TRAILER!!!", 0, b"")]
+        ("ks.cfg", 0o100644, b"text\npoweroff\n"),
+        ("TRAILER!!!", 0, b""),
+    ]
 
 
 def test_copy_and_append_leaves_the_cached_initrd_alone(tmp_path):
@@ -45,5 +47,3 @@ def test_copy_and_append_leaves_the_cached_initrd_alone(tmp_path):
     assert cached.read_bytes() == b"original"
     assert appended_members(copy.read_bytes(), 8)[0] == ("preseed.cfg", 0o100644, b"d-i x")
     assert os.listdir(copy.parent) == ["initrd.img"]
-
-

@@ -22,10 +22,16 @@ TREEINFO = b"[images-x86_64]\nkernel = boot/vmlinuz\ninitrd = boot/initrd.img\n"
 
 
 def config(tmp_path, **overrides):
-    values = dict(state_dir=str(tmp_path / "state"), install_download_timeout=60.0,
-                  install_download_max_bytes=10 ** 6, install_iso_dir=str(tmp_path / "isos"),
-                  libvirt_domain_type="qemu", install_inactivity_timeout=30.0, install_timeout=600.0,
-                  install_memory_mib=1024)
+    values = dict(
+        state_dir=str(tmp_path / "state"),
+        install_download_timeout=60.0,
+        install_download_max_bytes=10**6,
+        install_iso_dir=str(tmp_path / "isos"),
+        libvirt_domain_type="qemu",
+        install_inactivity_timeout=30.0,
+        install_timeout=600.0,
+        install_memory_mib=1024,
+    )
     values.update(overrides)
     return SimpleNamespace(**values)
 
@@ -39,13 +45,19 @@ class Setup:
         self.clock = Clock()
         self.virt = FakeVirt()
         self.connection = object()
-        environment = SimpleNamespace(config=config(tmp_path), reactor=self.clock, disk_door=InlineDoor(),
-                                      libvirt=self.connection)
+        environment = SimpleNamespace(
+            config=config(tmp_path), reactor=self.clock, disk_door=InlineDoor(), libvirt=self.connection
+        )
         self.system = factory(environment, virt=self.virt, http_client=self.stub)
         work = tmp_path / "state" / "builds" / "b-1"
         work.mkdir(parents=True, exist_ok=True)
-        self.job = FakeJob(template=parse_template(template_xml), build_id="b-1",
-                           image_path=str(work / "base.raw.partial"), work_dir=str(work), reactor=self.clock)
+        self.job = FakeJob(
+            template=parse_template(template_xml),
+            build_id="b-1",
+            image_path=str(work / "base.raw.partial"),
+            work_dir=str(work),
+            reactor=self.clock,
+        )
 
     def start(self):
         self.running = self.system.install(self.job)
@@ -61,9 +73,11 @@ class Setup:
 
 
 def tdl(name="Fedora", version="39", install="<install type='url'><url>http://mirror.test/f39/</url></install>"):
-    return (f"<template><name>t</name><os><name>{name}</name><version>{version}</version><arch>x86_64</arch>"
-            f"{install}<rootpw>pw</rootpw></os><disk><size>64M</size></disk>"
-            "<packages><package name='tmux'/></packages><kernelparam>console=tty1 quiet</kernelparam></template>")
+    return (
+        f"<template><name>t</name><os><name>{name}</name><version>{version}</version><arch>x86_64</arch>"
+        f"{install}<rootpw>pw</rootpw></os><disk><size>64M</size></disk>"
+        "<packages><package name='tmux'/></packages><kernelparam>console=tty1 quiet</kernelparam></template>"
+    )
 
 
 FEDORA_TREE = {"f39/images/pxeboot/vmlinuz": KERNEL, "f39/images/pxeboot/initrd.img": INITRD}
@@ -77,7 +91,7 @@ def test_fedora_url_install(tmp_path):
     spec = setup.call["spec"]
     assert spec.name == "imgfac-b-1"
     assert spec.disk_path == setup.job.image_path and spec.iso_path is None
-    assert os.path.getsize(spec.disk_path) == 64 * 1024 ** 2
+    assert os.path.getsize(spec.disk_path) == 64 * 1024**2
     assert os.stat(spec.disk_path).st_blocks == 0  # sparse
     assert open(spec.kernel_path, "rb").read() == KERNEL
     initrd = open(spec.initrd_path, "rb").read()
@@ -98,8 +112,12 @@ def test_fedora_url_install(tmp_path):
     assert running.called and running.result is None
     assert 55 in setup.job.progress_seen and setup.job.progress_seen[-1] == 100
     lines = "\n".join(setup.job.lines)
-    for expected in ["downloading http://mirror.test/f39/images/pxeboot/vmlinuz", "appended ks.cfg to the initrd",
-                     "starting the installer", "reboot: Power down"]:
+    for expected in [
+        "downloading http://mirror.test/f39/images/pxeboot/vmlinuz",
+        "appended ks.cfg to the initrd",
+        "starting the installer",
+        "reboot: Power down",
+    ]:
         assert expected in lines
 
 
@@ -117,8 +135,12 @@ def test_second_build_of_a_tree_downloads_nothing(tmp_path):
 
 def test_treeinfo_paths_are_used(tmp_path):
     """A tree with .treeinfo boots the kernel and initrd it names."""
-    setup = Setup(tmp_path, rhel, {"f39/.treeinfo": TREEINFO, "f39/boot/vmlinuz": KERNEL,
-                                   "f39/boot/initrd.img": INITRD}, tdl("RHEL-6", "4"))
+    setup = Setup(
+        tmp_path,
+        rhel,
+        {"f39/.treeinfo": TREEINFO, "f39/boot/vmlinuz": KERNEL, "f39/boot/initrd.img": INITRD},
+        tdl("RHEL-6", "4"),
+    )
     setup.start()
     assert open(setup.call["spec"].kernel_path, "rb").read() == KERNEL
     assert setup.call["spec"].cmdline.startswith("ks=file:/ks.cfg method=http://mirror.test/f39/ text")
@@ -127,8 +149,12 @@ def test_treeinfo_paths_are_used(tmp_path):
 def test_debian_url_install_with_preseed(tmp_path):
     """Debian: the netboot installer of the release, preseed.cfg appended, d-i options on the command line."""
     base = "debian/dists/bookworm/main/installer-amd64/current/images/netboot/debian-installer/amd64/"
-    setup = Setup(tmp_path, debian, {base + "linux": KERNEL, base + "initrd.gz": INITRD},
-                  tdl("Debian", "12", "<install type='url'><url>http://mirror.test/debian/</url></install>"))
+    setup = Setup(
+        tmp_path,
+        debian,
+        {base + "linux": KERNEL, base + "initrd.gz": INITRD},
+        tdl("Debian", "12", "<install type='url'><url>http://mirror.test/debian/</url></install>"),
+    )
     setup.start()
     spec = setup.call["spec"]
     (name, _, data), _ = appended_members(open(spec.initrd_path, "rb").read(), len(INITRD))
@@ -140,8 +166,12 @@ def test_debian_url_install_with_preseed(tmp_path):
 def test_ubuntu_falls_back_to_images(tmp_path):
     """When legacy-images is missing (404), Ubuntu's images/ path is used."""
     base = "ubuntu/dists/focal/main/installer-amd64/current/images/netboot/ubuntu-installer/amd64/"
-    setup = Setup(tmp_path, ubuntu, {base + "linux": KERNEL, base + "initrd.gz": INITRD},
-                  tdl("Ubuntu", "20.04", "<install type='url'><url>http://mirror.test/ubuntu/</url></install>"))
+    setup = Setup(
+        tmp_path,
+        ubuntu,
+        {base + "linux": KERNEL, base + "initrd.gz": INITRD},
+        tdl("Ubuntu", "20.04", "<install type='url'><url>http://mirror.test/ubuntu/</url></install>"),
+    )
     setup.start()
     assert open(setup.call["spec"].kernel_path, "rb").read() == KERNEL
 
@@ -153,7 +183,8 @@ def test_tree_without_installer_fails_naming_it(tmp_path):
     failure = running.result
     running.addErrback(lambda _: None)
     assert str(failure.value).startswith(
-        "CentOS 7 install failed: no installer kernel in the install tree http://mirror.test/f39/")
+        "CentOS 7 install failed: no installer kernel in the install tree http://mirror.test/f39/"
+    )
     assert "images/pxeboot/vmlinuz" in str(failure.value)
     assert setup.virt.calls == []
 
@@ -181,8 +212,9 @@ def test_cancel_stops_a_download(tmp_path):
     running.addErrback(lambda _: None)
     assert failure.check(CancelledError)
     assert setup.virt.calls == []
-    assert not os.path.exists(os.path.join(setup.system._downloader.tree_dir("http://mirror.test/f39/"),
-                                           "images", "pxeboot", "vmlinuz"))
+    assert not os.path.exists(
+        os.path.join(setup.system._downloader.tree_dir("http://mirror.test/f39/"), "images", "pxeboot", "vmlinuz")
+    )
 
 
 def test_iso_install(tmp_path):
@@ -207,8 +239,12 @@ def test_iso_checksum_mismatch_fails(tmp_path):
 
     (tmp_path / "isos").mkdir()
     make_iso(tmp_path / "isos" / "f39.iso", {"images/pxeboot/vmlinuz": KERNEL, "images/pxeboot/initrd.img": INITRD})
-    setup = Setup(tmp_path, fedora, {}, tdl(install="<install type='iso'><iso>file:f39.iso</iso>"
-                                                    f"<sha256sum>{'0' * 64}</sha256sum></install>"))
+    setup = Setup(
+        tmp_path,
+        fedora,
+        {},
+        tdl(install=f"<install type='iso'><iso>file:f39.iso</iso><sha256sum>{'0' * 64}</sha256sum></install>"),
+    )
     running = setup.start()
     failure = running.result
     running.addErrback(lambda _: None)
@@ -216,10 +252,16 @@ def test_iso_checksum_mismatch_fails(tmp_path):
     assert setup.virt.calls == []
 
 
-@pytest.mark.parametrize("factory, names", [
-    (fedora, ["Fedora"]), (rhel, ["RHEL", "RHEL-8", "rhel-7"]), (centos, ["CentOS", "CentOS-7"]),
-    (debian, ["Debian"]), (ubuntu, ["ubuntu"]),
-])
+@pytest.mark.parametrize(
+    "factory, names",
+    [
+        (fedora, ["Fedora"]),
+        (rhel, ["RHEL", "RHEL-8", "rhel-7"]),
+        (centos, ["CentOS", "CentOS-7"]),
+        (debian, ["Debian"]),
+        (ubuntu, ["ubuntu"]),
+    ],
+)
 def test_handles_its_own_names_only(tmp_path, factory, names):
     """Each plug-in takes its family's OS names (Oz's RHEL-7 style too) and no other."""
     system = factory(SimpleNamespace(config=config(tmp_path), reactor=Clock(), disk_door=None))
@@ -278,15 +320,18 @@ def test_disk_errors_are_reported_without_paths(tmp_path):
     assert str(tmp_path) not in message
 
 
-@pytest.mark.parametrize("url, seen", [
-    ("http://127.0.0.1:8000/f39/", "http://10.0.2.2:8000/f39/"),
-    ("http://localhost/f39/", "http://10.0.2.2/f39/"),
-    ("http://user:pw@127.0.1.1:81/x/?a=b", "http://user:pw@10.0.2.2:81/x/?a=b"),
-    ("http://[::1]:8080/tree/", "http://10.0.2.2:8080/tree/"),
-    ("http://mirror.test/f39/", "http://mirror.test/f39/"),
-    ("http://127.example.com/f39/", "http://127.example.com/f39/"),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    "url, seen",
+    [
+        ("http://127.0.0.1:8000/f39/", "http://10.0.2.2:8000/f39/"),
+        ("http://localhost/f39/", "http://10.0.2.2/f39/"),
+        ("http://user:pw@127.0.1.1:81/x/?a=b", "http://user:pw@10.0.2.2:81/x/?a=b"),
+        ("http://[::1]:8080/tree/", "http://10.0.2.2:8080/tree/"),
+        ("http://mirror.test/f39/", "http://mirror.test/f39/"),
+        ("http://127.example.com/f39/", "http://127.example.com/f39/"),
+        (None, None),
+    ],
+)
 def test_a_loopback_tree_url_is_given_to_the_guest_as_the_host_s_address(url, seen):
     """Inside the VM 127.0.0.1 is the guest itself; QEMU's user network shows this host as 10.0.2.2."""
     assert as_seen_from_guest(url) == seen

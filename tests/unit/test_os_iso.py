@@ -4,10 +4,10 @@ import os
 
 import pytest
 
-from support.fake_installer import make_iso
 from imgfac_twisted.errors import ImageFactoryError, InvalidTemplate
 from imgfac_twisted.os.iso import extract_boot_files, local_iso_path
 from imgfac_twisted.os.trees import BootFiles, fedora_iso_paths
+from support.fake_installer import make_iso
 
 KERNEL, INITRD = b"kernel-bytes" * 100, b"initrd-bytes" * 50
 
@@ -15,8 +15,9 @@ KERNEL, INITRD = b"kernel-bytes" * 100, b"initrd-bytes" * 50
 @pytest.mark.parametrize("rock_ridge, joliet", [(True, True), (False, True), (False, False)])
 def test_fedora_pxeboot_files_come_out(tmp_path, rock_ridge, joliet):
     """Found by their standard path through Rock Ridge, Joliet or plain ISO 9660 names."""
-    iso = make_iso(tmp_path / "f.iso", {"images/pxeboot/vmlinuz": KERNEL, "images/pxeboot/initrd.img": INITRD},
-                   rock_ridge, joliet)
+    iso = make_iso(
+        tmp_path / "f.iso", {"images/pxeboot/vmlinuz": KERNEL, "images/pxeboot/initrd.img": INITRD}, rock_ridge, joliet
+    )
     kernel, initrd = extract_boot_files(iso, fedora_iso_paths(), "x86_64", str(tmp_path))
     assert open(kernel, "rb").read() == KERNEL and open(initrd, "rb").read() == INITRD
 
@@ -31,8 +32,16 @@ def test_isolinux_is_the_fallback(tmp_path):
 def test_treeinfo_on_the_iso_wins(tmp_path):
     """The ISO's .treeinfo names where the installer is."""
     treeinfo = b"[images-x86_64]\nkernel = boot/k\ninitrd = boot/i\n"
-    iso = make_iso(tmp_path / "f.iso", {".treeinfo": treeinfo, "boot/k": KERNEL, "boot/i": INITRD,
-                                        "images/pxeboot/vmlinuz": b"wrong", "images/pxeboot/initrd.img": b"wrong"})
+    iso = make_iso(
+        tmp_path / "f.iso",
+        {
+            ".treeinfo": treeinfo,
+            "boot/k": KERNEL,
+            "boot/i": INITRD,
+            "images/pxeboot/vmlinuz": b"wrong",
+            "images/pxeboot/initrd.img": b"wrong",
+        },
+    )
     kernel, initrd = extract_boot_files(iso, fedora_iso_paths(), "x86_64", str(tmp_path))
     assert open(kernel, "rb").read() == KERNEL and open(initrd, "rb").read() == INITRD
 

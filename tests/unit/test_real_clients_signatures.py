@@ -36,8 +36,15 @@ def test_the_gems_signature_is_reproduced_byte_for_byte() -> None:
     exchange = recorded("aeolus_image", "oauth_success_valid.yml")
     header = exchange["request_headers"]["authorization"]
     params = authorization_params(header)
-    ours = gem_authorization("POST", "http://127.0.0.1:8075" + exchange["path"], exchange["request_body"].encode(),
-                             KEY, SECRET, unquote(params["oauth_nonce"]), params["oauth_timestamp"])
+    ours = gem_authorization(
+        "POST",
+        "http://127.0.0.1:8075" + exchange["path"],
+        exchange["request_body"].encode(),
+        KEY,
+        SECRET,
+        unquote(params["oauth_nonce"]),
+        params["oauth_timestamp"],
+    )
     assert ours == header
 
 
@@ -50,9 +57,12 @@ def test_the_recorded_requests_meet_the_verifier_as_the_2011_factory_met_them() 
 
     def verify(exchange: dict[str, Any], body: bytes) -> str:
         verifier = OAuthVerifier({KEY: SECRET}, clock)
-        return verifier.verify("POST", "http://127.0.0.1:8075" + exchange["path"],
-                               {"Content-Type": "application/json",
-                                "Authorization": exchange["request_headers"]["authorization"]}, body)
+        return verifier.verify(
+            "POST",
+            "http://127.0.0.1:8075" + exchange["path"],
+            {"Content-Type": "application/json", "Authorization": exchange["request_headers"]["authorization"]},
+            body,
+        )
 
     body = valid["request_body"].encode()
     assert valid["status"] == 202 and verify(valid, body) == KEY
@@ -72,20 +82,32 @@ def test_oauth_require_body_hash_refuses_a_signed_json_body_without_one() -> Non
     nonce = iter(range(10))
 
     def signed() -> dict[str, str]:
-        return {"Content-Type": "application/json",
-                "Authorization": gem_authorization("POST", url, None, KEY, SECRET, f"n{next(nonce)}",
-                                                   str(int(clock.seconds())))}
+        return {
+            "Content-Type": "application/json",
+            "Authorization": gem_authorization(
+                "POST", url, None, KEY, SECRET, f"n{next(nonce)}", str(int(clock.seconds()))
+            ),
+        }
 
     assert OAuthVerifier({KEY: SECRET}, clock).verify("POST", url, signed(), body) == KEY
     strict = OAuthVerifier({KEY: SECRET}, clock, require_body_hash=True)
     with pytest.raises(AuthenticationFailed, match="oauth_body_hash missing"):
         strict.verify("POST", url, signed(), body)
-    with_hash = {"Content-Type": "application/json",
-                 "Authorization": gem_authorization("POST", url, body, KEY, SECRET, "n9", str(int(clock.seconds())))}
+    with_hash = {
+        "Content-Type": "application/json",
+        "Authorization": gem_authorization("POST", url, body, KEY, SECRET, "n9", str(int(clock.seconds()))),
+    }
     assert strict.verify("POST", url, with_hash, body) == KEY
     # A request without a body (DELETE) needs no hash.
-    assert strict.verify("DELETE", url, {"Authorization": gem_authorization(
-        "DELETE", url, None, KEY, SECRET, "n8", str(int(clock.seconds())))}, b"") == KEY
+    assert (
+        strict.verify(
+            "DELETE",
+            url,
+            {"Authorization": gem_authorization("DELETE", url, None, KEY, SECRET, "n8", str(int(clock.seconds())))},
+            b"",
+        )
+        == KEY
+    )
 
 
 def test_activeresource_wrapping_is_unwrapped_and_nothing_else() -> None:
@@ -101,8 +123,10 @@ def test_credentials_are_found_inside_conductors_provider_account(tmp_path: Path
     """Mock and EC2 alike: the <provider_credentials> element anywhere in the document is what the provider reads."""
     mock = provider_credentials(PROVIDER_ACCOUNT)
     assert etree.fromstring(mock).tag == "provider_credentials" and MOCK_PASSWORD in mock
-    ec2_account = ("<provider_account><name>ec2-acc</name><provider>ec2-us-east-1</provider>"
-                   f"<provider_type>ec2</provider_type>{ec2_credentials()}</provider_account>")
+    ec2_account = (
+        "<provider_account><name>ec2-acc</name><provider>ec2-us-east-1</provider>"
+        f"<provider_type>ec2</provider_type>{ec2_credentials()}</provider_account>"
+    )
     parsed = make_provider(tmp_path).parse_credentials(provider_credentials(ec2_account))
     assert parsed.account_identifier == make_provider(tmp_path).parse_credentials(ec2_credentials()).account_identifier
     assert provider_credentials(MOCK_CREDENTIALS) == MOCK_CREDENTIALS

@@ -1,14 +1,13 @@
 """The outbox relay: every event reaches the bus, in order, even when the bus fails for a while."""
 
 import pytest
-from twisted.internet.defer import fail, succeed
+from twisted.internet.defer import ensureDeferred, fail, succeed
 from zope.interface import implementer
 
 from imgfac_twisted.events import IEventBus
 from imgfac_twisted.jobs.relay import OutboxRelay
 from imgfac_twisted.model import Status
 from imgfac_twisted.testing import SPEC_TEMPLATE, Stack, result_of
-from twisted.internet.defer import ensureDeferred
 
 
 @implementer(IEventBus)

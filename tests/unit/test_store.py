@@ -64,8 +64,14 @@ def test_recorded_build_reads_back(store):
 
 def test_unknown_ids_fail_with_unknown_object(store):
     """Every getter fails with UnknownObject naming the id."""
-    for getter in (store.get_image, store.get_build, store.get_target_image, store.get_provider_image,
-                   store.get_builder, store.get_template):
+    for getter in (
+        store.get_image,
+        store.get_build,
+        store.get_target_image,
+        store.get_provider_image,
+        store.get_builder,
+        store.get_template,
+    ):
         with pytest.raises(UnknownObject, match="nope"):
             result_of(getter("nope"))
 
@@ -79,8 +85,9 @@ def test_save_builder_is_guarded_by_the_expected_status(store):
     with pytest.raises(InvalidTransition):
         result_of(store.save_builder(building, Status.NEW, an_event(building, pending)))
     assert result_of(store.get_builder(builder.id)) == pending
-    assert [e.body["new_status"] for _, e in result_of(store.pending_events(10))] == ["NEW", "PENDING"], \
+    assert [e.body["new_status"] for _, e in result_of(store.pending_events(10))] == ["NEW", "PENDING"], (
         "a refused write adds no event"
+    )
 
 
 def test_unfinished_builders(store):
@@ -96,8 +103,20 @@ def test_record_push(store):
     """A provider image and its push builder are recorded together."""
     image, build, target_image, _ = record_one_build(store)
     provider_image = ProviderImage("pi", target_image.id, build.id, image.id, "mock", "user", 2.0)
-    builder = Builder("pi", Operation.PUSH, Status.NEW, 0, image.id, build.id, "mock", provider="mock",
-                      target_image_id=target_image.id, provider_account_identifier="user", created=2.0, updated=2.0)
+    builder = Builder(
+        "pi",
+        Operation.PUSH,
+        Status.NEW,
+        0,
+        image.id,
+        build.id,
+        "mock",
+        provider="mock",
+        target_image_id=target_image.id,
+        provider_account_identifier="user",
+        created=2.0,
+        updated=2.0,
+    )
     result_of(store.record_push(provider_image, builder, [an_event(builder)]))
     assert result_of(store.get_provider_image("pi")) == provider_image
     assert result_of(store.get_builder("pi")) == builder
@@ -108,7 +127,7 @@ def test_failed_transaction_records_nothing(store):
     image, build, target_image, builder = record_one_build(store)
     second = Build("bld2", image.id, image.template_id, 2.0)
     duplicate = Builder(builder.id, Operation.BUILD, Status.NEW, 0, image.id, second.id, "mock")
-    with pytest.raises(Exception):
+    with pytest.raises(sqlite3.IntegrityError):
         result_of(store.record_build(image, second, [], [duplicate], False, [an_event(duplicate)]))
     with pytest.raises(UnknownObject):
         result_of(store.get_build("bld2"))
@@ -144,8 +163,20 @@ def test_sqlite_survives_reopening(tmp_path):
 
 def record_one_push(store, image, build, target_image, provider_image_id="pi"):
     provider_image = ProviderImage(provider_image_id, target_image.id, build.id, image.id, "mock", "user", 2.0)
-    builder = Builder(provider_image_id, Operation.PUSH, Status.NEW, 0, image.id, build.id, "mock", provider="mock",
-                      target_image_id=target_image.id, provider_account_identifier="user", created=2.0, updated=2.0)
+    builder = Builder(
+        provider_image_id,
+        Operation.PUSH,
+        Status.NEW,
+        0,
+        image.id,
+        build.id,
+        "mock",
+        provider="mock",
+        target_image_id=target_image.id,
+        provider_account_identifier="user",
+        created=2.0,
+        updated=2.0,
+    )
     result_of(store.record_push(provider_image, builder, [an_event(builder)]))
     return provider_image
 
@@ -176,8 +207,12 @@ def test_deleting_a_target_image_removes_its_provider_images(store):
     image, build, target_image, _ = record_one_build(store)
     record_one_push(store, image, build, target_image)
     result_of(store.delete_target_image(target_image.id))
-    for getter, object_id in ((store.get_target_image, target_image.id), (store.get_provider_image, "pi"),
-                              (store.get_builder, "pi"), (store.get_builder, target_image.id)):
+    for getter, object_id in (
+        (store.get_target_image, target_image.id),
+        (store.get_provider_image, "pi"),
+        (store.get_builder, "pi"),
+        (store.get_builder, target_image.id),
+    ):
         with pytest.raises(UnknownObject):
             result_of(getter(object_id))
     assert result_of(store.get_build(build.id)) == build
@@ -224,7 +259,6 @@ def test_spent_nonces_are_kept_until_they_expire(store):
     assert ("client1", "n-1", 100.0) not in rows and len(rows) == 2, "expired nonces are deleted as new ones come"
 
 
-
 def test_stages_read_back(store):
     """A builder's stages (names, starts, ends; the last one running) are stored and read back as they were."""
     from imgfac_twisted.model import Stage, StageName
@@ -260,9 +294,11 @@ def test_a_database_of_the_first_schema_is_migrated_keeping_every_record(tmp_pat
     old.execute("INSERT INTO images VALUES ('img', 't', 'name', NULL, 'Fedora', '14', 'x86_64', 1.0)")
     old.execute("INSERT INTO builds VALUES ('bld', 'img', 't', 1.0)")
     old.execute("INSERT INTO target_images VALUES ('ti', 'bld', 'img', 'ec2', 1.0)")
-    old.execute("INSERT INTO builders (id, operation, status, completed, image_id, build_id, target, created, "
-                "updated, sequence, artifact_sha256) VALUES ('ti', 'build', 'COMPLETED', 100, 'img', 'bld', 'ec2', "
-                "1.0, 2.0, 4, 'abc')")
+    old.execute(
+        "INSERT INTO builders (id, operation, status, completed, image_id, build_id, target, created, "
+        "updated, sequence, artifact_sha256) VALUES ('ti', 'build', 'COMPLETED', 100, 'img', 'bld', 'ec2', "
+        "1.0, 2.0, 4, 'abc')"
+    )
     old.execute("INSERT INTO outbox (event) VALUES ('{}')")
     old.execute("INSERT INTO oauth_nonces VALUES ('client1', 'n1', 99.0)")
     old.commit()
@@ -274,7 +310,11 @@ def test_a_database_of_the_first_schema_is_migrated_keeping_every_record(tmp_pat
         assert store.thd_schema_version() == SCHEMA_VERSION
         builder = result_of(store.get_builder("ti"))
         assert (builder.status, builder.artifact_sha256, builder.sequence, builder.stages) == (
-            Status.COMPLETED, "abc", 4, ())
+            Status.COMPLETED,
+            "abc",
+            4,
+            (),
+        )
         assert result_of(store.get_image("img")).name == "name"
         assert result_of(store.get_target_image("ti")).target == "ec2"
         assert result_of(store.count_pending_events()) == 1

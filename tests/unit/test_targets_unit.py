@@ -12,9 +12,10 @@ import json
 import os
 import re
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from lxml import etree
@@ -32,16 +33,19 @@ from imgfac_twisted.targets.qemu import ConversionFailed, ImageCheckFailed, Imag
 from imgfac_twisted.template import parse_template
 from imgfac_twisted.testing import result_of
 
-MIB = 1024 ** 2
+MIB = 1024**2
 SIZE = 4 * MIB
-TEMPLATE = ("<template><name>mocky</name><os><name>Mock</name><version>1</version><arch>x86_64</arch>"
-            "<install type='url'><url>http://example.invalid/</url></install></os>"
-            "<description>m</description></template>")
+TEMPLATE = (
+    "<template><name>mocky</name><os><name>Mock</name><version>1</version><arch>x86_64</arch>"
+    "<install type='url'><url>http://example.invalid/</url></install></os>"
+    "<description>m</description></template>"
+)
 OVF_NS = "http://schemas.dmtf.org/ovf/envelope/1"
 RASD_NS = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
 
 
 # -- fakes ----------------------------------------------------------------------
+
 
 class FakeJob:
     """A BuildJob on a tmp directory: progress and log lines are kept, the base image is a sparse file."""
@@ -89,8 +93,10 @@ class FakeJob:
 
 
 #: What a qemu-img option makes ``qemu-img info`` show in ``format-specific.data``.
-SPECIFIC_OF_OPTION = {"compat=0.10": {"compat": "0.10"},
-                      "subformat=streamOptimized": {"create-type": "streamOptimized"}}
+SPECIFIC_OF_OPTION = {
+    "compat=0.10": {"compat": "0.10"},
+    "subformat=streamOptimized": {"create-type": "streamOptimized"},
+}
 
 
 class FakeTools:
@@ -105,8 +111,9 @@ class FakeTools:
         self.hang: Callable[[list[str]], bool] = lambda argv: False
         self.killed: list[list[str]] = []
 
-    def __call__(self, reactor: Any, argv: list[str], *, timeout: float, on_line: Any = None,
-                 env: dict[str, str] | None = None) -> Deferred:
+    def __call__(
+        self, reactor: Any, argv: list[str], *, timeout: float, on_line: Any = None, env: dict[str, str] | None = None
+    ) -> Deferred:
         self.calls.append(argv)
         assert timeout > 0 and env is not None and env["LC_ALL"] == "C"
         output = getattr(self, "_" + os.path.basename(argv[0]).replace("-", "_"))(argv, on_line or (lambda _: None))
@@ -121,10 +128,20 @@ class FakeTools:
         if command == "info":
             # A file made some other way (the hard-linked disk.raw) reads as raw.
             image_format, virtual_size, specific = self.images.get(argv[-1], ("raw", os.path.getsize(argv[-1]), {}))
-            return json.dumps({"format": image_format, "virtual-size": virtual_size, "actual-size": 4096,
-                               "format-specific": {"type": image_format, "data": specific}})
-        specific = {key: value for option in argv if option in SPECIFIC_OF_OPTION
-                    for key, value in SPECIFIC_OF_OPTION[option].items()}
+            return json.dumps(
+                {
+                    "format": image_format,
+                    "virtual-size": virtual_size,
+                    "actual-size": 4096,
+                    "format-specific": {"type": image_format, "data": specific},
+                }
+            )
+        specific = {
+            key: value
+            for option in argv
+            if option in SPECIFIC_OF_OPTION
+            for key, value in SPECIFIC_OF_OPTION[option].items()
+        }
         image_format = argv[argv.index("-O" if command == "convert" else "-f") + 1]
         if command == "create":
             size = int(argv[-1])
@@ -145,7 +162,7 @@ class FakeTools:
         if "--list" in argv:
             return "\n".join(f"-rw-r--r-- 0/0 {size} 2026-01-01 00:00 {name}" for name, size in self.archives[archive])
         directory = argv[argv.index("--directory") + 1]
-        names = argv[argv.index("--") + 1:]
+        names = argv[argv.index("--") + 1 :]
         write(archive, 2048)
         self.archives[archive] = [(name, os.path.getsize(os.path.join(directory, name))) for name in names]
         on_line("tar: imgfac-checkpoint 1")
@@ -181,39 +198,95 @@ def shapes(calls: list[list[str]], root: Path) -> list[list[str]]:
 INFO_BASE = ["/usr/bin/qemu-img", "info", "--output=json", "-f", "raw", "base.raw"]
 CONVERT = ["/usr/bin/qemu-img", "convert", "-p", "-f", "raw"]
 TAR = "/usr/bin/tar"
-TAR_OPTIONS = ["--checkpoint=1000", "--checkpoint-action=echo=imgfac-checkpoint %u",
-              "--owner=0", "--group=0", "--numeric-owner"]
+TAR_OPTIONS = [
+    "--checkpoint=1000",
+    "--checkpoint-action=echo=imgfac-checkpoint %u",
+    "--owner=0",
+    "--group=0",
+    "--numeric-owner",
+]
 
 #: Every tool run of each target's build, in order (paths cut to their last part).
 EXPECTED_COMMANDS = {
-    "ec2": [INFO_BASE,
-            ["/usr/bin/qemu-img", "info", "--output=json", "-f", "raw", "mocky-ec2.raw"]],
-    "openstack-kvm": [INFO_BASE, CONVERT + ["-O", "qcow2", "base.raw", "mocky-openstack-kvm.qcow2"],
-                      ["/usr/bin/qemu-img", "info", "--output=json", "-f", "qcow2", "mocky-openstack-kvm.qcow2"]],
-    "rhevm": [INFO_BASE, CONVERT + ["-O", "qcow2", "-o", "compat=0.10", "base.raw", "mocky-rhevm.qcow2"],
-              ["/usr/bin/qemu-img", "info", "--output=json", "-f", "qcow2", "mocky-rhevm.qcow2"]],
-    "vsphere": [INFO_BASE, CONVERT + ["-O", "vmdk", "-o", "subformat=streamOptimized", "base.raw",
-                                      "mocky-vsphere.vmdk"],
-                ["/usr/bin/qemu-img", "info", "--output=json", "-f", "vmdk", "mocky-vsphere.vmdk"]],
-    "hyperv": [INFO_BASE,
-               ["/usr/bin/qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=fixed,force_size=on",
-                "mocky-hyperv.vhd", str(SIZE)],
-               CONVERT + ["-O", "vpc", "-n", "--target-is-zero", "base.raw", "mocky-hyperv.vhd"],
-               ["/usr/bin/qemu-img", "info", "--output=json", "-f", "vpc", "mocky-hyperv.vhd"]],
-    "ova": [INFO_BASE, CONVERT + ["-O", "vmdk", "-o", "subformat=streamOptimized", "base.raw", "mocky-disk1.vmdk"],
-            ["/usr/bin/qemu-img", "info", "--output=json", "-f", "vmdk", "mocky-disk1.vmdk"],
-            [TAR, "--format=ustar", "--create", "--file=mocky-ova.ova", *TAR_OPTIONS,
-             "--directory", "staging", "--", "mocky.ovf", "mocky-disk1.vmdk"],
-            [TAR, "--list", "--verbose", "--numeric-owner", "--file=mocky-ova.ova"]],
-    "gce": [INFO_BASE, ["/usr/bin/qemu-img", "info", "--output=json", "-f", "raw", "disk.raw"],
-            [TAR, "--format=oldgnu", "--create", "--file=mocky-gce.tar.gz", *TAR_OPTIONS, "--sparse", "--gzip",
-             "--directory", "staging", "--", "disk.raw"],
-            [TAR, "--list", "--verbose", "--numeric-owner", "--gzip", "--file=mocky-gce.tar.gz"]],
+    "ec2": [INFO_BASE, ["/usr/bin/qemu-img", "info", "--output=json", "-f", "raw", "mocky-ec2.raw"]],
+    "openstack-kvm": [
+        INFO_BASE,
+        CONVERT + ["-O", "qcow2", "base.raw", "mocky-openstack-kvm.qcow2"],
+        ["/usr/bin/qemu-img", "info", "--output=json", "-f", "qcow2", "mocky-openstack-kvm.qcow2"],
+    ],
+    "rhevm": [
+        INFO_BASE,
+        CONVERT + ["-O", "qcow2", "-o", "compat=0.10", "base.raw", "mocky-rhevm.qcow2"],
+        ["/usr/bin/qemu-img", "info", "--output=json", "-f", "qcow2", "mocky-rhevm.qcow2"],
+    ],
+    "vsphere": [
+        INFO_BASE,
+        CONVERT + ["-O", "vmdk", "-o", "subformat=streamOptimized", "base.raw", "mocky-vsphere.vmdk"],
+        ["/usr/bin/qemu-img", "info", "--output=json", "-f", "vmdk", "mocky-vsphere.vmdk"],
+    ],
+    "hyperv": [
+        INFO_BASE,
+        [
+            "/usr/bin/qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "vpc",
+            "-o",
+            "subformat=fixed,force_size=on",
+            "mocky-hyperv.vhd",
+            str(SIZE),
+        ],
+        CONVERT + ["-O", "vpc", "-n", "--target-is-zero", "base.raw", "mocky-hyperv.vhd"],
+        ["/usr/bin/qemu-img", "info", "--output=json", "-f", "vpc", "mocky-hyperv.vhd"],
+    ],
+    "ova": [
+        INFO_BASE,
+        CONVERT + ["-O", "vmdk", "-o", "subformat=streamOptimized", "base.raw", "mocky-disk1.vmdk"],
+        ["/usr/bin/qemu-img", "info", "--output=json", "-f", "vmdk", "mocky-disk1.vmdk"],
+        [
+            TAR,
+            "--format=ustar",
+            "--create",
+            "--file=mocky-ova.ova",
+            *TAR_OPTIONS,
+            "--directory",
+            "staging",
+            "--",
+            "mocky.ovf",
+            "mocky-disk1.vmdk",
+        ],
+        [TAR, "--list", "--verbose", "--numeric-owner", "--file=mocky-ova.ova"],
+    ],
+    "gce": [
+        INFO_BASE,
+        ["/usr/bin/qemu-img", "info", "--output=json", "-f", "raw", "disk.raw"],
+        [
+            TAR,
+            "--format=oldgnu",
+            "--create",
+            "--file=mocky-gce.tar.gz",
+            *TAR_OPTIONS,
+            "--sparse",
+            "--gzip",
+            "--directory",
+            "staging",
+            "--",
+            "disk.raw",
+        ],
+        [TAR, "--list", "--verbose", "--numeric-owner", "--gzip", "--file=mocky-gce.tar.gz"],
+    ],
 }
 
-FINAL_NAMES = {"ec2": "mocky-ec2.raw", "openstack-kvm": "mocky-openstack-kvm.qcow2", "rhevm": "mocky-rhevm.qcow2",
-               "vsphere": "mocky-vsphere.vmdk", "hyperv": "mocky-hyperv.vhd", "ova": "mocky-ova.ova",
-               "gce": "mocky-gce.tar.gz"}
+FINAL_NAMES = {
+    "ec2": "mocky-ec2.raw",
+    "openstack-kvm": "mocky-openstack-kvm.qcow2",
+    "rhevm": "mocky-rhevm.qcow2",
+    "vsphere": "mocky-vsphere.vmdk",
+    "hyperv": "mocky-hyperv.vhd",
+    "ova": "mocky-ova.ova",
+    "gce": "mocky-gce.tar.gz",
+}
 
 
 @pytest.mark.parametrize("target", sorted(EXPECTED_COMMANDS))
@@ -229,15 +302,37 @@ def test_each_target_runs_the_right_commands(tmp_path: Path, target: str) -> Non
 
 
 def test_tar_create_arguments() -> None:
-    assert archives.create_args("tar", "/a/x.tar.gz", "/a", ["disk.raw"], tar_format="oldgnu", gzip=True,
-                                sparse=True) == [
-        "tar", "--format=oldgnu", "--create", "--file=/a/x.tar.gz", *TAR_OPTIONS, "--sparse", "--gzip",
-        "--directory", "/a", "--", "disk.raw"]
+    assert archives.create_args(
+        "tar", "/a/x.tar.gz", "/a", ["disk.raw"], tar_format="oldgnu", gzip=True, sparse=True
+    ) == [
+        "tar",
+        "--format=oldgnu",
+        "--create",
+        "--file=/a/x.tar.gz",
+        *TAR_OPTIONS,
+        "--sparse",
+        "--gzip",
+        "--directory",
+        "/a",
+        "--",
+        "disk.raw",
+    ]
 
 
 def test_qemu_arguments() -> None:
     assert qemu.convert_args("qemu-img", "in", "raw", "out", "qcow2", {"compat": "0.10"}) == [
-        "qemu-img", "convert", "-p", "-f", "raw", "-O", "qcow2", "-o", "compat=0.10", "in", "out"]
+        "qemu-img",
+        "convert",
+        "-p",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        "-o",
+        "compat=0.10",
+        "in",
+        "out",
+    ]
     assert qemu.info_args("qemu-img", "x.vhd", "vpc") == ["qemu-img", "info", "--output=json", "-f", "vpc", "x.vhd"]
     assert qemu.options_args({}) == []
     with pytest.raises(ValueError):
@@ -278,6 +373,7 @@ def test_the_log_tells_the_commands_durations_and_checks(tmp_path: Path) -> None
 
 # -- progress ---------------------------------------------------------------------
 
+
 class ScriptedProcess:
     """The process transport of ProcessReactor: remembers the signals it got."""
 
@@ -310,8 +406,9 @@ def test_progress_of_scripted_qemu_img_output(tmp_path: Path) -> None:
     job = FakeJob(tmp_path)
     reactor = ProcessReactor()
     tool = QemuImg(reactor, job.log, run_process, executable="qemu-img")
-    done = ensureDeferred(tool.convert("in", "raw", "out", "qcow2", {}, size=SIZE,
-                                       on_progress=ProgressBand(job, 50, 100)))
+    done = ensureDeferred(
+        tool.convert("in", "raw", "out", "qcow2", {}, size=SIZE, on_progress=ProgressBand(job, 50, 100))
+    )
     output = b"    (0.00/100%)\r    (12.50/100%)\r    (12.80/100%)\r    (100.00/100%)\r"
     for piece in (output[:9], output[9:30], output[30:]):
         reactor.protocol.childDataReceived(2, piece)
@@ -325,8 +422,9 @@ def test_conversion_timeout_kills_the_tool(tmp_path: Path) -> None:
     """Past timeout_for(size) seconds qemu-img gets SIGTERM; the conversion fails saying so."""
     job = FakeJob(tmp_path)
     reactor = ProcessReactor()
-    done = ensureDeferred(QemuImg(reactor, job.log, run_process, executable="qemu-img").convert(
-        "in", "raw", "out", "vmdk", {}, size=SIZE))
+    done = ensureDeferred(
+        QemuImg(reactor, job.log, run_process, executable="qemu-img").convert("in", "raw", "out", "vmdk", {}, size=SIZE)
+    )
     reactor.advance(qemu.timeout_for(SIZE))
     assert reactor.process.signals == [signal.SIGTERM]
     reactor.protocol.processEnded(Failure(ProcessTerminated(signal=signal.SIGTERM)))
@@ -346,8 +444,11 @@ def test_late_progress_lines_are_ignored(tmp_path: Path) -> None:
     """A cancelled tool may print on until it dies: those lines no longer move the builder."""
     job = FakeJob(tmp_path)
     reactor = ProcessReactor()
-    done = ensureDeferred(QemuImg(reactor, job.log, run_process, executable="qemu-img").convert(
-        "in", "raw", "out", "qcow2", {}, size=SIZE, on_progress=ProgressBand(job, 50, 100)))
+    done = ensureDeferred(
+        QemuImg(reactor, job.log, run_process, executable="qemu-img").convert(
+            "in", "raw", "out", "qcow2", {}, size=SIZE, on_progress=ProgressBand(job, 50, 100)
+        )
+    )
     done.cancel()
     assert reactor.process.signals == [signal.SIGTERM]
     reactor.protocol.childDataReceived(2, b"    (80.00/100%)\r")
@@ -363,20 +464,30 @@ def test_tar_checkpoints_give_progress() -> None:
 
 # -- checks ----------------------------------------------------------------------
 
-QCOW2_INFO = json.dumps({"virtual-size": SIZE, "filename": "x.qcow2", "format": "qcow2", "actual-size": 200704,
-                         "format-specific": {"type": "qcow2", "data": {"compat": "0.10", "refcount-bits": 16}},
-                         "dirty-flag": False}, indent=4)
+QCOW2_INFO = json.dumps(
+    {
+        "virtual-size": SIZE,
+        "filename": "x.qcow2",
+        "format": "qcow2",
+        "actual-size": 200704,
+        "format-specific": {"type": "qcow2", "data": {"compat": "0.10", "refcount-bits": 16}},
+        "dirty-flag": False,
+    },
+    indent=4,
+)
 
 
 def test_parse_info() -> None:
     info = qemu.parse_info(QCOW2_INFO, "x.qcow2")
-    assert info == ImageInfo(format="qcow2", virtual_size=SIZE, actual_size=200704,
-                             specific={"compat": "0.10", "refcount-bits": 16})
+    assert info == ImageInfo(
+        format="qcow2", virtual_size=SIZE, actual_size=200704, specific={"compat": "0.10", "refcount-bits": 16}
+    )
     assert qemu.parse_info("qemu-img: warning: hmm\n" + QCOW2_INFO, "x").format == "qcow2", "stderr noise is skipped"
 
 
-@pytest.mark.parametrize("output", ["", "not json", "{}", '{"format": "raw"}',
-                                    '{"virtual-size": "1", "format": "raw"}'])
+@pytest.mark.parametrize(
+    "output", ["", "not json", "{}", '{"format": "raw"}', '{"virtual-size": "1", "format": "raw"}']
+)
 def test_parse_info_refuses_what_is_no_description(output: str) -> None:
     with pytest.raises(ImageCheckFailed, match="no usable description"):
         qemu.parse_info(output, "x.img")
@@ -392,12 +503,15 @@ def test_check_info_names_every_difference() -> None:
     assert f"virtual size {SIZE} bytes, not {SIZE + 1}" in message and "compat '0.10', not '1.1'" in message
 
 
-@pytest.mark.parametrize("target, wrong", [
-    ("openstack-kvm", ("vmdk", SIZE, {})),
-    ("rhevm", ("qcow2", SIZE, {"compat": "1.1"})),
-    ("vsphere", ("vmdk", SIZE, {"create-type": "monolithicSparse"})),
-    ("ec2", ("raw", SIZE - 512, {})),
-])
+@pytest.mark.parametrize(
+    "target, wrong",
+    [
+        ("openstack-kvm", ("vmdk", SIZE, {})),
+        ("rhevm", ("qcow2", SIZE, {"compat": "1.1"})),
+        ("vsphere", ("vmdk", SIZE, {"create-type": "monolithicSparse"})),
+        ("ec2", ("raw", SIZE - 512, {})),
+    ],
+)
 def test_a_wrong_image_fails_the_build_and_is_removed(tmp_path: Path, target: str, wrong: tuple) -> None:
     """qemu-img info disagreeing with what was meant fails the build; no image is left."""
     job, tools, plugin = setup(tmp_path, target)
@@ -423,8 +537,10 @@ def test_a_fixed_vhd_must_have_its_footer_only(tmp_path: Path) -> None:
 
 
 def test_archive_listing() -> None:
-    listing = ("-rw-r--r-- 0/0      1073741824 2026-11-22 22:02 disk.raw\n"
-               "-rw-r--r-- 0/0            2823 2026-11-22 22:02 my image.ovf")
+    listing = (
+        "-rw-r--r-- 0/0      1073741824 2026-11-22 22:02 disk.raw\n"
+        "-rw-r--r-- 0/0            2823 2026-11-22 22:02 my image.ovf"
+    )
     assert archives.parse_listing(listing) == [Member("disk.raw", 1073741824), Member("my image.ovf", 2823)]
     with pytest.raises(ImageCheckFailed, match="unexpected line"):
         archives.parse_listing("tar: Removing leading `/' from member names")
@@ -535,6 +651,7 @@ def test_a_missing_tool_is_named_with_its_package(tmp_path: Path, monkeypatch: p
 
 def test_gce_copies_the_base_image_when_it_cannot_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Across file systems no hard link: the base image is copied sparsely by qemu-img (progress 50..60)."""
+
     def no_link(source: str, target: str) -> None:
         raise OSError(18, "Invalid cross-device link")
 
@@ -548,9 +665,10 @@ def test_gce_copies_the_base_image_when_it_cannot_link(tmp_path: Path, monkeypat
 
 # -- the OVF descriptor ---------------------------------------------------------------
 
+
 def test_ovf_descriptor() -> None:
     """Well-formed OVF 1.0: the file reference (name, size), the disk (capacity, format) and its hardware."""
-    document = etree.fromstring(ovf.descriptor("my <vm>", "Mock 1 x86_64", "disk1.vmdk", 12345, 2 * 1024 ** 3))
+    document = etree.fromstring(ovf.descriptor("my <vm>", "Mock 1 x86_64", "disk1.vmdk", 12345, 2 * 1024**3))
     ns = {"ovf": OVF_NS, "rasd": RASD_NS}
     attr = lambda element, name: element.get(f"{{{OVF_NS}}}{name}")  # noqa: E731
     assert document.tag == f"{{{OVF_NS}}}Envelope"
@@ -558,7 +676,7 @@ def test_ovf_descriptor() -> None:
     reference = document.find("ovf:References/ovf:File", ns)
     assert (attr(reference, "href"), attr(reference, "size")) == ("disk1.vmdk", "12345")
     disk = document.find("ovf:DiskSection/ovf:Disk", ns)
-    assert attr(disk, "capacity") == str(2 * 1024 ** 3) and attr(disk, "capacityAllocationUnits") == "byte"
+    assert attr(disk, "capacity") == str(2 * 1024**3) and attr(disk, "capacityAllocationUnits") == "byte"
     assert attr(disk, "fileRef") == attr(reference, "id")
     assert attr(disk, "format") == "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"
     system = document.find("ovf:VirtualSystem", ns)
@@ -568,13 +686,18 @@ def test_ovf_descriptor() -> None:
     by_type = {item.findtext("rasd:ResourceType", namespaces=ns): item for item in items}
     assert sorted(by_type) == ["17", "3", "4", "6"]
     assert by_type["17"].findtext("rasd:HostResource", namespaces=ns) == f"ovf:/disk/{attr(disk, 'diskId')}"
-    assert by_type["17"].findtext("rasd:Parent", namespaces=ns) == by_type["6"].findtext("rasd:InstanceID",
-                                                                                           namespaces=ns)
+    assert by_type["17"].findtext("rasd:Parent", namespaces=ns) == by_type["6"].findtext(
+        "rasd:InstanceID", namespaces=ns
+    )
     for item in items:
         names = [child.tag.split("}")[1] for child in item]
         assert names == sorted(names), "rasd elements in the CIM schema's (alphabetical) order"
-    for section in document.iter(f"{{{OVF_NS}}}DiskSection", f"{{{OVF_NS}}}VirtualSystem",
-                                 f"{{{OVF_NS}}}OperatingSystemSection", f"{{{OVF_NS}}}VirtualHardwareSection"):
+    for section in document.iter(
+        f"{{{OVF_NS}}}DiskSection",
+        f"{{{OVF_NS}}}VirtualSystem",
+        f"{{{OVF_NS}}}OperatingSystemSection",
+        f"{{{OVF_NS}}}VirtualHardwareSection",
+    ):
         assert section[0].tag == f"{{{OVF_NS}}}Info", "every section starts with its Info"
 
 

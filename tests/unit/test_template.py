@@ -317,10 +317,7 @@ def test_empty_string_refused():
 
 def test_xxe_refused_without_leaking_file():
     """XXE: a SYSTEM entity for /etc/passwd is refused and no file content leaks."""
-    text = (
-        '<!DOCTYPE t [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-        + SPEC_EXAMPLE.replace("f14jeos", "&x;")
-    )
+    text = '<!DOCTYPE t [<!ENTITY x SYSTEM "file:///etc/passwd">]>' + SPEC_EXAMPLE.replace("f14jeos", "&x;")
     message = invalid(text)
     assert "DOCTYPE" in message
     assert "root:" not in message
@@ -328,9 +325,7 @@ def test_xxe_refused_without_leaking_file():
 
 def test_billion_laughs_refused():
     """Nested entity declarations (billion laughs) are refused."""
-    entities = '<!ENTITY a0 "ha">' + "".join(
-        f'<!ENTITY a{i} "{("&a" + str(i - 1) + ";") * 10}">' for i in range(1, 10)
-    )
+    entities = '<!ENTITY a0 "ha">' + "".join(f'<!ENTITY a{i} "{("&a" + str(i - 1) + ";") * 10}">' for i in range(1, 10))
     text = f"<!DOCTYPE template [{entities}]>" + SPEC_EXAMPLE.replace("f14jeos", "&a9;")
     message = invalid(text)
     assert "DOCTYPE" in message
@@ -408,9 +403,7 @@ def test_only_first_three_problems_reported(monkeypatch):
     problems = [f"problem {i}" for i in range(1, 6)]
     monkeypatch.setattr(template_module, "validate", lambda root: problems)
     message = invalid(SPEC_EXAMPLE)
-    assert message == (
-        "template is invalid: problem 1; problem 2; problem 3 (and 2 more)"
-    )
+    assert message == ("template is invalid: problem 1; problem 2; problem 3 (and 2 more)")
 
 
 @pytest.mark.parametrize("pretty", [False, True])

@@ -17,11 +17,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
+from twisted.internet.ssl import CertificateOptions
 
-from twisted.internet.ssl import CertificateOptions  # noqa: E402
-
-from imgfac_twisted.errors import ConfigError  # noqa: E402
-from imgfac_twisted.web import tls  # noqa: E402
+from imgfac_twisted.errors import ConfigError
+from imgfac_twisted.web import tls
 from support.pem_material import cert_pem, key_base64_lines, key_pem, make_cert, write_file
 
 # --------------------------------------------------------------------------
@@ -48,7 +47,7 @@ def test_generate_creates_private_file_in_private_dir(tmp_path):
 
 def test_generated_certificate_properties(tmp_path):
     """The generated cert: SHA-256, EC P-256 key, CN/SANs, not a CA, serverAuth, ~10 years."""
-    before = datetime.datetime.now(datetime.timezone.utc)
+    before = datetime.datetime.now(datetime.UTC)
     path = tls.ensure_self_signed_pem(str(tmp_path), hostname="factory.example.com")
     material = tls.load_pem(path)
     cert, key = material.certificate, material.key
@@ -58,9 +57,7 @@ def test_generated_certificate_properties(tmp_path):
     assert isinstance(key.curve, ec.SECP256R1)
     assert material.chain == []
 
-    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == (
-        "factory.example.com"
-    )
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == ("factory.example.com")
     assert cert.issuer == cert.subject
     # Really self-signed: the signature verifies with the cert's own key.
     cert.verify_directly_issued_by(cert)
@@ -92,9 +89,7 @@ def test_default_hostname_is_gethostname(tmp_path, monkeypatch):
     monkeypatch.setattr(tls.socket, "gethostname", lambda: "builder42.lab.example")
     path = tls.ensure_self_signed_pem(str(tmp_path))
     cert = tls.load_pem(path).certificate
-    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == (
-        "builder42.lab.example"
-    )
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == ("builder42.lab.example")
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert set(san.get_values_for_type(x509.DNSName)) == {
         "builder42.lab.example",

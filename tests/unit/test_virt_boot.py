@@ -10,18 +10,25 @@ from lxml import etree
 from twisted.internet.task import Clock
 
 from imgfac_twisted.testing import FakeLibvirtConnection, result_of
-from imgfac_twisted.virt.boot import (BOOT_DOMAIN_PREFIX, OVERLAY_NAME, POWERED_OFF, judge_boot_line)
+from imgfac_twisted.virt.boot import BOOT_DOMAIN_PREFIX, OVERLAY_NAME, POWERED_OFF, judge_boot_line
 from imgfac_twisted.virt.domain import domain_xml
 from imgfac_twisted.virt.install import InstallFailed, InstallSpec, WatchRules, run_install
-
 
 
 def boot_spec(tmp_path: Path) -> InstallSpec:
     overlay = tmp_path / OVERLAY_NAME
     overlay.write_bytes(b"")
-    return InstallSpec(name=BOOT_DOMAIN_PREFIX + "b1", disk_path=str(overlay), kernel_path=None, initrd_path=None,
-                       cmdline=None, console_log=str(tmp_path / "console.log"), memory_mib=512, vcpus=2,
-                       disk_format="qcow2")
+    return InstallSpec(
+        name=BOOT_DOMAIN_PREFIX + "b1",
+        disk_path=str(overlay),
+        kernel_path=None,
+        initrd_path=None,
+        cmdline=None,
+        console_log=str(tmp_path / "console.log"),
+        memory_mib=512,
+        vcpus=2,
+        disk_format="qcow2",
+    )
 
 
 class Boot:
@@ -33,9 +40,17 @@ class Boot:
         self.spec = boot_spec(tmp_path)
         self.lines: list[str] = []
         rules = WatchRules(activity="boot to a login prompt", judge=judge_boot_line, power_off_failure=POWERED_OFF)
-        self.result = run_install(self.connection, self.spec, domain_type="qemu", clock=self.clock,
-                                  inactivity_timeout=timeout, total_timeout=timeout, progress=lambda p: None,
-                                  log=self.lines.append, rules=rules)
+        self.result = run_install(
+            self.connection,
+            self.spec,
+            domain_type="qemu",
+            clock=self.clock,
+            inactivity_timeout=timeout,
+            total_timeout=timeout,
+            progress=lambda p: None,
+            log=self.lines.append,
+            rules=rules,
+        )
 
     def console(self, data: bytes) -> None:
         with open(self.spec.console_log, "ab") as console:
@@ -59,8 +74,9 @@ def test_a_login_prompt_passes_and_removes_the_domain(tmp_path: Path) -> None:
     boot = Boot(tmp_path)
     boot.advance(2)
     assert not boot.result.called
-    boot.console(b"[  OK  ] Reached target multi-user.target\r\n\r\nDebian GNU/Linux 12 bootme ttyS0\r\n\r\n"
-                 b"bootme login: ")
+    boot.console(
+        b"[  OK  ] Reached target multi-user.target\r\n\r\nDebian GNU/Linux 12 bootme ttyS0\r\n\r\nbootme login: "
+    )
     boot.advance(1)
     assert result_of(boot.result) is None
     assert boot.gone()
@@ -75,14 +91,19 @@ def test_the_word_login_in_a_line_is_no_prompt(tmp_path: Path) -> None:
     assert judge_boot_line("fedora login: ").done
 
 
-@pytest.mark.parametrize("line, meaning", [
-    ("[    2.1] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)",
-     "the kernel panicked"),
-    ("You are in emergency mode. After logging in, type \"journalctl -xb\" to view", "emergency shell"),
-    ("Give root password for maintenance", "emergency shell"),
-    ("ALERT!  UUID=1234 does not exist.  Dropping to a shell!", "did not find the root file system"),
-    ("grub rescue>", "grub rescue"),
-])
+@pytest.mark.parametrize(
+    "line, meaning",
+    [
+        (
+            "[    2.1] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)",
+            "the kernel panicked",
+        ),
+        ('You are in emergency mode. After logging in, type "journalctl -xb" to view', "emergency shell"),
+        ("Give root password for maintenance", "emergency shell"),
+        ("ALERT!  UUID=1234 does not exist.  Dropping to a shell!", "did not find the root file system"),
+        ("grub rescue>", "grub rescue"),
+    ],
+)
 def test_a_broken_boot_fails_at_once_naming_what_it_saw(tmp_path: Path, line: str, meaning: str) -> None:
     """Panics, emergency shells, an initramfs shell and GRUB's rescue prompt fail the test before its timeout,
     with what they mean and the console's last lines in the reason."""

@@ -5,12 +5,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
 import pytest
 
-from imgfac_twisted.virt.console import (LONGEST_CONSOLE_LINE, LONGEST_QUESTION, REDRAW_WINDOW, ConsoleCursor,
-                                         ConsoleTail, QuestionSpotter, clean_console_line, console_pieces,
-                                         thd_read_console)
+from imgfac_twisted.virt.console import (
+    LONGEST_CONSOLE_LINE,
+    LONGEST_QUESTION,
+    REDRAW_WINDOW,
+    ConsoleCursor,
+    ConsoleTail,
+    QuestionSpotter,
+    clean_console_line,
+    console_pieces,
+    thd_read_console,
+)
 
 
 def test_console_tail_keeps_long_lines_bounded() -> None:
@@ -48,17 +55,20 @@ def test_console_is_read_incrementally_and_again_after_rotation(tmp_path: Path) 
     assert thd_read_console(str(tmp_path / "missing"), missing) == (b"", missing, None)
 
 
-@pytest.mark.parametrize("raw, shown", [
-    (b"\x1b[1;32m  OK  \x1b[0m] Started udev", "  OK  ] Started udev"),            # SGR colours
-    (b"\x1b[?25l\x1b[?1049hmain\x1b[K", "main"),                                 # private modes, erase
-    (b"\x1b]2;d-i\x1b\\title gone", "title gone"),                                 # OSC ended by ST
-    (b"\x1bP1$r0m\x1b\\after DCS", "after DCS"),                                   # a DCS string
-    (b"\x1b_screen hardstatus\x1b\\after APC", "after APC"),                        # screen's APC string
-    (b"\x1b=\x1b>\x1b%Gkeypad\x1b#8", "keypad"),                                  # keypad modes, charset, DECALN
-    (b"\xc2\x9b1mC1 CSI", "C1 CSI"),                                               # 8-bit CSI, UTF-8 encoded
-    (b"a\x1b[3Cb", "a b"),                                                         # cursor forward is a blank
-    (b"Retrieving file 1 of 9\rRetrieving file 9 of 9\r\x1b[K", "Retrieving file 9 of 9"),
-])
+@pytest.mark.parametrize(
+    "raw, shown",
+    [
+        (b"\x1b[1;32m  OK  \x1b[0m] Started udev", "  OK  ] Started udev"),  # SGR colours
+        (b"\x1b[?25l\x1b[?1049hmain\x1b[K", "main"),  # private modes, erase
+        (b"\x1b]2;d-i\x1b\\title gone", "title gone"),  # OSC ended by ST
+        (b"\x1bP1$r0m\x1b\\after DCS", "after DCS"),  # a DCS string
+        (b"\x1b_screen hardstatus\x1b\\after APC", "after APC"),  # screen's APC string
+        (b"\x1b=\x1b>\x1b%Gkeypad\x1b#8", "keypad"),  # keypad modes, charset, DECALN
+        (b"\xc2\x9b1mC1 CSI", "C1 CSI"),  # 8-bit CSI, UTF-8 encoded
+        (b"a\x1b[3Cb", "a b"),  # cursor forward is a blank
+        (b"Retrieving file 1 of 9\rRetrieving file 9 of 9\r\x1b[K", "Retrieving file 9 of 9"),
+    ],
+)
 def test_every_kind_of_terminal_sequence_is_removed(raw: bytes, shown: str) -> None:
     """CSI (7- and 8-bit), OSC, DCS/APC strings and short escapes leave only the text a terminal would show."""
     assert console_pieces(raw) == [shown]
@@ -104,18 +114,22 @@ def test_debian_installer_question_is_spotted_in_the_unterminated_line() -> None
     lines = tail.feed(DEBIAN_INSTALLER_BOOLEAN)
     assert spotter.spot(lines, tail.pending()) == (
         "Configure the package manager The installer can use a network mirror. Continue without a network mirror? "
-        "1: Yes [*] 2: No")
+        "1: Yes [*] 2: No"
+    )
 
 
 def test_debian_installer_error_note_is_a_question() -> None:
     """An error (a note too) waits for Enter: it is spotted, with its text."""
     tail, spotter = ConsoleTail(keep=20), QuestionSpotter()
-    lines = tail.feed(b"Download debconf preconfiguration file\n--------------------------------------\n\n"
-                      b"!! ERROR: Failed to retrieve the preconfiguration file\n\n"
-                      b"The file needed for preconfiguration could not be retrieved.\n[Press enter to continue] ")
+    lines = tail.feed(
+        b"Download debconf preconfiguration file\n--------------------------------------\n\n"
+        b"!! ERROR: Failed to retrieve the preconfiguration file\n\n"
+        b"The file needed for preconfiguration could not be retrieved.\n[Press enter to continue] "
+    )
     assert spotter.spot(lines, tail.pending()) == (
         "Download debconf preconfiguration file !! ERROR: Failed to retrieve the preconfiguration file "
-        "The file needed for preconfiguration could not be retrieved.")
+        "The file needed for preconfiguration could not be retrieved."
+    )
 
 
 def test_a_prompt_spread_over_polls_and_in_a_complete_line_is_spotted() -> None:
@@ -123,7 +137,8 @@ def test_a_prompt_spread_over_polls_and_in_a_complete_line_is_spotted() -> None:
     spotter = QuestionSpotter()
     assert spotter.spot(["Installation", "1) [!] Root password"], []) is None
     assert spotter.spot(["Please make a selection from the above ['c' to continue, 'q' to quit]:"], []) == (
-        "Installation 1) [!] Root password")
+        "Installation 1) [!] Root password"
+    )
 
 
 def test_ordinary_output_is_no_question() -> None:

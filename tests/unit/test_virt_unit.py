@@ -18,36 +18,64 @@ from imgfac_twisted.errors import ConfigError
 from imgfac_twisted.testing import FakeLibvirtConnection, libvirt_error, result_of
 from imgfac_twisted.virt import install
 from imgfac_twisted.virt.domain import domain_xml
-from imgfac_twisted.virt.install import (DOMAIN_PREFIX, PROGRESS_CEILING, PROGRESS_STARTED, InstallFailed,
-                                         InstallSpec, run_install)
+from imgfac_twisted.virt.install import (
+    DOMAIN_PREFIX,
+    PROGRESS_CEILING,
+    PROGRESS_STARTED,
+    InstallFailed,
+    InstallSpec,
+    run_install,
+)
 
-GiB = 1024 ** 3
+GiB = 1024**3
 
 
-def make_spec(tmp_path: Path, name: str = "b1", iso: str | None = None, cmdline: str = "quiet console=ttyS0",
-              disk_size: int = 4 * GiB) -> InstallSpec:
+def make_spec(
+    tmp_path: Path,
+    name: str = "b1",
+    iso: str | None = None,
+    cmdline: str = "quiet console=ttyS0",
+    disk_size: int = 4 * GiB,
+) -> InstallSpec:
     disk = tmp_path / "disk.raw"
     with open(disk, "wb") as handle:
         handle.truncate(disk_size)
-    return InstallSpec(name=DOMAIN_PREFIX + name, disk_path=str(disk), kernel_path=str(tmp_path / "vmlinuz"),
-                       initrd_path=str(tmp_path / "initrd.img"), cmdline=cmdline,
-                       console_log=str(tmp_path / "console.log"), iso_path=iso, memory_mib=512, vcpus=2)
+    return InstallSpec(
+        name=DOMAIN_PREFIX + name,
+        disk_path=str(disk),
+        kernel_path=str(tmp_path / "vmlinuz"),
+        initrd_path=str(tmp_path / "initrd.img"),
+        cmdline=cmdline,
+        console_log=str(tmp_path / "console.log"),
+        iso_path=iso,
+        memory_mib=512,
+        vcpus=2,
+    )
 
 
 class Install:
     """One run_install on a FakeLibvirtConnection and a Clock, with what it reported."""
 
-    def __init__(self, tmp_path: Path, inactivity: float = 10, total: float = 100, hold: bool = False,
-                 **spec: Any) -> None:
+    def __init__(
+        self, tmp_path: Path, inactivity: float = 10, total: float = 100, hold: bool = False, **spec: Any
+    ) -> None:
         self.clock = Clock()
         self.connection = FakeLibvirtConnection()
         self.connection.hold = hold
         self.spec = make_spec(tmp_path, **spec)
         self.progress: list[int] = []
         self.lines: list[str] = []
-        self.result = run_install(self.connection, self.spec, domain_type="qemu", clock=self.clock,
-                                  inactivity_timeout=inactivity, total_timeout=total,
-                                  progress=self.progress.append, log=self.lines.append, poll_interval=1.0)
+        self.result = run_install(
+            self.connection,
+            self.spec,
+            domain_type="qemu",
+            clock=self.clock,
+            inactivity_timeout=inactivity,
+            total_timeout=total,
+            progress=self.progress.append,
+            log=self.lines.append,
+            poll_interval=1.0,
+        )
 
     @property
     def domain(self) -> Any:
@@ -73,7 +101,7 @@ class Install:
 def test_guest_powering_off_is_done_and_the_domain_is_removed(tmp_path: Path) -> None:
     """The domain is defined and started; when the guest powers off the install fires None, then nothing is left."""
     run = Install(tmp_path)
-    assert run.domain.isActive() and "<domain type=\"qemu\">" in run.domain.xml
+    assert run.domain.isActive() and '<domain type="qemu">' in run.domain.xml
     run.console(b"Installing...\n")
     run.domain.write(4096)
     run.advance(3)
@@ -170,8 +198,16 @@ def test_define_error_fails_with_libvirts_message(tmp_path: Path) -> None:
     """A libvirt error while defining the domain is the reason, in libvirt's words."""
     clock, connection = Clock(), FakeLibvirtConnection()
     connection.libvirt.failures["defineXML"] = libvirt_error("XML error: bad kernel path", libvirt.VIR_ERR_XML_ERROR)
-    result = run_install(connection, make_spec(tmp_path), domain_type="kvm", clock=clock, inactivity_timeout=5,
-                         total_timeout=10, progress=lambda _: None, log=lambda _: None)
+    result = run_install(
+        connection,
+        make_spec(tmp_path),
+        domain_type="kvm",
+        clock=clock,
+        inactivity_timeout=5,
+        total_timeout=10,
+        progress=lambda _: None,
+        log=lambda _: None,
+    )
     with pytest.raises(InstallFailed, match="could not be started: libvirt: XML error: bad kernel path"):
         result_of(result)
 
@@ -183,13 +219,22 @@ def test_start_error_still_undefines(tmp_path: Path) -> None:
 
     def define_then_break(xml: str) -> Any:
         domain = original(xml)
-        domain.failures["create"] = libvirt_error("internal error: qemu unexpectedly closed the monitor",
-                                                  libvirt.VIR_ERR_INTERNAL_ERROR)
+        domain.failures["create"] = libvirt_error(
+            "internal error: qemu unexpectedly closed the monitor", libvirt.VIR_ERR_INTERNAL_ERROR
+        )
         return domain
 
     connection.libvirt.defineXML = define_then_break  # type: ignore[method-assign]
-    result = run_install(connection, make_spec(tmp_path), domain_type="qemu", clock=clock, inactivity_timeout=5,
-                         total_timeout=10, progress=lambda _: None, log=lambda _: None)
+    result = run_install(
+        connection,
+        make_spec(tmp_path),
+        domain_type="qemu",
+        clock=clock,
+        inactivity_timeout=5,
+        total_timeout=10,
+        progress=lambda _: None,
+        log=lambda _: None,
+    )
     with pytest.raises(InstallFailed, match="qemu unexpectedly closed the monitor"):
         result_of(result)
     assert connection.libvirt.domains == {}
@@ -201,8 +246,9 @@ def test_libvirt_error_while_watching_fails(tmp_path: Path) -> None:
     run.advance(1)
     for _ in range(install.OBSERVE_ATTEMPTS):
         assert not run.result.called
-        run.domain.failures["state"] = libvirt_error("Cannot recv data: Connection reset by peer",
-                                                     libvirt.VIR_ERR_SYSTEM_ERROR)
+        run.domain.failures["state"] = libvirt_error(
+            "Cannot recv data: Connection reset by peer", libvirt.VIR_ERR_SYSTEM_ERROR
+        )
         run.advance(1)
     assert "libvirt: Cannot recv data: Connection reset by peer" in run.failure_message()
     assert run.gone()
@@ -212,8 +258,9 @@ def test_a_passing_libvirt_error_is_tried_again(tmp_path: Path) -> None:
     """One failed poll (QEMU exiting while libvirt still calls the domain running) does not fail the install."""
     run = Install(tmp_path)
     run.advance(1)
-    run.domain.failures["blockStats"] = libvirt_error("Unable to read from monitor: Connection reset by peer",
-                                                      libvirt.VIR_ERR_INTERNAL_ERROR)
+    run.domain.failures["blockStats"] = libvirt_error(
+        "Unable to read from monitor: Connection reset by peer", libvirt.VIR_ERR_INTERNAL_ERROR
+    )
     run.advance(1)
     assert not run.result.called
     run.domain.power_off()
@@ -309,8 +356,16 @@ def test_progress_moves_with_time_alone(tmp_path: Path) -> None:
 
 def test_unknown_domain_type_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="kvm, qemu"):
-        run_install(FakeLibvirtConnection(), make_spec(tmp_path), domain_type="xen", clock=Clock(),
-                    inactivity_timeout=1, total_timeout=1, progress=lambda _: None, log=lambda _: None)
+        run_install(
+            FakeLibvirtConnection(),
+            make_spec(tmp_path),
+            domain_type="xen",
+            clock=Clock(),
+            inactivity_timeout=1,
+            total_timeout=1,
+            progress=lambda _: None,
+            log=lambda _: None,
+        )
 
 
 # What debian-installer's text frontend (cdebconf) prints for a select question it was not given an answer to,
@@ -341,7 +396,8 @@ def test_an_installer_asking_a_question_fails_at_once_with_the_question(tmp_path
     assert message.startswith(
         "the installer stopped to ask a question: Choose a mirror of the Debian archive The goal is to find a mirror "
         "of the Debian archive that is close to you on the network. Debian archive mirror country: 1: enter "
-        "information manually, 2: Argentina, 3: Australia,; the console's last lines:\n")
+        "information manually, 2: Argentina, 3: Australia,; the console's last lines:\n"
+    )
     # The prompt, then screen's status line once: its redraws are dropped.
     assert message.endswith("\nPrompt: '?' for help, default=1>\n 0 installer  1 shell  2 log")
     assert run.gone() and run.clock.seconds() == 3
@@ -351,13 +407,17 @@ def test_an_installer_asking_a_question_fails_at_once_with_the_question(tmp_path
 def test_anaconda_asking_in_text_mode_fails_at_once(tmp_path: Path) -> None:
     """Anaconda's text hub ends with 'Please make a selection from the above': the screen since its rule is quoted."""
     run = Install(tmp_path, inactivity=300)
-    run.console(b"Starting installer, one moment...\n" + b"=" * 80 + b"\n" + b"=" * 80 + b"\n"
-                b"Installation\n\n1) [x] Language settings\n2) [!] Installation Destination\n"
-                b"Please make a selection from the above ['c' to continue, 'q' to quit, 'r' to\nrefresh]: ")
+    run.console(
+        b"Starting installer, one moment...\n" + b"=" * 80 + b"\n" + b"=" * 80 + b"\n"
+        b"Installation\n\n1) [x] Language settings\n2) [!] Installation Destination\n"
+        b"Please make a selection from the above ['c' to continue, 'q' to quit, 'r' to\nrefresh]: "
+    )
     run.advance(1)
     message = run.failure_message()
-    assert message.startswith("the installer stopped to ask a question: Installation 1) [x] Language settings "
-                              "2) [!] Installation Destination; the console's last lines:\n")
+    assert message.startswith(
+        "the installer stopped to ask a question: Installation 1) [x] Language settings "
+        "2) [!] Installation Destination; the console's last lines:\n"
+    )
 
 
 def test_a_console_without_a_prompt_is_no_question(tmp_path: Path) -> None:
@@ -383,6 +443,7 @@ def test_unreadable_console_is_said_once_and_named_in_the_reason(tmp_path: Path)
 
 # --- the domain XML ----------------------------------------------------------------------------------------------
 
+
 def test_domain_xml_shape(tmp_path: Path) -> None:
     """Direct kernel boot, ACPI, a virtio raw disk, user networking, the serial console to a file, no graphics."""
     spec = make_spec(tmp_path)
@@ -393,7 +454,10 @@ def test_domain_xml_shape(tmp_path: Path) -> None:
     assert domain.findtext("vcpu") == "2"
     assert domain.findtext("os/type") == "hvm"
     assert [domain.findtext(f"os/{tag}") for tag in ("kernel", "initrd", "cmdline")] == [
-        spec.kernel_path, spec.initrd_path, spec.cmdline]
+        spec.kernel_path,
+        spec.initrd_path,
+        spec.cmdline,
+    ]
     assert domain.find("features/acpi") is not None
     assert domain.find("cpu").get("mode") == "maximum"
     assert [domain.findtext(event) for event in ("on_poweroff", "on_reboot", "on_crash")] == ["destroy"] * 3
@@ -429,15 +493,20 @@ def test_domain_xml_carries_markup_in_values_as_text(tmp_path: Path) -> None:
 
 # --- config -----------------------------------------------------------------------------------------------------
 
+
 def test_libvirt_options_defaults_and_checks() -> None:
     """The libvirt options have the contract's defaults; a domain type other than kvm/qemu is refused."""
     config = merge_config({}, {})
-    assert (config.libvirt_uri, config.libvirt_domain_type, config.install_inactivity_timeout,
-            config.install_timeout, config.install_memory_mib) == ("qemu:///system", "kvm", 300.0, 3600.0, 2048)
+    assert (
+        config.libvirt_uri,
+        config.libvirt_domain_type,
+        config.install_inactivity_timeout,
+        config.install_timeout,
+        config.install_memory_mib,
+    ) == ("qemu:///system", "kvm", 300.0, 3600.0, 2048)
     assert merge_config({"libvirt_domain_type": "qemu"}, {"install_timeout": "60"}).install_timeout == 60.0
     with pytest.raises(ConfigError, match="'libvirt_domain_type' must be one of kvm, qemu"):
         merge_config({"libvirt_domain_type": "xen"}, {})
 
 
 # --- libvirt's test driver, through the real LibvirtConnection ---------------------------------------------------
-

@@ -14,9 +14,25 @@ from imgfac_twisted.web.oauth import OAuthVerifier
 
 BASE = "http://imgfac-host:8075"
 FORM = {"Content-Type": ["application/x-www-form-urlencoded"]}
-BUILDER_KEYS = {"status", "_type", "completed", "provider_account_identifier", "image_id", "href", "operation",
-                "id", "build_id", "target", "provider", "target_image_id", "status_detail", "image_size", "image_sha256",
-                "stage", "stages"}
+BUILDER_KEYS = {
+    "status",
+    "_type",
+    "completed",
+    "provider_account_identifier",
+    "image_id",
+    "href",
+    "operation",
+    "id",
+    "build_id",
+    "target",
+    "provider",
+    "target_image_id",
+    "status_detail",
+    "image_size",
+    "image_sha256",
+    "stage",
+    "stages",
+}
 
 
 class Client_:
@@ -62,26 +78,38 @@ def test_build_answer_has_the_spec_shape(client):
     assert answer["_type"] == "image" and answer["href"] == f"{BASE}/imagefactory/images/{image_id}"
     assert answer["build"]["_type"] == "build"
     assert answer["build"]["href"] == f"{BASE}/imagefactory/images/{image_id}/builds/{build_id}"
-    assert target == {"_type": "target_image", "id": target["id"],
-                      "href": f"{BASE}/imagefactory/images/{image_id}/builds/{build_id}/target_images/{target['id']}"}
+    assert target == {
+        "_type": "target_image",
+        "id": target["id"],
+        "href": f"{BASE}/imagefactory/images/{image_id}/builds/{build_id}/target_images/{target['id']}",
+    }
 
 
 def test_reads_of_a_builder_agree_everywhere(client):
     """The target image URL, its status, the builder URL, its status and the list all show one builder."""
     answer = build(client)
     target = answer["build"]["target_images"][0]
-    detail = client.json("GET", target["href"][len(BASE):])
+    detail = client.json("GET", target["href"][len(BASE) :])
     assert set(detail) == BUILDER_KEYS
     assert (detail["_type"], detail["operation"], detail["target"], detail["status"]) == (
-        "target_image_status", "build", "mock", "BUILDING")
+        "target_image_status",
+        "build",
+        "mock",
+        "BUILDING",
+    )
     assert detail["href"] == target["href"]
-    status = client.json("GET", target["href"][len(BASE):] + "/status")
-    assert status == {"status": "BUILDING", "_type": "target_image_status", "href": target["href"] + "/status",
-                      "id": target["id"]}
+    status = client.json("GET", target["href"][len(BASE) :] + "/status")
+    assert status == {
+        "status": "BUILDING",
+        "_type": "target_image_status",
+        "href": target["href"] + "/status",
+        "id": target["id"],
+    }
     builder = client.json("GET", f"/imagefactory/builders/{target['id']}")
     assert builder["_type"] == "builder" and builder["href"] == f"{BASE}/imagefactory/builders/{target['id']}"
     assert {k: v for k, v in builder.items() if k not in ("_type", "href")} == {
-        k: v for k, v in detail.items() if k not in ("_type", "href")}
+        k: v for k, v in detail.items() if k not in ("_type", "href")
+    }
     assert client.json("GET", f"/imagefactory/builders/{target['id']}/status")["_type"] == "builder_status"
     listing = client.json("GET", "/imagefactory/builders")
     assert listing["_type"] == "builders" and [b["id"] for b in listing["builders"]] == [target["id"]]
@@ -91,7 +119,7 @@ def test_fast_reads_answer_exactly_as_klein_does(client):
     """The root's direct reads give the same bodies as the Klein routes they shortcut."""
     answer = build(client)
     target = answer["build"]["target_images"][0]
-    path = target["href"][len(BASE):]
+    path = target["href"][len(BASE) :]
     for suffix in ("", "/status"):
         fast = client.request("GET", path + suffix)[1]
         # A trailing query string is not a shortcut shape: it goes through Klein.
@@ -103,8 +131,9 @@ def test_a_target_image_under_the_wrong_build_is_not_found(client):
     """A target image id under another image or build is a 404, not someone else's builder."""
     answer = build(client)
     target_id = answer["build"]["target_images"][0]["id"]
-    error = client.json("GET", f"/imagefactory/images/{answer['id']}/builds/wrong/target_images/{target_id}",
-                        expect=404)
+    error = client.json(
+        "GET", f"/imagefactory/images/{answer['id']}/builds/wrong/target_images/{target_id}", expect=404
+    )
     assert error["_type"] == "error" and target_id in error["message"]
 
 
@@ -115,17 +144,20 @@ def test_json_bodies_are_accepted(client):
     assert answer["_type"] == "image"
 
 
-@pytest.mark.parametrize("body,headers,code,words", [
-    (urlencode({"template": SPEC_TEMPLATE}), FORM, 400, ["targets"]),
-    (urlencode({"targets": "mock"}), FORM, 400, ["template"]),
-    ("", FORM, 400, ["targets", "template"]),
-    (urlencode({"targets": "bogus", "template": SPEC_TEMPLATE}), FORM, 400, ["bogus", "mock"]),
-    (urlencode({"targets": "mock", "template": "<template>"}), FORM, 400, ["well-formed"]),
-    ("{not json", {"Content-Type": ["application/json"]}, 400, ["JSON"]),
-    ("[1]", {"Content-Type": ["application/json"]}, 400, ["object"]),
-    ('{"targets": 1, "template": "x"}', {"Content-Type": ["application/json"]}, 400, ["targets"]),
-    ("targets=mock", {"Content-Type": ["text/plain"]}, 415, ["text/plain"]),
-])
+@pytest.mark.parametrize(
+    "body,headers,code,words",
+    [
+        (urlencode({"template": SPEC_TEMPLATE}), FORM, 400, ["targets"]),
+        (urlencode({"targets": "mock"}), FORM, 400, ["template"]),
+        ("", FORM, 400, ["targets", "template"]),
+        (urlencode({"targets": "bogus", "template": SPEC_TEMPLATE}), FORM, 400, ["bogus", "mock"]),
+        (urlencode({"targets": "mock", "template": "<template>"}), FORM, 400, ["well-formed"]),
+        ("{not json", {"Content-Type": ["application/json"]}, 400, ["JSON"]),
+        ("[1]", {"Content-Type": ["application/json"]}, 400, ["object"]),
+        ('{"targets": 1, "template": "x"}', {"Content-Type": ["application/json"]}, 400, ["targets"]),
+        ("targets=mock", {"Content-Type": ["text/plain"]}, 415, ["text/plain"]),
+    ],
+)
 def test_bad_build_requests(client, body, headers, code, words):
     """Bad parameters and bodies get a JSON error with the right code naming what is wrong."""
     error = client.json("POST", "/imagefactory/images", body, headers, expect=code)
@@ -133,15 +165,18 @@ def test_bad_build_requests(client, body, headers, code, words):
         assert word in error["message"]
 
 
-@pytest.mark.parametrize("method,path,code", [
-    ("GET", "/imagefactory/builders/nope", 404),
-    ("GET", "/imagefactory/builders/nope/status", 404),
-    ("GET", "/nothing/here", 404),
-    ("DELETE", "/imagefactory", 405),
-    ("POST", "/imagefactory/builders", 405),
-    ("GET", "/imagefactory/images", 405),
-    ("PUT", "/imagefactory/images/00000000-0000-0000-0000-000000000000", 400),
-])
+@pytest.mark.parametrize(
+    "method,path,code",
+    [
+        ("GET", "/imagefactory/builders/nope", 404),
+        ("GET", "/imagefactory/builders/nope/status", 404),
+        ("GET", "/nothing/here", 404),
+        ("DELETE", "/imagefactory", 405),
+        ("POST", "/imagefactory/builders", 405),
+        ("GET", "/imagefactory/images", 405),
+        ("PUT", "/imagefactory/images/00000000-0000-0000-0000-000000000000", 400),
+    ],
+)
 def test_routing_errors_are_json(client, method, path, code):
     """Unknown ids and paths are 404, wrong methods 405 with Allow; always JSON, never HTML."""
     response, text = client.request(method, path, "" if method in ("POST", "PUT") else None, FORM)
@@ -154,8 +189,13 @@ def test_routing_errors_are_json(client, method, path, code):
 
 def test_rebuild_of_an_unknown_image_is_404(client):
     """PUT on an image id nobody knows is a 404."""
-    error = client.json("PUT", "/imagefactory/images/00000000-0000-0000-0000-000000000000",
-                        urlencode({"targets": "mock"}), FORM, expect=404)
+    error = client.json(
+        "PUT",
+        "/imagefactory/images/00000000-0000-0000-0000-000000000000",
+        urlencode({"targets": "mock"}),
+        FORM,
+        expect=404,
+    )
     assert "00000000" in error["message"]
 
 
@@ -164,22 +204,44 @@ def test_push_answer_and_details(client, stack):
     answer = build(client)
     target = answer["build"]["target_images"][0]
     stack.run_for(1.1)
-    credentials = ("<provider_credentials><mock_credentials><username>u</username><password>p-XYZ</password>"
-                   "</mock_credentials></provider_credentials>")
-    pushed = client.json("POST", target["href"][len(BASE):] + "/provider_images",
-                         urlencode({"provider": "mock", "credentials": credentials}), FORM, expect=202)
+    credentials = (
+        "<provider_credentials><mock_credentials><username>u</username><password>p-XYZ</password>"
+        "</mock_credentials></provider_credentials>"
+    )
+    pushed = client.json(
+        "POST",
+        target["href"][len(BASE) :] + "/provider_images",
+        urlencode({"provider": "mock", "credentials": credentials}),
+        FORM,
+        expect=202,
+    )
     assert set(pushed) == {"_type", "id", "href"} and pushed["_type"] == "provider_image"
     assert pushed["href"] == target["href"] + "/provider_images/" + pushed["id"]
     stack.run_for(1.1)
-    detail = client.json("GET", pushed["href"][len(BASE):])
+    detail = client.json("GET", pushed["href"][len(BASE) :])
     assert detail["_type"] == "provider_image_status" and detail["operation"] == "push"
     assert (detail["target_image_id"], detail["provider"], detail["provider_account_identifier"]) == (
-        target["id"], "mock", "u")
+        target["id"],
+        "mock",
+        "u",
+    )
     assert detail["status"] == "COMPLETED" and detail["identifier_on_provider"].startswith("mock-")
     assert "p-XYZ" not in json.dumps(detail)
-    other = client.json("POST", "/imagefactory/provider_images", urlencode({
-        "image_id": answer["id"], "build_id": "wrong", "target_image_id": target["id"],
-        "provider": "mock", "credentials": credentials}), FORM, expect=400)
+    other = client.json(
+        "POST",
+        "/imagefactory/provider_images",
+        urlencode(
+            {
+                "image_id": answer["id"],
+                "build_id": "wrong",
+                "target_image_id": target["id"],
+                "provider": "mock",
+                "credentials": credentials,
+            }
+        ),
+        FORM,
+        expect=400,
+    )
     assert target["id"] in other["message"]
 
 
@@ -229,15 +291,18 @@ def test_builder_log(client, stack):
     assert client.request("GET", "/imagefactory/builders/nope/log")[0].code == 404
 
 
-@pytest.mark.parametrize("accept,html", [
-    ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", True),
-    ("*/*", False),
-    (None, False),
-    ("application/json", False),
-    ("application/json, text/html", False),
-    ("text/html;q=0.5, application/json", False),
-    ("application/json;q=0.1, text/html", True),
-])
+@pytest.mark.parametrize(
+    "accept,html",
+    [
+        ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", True),
+        ("*/*", False),
+        (None, False),
+        ("application/json", False),
+        ("application/json, text/html", False),
+        ("text/html;q=0.5, application/json", False),
+        ("application/json;q=0.1, text/html", True),
+    ],
+)
 def test_builders_page_for_browsers_json_for_the_rest(client, accept, html):
     """A browser asking for /imagefactory/builders gets the status page; every other client the spec's JSON."""
     response, text = client.request("GET", "/imagefactory/builders", headers={"Accept": [accept]} if accept else {})
@@ -253,9 +318,8 @@ def test_openapi_document_is_served(client):
     assert client.json("GET", "/imagefactory/openapi.json")["openapi"].startswith("3.1")
 
 
-
 def test_raw_image_before_completion_is_not_found(client):
     """A target image that is not COMPLETED cannot be downloaded yet (404)."""
-    href = build(client)["build"]["target_images"][0]["href"][len(BASE):]
+    href = build(client)["build"]["target_images"][0]["href"][len(BASE) :]
     error = client.json("GET", href + "/raw_image", expect=404)
     assert "BUILDING" in error["message"]

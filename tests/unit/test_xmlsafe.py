@@ -108,10 +108,7 @@ def test_wrong_input_type_is_a_type_error():
 
 def test_external_entity_refused_and_file_not_read():
     """XXE: a SYSTEM entity is refused and the file's contents never reach the message."""
-    data = (
-        '<!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-        "<a>&x;</a>"
-    )
+    data = '<!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]><a>&x;</a>'
     with pytest.raises(ValueError) as info:
         parse(data)
     assert "DOCTYPE" in str(info.value)
@@ -121,8 +118,7 @@ def test_external_entity_refused_and_file_not_read():
 def test_billion_laughs_refused():
     """Nested internal entities (billion laughs) are refused."""
     entities = '<!ENTITY lol "lol">' + "".join(
-        f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">'
-        for i in range(1, 10)
+        f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">' for i in range(1, 10)
     )
     data = f"<!DOCTYPE lolz [{entities}]><lolz>&lol9;</lolz>"
     with pytest.raises(ValueError, match="DOCTYPE"):

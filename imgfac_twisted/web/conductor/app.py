@@ -15,8 +15,9 @@ an image, a build and a target image, ``providers``, ``provider_types`` and
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from importlib.resources import files
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from klein import Klein
 from lxml import etree
@@ -31,13 +32,15 @@ from ...jobs.imports import ImportedImage, Importer
 from ...jobs.index import BuilderIndex
 from ...model import Build, Builder, Image, Operation
 from ...store import IStore
-from ..manifests import icicle_xml
 from ..factory import base_url
+from ..manifests import icicle_xml
 from . import lookups
 from . import representations as xml
-from .bodies import names as _names, read_body, text as _text
-from .pushes import start_pushes
+from .bodies import names as _names
+from .bodies import read_body
+from .bodies import text as _text
 from .errors import XML_CONTENT_TYPE, ConductorError, incorrect, insufficient, not_found, render_failure, xml_document
+from .pushes import start_pushes
 
 #: Serialized documents kept for the hot reads (one per object polled; dropped all at once beyond this).
 MAX_SERIALIZED = 4096
@@ -49,8 +52,16 @@ class ConductorAPI:
 
     app = Klein()
 
-    def __init__(self, dispatcher: Dispatcher, store: IStore, index: BuilderIndex, deleter: Deleter,
-                 accounts: dict[str, ProviderAccount], max_body_bytes: int, importer: Importer | None = None) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        store: IStore,
+        index: BuilderIndex,
+        deleter: Deleter,
+        accounts: dict[str, ProviderAccount],
+        max_body_bytes: int,
+        importer: Importer | None = None,
+    ) -> None:
         self._dispatcher = dispatcher
         self._importer = importer
         self._store = store
@@ -99,11 +110,15 @@ class ConductorAPI:
         if builder.operation != Operation.BUILD or template_id is None:
             return None
         pushes = self._pushes_of(builder.id, self._index.all())
-        return self._serialized_answer(request, (builder, base, template_id, *pushes),
-                                       lambda: xml.target_image_element(base, builder, template_id, pushes))
+        return self._serialized_answer(
+            request,
+            (builder, base, template_id, *pushes),
+            lambda: xml.target_image_element(base, builder, template_id, pushes),
+        )
 
-    def _serialized_answer(self, request: IRequest, made_from: tuple[Any, ...],
-                           element: Callable[[], etree._Element]) -> bytes:
+    def _serialized_answer(
+        self, request: IRequest, made_from: tuple[Any, ...], element: Callable[[], etree._Element]
+    ) -> bytes:
         """The 200 XML answer of ``element()``, serialized again only when what it is made from changed.
 
         ``made_from`` starts with the builder: the index holds a new
@@ -135,21 +150,27 @@ class ConductorAPI:
     async def _images_answer(self, request: IRequest) -> bytes:
         base = base_url(request)
         builds = await self._store.list_builds()
-        members = [xml.image_element(base, image, [b.id for b in builds if b.image_id == image.id])
-                   for image in await self._store.list_images()]
+        members = [
+            xml.image_element(base, image, [b.id for b in builds if b.image_id == image.id])
+            for image in await self._store.list_images()
+        ]
         return xml_document(request, 200, xml.collection("images", members))
 
     @app.route("/conductor/api/environments", methods=["GET"])
     def environments(self, request: IRequest) -> bytes:
-        return xml_document(request, 200, xml.collection(
-            "environments", [xml.environment_element(base_url(request), xml.DEFAULT_ENVIRONMENT)]))
+        return xml_document(
+            request,
+            200,
+            xml.collection("environments", [xml.environment_element(base_url(request), xml.DEFAULT_ENVIRONMENT)]),
+        )
 
     @app.route("/conductor/api/images/<image_id>/builds", methods=["GET"])
     async def image_builds(self, request: IRequest, image_id: str) -> bytes:
         await self._get_image(image_id)
         base = base_url(request)
-        members = [xml.build_element(base, build) for build in await self._store.list_builds()
-                   if build.image_id == image_id]
+        members = [
+            xml.build_element(base, build) for build in await self._store.list_builds() if build.image_id == image_id
+        ]
         return xml_document(request, 200, xml.collection("builds", members))
 
     @app.route("/conductor/api/images/<image_id>", methods=["GET"])
@@ -166,8 +187,12 @@ class ConductorAPI:
         element = xml.image_element(base_url(request), image, builds)
         if deleting:
             contents = self._provider_contents(lambda b: b.image_id == image_id)
-            await self._deleted(self._deleter.delete_image(image_id), "ImageNotFound", "ImageDeleteFailure",
-                                f"no image with id {image_id!r}")
+            await self._deleted(
+                self._deleter.delete_image(image_id),
+                "ImageNotFound",
+                "ImageDeleteFailure",
+                f"no image with id {image_id!r}",
+            )
             element = xml.marked_deleted(element, contents)
         return xml_document(request, 200, element)
 
@@ -182,19 +207,24 @@ class ConductorAPI:
         targets, template = _text(root, "targets"), _text(root, "tdl")
         missing = [name for name, value in (("targets", targets), ("tdl", template)) if not value]
         if missing:
-            raise insufficient(f"<image> needs {' and '.join(f'<{name}>' for name in missing)} "
-                               "(a comma-separated list of targets, and the TDL template escaped or in CDATA)")
+            raise insufficient(
+                f"<image> needs {' and '.join(f'<{name}>' for name in missing)} "
+                "(a comma-separated list of targets, and the TDL template escaped or in CDATA)"
+            )
         known = self._dispatcher.known_targets()
         unknown = [name for name in _names(targets) if name not in known]
         if unknown:
-            raise not_found("TargetNotFound", f"unknown target {', '.join(map(repr, unknown))}: "
-                                              f"known targets are {', '.join(known)}")
+            raise not_found(
+                "TargetNotFound",
+                f"unknown target {', '.join(map(repr, unknown))}: known targets are {', '.join(known)}",
+            )
 
         started = await self._dispatcher.start_build(template, targets)
         base = base_url(request)
         builders = [self._index.get(t.id) for t in started.target_images]
-        element = xml.started_image_element(base, started.image.id, started.build.id,
-                                            [b for b in builders if b is not None])
+        element = xml.started_image_element(
+            base, started.image.id, started.build.id, [b for b in builders if b is not None]
+        )
         request.setHeader(b"location", xml.href(base, "images", started.image.id).encode("utf-8"))
         return xml_document(request, 201, element)
 
@@ -213,8 +243,10 @@ class ConductorAPI:
         else:
             target, provider, account_identifier = _text(root, "target_name"), _text(root, "provider_name"), None
             if not (target and provider):
-                raise insufficient("an import needs <target_identifier> and either <provider_account_name> "
-                                   "or <target_name> and <provider_name>")
+                raise insufficient(
+                    "an import needs <target_identifier> and either <provider_account_name> "
+                    "or <target_name> and <provider_name>"
+                )
         try:
             imported = await self._importer.import_image(target, provider, identifier, descriptor, account_identifier)
         except InvalidRequest as error:
@@ -223,8 +255,9 @@ class ConductorAPI:
 
     def _imported_answer(self, request: IRequest, imported: ImportedImage) -> bytes:
         base = base_url(request)
-        element = xml.started_image_element(base, imported.image.id, imported.build.id, [imported.target_builder],
-                                            [imported.push_builder])
+        element = xml.started_image_element(
+            base, imported.image.id, imported.build.id, [imported.target_builder], [imported.push_builder]
+        )
         request.setHeader(b"location", xml.href(base, "images", imported.image.id).encode("utf-8"))
         return xml_document(request, 201, element)
 
@@ -249,8 +282,12 @@ class ConductorAPI:
         element = xml.build_element(base_url(request), build)
         if deleting:
             contents = self._provider_contents(lambda b: b.build_id == build_id)
-            await self._deleted(self._deleter.delete_build(build_id), "BuildNotFound", "BuildDeleteFailure",
-                                f"no build with id {build_id!r}")
+            await self._deleted(
+                self._deleter.delete_build(build_id),
+                "BuildNotFound",
+                "BuildDeleteFailure",
+                f"no build with id {build_id!r}",
+            )
             element = xml.marked_deleted(element, contents)
         return xml_document(request, 200, element)
 
@@ -259,8 +296,11 @@ class ConductorAPI:
         template_id = await self._template_of(build_id)
         base = base_url(request)
         builders = self._index.all()
-        members = [xml.target_image_element(base, builder, template_id, self._pushes_of(builder.id, builders))
-                   for builder in builders if builder.operation == Operation.BUILD and builder.build_id == build_id]
+        members = [
+            xml.target_image_element(base, builder, template_id, self._pushes_of(builder.id, builders))
+            for builder in builders
+            if builder.operation == Operation.BUILD and builder.build_id == build_id
+        ]
         return xml_document(request, 200, xml.collection("target_images", members))
 
     async def _template_of(self, build_id: str) -> str:
@@ -280,9 +320,13 @@ class ConductorAPI:
         base = base_url(request)
         templates = {build.id: build.template_id for build in await self._store.list_builds()}
         builders = self._index.all()
-        members = [xml.target_image_element(base, builder, templates.get(builder.build_id, ""),
-                                            self._pushes_of(builder.id, builders))
-                   for builder in builders if builder.operation == Operation.BUILD]
+        members = [
+            xml.target_image_element(
+                base, builder, templates.get(builder.build_id, ""), self._pushes_of(builder.id, builders)
+            )
+            for builder in builders
+            if builder.operation == Operation.BUILD
+        ]
         return xml_document(request, 200, xml.collection("target_images", members))
 
     @app.route("/conductor/api/target_images/<target_image_id>", methods=["GET"])
@@ -295,12 +339,20 @@ class ConductorAPI:
 
     async def _target_image_answer(self, request: IRequest, target_image_id: str, deleting: bool) -> bytes:
         builder = self._target_builder(target_image_id)
-        element = xml.target_image_element(base_url(request), builder, await self._template_of(builder.build_id),
-                                           self._pushes_of(builder.id, self._index.all()))
+        element = xml.target_image_element(
+            base_url(request),
+            builder,
+            await self._template_of(builder.build_id),
+            self._pushes_of(builder.id, self._index.all()),
+        )
         if deleting:
             contents = self._provider_contents(lambda b: b.target_image_id == target_image_id)
-            await self._deleted(self._deleter.delete_target_image(target_image_id), "TargetImageNotFound",
-                                "TargetImageDeleteFailure", f"no target image with id {target_image_id!r}")
+            await self._deleted(
+                self._deleter.delete_target_image(target_image_id),
+                "TargetImageNotFound",
+                "TargetImageDeleteFailure",
+                f"no target image with id {target_image_id!r}",
+            )
             element = xml.marked_deleted(element, contents)
         return xml_document(request, 200, element)
 
@@ -319,8 +371,11 @@ class ConductorAPI:
     def target_image_provider_images(self, request: IRequest, target_image_id: str) -> bytes:
         self._target_builder(target_image_id)
         base = base_url(request)
-        members = [xml.provider_image_element(base, builder) for builder in self._index.all()
-                   if builder.operation == Operation.PUSH and builder.target_image_id == target_image_id]
+        members = [
+            xml.provider_image_element(base, builder)
+            for builder in self._index.all()
+            if builder.operation == Operation.PUSH and builder.target_image_id == target_image_id
+        ]
         return xml_document(request, 200, xml.collection("provider_images", members))
 
     def _target_builder(self, target_image_id: str) -> Builder:
@@ -332,16 +387,22 @@ class ConductorAPI:
 
     def _provider_contents(self, under: Callable[[Builder], bool]) -> list[tuple[str, str]]:
         """(provider, identifier there) of every provider image ``under`` the object being deleted."""
-        return [(b.provider or "", b.identifier_on_provider) for b in self._index.all()
-                if b.operation == Operation.PUSH and b.identifier_on_provider and under(b)]
+        return [
+            (b.provider or "", b.identifier_on_provider)
+            for b in self._index.all()
+            if b.operation == Operation.PUSH and b.identifier_on_provider and under(b)
+        ]
 
     # -- provider images ---------------------------------------------------
 
     @app.route("/conductor/api/provider_images", methods=["GET"])
     def provider_images(self, request: IRequest) -> bytes:
         base = base_url(request)
-        members = [xml.provider_image_element(base, builder)
-                   for builder in self._index.all() if builder.operation == Operation.PUSH]
+        members = [
+            xml.provider_image_element(base, builder)
+            for builder in self._index.all()
+            if builder.operation == Operation.PUSH
+        ]
         return xml_document(request, 200, xml.collection("provider_images", members))
 
     @app.route("/conductor/api/provider_images/<provider_image_id>", methods=["GET"])
@@ -355,8 +416,12 @@ class ConductorAPI:
         element = xml.provider_image_element(base_url(request), builder)
         contents = self._provider_contents(lambda b: b.id == provider_image_id)
 
-        await self._deleted(self._deleter.delete_provider_image(provider_image_id), "ProviderImageNotFound",
-                            "ProviderImageDeleteFailure", f"no provider image with id {provider_image_id!r}")
+        await self._deleted(
+            self._deleter.delete_provider_image(provider_image_id),
+            "ProviderImageNotFound",
+            "ProviderImageDeleteFailure",
+            f"no provider image with id {provider_image_id!r}",
+        )
         return xml_document(request, 200, xml.marked_deleted(element, contents))
 
     def _push_builder(self, provider_image_id: str) -> Builder:
@@ -372,14 +437,19 @@ class ConductorAPI:
             needs += [] if account_names else ["<provider_account> (a comma-separated list of account names)"]
             raise insufficient(f"<provider_image> needs {' and '.join(needs)}")
         if len(given) > 1:
-            raise incorrect(f"<provider_image> must name one of <target_image_id>, <build_id> or <image_id>, "
-                            f"not {' and '.join(f'<{name}>' for name in given)}")
+            raise incorrect(
+                f"<provider_image> must name one of <target_image_id>, <build_id> or <image_id>, "
+                f"not {' and '.join(f'<{name}>' for name in given)}"
+            )
         unknown = [name for name in account_names if name not in self._accounts]
         if unknown:
-            raise not_found("ProviderAccountNotFound", f"no provider account {', '.join(map(repr, unknown))}: "
-                            f"known accounts are {', '.join(sorted(self._accounts)) or 'none'}")
+            raise not_found(
+                "ProviderAccountNotFound",
+                f"no provider account {', '.join(map(repr, unknown))}: "
+                f"known accounts are {', '.join(sorted(self._accounts)) or 'none'}",
+            )
         accounts = [self._accounts[name] for name in account_names]
-        (kind, object_id), = given.items()
+        ((kind, object_id),) = given.items()
         return await self._push(request, kind, object_id, accounts)
 
     async def _push(self, request: IRequest, kind: str, object_id: str, accounts: list[ProviderAccount]) -> bytes:
@@ -406,8 +476,10 @@ class ConductorAPI:
         """The providers the configured accounts push to."""
         base = base_url(request)
         names = sorted({(account.provider, account.provider_type) for account in self._accounts.values()})
-        members = [xml.provider_element(base, name, kind, *self._dispatcher.provider(name).location(name))
-                   for name, kind in names]
+        members = [
+            xml.provider_element(base, name, kind, *self._dispatcher.provider(name).location(name))
+            for name, kind in names
+        ]
         return xml_document(request, 200, xml.collection("providers", members))
 
     @app.route("/conductor/api/provider_types", methods=["GET"])

@@ -20,8 +20,9 @@ def read_body(request: IRequest, root_tag: str, max_bytes: int) -> etree._Elemen
     body = request.content.read()
     kind = media_type(request)
     if kind and kind not in XML_TYPES:
-        raise UnsupportedMediaType(f"request body of type {kind.decode('ascii', 'replace')} is not supported: "
-                                   "send application/xml")
+        raise UnsupportedMediaType(
+            f"request body of type {kind.decode('ascii', 'replace')} is not supported: send application/xml"
+        )
     if not body.strip():
         raise insufficient(f"the request needs an XML body: <{root_tag}>...</{root_tag}>")
     root = parse_xml(body, max_bytes=max_bytes, what="request body", error=InvalidRequest)

@@ -98,13 +98,23 @@ def render_failure(request: IRequest, failure: Failure) -> bytes:
         if isinstance(error, MethodNotAllowed):
             if error.valid_methods:
                 request.setHeader(b"allow", ", ".join(sorted(error.valid_methods)).encode("ascii"))
-            return error_document(request, 405, "MethodNotAllowed",
-                                  f"method {request.method.decode('ascii', 'replace')} is not allowed on {path}")
+            return error_document(
+                request,
+                405,
+                "MethodNotAllowed",
+                f"method {request.method.decode('ascii', 'replace')} is not allowed on {path}",
+            )
         if error.code == 404:
             return error_document(request, 404, "NotFound", f"no resource at {path}")
         return error_document(request, error.code, type(error).__name__, error.description or error.name)
     request_id = str(uuid.uuid4())
-    log.failure("conductor request {request_id} ({method} {uri}) failed", failure, request_id=request_id,
-                method=request.method.decode("ascii", "replace"), uri=request.uri.decode("ascii", "replace"))
-    return error_document(request, 500, "InternalError",
-                          f"internal error; the daemon's log has the details (request id {request_id})")
+    log.failure(
+        "conductor request {request_id} ({method} {uri}) failed",
+        failure,
+        request_id=request_id,
+        method=request.method.decode("ascii", "replace"),
+        uri=request.uri.decode("ascii", "replace"),
+    )
+    return error_document(
+        request, 500, "InternalError", f"internal error; the daemon's log has the details (request id {request_id})"
+    )

@@ -19,26 +19,38 @@ from . import representations as xml
 from .errors import ConductorError, incorrect
 
 
-async def start_pushes(dispatcher: Dispatcher, store: IStore, index: BuilderIndex, kind: str, object_id: str,
-                       accounts: list[ProviderAccount]) -> list[tuple[Builder, str]]:
+async def start_pushes(
+    dispatcher: Dispatcher,
+    store: IStore,
+    index: BuilderIndex,
+    kind: str,
+    object_id: str,
+    accounts: list[ProviderAccount],
+) -> list[tuple[Builder, str]]:
     """Push what ``kind`` (``target_image_id``, ``build_id``, ``image_id``) ``object_id`` names to every account.
 
     Returns each provider image's builder with its account's name.  A push
     that cannot be started is a PushError naming those started before it.
     """
     candidates, what = await _candidates(store, index, kind, object_id)
-    plan = [(account, builder) for account in accounts
-            for builder in await _matching(dispatcher, account, candidates, what)]
+    plan = [
+        (account, builder) for account in accounts for builder in await _matching(dispatcher, account, candidates, what)
+    ]
     started: list[tuple[Builder, str]] = []
     for account, builder in plan:
         try:
             provider_image = await dispatcher.start_push_with_credentials(
-                builder.id, account.provider, account.credentials)
+                builder.id, account.provider, account.credentials
+            )
         except Exception as error:
             done = f"; started before it: {', '.join(b.id for b, _ in started)}" if started else ""
             reason = getattr(error, "message", None) or type(error).__name__
-            raise ConductorError("PushError", 500, f"the push of target image {builder.id} to account "
-                                 f"{account.name!r} could not be started: {reason}{done}") from error
+            raise ConductorError(
+                "PushError",
+                500,
+                f"the push of target image {builder.id} to account "
+                f"{account.name!r} could not be started: {reason}{done}",
+            ) from error
         pushed = index.get(provider_image.id)
         if pushed is not None:
             started.append((pushed, account.name))
@@ -61,18 +73,23 @@ async def _candidates(store: IStore, index: BuilderIndex, kind: str, object_id: 
     return builders, f"build {build.id}"
 
 
-async def _matching(dispatcher: Dispatcher, account: ProviderAccount, candidates: list[Builder],
-                    what: str) -> list[Builder]:
+async def _matching(
+    dispatcher: Dispatcher, account: ProviderAccount, candidates: list[Builder], what: str
+) -> list[Builder]:
     """The candidates ``account`` takes (target = its provider type), each checked pushable."""
     matching = [b for b in candidates if b.target == account.provider_type]
     if not matching:
         targets = ", ".join(sorted({b.target for b in candidates})) or "none"
-        raise incorrect(f"account {account.name!r} takes target images of target {account.provider_type!r}; "
-                        f"{what} has none (its targets: {targets})")
+        raise incorrect(
+            f"account {account.name!r} takes target images of target {account.provider_type!r}; "
+            f"{what} has none (its targets: {targets})"
+        )
     for builder in matching:
         if builder.status != Status.COMPLETED:
-            raise incorrect(f"target image {builder.id} is {xml.conductor_status(builder.status)}: "
-                            "only a COMPLETED target image can be pushed")
+            raise incorrect(
+                f"target image {builder.id} is {xml.conductor_status(builder.status)}: "
+                "only a COMPLETED target image can be pushed"
+            )
         try:
             await dispatcher.check_pushable(builder.id, account.provider)
         except InvalidRequest as error:

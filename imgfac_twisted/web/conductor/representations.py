@@ -13,7 +13,7 @@ answer, and the listings of providers, provider types and environments.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from lxml import etree
 
@@ -25,9 +25,16 @@ DELETED = "DELETED"
 #: The one environment: every image is in it (Conductor's pools had several; this daemon has none).
 DEFAULT_ENVIRONMENT = "default"
 #: Display names of the provider types (= targets) aeolus-cli lists; others show their target name.
-PROVIDER_TYPE_NAMES = {"mock": "Mock", "ec2": "Amazon EC2", "rhevm": "RHEV-M", "vsphere": "VMware vSphere",
-                       "openstack-kvm": "OpenStack", "gce": "Google Compute Engine", "hyperv": "Hyper-V",
-                       "ova": "OVA"}
+PROVIDER_TYPE_NAMES = {
+    "mock": "Mock",
+    "ec2": "Amazon EC2",
+    "rhevm": "RHEV-M",
+    "vsphere": "VMware vSphere",
+    "openstack-kvm": "OpenStack",
+    "gce": "Google Compute Engine",
+    "hyperv": "Hyper-V",
+    "ova": "OVA",
+}
 
 
 def conductor_status(status: Status) -> str:
@@ -84,8 +91,9 @@ def build_element(base: str, build: Build) -> etree._Element:
     return root
 
 
-def target_image_element(base: str, builder: Builder, template_id: str,
-                         provider_image_ids: Iterable[str]) -> etree._Element:
+def target_image_element(
+    base: str, builder: Builder, template_id: str, provider_image_ids: Iterable[str]
+) -> etree._Element:
     """A target image: its template's id, build, status and provider images."""
     root = _root("target_image", base, "target_images", builder.id)
     _child(root, "object_type", "target_image")
@@ -113,8 +121,9 @@ def provider_image_element(base: str, builder: Builder) -> etree._Element:
     return root
 
 
-def started_image_element(base: str, image_id: str, build_id: str, target_builders: Iterable[Builder],
-                          pushes: Iterable[Builder] = ()) -> etree._Element:
+def started_image_element(
+    base: str, image_id: str, build_id: str, target_builders: Iterable[Builder], pushes: Iterable[Builder] = ()
+) -> etree._Element:
     """The answer to a new image: the image, its build, each target image's status and target (spec's nesting).
 
     ``pushes`` are provider images already there (an import's): each is

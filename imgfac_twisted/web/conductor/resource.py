@@ -11,7 +11,8 @@ as it is: one byte comparison more).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -34,7 +35,7 @@ FORMAT_SUFFIX = b".xml"
 def without_format_suffix(segments: list[bytes]) -> list[bytes]:
     """The path segments with ``.xml`` taken off the last one (``images.xml`` -> ``images``)."""
     if len(segments) > 2 and segments[-1].endswith(FORMAT_SUFFIX) and len(segments[-1]) > len(FORMAT_SUFFIX):
-        return segments[:-1] + [segments[-1][:-len(FORMAT_SUFFIX)]]
+        return segments[:-1] + [segments[-1][: -len(FORMAT_SUFFIX)]]
     return segments
 
 
@@ -55,8 +56,12 @@ class ConductorResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, app_resource: Resource, authenticator: BasicAuthenticator,
-                 fast_read: Callable[[IRequest], bytes | None] | None = None) -> None:
+    def __init__(
+        self,
+        app_resource: Resource,
+        authenticator: BasicAuthenticator,
+        fast_read: Callable[[IRequest], bytes | None] | None = None,
+    ) -> None:
         """``fast_read`` answers some GETs without the app's routing (None: let the app answer)."""
         super().__init__()
         self._app = app_resource
@@ -65,8 +70,9 @@ class ConductorResource(Resource):
 
     def render(self, request: IRequest) -> Any:
         if getattr(request, "too_large", False):
-            return render_failure(request, Failure(PayloadTooLarge(
-                f"request body is larger than {request.max_body_bytes} bytes")))
+            return render_failure(
+                request, Failure(PayloadTooLarge(f"request body is larger than {request.max_body_bytes} bytes"))
+            )
         header = request.getHeader(b"authorization")
         if self._authenticator.recently_checked(header) is not None:
             # A poller's credentials, checked moments ago: answered on this turn, without a Deferred.
@@ -87,8 +93,10 @@ class ConductorResource(Resource):
         """The answer of an authenticated request: bytes, or NOT_DONE_YET when the app finishes it later."""
         ranges = JSON_RANGES if request.postpath == OPENAPI_PATH else XML_RANGES
         if not accepts(request.getHeader(b"accept"), ranges):
-            return render_failure(request, Failure(NotAcceptable(
-                "this API answers with application/xml only: accept application/xml (or */*)")))
+            return render_failure(
+                request,
+                Failure(NotAcceptable("this API answers with application/xml only: accept application/xml (or */*)")),
+            )
         request.postpath = without_format_suffix(request.postpath)
         answer = self._read_fast(request) if request.method in (b"GET", b"HEAD") else None
         if answer is None:
