@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 from lxml import etree
-from twisted.internet.task import Clock
 
-from imgfac_twisted.testing import FakeLibvirtConnection, result_of
+from imgfac_twisted.testing import result_of
 from imgfac_twisted.virt.boot import BOOT_DOMAIN_PREFIX, OVERLAY_NAME, POWERED_OFF, judge_boot_line
 from imgfac_twisted.virt.domain import domain_xml
-from imgfac_twisted.virt.install import InstallFailed, InstallSpec, WatchRules, run_install
+from imgfac_twisted.virt.install import InstallSpec, WatchRules
+from support.watch import WatchRun
 
 
 def boot_spec(tmp_path: Path) -> InstallSpec:
@@ -31,42 +31,12 @@ def boot_spec(tmp_path: Path) -> InstallSpec:
     )
 
 
-class Boot:
+class Boot(WatchRun):
     """One watch with the boot test's rules on a FakeLibvirtConnection and a Clock."""
 
     def __init__(self, tmp_path: Path, timeout: float = 60) -> None:
-        self.clock = Clock()
-        self.connection = FakeLibvirtConnection()
-        self.spec = boot_spec(tmp_path)
-        self.lines: list[str] = []
         rules = WatchRules(activity="boot to a login prompt", judge=judge_boot_line, power_off_failure=POWERED_OFF)
-        self.result = run_install(
-            self.connection,
-            self.spec,
-            domain_type="qemu",
-            clock=self.clock,
-            inactivity_timeout=timeout,
-            total_timeout=timeout,
-            progress=lambda p: None,
-            log=self.lines.append,
-            rules=rules,
-        )
-
-    def console(self, data: bytes) -> None:
-        with open(self.spec.console_log, "ab") as console:
-            console.write(data)
-
-    def advance(self, seconds: int) -> None:
-        for _ in range(seconds):
-            self.clock.advance(1)
-
-    def gone(self) -> bool:
-        return self.spec.name not in self.connection.libvirt.domains
-
-    def failure_message(self) -> str:
-        with pytest.raises(InstallFailed) as failed:
-            result_of(self.result)
-        return str(failed.value)
+        super().__init__(boot_spec(tmp_path), inactivity=timeout, total=timeout, rules=rules)
 
 
 def test_a_login_prompt_passes_and_removes_the_domain(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from imgfac_twisted.virt.install import (
     InstallSpec,
     run_install,
 )
+from support.watch import WatchRun
 
 GiB = 1024**3
 
@@ -53,49 +54,13 @@ def make_spec(
     )
 
 
-class Install:
-    """One run_install on a FakeLibvirtConnection and a Clock, with what it reported."""
+class Install(WatchRun):
+    """One install's watch on a FakeLibvirtConnection and a Clock, with what it reported."""
 
     def __init__(
         self, tmp_path: Path, inactivity: float = 10, total: float = 100, hold: bool = False, **spec: Any
     ) -> None:
-        self.clock = Clock()
-        self.connection = FakeLibvirtConnection()
-        self.connection.hold = hold
-        self.spec = make_spec(tmp_path, **spec)
-        self.progress: list[int] = []
-        self.lines: list[str] = []
-        self.result = run_install(
-            self.connection,
-            self.spec,
-            domain_type="qemu",
-            clock=self.clock,
-            inactivity_timeout=inactivity,
-            total_timeout=total,
-            progress=self.progress.append,
-            log=self.lines.append,
-            poll_interval=1.0,
-        )
-
-    @property
-    def domain(self) -> Any:
-        return self.connection.libvirt.domains[self.spec.name]
-
-    def console(self, data: bytes) -> None:
-        with open(self.spec.console_log, "ab") as console:
-            console.write(data)
-
-    def advance(self, seconds: float) -> None:
-        for _ in range(int(seconds)):
-            self.clock.advance(1)
-
-    def gone(self) -> bool:
-        return self.spec.name not in self.connection.libvirt.domains
-
-    def failure_message(self) -> str:
-        with pytest.raises(InstallFailed) as failed:
-            result_of(self.result)
-        return str(failed.value)
+        super().__init__(make_spec(tmp_path, **spec), inactivity=inactivity, total=total, hold=hold)
 
 
 def test_guest_powering_off_is_done_and_the_domain_is_removed(tmp_path: Path) -> None:
