@@ -57,7 +57,7 @@ class OrderedServices(MultiService):
     dispatcher, which records its builders FAILED before the store closes.
     """
 
-    def stopService(self) -> Deferred:
+    def stopService(self) -> Deferred[None]:
         Service.stopService(self)
 
         async def stop_in_turn() -> None:
@@ -78,7 +78,7 @@ class _StoreCloser(Service):
     def __init__(self, store: SQLiteStore) -> None:
         self._store = store
 
-    def stopService(self) -> Deferred:
+    def stopService(self) -> Deferred[None]:
         super().stopService()
         return self._store.close()
 

@@ -104,17 +104,17 @@ EventCallback = Callable[[Event], None]
 class ISubscription(Interface):
     """A live subscription to a bus."""
 
-    def cancel() -> Deferred:
+    def cancel() -> Deferred[None]:
         """Stop receiving events; fire once stopped."""
 
 
 class IEventBus(Interface):
     """Carries events from the factory to whoever subscribed."""
 
-    def publish(event: Event) -> Deferred:
+    def publish(event: Event) -> Deferred[None]:
         """Hand ``event`` on; fire once it is safe (broker-confirmed), fail if it is not."""
 
-    def subscribe(pattern: str, callback: EventCallback) -> Deferred:
+    def subscribe(pattern: str, callback: EventCallback) -> Deferred[ISubscription]:
         """Call ``callback`` with every later event whose routing key matches ``pattern``.
 
         ``pattern`` is an AMQP topic pattern (``#`` everything, ``*`` one

@@ -39,7 +39,7 @@ from txamqp.message import Message
 from txamqp.protocol import AMQChannel
 from zope.interface import implementer
 
-from . import Event, EventCallback, IEventBus
+from . import Event, EventCallback, IEventBus, ISubscription
 from .amqp_subscriptions import Subscriptions
 from .amqp_url import DEFAULT_URL, AmqpAddress, parse_amqp_url, redacted_url
 from .amqp_wire import AmqpClient, AmqpClientFactory, BusUnavailable, PublishRejected, describe
@@ -128,7 +128,7 @@ class AmqpBus(Service):
         self.log.info("AMQP event bus connecting to {url} (exchange {exchange})", url=self.url, exchange=self.exchange)
         self._connect()
 
-    def stopService(self) -> Deferred:
+    def stopService(self) -> Deferred[None]:
         """Stop reconnecting and close the connection cleanly; fires once it is closed."""
         super().stopService()
         self._stopping = True
@@ -351,7 +351,7 @@ class AmqpBus(Service):
 
     # -- publishing --
 
-    def publish(self, event: Event) -> Deferred:
+    def publish(self, event: Event) -> Deferred[None]:
         """Publish ``event``; fire once the broker confirms it, fail with BusUnavailable if not connected."""
         channel = self._channel
         if channel is None or self._client is None or channel.closed:
@@ -404,7 +404,7 @@ class AmqpBus(Service):
 
     # -- subscribing --
 
-    def subscribe(self, pattern: str, callback: EventCallback) -> Deferred:
+    def subscribe(self, pattern: str, callback: EventCallback) -> Deferred[ISubscription]:
         """Bind a new exclusive queue with ``pattern`` and consume it; fire with the ISubscription.
 
         The subscription ends if the connection is lost; fails with

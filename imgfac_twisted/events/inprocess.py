@@ -29,7 +29,7 @@ class _Subscription:
         self._bus = bus
         self._entry = entry
 
-    def cancel(self) -> Deferred:
+    def cancel(self) -> Deferred[None]:
         if self._entry in self._bus._subscribers:
             self._bus._subscribers.remove(self._entry)
         return succeed(None)
@@ -44,7 +44,7 @@ class InProcessBus:
     def __init__(self) -> None:
         self._subscribers: list[tuple[str, EventCallback]] = []
 
-    def publish(self, event: Event) -> Deferred:
+    def publish(self, event: Event) -> Deferred[None]:
         """Call every matching subscriber; one that raises is logged and does not stop the others."""
         for pattern, callback in list(self._subscribers):
             if topic_matches(pattern, event.routing_key):
@@ -54,7 +54,7 @@ class InProcessBus:
                     self.log.failure("event subscriber {callback!r} failed", callback=callback)
         return succeed(None)
 
-    def subscribe(self, pattern: str, callback: EventCallback) -> Deferred:
+    def subscribe(self, pattern: str, callback: EventCallback) -> Deferred[ISubscription]:
         """Add a subscriber; fires with its subscription at once."""
         entry = (pattern, callback)
         self._subscribers.append(entry)

@@ -35,7 +35,7 @@ BUILDS_DIR = "builds"
 class BootTester(Protocol):
     """Boots an installed base image once to prove it boots (see ``virt.boot``)."""
 
-    def test(self, image_path: str, work_dir: str, build_id: str, log: Callable[[str], None]) -> Deferred:
+    def test(self, image_path: str, work_dir: str, build_id: str, log: Callable[[str], None]) -> Deferred[None]:
         """Fire (None) once the image booted to a login prompt; fail with the reason it did not.
 
         The image itself is never written: the guest runs on a throwaway overlay.
@@ -120,7 +120,7 @@ class BaseImages:
         self._slots = DeferredSemaphore(install_slots)
         self._installs: dict[str, _Install] = {}
 
-    def wait_for(self, build_id: str, template: Template, builder_id: str, follower: Follower) -> Deferred:
+    def wait_for(self, build_id: str, template: Template, builder_id: str, follower: Follower) -> Deferred[None]:
         """Fire with the path of the build's base image, installing it if nobody has yet."""
         install = self._listen(build_id, template, builder_id, follower)
         waiter: Deferred = Deferred(lambda waiting: self._stop_listening(install, builder_id, waiting))
@@ -130,7 +130,7 @@ class BaseImages:
             install.waiters.append(waiter)
         return waiter
 
-    def wait_for_slot(self, build_id: str, template: Template, builder_id: str, follower: Follower) -> Deferred:
+    def wait_for_slot(self, build_id: str, template: Template, builder_id: str, follower: Follower) -> Deferred[None]:
         """Fire (None) once the build's install holds an install slot or has ended, starting it if need be.
 
         Until then the builder waits for a local session, as a PENDING
@@ -167,7 +167,7 @@ class BaseImages:
         if not install.listeners and install.running is not None:
             install.running.cancel()
 
-    def wound_down(self, build_id: str) -> Deferred:
+    def wound_down(self, build_id: str) -> Deferred[None]:
         """Fire (None) once an install of the build that nobody waits for any more has ended; at once otherwise.
 
         A cancelled builder waits for this before it ends, so that when it

@@ -320,7 +320,7 @@ class Dispatcher(Service):
         """The provider plug-in serving ``provider_name``; InvalidRequest when none does."""
         return self._provider(provider_name)
 
-    def stopped(self, builder_id: str) -> Deferred:
+    def stopped(self, builder_id: str) -> Deferred[None]:
         """Fire (with None) once the builder's running work has ended; at once when it is not running."""
         running = self._running.get(builder_id)
         return succeed(None) if running is None else observe(running.deferred)
@@ -347,7 +347,7 @@ class Dispatcher(Service):
                 reason = RESTART_REASON.format(status=builder.status.value)
                 self._track(builder.id, ensureDeferred(self._fail(builder.id, reason)))
 
-    def stopService(self) -> Deferred:
+    def stopService(self) -> Deferred[None]:
         """Stop every running builder and wait until each is recorded FAILED."""
         super().stopService()
         for builder_id in list(self._running):

@@ -52,7 +52,7 @@ class OutboxRelay(Service):
         super().startService()
         self.wake()
 
-    def stopService(self) -> Deferred:
+    def stopService(self) -> Deferred[None]:
         """Stop retrying; wait (briefly) for a drain under way."""
         super().stopService()
         if self._retry_call is not None and self._retry_call.active():

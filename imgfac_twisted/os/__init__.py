@@ -71,5 +71,5 @@ class OperatingSystem(Protocol):
     def handles(self, template: Template) -> bool:
         """True when this plug-in installs the template's OS (name, version, arch)."""
 
-    def install(self, job: InstallJob) -> Deferred:
+    def install(self, job: InstallJob) -> Deferred[None]:
         """Write the raw base image at ``job.image_path``; fire once it is complete."""

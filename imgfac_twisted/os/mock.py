@@ -61,7 +61,7 @@ class MockOS:
         """Only ``<os><name>Mock</name>``, in any letter case."""
         return template.os_name.lower() == "mock"
 
-    def install(self, job: InstallJob) -> Deferred:
+    def install(self, job: InstallJob) -> Deferred[None]:
         """Write the mock disk at ``job.image_path``."""
         return ensureDeferred(self._install(job))
 

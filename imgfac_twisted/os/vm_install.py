@@ -130,7 +130,7 @@ class VMInstaller:
 
     # -- the flow -------------------------------------------------------------
 
-    def install(self, job: InstallJob) -> Deferred:
+    def install(self, job: InstallJob) -> Deferred[None]:
         """Install the template's OS into a raw disk at ``job.image_path``."""
         return ensureDeferred(self._install(job))
 

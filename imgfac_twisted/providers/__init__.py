@@ -64,10 +64,10 @@ class PushJob(Protocol):
     def reactor(self) -> Any:
         """The reactor, for timers."""
 
-    def log(self, message: str) -> Deferred:
+    def log(self, message: str) -> Deferred[None]:
         """Add a line to the builder's log (shown at ``/imagefactory/builders/<id>/log``)."""
 
-    def progress(self, percent: int) -> Deferred:
+    def progress(self, percent: int) -> Deferred[None]:
         """Record how far the push got (0..100)."""
 
 
@@ -94,7 +94,7 @@ class Provider(Protocol):
 
     def delete(
         self, provider_name: str, identifier: str, details: dict[str, str], credentials: Credentials | None
-    ) -> Deferred:
+    ) -> Deferred[None]:
         """Remove the pushed image ``identifier`` (with what ``details`` names, e.g. its snapshot) from the provider.
 
         ``credentials`` are None when no configured account holds them; a

@@ -9,91 +9,134 @@ daemons sharing one database cannot both move the same builder.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
+
+if TYPE_CHECKING:
+    from ..events import Event
+    from ..model import Build, Builder, Image, ProviderImage, Status, StoredTemplate, TargetImage
+
+#: A package of a base image's manifest: (name, version, arch).
+Package = tuple[str, str, str]
 
 
 class IStore(Interface):
     """Images, builds, target and provider images, builders and templates."""
 
-    def add_template(xml: str, now: float) -> Deferred:
+    def open() -> Deferred[None]:
+        """Open the store and create what is missing."""
+
+    def close() -> Deferred[None]:
+        """Close the store."""
+
+    # Blocking calls, for the daemon's start-up only (before the reactor runs).
+
+    def thd_open() -> None:
+        """Open the store and create what is missing, blocking."""
+
+    def thd_list_builders() -> list[Builder]:
+        """Every builder, oldest first, blocking."""
+
+    def thd_spent_nonces(now: float) -> list[tuple[str, str, float]]:
+        """The OAuth nonces (client key, nonce, expiry) spent and not expired at ``now``, blocking."""
+
+    # The reactor's calls.
+
+    def add_template(xml: str, now: float) -> Deferred[StoredTemplate]:
         """Keep ``xml`` as a template, once per distinct text; fire with its StoredTemplate."""
 
-    def get_template(template_id: str) -> Deferred:
+    def get_template(template_id: str) -> Deferred[StoredTemplate]:
         """Fire with the StoredTemplate, or fail with UnknownObject."""
 
-    def record_build(image, build, target_images, builders, new_image: bool, events) -> Deferred:
+    def record_build(
+        image: Image,
+        build: Build,
+        target_images: list[TargetImage],
+        builders: list[Builder],
+        new_image: bool,
+        events: list[Event],
+    ) -> Deferred[None]:
         """In one transaction: the image (when ``new_image``), the build, its target images, builders and events."""
 
-    def record_push(provider_image, builder, events) -> Deferred:
+    def record_push(provider_image: ProviderImage, builder: Builder, events: list[Event]) -> Deferred[None]:
         """In one transaction: a provider image, its push builder and events."""
 
-    def add_to_build(target_images, builders, events) -> Deferred:
+    def add_to_build(target_images: list[TargetImage], builders: list[Builder], events: list[Event]) -> Deferred[None]:
         """In one transaction: more target images (and their builders, events) in a build already recorded."""
 
-    def record_import(image, build, target_image, provider_image, builders, events) -> Deferred:
+    def record_import(
+        image: Image,
+        build: Build,
+        target_image: TargetImage,
+        provider_image: ProviderImage,
+        builders: list[Builder],
+        events: list[Event],
+    ) -> Deferred[None]:
         """In one transaction: an imported image, its build, target image, provider image, builders and events."""
 
-    def save_builder(builder, expected_status, event) -> Deferred:
+    def save_builder(builder: Builder, expected_status: Status, event: Event) -> Deferred[None]:
         """Write ``builder`` and add ``event`` to the outbox, if its stored status is still ``expected_status``.
 
         Fails with InvalidTransition, writing nothing, when another writer moved it first.
         """
 
-    def pending_events(limit: int) -> Deferred:
+    def pending_events(limit: int) -> Deferred[list[tuple[int, Event]]]:
         """Fire with up to ``limit`` (outbox id, Event) pairs, oldest first."""
 
-    def delete_events(outbox_ids) -> Deferred:
+    def delete_events(outbox_ids: list[int]) -> Deferred[None]:
         """Remove delivered events from the outbox."""
 
-    def count_pending_events() -> Deferred:
+    def count_pending_events() -> Deferred[int]:
         """Fire with the number of events waiting in the outbox."""
 
-    def spend_nonce(client_key, nonce, expiry, now) -> Deferred:
+    def spend_nonce(client_key: str, nonce: str, expiry: float, now: float) -> Deferred[None]:
         """Record an OAuth nonce as spent until ``expiry``; forget those expired before ``now``."""
 
-    def save_manifest(build_id: str, packages) -> Deferred:
+    def save_manifest(build_id: str, packages: Sequence[Package]) -> Deferred[None]:
         """Keep the package list ``[(name, version, arch), ...]`` of a build's base image."""
 
-    def get_manifest(build_id: str) -> Deferred:
+    def get_manifest(build_id: str) -> Deferred[list[Package] | None]:
         """Fire with the build's package list ``[(name, version, arch), ...]``, or None when none was kept."""
 
-    def get_image(image_id: str) -> Deferred:
+    def get_image(image_id: str) -> Deferred[Image]:
         """Fire with the Image, or fail with UnknownObject."""
 
-    def get_build(build_id: str) -> Deferred:
+    def get_build(build_id: str) -> Deferred[Build]:
         """Fire with the Build, or fail with UnknownObject."""
 
-    def get_target_image(target_image_id: str) -> Deferred:
+    def get_target_image(target_image_id: str) -> Deferred[TargetImage]:
         """Fire with the TargetImage, or fail with UnknownObject."""
 
-    def get_provider_image(provider_image_id: str) -> Deferred:
+    def get_provider_image(provider_image_id: str) -> Deferred[ProviderImage]:
         """Fire with the ProviderImage, or fail with UnknownObject."""
 
-    def get_builder(builder_id: str) -> Deferred:
+    def get_builder(builder_id: str) -> Deferred[Builder]:
         """Fire with the Builder, or fail with UnknownObject."""
 
-    def list_builders() -> Deferred:
+    def list_builders() -> Deferred[list[Builder]]:
         """Fire with every Builder, oldest first."""
 
-    def list_unfinished_builders() -> Deferred:
+    def list_unfinished_builders() -> Deferred[list[Builder]]:
         """Fire with every Builder whose status is not final."""
 
-    def list_images() -> Deferred:
+    def list_images() -> Deferred[list[Image]]:
         """Fire with every Image, oldest first."""
 
-    def list_builds() -> Deferred:
+    def list_builds() -> Deferred[list[Build]]:
         """Fire with every Build, oldest first."""
 
-    def delete_image(image_id: str, events=()) -> Deferred:
+    def delete_image(image_id: str, events: Sequence[Event] = ()) -> Deferred[None]:
         """In one transaction: remove the image, its builds, target and provider images and their builders,
         and put ``events`` (their DELETED events) in the outbox."""
 
-    def delete_build(build_id: str, events=()) -> Deferred:
+    def delete_build(build_id: str, events: Sequence[Event] = ()) -> Deferred[None]:
         """In one transaction: remove the build, its target and provider images and their builders (+ ``events``)."""
 
-    def delete_target_image(target_image_id: str, events=()) -> Deferred:
+    def delete_target_image(target_image_id: str, events: Sequence[Event] = ()) -> Deferred[None]:
         """In one transaction: remove the target image, its provider images and their builders (+ ``events``)."""
 
-    def delete_provider_image(provider_image_id: str, events=()) -> Deferred:
+    def delete_provider_image(provider_image_id: str, events: Sequence[Event] = ()) -> Deferred[None]:
         """In one transaction: remove the provider image and its builder (+ ``events``)."""

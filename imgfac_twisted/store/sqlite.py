@@ -133,7 +133,7 @@ def _outbox_inserts(events: Sequence[Event]) -> list[tuple[str, list[Any]]]:
     return [("INSERT INTO outbox (event) VALUES (?)", [event.to_json()]) for event in events]
 
 
-def _from_row(kind: type, row: sqlite3.Row) -> Any:
+def _from_row(kind: type[T], row: sqlite3.Row) -> T:
     values = {name: row[name] for name in _columns(kind)}
     if kind is Builder:
         values["status"] = Status(values["status"])
@@ -174,11 +174,11 @@ class SQLiteStore:
 
     # -- lifetime --------------------------------------------------------
 
-    def open(self) -> Deferred:
+    def open(self) -> Deferred[None]:
         """Open the database and create missing tables."""
         return self._door.run(self.thd_open)
 
-    def close(self) -> Deferred:
+    def close(self) -> Deferred[None]:
         """Close the database connection."""
         return self._door.run(self.thd_close)
 
@@ -233,7 +233,7 @@ class SQLiteStore:
     def _inserts(self, objects: Iterable[Any]) -> list[tuple[str, list[Any]]]:
         return [(_insert_sql(type(obj)), _row_values(obj)) for obj in objects]
 
-    def _get(self, kind: type, object_id: str, what: str) -> Any:
+    def _get(self, kind: type[T], object_id: str, what: str) -> T:
         row = self._db().execute(f"SELECT * FROM {_TABLES[kind]} WHERE id = ?", [object_id]).fetchone()
         if row is None:
             raise UnknownObject(f"no {what} with id {object_id!r}")
@@ -241,7 +241,7 @@ class SQLiteStore:
 
     # -- IStore ----------------------------------------------------------
 
-    def add_template(self, xml: str, now: float) -> Deferred:
+    def add_template(self, xml: str, now: float) -> Deferred[StoredTemplate]:
         return self._door.run(self.thd_add_template, xml, now)
 
     def thd_add_template(self, xml: str, now: float) -> StoredTemplate:
@@ -257,7 +257,7 @@ class SQLiteStore:
             return template
         return _from_row(StoredTemplate, row)
 
-    def get_template(self, template_id: str) -> Deferred:
+    def get_template(self, template_id: str) -> Deferred[StoredTemplate]:
         return self._door.run(self._get, StoredTemplate, template_id, "template")
 
     def record_build(
@@ -268,14 +268,16 @@ class SQLiteStore:
         builders: list[Builder],
         new_image: bool,
         events: list[Event],
-    ) -> Deferred:
+    ) -> Deferred[None]:
         objects = ([image] if new_image else []) + [build, *target_images, *builders]
         return self._door.run(self._transaction, self._inserts(objects) + _outbox_inserts(events))
 
-    def record_push(self, provider_image: ProviderImage, builder: Builder, events: list[Event]) -> Deferred:
+    def record_push(self, provider_image: ProviderImage, builder: Builder, events: list[Event]) -> Deferred[None]:
         return self._door.run(self._transaction, self._inserts([provider_image, builder]) + _outbox_inserts(events))
 
-    def add_to_build(self, target_images: list[TargetImage], builders: list[Builder], events: list[Event]) -> Deferred:
+    def add_to_build(
+        self, target_images: list[TargetImage], builders: list[Builder], events: list[Event]
+    ) -> Deferred[None]:
         return self._door.run(self._transaction, self._inserts([*target_images, *builders]) + _outbox_inserts(events))
 
     def record_import(
@@ -286,11 +288,11 @@ class SQLiteStore:
         provider_image: ProviderImage,
         builders: list[Builder],
         events: list[Event],
-    ) -> Deferred:
+    ) -> Deferred[None]:
         objects = [image, build, target_image, provider_image, *builders]
         return self._door.run(self._transaction, self._inserts(objects) + _outbox_inserts(events))
 
-    def save_builder(self, builder: Builder, expected_status: Status, event: Event) -> Deferred:
+    def save_builder(self, builder: Builder, expected_status: Status, event: Event) -> Deferred[None]:
         return self._door.run(self.thd_save_builder, builder, expected_status, event)
 
     def thd_save_builder(self, builder: Builder, expected_status: Status, event: Event) -> None:
@@ -311,17 +313,17 @@ class SQLiteStore:
 
         self._in_transaction(guarded_update)
 
-    def pending_events(self, limit: int) -> Deferred:
+    def pending_events(self, limit: int) -> Deferred[list[tuple[int, Event]]]:
         return self._door.run(self.thd_pending_events, limit)
 
     def thd_pending_events(self, limit: int) -> list[tuple[int, Event]]:
         rows = self._db().execute("SELECT id, event FROM outbox ORDER BY id LIMIT ?", [limit])
         return [(row["id"], Event.from_json(row["event"])) for row in rows]
 
-    def delete_events(self, outbox_ids: list[int]) -> Deferred:
+    def delete_events(self, outbox_ids: list[int]) -> Deferred[None]:
         return self._door.run(self._transaction, [("DELETE FROM outbox WHERE id = ?", [i]) for i in outbox_ids])
 
-    def spend_nonce(self, client_key: str, nonce: str, expiry: float, now: float) -> Deferred:
+    def spend_nonce(self, client_key: str, nonce: str, expiry: float, now: float) -> Deferred[None]:
         """Record an OAuth nonce as spent until ``expiry``; forget those expired before ``now``."""
         return self._door.run(
             self._transaction,
@@ -339,10 +341,10 @@ class SQLiteStore:
         rows = self._db().execute("SELECT client_key, nonce, expiry FROM oauth_nonces WHERE expiry >= ?", [now])
         return [(row["client_key"], row["nonce"], row["expiry"]) for row in rows]
 
-    def count_pending_events(self) -> Deferred:
+    def count_pending_events(self) -> Deferred[int]:
         return self._door.run(lambda: self._db().execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
-    def save_manifest(self, build_id: str, packages: Sequence[tuple[str, str, str]]) -> Deferred:
+    def save_manifest(self, build_id: str, packages: Sequence[tuple[str, str, str]]) -> Deferred[None]:
         return self._door.run(
             self._transaction,
             [
@@ -353,7 +355,7 @@ class SQLiteStore:
             ],
         )
 
-    def get_manifest(self, build_id: str) -> Deferred:
+    def get_manifest(self, build_id: str) -> Deferred[list[tuple[str, str, str]] | None]:
         return self._door.run(self.thd_get_manifest, build_id)
 
     def thd_get_manifest(self, build_id: str) -> list[tuple[str, str, str]] | None:
@@ -362,29 +364,29 @@ class SQLiteStore:
             return None
         return [(name, version, arch) for name, version, arch in json.loads(row["packages"])]
 
-    def get_image(self, image_id: str) -> Deferred:
+    def get_image(self, image_id: str) -> Deferred[Image]:
         return self._door.run(self._get, Image, image_id, "image")
 
-    def get_build(self, build_id: str) -> Deferred:
+    def get_build(self, build_id: str) -> Deferred[Build]:
         return self._door.run(self._get, Build, build_id, "build")
 
-    def get_target_image(self, target_image_id: str) -> Deferred:
+    def get_target_image(self, target_image_id: str) -> Deferred[TargetImage]:
         return self._door.run(self._get, TargetImage, target_image_id, "target image")
 
-    def get_provider_image(self, provider_image_id: str) -> Deferred:
+    def get_provider_image(self, provider_image_id: str) -> Deferred[ProviderImage]:
         return self._door.run(self._get, ProviderImage, provider_image_id, "provider image")
 
-    def get_builder(self, builder_id: str) -> Deferred:
+    def get_builder(self, builder_id: str) -> Deferred[Builder]:
         return self._door.run(self._get, Builder, builder_id, "builder")
 
-    def list_builders(self) -> Deferred:
+    def list_builders(self) -> Deferred[list[Builder]]:
         return self._door.run(self.thd_list_builders)
 
     def thd_list_builders(self) -> list[Builder]:
         """Every builder, oldest first (blocking: for start-up, before the reactor runs)."""
         return self._select_builders("1 = 1", [])
 
-    def list_unfinished_builders(self) -> Deferred:
+    def list_unfinished_builders(self) -> Deferred[list[Builder]]:
         finals = [status.value for status in FINAL_STATUSES]
         return self._door.run(self._select_builders, "status NOT IN (?, ?)", finals)
 
@@ -392,18 +394,18 @@ class SQLiteStore:
         rows = self._db().execute(f"SELECT * FROM builders WHERE {where} ORDER BY created, rowid", values)
         return [_from_row(Builder, row) for row in rows]
 
-    def list_images(self) -> Deferred:
+    def list_images(self) -> Deferred[list[Image]]:
         return self._door.run(self._select_all, Image)
 
-    def list_builds(self) -> Deferred:
+    def list_builds(self) -> Deferred[list[Build]]:
         return self._door.run(self._select_all, Build)
 
-    def _select_all(self, kind: type) -> list[Any]:
+    def _select_all(self, kind: type[T]) -> list[T]:
         rows = self._db().execute(f"SELECT * FROM {_TABLES[kind]} ORDER BY created, rowid")
         return [_from_row(kind, row) for row in rows]
 
     # Children before parents: the foreign keys are enforced.
-    def delete_image(self, image_id: str, events: Sequence[Event] = ()) -> Deferred:
+    def delete_image(self, image_id: str, events: Sequence[Event] = ()) -> Deferred[None]:
         return self._door.run(
             self._transaction,
             [("DELETE FROM manifests WHERE build_id IN (SELECT id FROM builds WHERE image_id = ?)", [image_id])]
@@ -420,7 +422,7 @@ class SQLiteStore:
             + _outbox_inserts(events),
         )
 
-    def delete_build(self, build_id: str, events: Sequence[Event] = ()) -> Deferred:
+    def delete_build(self, build_id: str, events: Sequence[Event] = ()) -> Deferred[None]:
         return self._door.run(
             self._transaction,
             [
@@ -436,7 +438,7 @@ class SQLiteStore:
             + _outbox_inserts(events),
         )
 
-    def delete_target_image(self, target_image_id: str, events: Sequence[Event] = ()) -> Deferred:
+    def delete_target_image(self, target_image_id: str, events: Sequence[Event] = ()) -> Deferred[None]:
         return self._door.run(
             self._transaction,
             [
@@ -447,7 +449,7 @@ class SQLiteStore:
             + _outbox_inserts(events),
         )
 
-    def delete_provider_image(self, provider_image_id: str, events: Sequence[Event] = ()) -> Deferred:
+    def delete_provider_image(self, provider_image_id: str, events: Sequence[Event] = ()) -> Deferred[None]:
         return self._door.run(
             self._transaction,
             [

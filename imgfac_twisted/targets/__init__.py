@@ -11,12 +11,15 @@ by entry point (group ``imgfac_twisted.targets``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
 
 from ..model import Builder
 from ..template import Template
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -47,22 +50,22 @@ class BuildJob(Protocol):
     def reactor(self) -> Any:
         """The reactor (IReactorTime and friends), for timers and processes."""
 
-    def base_image(self) -> Deferred:
+    def base_image(self) -> Deferred[str]:
         """Fire with the path of the build's raw base image (installing it if need be)."""
 
-    def artifact(self, path: str) -> Deferred:
+    def artifact(self, path: str) -> Deferred[Artifact]:
         """Fire with the Artifact of a finished file (size and SHA-256, read off the reactor)."""
 
-    def discard(self, path: str) -> Deferred:
+    def discard(self, path: str) -> Deferred[None]:
         """Remove a file or folder (if there) off the reactor; fire once it is gone."""
 
-    def on_disk(self, fn: Any, *args: Any) -> Deferred:
+    def on_disk(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
         """Run blocking file work ``fn(*args)`` on the disk door; fire with its result."""
 
-    def log(self, message: str) -> Deferred:
+    def log(self, message: str) -> Deferred[None]:
         """Add a line to the builder's log (shown at ``/imagefactory/builders/<id>/log``)."""
 
-    def progress(self, percent: int) -> Deferred:
+    def progress(self, percent: int) -> Deferred[None]:
         """Record how far the build got (0..100)."""
 
 
@@ -74,5 +77,5 @@ class Target(Protocol):
     #: stay PENDING until the build's install holds a local session.
     uses_base_image: bool
 
-    def build(self, job: BuildJob) -> Deferred:
+    def build(self, job: BuildJob) -> Deferred[Artifact]:
         """Make the target image; fire with its Artifact."""

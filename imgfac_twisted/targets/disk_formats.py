@@ -164,7 +164,7 @@ class DiskImageTarget:
         """The file name extension of the finished image."""
         return self.disk.extension
 
-    def build(self, job: BuildJob) -> Deferred:
+    def build(self, job: BuildJob) -> Deferred[Artifact]:
         """Make, check and hash the target image; fire with its Artifact."""
         return ensureDeferred(self._build(job))
 

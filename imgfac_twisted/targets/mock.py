@@ -34,7 +34,7 @@ class MockTarget:
     def __init__(self, environment: PluginEnvironment) -> None:
         self._duration = environment.config.mock_duration
 
-    def build(self, job: BuildJob) -> Deferred:
+    def build(self, job: BuildJob) -> Deferred[Artifact]:
         """Pretend to build, then write ``mock.img``; fire with its Artifact."""
         return ensureDeferred(self._build(job))
 

@@ -93,7 +93,7 @@ class LibvirtBootTester:
         self._memory_mib = memory_mib
         self._poll_interval = poll_interval
 
-    def test(self, image_path: str, work_dir: str, build_id: str, log: Callable[[str], None]) -> Deferred:
+    def test(self, image_path: str, work_dir: str, build_id: str, log: Callable[[str], None]) -> Deferred[None]:
         """Fire (None) once the raw image at ``image_path`` booted to a login prompt; else BootTestFailed."""
         return ensureDeferred(self._test(image_path, work_dir, build_id, log))
 

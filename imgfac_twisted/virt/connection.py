@@ -45,7 +45,7 @@ class LibvirtConnection(Service):
         super().startService()
         self._door.startService()
 
-    def stopService(self) -> Deferred | None:
+    def stopService(self) -> Deferred[None] | None:
         super().stopService()
         self._stopped = True
         if not self._door.running:
