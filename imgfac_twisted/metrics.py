@@ -114,13 +114,13 @@ class Metrics:
         # labels() takes a lock and builds a key each time: counting a request
         # is on the hot path, so each (route, method, code) child is kept.
         self._request_counters: dict[tuple[str, bytes, int], Any] = {}
-        self._refreshers: list[Callable[[], Deferred]] = []
+        self._refreshers: list[Callable[[], Deferred[None]]] = []
 
     def add_gauge(self, name: str, documentation: str, labels: list[str], read: GaugeReader) -> None:
         """Publish a gauge whose samples ``read`` returns at each scrape."""
         self._gauges.add(name, documentation, labels, read)
 
-    def add_slow_gauge(self, name: str, documentation: str, fetch: Callable[[], Deferred]) -> None:
+    def add_slow_gauge(self, name: str, documentation: str, fetch: Callable[[], Deferred[float]]) -> None:
         """Publish a gauge whose value needs blocking work (e.g. a store count): fetched before each scrape."""
         gauge = Gauge(name, documentation, registry=self.registry)
         self._refreshers.append(lambda: fetch().addCallback(gauge.set))
@@ -155,7 +155,7 @@ class Metrics:
             self._request_counters[key] = counter
         counter.inc()
 
-    def render(self) -> Deferred:
+    def render(self) -> Deferred[bytes]:
         """Fire with the metrics in Prometheus' text format."""
         refreshing = gatherResults([refresh() for refresh in self._refreshers], consumeErrors=True)
         return refreshing.addCallback(lambda _: generate_latest(self.registry))

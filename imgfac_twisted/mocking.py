@@ -14,7 +14,7 @@ MOCK_STEPS = 10
 async def advance_in_steps(
     reactor: Any,
     duration: float,
-    progress: Callable[[int], Deferred],
+    progress: Callable[[int], Deferred[None]],
     fail_at_step: int | None = None,
     failure: Exception | None = None,
 ) -> None:

@@ -40,7 +40,7 @@ class ProcessResult:
 class _LineCollector(ProcessProtocol):
     """Splits output into lines (on \\n and \\r: progress bars redraw with \\r)."""
 
-    def __init__(self, name: str, on_line: Callable[[str], None] | None, done: Deferred) -> None:
+    def __init__(self, name: str, on_line: Callable[[str], None] | None, done: Deferred[ProcessResult]) -> None:
         self._name = name
         self._on_line = on_line
         self._done = done
@@ -76,7 +76,7 @@ class _LineCollector(ProcessProtocol):
             return
         if self.why_stopped is not None:
             message = f"{self._name} {self.why_stopped}"
-        elif reason.check(ProcessTerminated) and reason.value.signal is not None:
+        elif isinstance(reason.value, ProcessTerminated) and reason.value.signal is not None:
             message = f"{self._name} was killed by signal {reason.value.signal}"
         else:
             message = f"{self._name} exited with status {getattr(reason.value, 'exitCode', '?')}"
@@ -92,7 +92,7 @@ def run_process(
     timeout: float,
     on_line: Callable[[str], None] | None = None,
     env: dict[str, str] | None = None,
-) -> Deferred:
+) -> Deferred[ProcessResult]:
     """Run ``argv``; fire with its ProcessResult, or fail with ProcessFailed.
 
     Cancelling the Deferred (or passing ``timeout`` seconds) kills the tool:
@@ -102,10 +102,10 @@ def run_process(
     name = os.path.basename(argv[0])
     protocol: _LineCollector
 
-    def cancel(done: Deferred) -> None:
+    def cancel(done: Deferred[ProcessResult]) -> None:
         stop("was cancelled")
 
-    done: Deferred = Deferred(cancel)
+    done: Deferred[ProcessResult] = Deferred(cancel)
     protocol = _LineCollector(name, on_line, done)
     process = reactor.spawnProcess(protocol, argv[0], list(argv), env=env if env is not None else dict(os.environ))
 

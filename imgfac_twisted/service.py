@@ -107,7 +107,14 @@ def make_service(config: Config, reactor: Any) -> IService:
     # Opened lazily on its own thread: a daemon that installs no real OS needs no libvirtd.
     libvirt = LibvirtConnection(reactor, config.libvirt_uri)
     core = build_core(
-        config, reactor, store, index, bus, doors, libvirt=libvirt, boot_tester=_boot_tester(config, reactor, libvirt)
+        config,
+        reactor,
+        store,
+        index,
+        bus,
+        doors,
+        libvirt=libvirt,
+        boot_tester=_boot_tester(config, reactor, libvirt, doors.disk),
     )
     relay, logs, metrics, dispatcher = core.relay, core.logs, core.metrics, core.dispatcher
     updater, disk_door = core.updater, doors.disk
@@ -152,13 +159,14 @@ def make_service(config: Config, reactor: Any) -> IService:
     return root
 
 
-def _boot_tester(config: Config, reactor: Any, libvirt: LibvirtConnection) -> BootTester | None:
+def _boot_tester(config: Config, reactor: Any, libvirt: LibvirtConnection, disk_door: IDoor) -> BootTester | None:
     """What boots each real-OS base image once before its targets are made; None with ``boot_test`` off."""
     if not config.boot_test:
         return None
     return LibvirtBootTester(
         libvirt,
         reactor,
+        disk_door,
         domain_type=config.libvirt_domain_type,
         timeout=config.boot_test_timeout,
         memory_mib=config.install_memory_mib,

@@ -62,12 +62,12 @@ class _Install:
     image_path: str
     #: The builders waiting, by builder id.
     listeners: dict[str, Follower] = field(default_factory=dict)
-    waiters: list[Deferred] = field(default_factory=list)
+    waiters: list[Deferred[str]] = field(default_factory=list)
     #: Builders waiting for the install to get a slot (see BaseImages.wait_for_slot).
-    slot_waiters: list[Deferred] = field(default_factory=list)
+    slot_waiters: list[Deferred[None]] = field(default_factory=list)
     #: True once the install holds an install slot, or has ended.
     has_slot: bool = False
-    running: Deferred | None = None
+    running: Deferred[str] | None = None
     outcome: Any = None
     logs: BuilderLogs | None = None
     #: The stage the install is in, for builders that come to wait later.
@@ -108,7 +108,7 @@ class BaseImages:
         state_dir: str,
         logs: BuilderLogs,
         install_slots: int,
-        save_manifest: Callable[[str, list[Package]], Deferred],
+        save_manifest: Callable[[str, list[Package]], Deferred[None]],
         boot_tester: BootTester | None = None,
     ) -> None:
         self._reactor = reactor
@@ -120,10 +120,10 @@ class BaseImages:
         self._slots = DeferredSemaphore(install_slots)
         self._installs: dict[str, _Install] = {}
 
-    def wait_for(self, build_id: str, template: Template, builder_id: str, follower: Follower) -> Deferred[None]:
+    def wait_for(self, build_id: str, template: Template, builder_id: str, follower: Follower) -> Deferred[str]:
         """Fire with the path of the build's base image, installing it if nobody has yet."""
         install = self._listen(build_id, template, builder_id, follower)
-        waiter: Deferred = Deferred(lambda waiting: self._stop_listening(install, builder_id, waiting))
+        waiter: Deferred[str] = Deferred(lambda waiting: self._stop_listening(install, builder_id, waiting))
         if install.outcome is not None:
             self._settle(waiter, install.outcome)
         else:
@@ -137,7 +137,7 @@ class BaseImages:
         builder does; from then on it follows the install's progress.
         """
         install = self._listen(build_id, template, builder_id, follower)
-        waiter: Deferred = Deferred(lambda waiting: self._stop_listening(install, builder_id, waiting))
+        waiter: Deferred[None] = Deferred(lambda waiting: self._stop_listening(install, builder_id, waiting))
         if install.has_slot or install.outcome is not None:
             waiter.callback(None)
         else:
@@ -158,7 +158,7 @@ class BaseImages:
         return install
 
     @staticmethod
-    def _stop_listening(install: _Install, builder_id: str, waiter: Deferred) -> None:
+    def _stop_listening(install: _Install, builder_id: str, waiter: Deferred[Any]) -> None:
         """A builder stopped waiting (cancelled); the install is cancelled when nobody waits any more."""
         install.listeners.pop(builder_id, None)
         for waiting in (install.waiters, install.slot_waiters):
@@ -248,7 +248,7 @@ class BaseImages:
             self._settle(waiter, outcome)
 
     @staticmethod
-    def _settle(waiter: Deferred, outcome: Any) -> None:
+    def _settle(waiter: Deferred[str], outcome: Any) -> None:
         """Hand a waiting builder the install's outcome; a cancelled install is a plain failure to it."""
         if isinstance(outcome, Failure) and outcome.check(CancelledError):
             outcome = Failure(ImageFactoryError("the base image install was cancelled"))

@@ -34,7 +34,7 @@ class BuilderLogs:
         """Where the builder's log lies."""
         return os.path.join(self._state_dir, "builders", builder_id, "builder.log")
 
-    def append(self, builder_id: str, message: str) -> Deferred:
+    def append(self, builder_id: str, message: str) -> Deferred[None]:
         """Add one time-stamped line.
 
         A line that cannot be written is reported in the daemon's log; the
@@ -43,15 +43,14 @@ class BuilderLogs:
         line = f"{iso8601_utc(self._clock.seconds())} {message}\n"
         return self._door.run(self._thd_append, self.path(builder_id), line).addErrback(self._report, builder_id)
 
-    def _report(self, failure: Failure, builder_id: str) -> Failure | None:
+    def _report(self, failure: Failure, builder_id: str) -> None:
         # A cancellation is the builder being stopped, not a log problem:
         # it must reach the work that awaited this line.
         if failure.check(CancelledError):
-            return failure
+            failure.raiseException()
         self.log.failure("cannot write the log of builder {builder_id}", failure, builder_id=builder_id)
-        return None
 
-    def read(self, builder_id: str, offset: int = 0, limit: int = MAX_READ_BYTES) -> Deferred:
+    def read(self, builder_id: str, offset: int = 0, limit: int = MAX_READ_BYTES) -> Deferred[bytes]:
         """Fire with up to ``limit`` bytes of the log from ``offset`` (empty if there is none yet)."""
         return self._door.run(self._thd_read, self.path(builder_id), offset, min(limit, MAX_READ_BYTES))
 

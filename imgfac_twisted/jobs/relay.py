@@ -43,7 +43,7 @@ class OutboxRelay(Service):
         self._max_retry = max_retry
         self._retry_in = first_retry
         self._retry_call: Any = None
-        self._draining: Deferred | None = None
+        self._draining: Deferred[None] | None = None
         self._woken = False
         self._failing = False
 

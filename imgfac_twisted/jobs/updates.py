@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ..doors import shielded
 from ..errors import UnknownObject
@@ -52,12 +53,12 @@ class BuilderUpdater:
         await self._store.record_push(provider_image, builder, self._creations([builder]))
         self._created([builder])
 
-    async def record_created(self, builders: list[Builder], write: Callable[[list[Event]], Deferred]) -> None:
+    async def record_created(self, builders: list[Builder], write: Callable[[list[Event]], Deferred[None]]) -> None:
         """Record new builders with what ``write(events)`` stores (in one transaction) and their creation events."""
         await write(self._creations(builders))
         self._created(builders)
 
-    async def delete(self, builders: list[Builder], delete_records: Callable[[list[Event]], Deferred]) -> None:
+    async def delete(self, builders: list[Builder], delete_records: Callable[[list[Event]], Deferred[None]]) -> None:
         """Remove ``builders`` with the records above them, one DELETED event each in the same transaction.
 
         ``delete_records(events)`` is the store's deletion of the object;
@@ -91,7 +92,7 @@ class BuilderUpdater:
         *,
         stage: StageName | None = None,
         **changes: Any,
-    ) -> Deferred:
+    ) -> Deferred[Builder]:
         """Move a builder to ``status`` (and ``completed``, and into ``stage``); fire with the new Builder.
 
         Cancelling the returned Deferred does not cancel the change: a store
@@ -103,7 +104,7 @@ class BuilderUpdater:
             "builder change failed after its caller stopped waiting",
         )
 
-    def enter_stage(self, builder_id: str, stage: StageName) -> Deferred:
+    def enter_stage(self, builder_id: str, stage: StageName) -> Deferred[Builder]:
         """Start ``stage`` of a builder's work (ending the one that ran); fire with the Builder.
 
         Nothing changes when that stage runs already, or the builder has
@@ -158,10 +159,10 @@ class BuilderUpdater:
         self._relay.wake()
         return new
 
-    def _serially(self, builder_id: str, work: Callable[[], Awaitable[Builder]]) -> Deferred:
+    def _serially(self, builder_id: str, work: Callable[[], Coroutine[Any, Any, Builder]]) -> Deferred[Builder]:
         lock = self._locks.setdefault(builder_id, DeferredLock())
 
-        def release(result: Any) -> Any:
+        def release(result: Builder | Failure) -> Builder | Failure:
             # Forget the lock once nobody holds or waits for it, so the
             # table does not grow with every builder ever seen.
             if not lock.locked and not lock.waiting and self._locks.get(builder_id) is lock:

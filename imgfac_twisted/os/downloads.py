@@ -116,7 +116,7 @@ class Downloader:
             log(f"downloaded {redact_url(url)} ({size} bytes)")
         return path
 
-    def download(self, url: str, destination: str, progress: Progress | None = None) -> Deferred[None]:
+    def download(self, url: str, destination: str, progress: Progress | None = None) -> Deferred[int]:
         """Stream ``url`` to ``destination``; fire with its size, or fail with DownloadFailed."""
         too_slow = DownloadFailed(f"download of {redact_url(url)} did not finish within {self._timeout:g} s")
         fetching = ensureDeferred(self._download(url, destination, progress))

@@ -10,8 +10,8 @@ by entry point (group ``imgfac_twisted.targets``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred

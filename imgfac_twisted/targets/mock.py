@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from ..errors import ImageFactoryError
 from ..mocking import MOCK_STEPS, advance_in_steps
 from ..registry import PluginEnvironment
-from . import BuildJob
+from . import Artifact, BuildJob
 
 FAIL_TEMPLATE_NAME = "FAIL"
 
@@ -38,7 +38,7 @@ class MockTarget:
         """Pretend to build, then write ``mock.img``; fire with its Artifact."""
         return ensureDeferred(self._build(job))
 
-    async def _build(self, job: BuildJob) -> str:
+    async def _build(self, job: BuildJob) -> Artifact:
         failure = None
         if job.template.name == FAIL_TEMPLATE_NAME:
             failure = MockBuildFailed(f"the mock target fails templates named {FAIL_TEMPLATE_NAME} on purpose")

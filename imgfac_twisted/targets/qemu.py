@@ -35,9 +35,9 @@ INFO_TIMEOUT = 60.0
 _PROGRESS = re.compile(r"^\s*\((\d+(?:\.\d+)?)/100%\)\s*$")
 
 #: The signature of ``run_process``, so tests can hand in a scripted runner.
-Runner = Callable[..., Deferred]
+Runner = Callable[..., Deferred[ProcessResult]]
 #: Where command lines and timings go (a job's ``log``, which returns a Deferred).
-LogLine = Callable[[str], Deferred]
+LogLine = Callable[[str], Deferred[None]]
 
 
 class ConversionFailed(ImageFactoryError):

@@ -10,6 +10,7 @@ The watch is the install watcher's (``virt.install``), with other rules:
 the test passes when the serial console shows a login prompt, and fails
 when it shows a kernel panic, an emergency or rescue shell, when the guest
 powers off or resets first, when QEMU crashes, or after ``timeout`` seconds.
+A disk whose master boot record holds no boot code fails before any VM.
 Cancelling the test destroys its domain before the cancellation is seen.
 """
 
@@ -23,6 +24,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
+from ..doors import IDoor
 from ..errors import ImageFactoryError
 from ..processes import ProcessFailed, run_process
 from .connection import LibvirtConnection
@@ -51,12 +53,17 @@ BOOT_FAILURES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"Dropping to a shell|^\(initramfs\)"), "the initramfs did not find the root file system"),
     (re.compile(r"grub rescue>"), "GRUB did not find its files (grub rescue)"),
 )
-POWERED_OFF = (
-    "the guest powered off or reset before a login prompt (with nothing to boot, the firmware "
-    "resets at once: is a boot loader installed?)"
-)
+POWERED_OFF = "the guest powered off or reset before a login prompt"
 
 _log = Logger()
+
+
+#: The boot code of a master boot record: the disk's first 440 bytes (then its signature and partition table).
+MBR_BOOT_CODE_BYTES = 440
+NO_BOOT_LOADER = (
+    "the disk has no boot loader (the boot code of its master boot record is empty): "
+    "the firmware would find nothing to run"
+)
 
 
 class BootTestFailed(ImageFactoryError):
@@ -80,6 +87,7 @@ class LibvirtBootTester:
         self,
         connection: LibvirtConnection,
         reactor: Any,
+        door: IDoor,
         *,
         domain_type: str,
         timeout: float,
@@ -88,6 +96,7 @@ class LibvirtBootTester:
     ) -> None:
         self._connection = connection
         self._reactor = reactor
+        self._door = door
         self._domain_type = domain_type
         self._timeout = timeout
         self._memory_mib = memory_mib
@@ -98,6 +107,9 @@ class LibvirtBootTester:
         return ensureDeferred(self._test(image_path, work_dir, build_id, log))
 
     async def _test(self, image_path: str, work_dir: str, build_id: str, log: Callable[[str], None]) -> None:
+        # Firmware that jumps into an empty boot sector runs zeros until the timeout: say why at once instead.
+        if not await self._door.run(thd_has_boot_code, image_path):
+            raise BootTestFailed(f"the boot test failed: {NO_BOOT_LOADER}")
         overlay = os.path.join(work_dir, OVERLAY_NAME)
         try:
             await self._make_overlay(image_path, overlay)
@@ -150,6 +162,12 @@ class LibvirtBootTester:
             )
         except InstallFailed as error:
             raise BootTestFailed(f"the boot test failed: {error.message}") from error
+
+
+def thd_has_boot_code(image_path: str) -> bool:
+    """Whether the disk's master boot record holds any boot code (blocking: run it on a door)."""
+    with open(image_path, "rb") as disk:
+        return any(disk.read(MBR_BOOT_CODE_BYTES))
 
 
 def _remove(path: str) -> None:

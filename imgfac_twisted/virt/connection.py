@@ -57,7 +57,7 @@ class LibvirtConnection(Service):
         closed.addBoth(lambda _: self._door.stopService())
         return closed
 
-    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred:
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         """Call ``fn(conn, *args, **kwargs)`` on the connection's thread, where ``conn`` is an open
         libvirt.virConnect (opened lazily on first use, re-opened if it died); fire with the result."""
         if self._stopped:
@@ -101,7 +101,7 @@ class LibvirtConnection(Service):
 
 def _is_alive(connection: Any) -> bool:
     try:
-        return connection.isAlive() == 1
+        return bool(connection.isAlive() == 1)
     except Exception:
         return False
 

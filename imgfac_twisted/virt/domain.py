@@ -53,7 +53,7 @@ def _boot(domain: etree._Element, spec: InstallSpec) -> None:
     if spec.kernel_path is None:
         # The disk boots itself, through the firmware and its boot loader.
         etree.SubElement(os_element, "boot", dev="hd")
-        # A firmware that finds nothing to boot resets at once instead of
+        # A firmware that finds no bootable disk resets at once instead of
         # retrying every minute: the watch sees the guest stop.
         etree.SubElement(os_element, "bios", rebootTimeout="0")
         return
@@ -88,6 +88,12 @@ def _devices(domain: etree._Element, spec: InstallSpec) -> None:
     etree.SubElement(console, "source", path=spec.console_log)
     etree.SubElement(console, "target", type="serial", port="0")
     # No <graphics>: nobody watches a screen; everything goes to the serial log.
+    if spec.kernel_path is None:
+        # A disk booting through its boot loader gets a display adapter, as a
+        # cloud's machine has one: GRUB's console writes through the BIOS video
+        # services and, on a machine with none, stops before the kernel.
+        video = etree.SubElement(devices, "video")
+        etree.SubElement(video, "model", type="vga")
     etree.SubElement(devices, "memballoon", model="none")
 
 
