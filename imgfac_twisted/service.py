@@ -22,7 +22,7 @@ from twisted.web.resource import Resource
 
 from .config import Config
 from .core import Doors, build_core
-from .doors import ThreadDoor, cpu_door
+from .doors import IDoor, ThreadDoor, cpu_door
 from .errors import ConfigError
 from .events import IEventBus
 from .events.amqp import AmqpBus

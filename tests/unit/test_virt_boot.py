@@ -7,9 +7,19 @@ from pathlib import Path
 
 import pytest
 from lxml import etree
+from twisted.internet.task import Clock
 
-from imgfac_twisted.testing import result_of
-from imgfac_twisted.virt.boot import BOOT_DOMAIN_PREFIX, OVERLAY_NAME, POWERED_OFF, judge_boot_line
+from imgfac_twisted.testing import FakeLibvirtConnection, InlineDoor, result_of
+from imgfac_twisted.virt.boot import (
+    BOOT_DOMAIN_PREFIX,
+    NO_BOOT_LOADER,
+    OVERLAY_NAME,
+    POWERED_OFF,
+    BootTestFailed,
+    LibvirtBootTester,
+    judge_boot_line,
+    thd_has_boot_code,
+)
 from imgfac_twisted.virt.domain import domain_xml
 from imgfac_twisted.virt.install import InstallSpec, WatchRules
 from support.watch import WatchRun
@@ -113,6 +123,28 @@ def test_boot_domain_xml_boots_the_overlay_through_the_firmware(tmp_path: Path) 
     assert domain.find("os/kernel") is None and domain.find("os/cmdline") is None
     assert domain.find("os/boot").get("dev") == "hd"
     assert domain.find("os/bios").get("rebootTimeout") == "0"
+    assert domain.find("devices/video/model").get("type") == "vga", "GRUB's console needs a display adapter"
     disk = domain.find("devices/disk")
     assert disk.find("driver").get("type") == "qcow2"
     assert disk.find("source").get("file").endswith(OVERLAY_NAME)
+
+
+def test_a_disk_without_boot_code_fails_before_any_domain(tmp_path: Path) -> None:
+    """An empty boot sector (a partition table, but no boot loader) fails the test at once, naming it;
+    no overlay is made and no domain defined."""
+    base = tmp_path / "base.raw"
+    with open(base, "wb") as disk:
+        disk.truncate(1024 * 1024)
+        disk.seek(446)
+        disk.write(b"\x80" + bytes(15))
+        disk.seek(510)
+        disk.write(b"\x55\xaa")
+    connection = FakeLibvirtConnection()
+    tester = LibvirtBootTester(connection, Clock(), InlineDoor(), domain_type="qemu", timeout=60, memory_mib=256)
+    with pytest.raises(BootTestFailed) as failed:
+        result_of(tester.test(str(base), str(tmp_path), "b1", lambda line: None))
+    assert str(failed.value) == f"the boot test failed: {NO_BOOT_LOADER}"
+    assert connection.libvirt.domains == {} and not (tmp_path / OVERLAY_NAME).exists()
+    assert thd_has_boot_code(str(base)) is False
+    base.write_bytes(b"\xeb\xfe")
+    assert thd_has_boot_code(str(base)) is True
