@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
@@ -103,18 +103,18 @@ class AmqpBus(Service):
         self._client: AmqpClient | None = None  # set once the handshake is done
         self._connecting: AmqpClient | None = None  # during the handshake
         self._channel: AMQChannel | None = None  # the publishing channel
-        self._unconfirmed: dict[int, Deferred] = {}
+        self._unconfirmed: dict[int, Deferred[None]] = {}
         self._last_tag = 0
         self._subscriptions = Subscriptions(self, exchange, PUBLISH_CHANNEL + 1, self.log)
         self._on_connect: list[Callable[[], object]] = []
-        self._waiters: list[tuple[Deferred, bool]] = []
+        self._waiters: list[tuple[Deferred[None], bool]] = []
         self._retry_delay = min_retry_delay
         self._retry_call: IDelayedCall | None = None
-        self._attempt: Deferred | None = None
+        self._attempt: Deferred[AmqpClient] | None = None
         self._failures = 0
         self._last_failure = ""
         self._stopping = False
-        self._closing: Deferred | None = None
+        self._closing: Deferred[None] | None = None
 
     # -- the service --
 
@@ -186,7 +186,7 @@ class AmqpBus(Service):
 
         return unregister
 
-    def wait_connected(self, fail_fast: bool = False) -> Deferred:
+    def wait_connected(self, fail_fast: bool = False) -> Deferred[None]:
         """Fire once connected (at once if connected now).
 
         With ``fail_fast``, fail with BusUnavailable instead if the next
@@ -196,7 +196,7 @@ class AmqpBus(Service):
             return succeed(None)
         if self._stopping or not self.running:
             return fail(BusUnavailable("the AMQP event bus is not running"))
-        d: Deferred = Deferred()
+        d: Deferred[None] = Deferred()
         self._waiters.append((d, fail_fast))
         return d
 
@@ -205,8 +205,10 @@ class AmqpBus(Service):
         endpoint = HostnameEndpoint(
             self._reactor, self._address.host, self._address.port, timeout=self._connect_timeout
         )
-        attempt = endpoint.connect(
-            AmqpClientFactory(self, self._address.vhost, self._spec, self._heartbeat, self._reactor)
+        # The factory's protocol is an AmqpClient: connect() is only typed as making an IProtocol.
+        attempt = cast(
+            "Deferred[AmqpClient]",
+            endpoint.connect(AmqpClientFactory(self, self._address.vhost, self._spec, self._heartbeat, self._reactor)),
         )
         self._attempt = attempt
         attempt.addCallback(lambda client: ensureDeferred(self._handshake(client)))
@@ -269,7 +271,7 @@ class AmqpBus(Service):
             self._call_on_connect(callback)
 
     def _call_on_connect(self, callback: Callable[[], object]) -> None:
-        result: Deferred = ensureDeferred(_call(callback))
+        result: Deferred[None] = ensureDeferred(_call(callback))
         result.addErrback(lambda f: self.log.failure("on-connect callback {callback!r} failed", f, callback=callback))
 
     def _connect_failed(self, failure: Failure) -> None:
@@ -358,7 +360,7 @@ class AmqpBus(Service):
             return fail(BusUnavailable(f"not connected to the AMQP broker {self.url}"))
         self._last_tag += 1
         tag = self._last_tag
-        confirmed: Deferred = Deferred()
+        confirmed: Deferred[None] = Deferred()
         self._unconfirmed[tag] = confirmed
         content = Content(
             event.body_bytes(),
@@ -428,4 +430,4 @@ class AmqpBus(Service):
 async def _call(callback: Callable[[], object]) -> None:
     result = callback()
     if isinstance(result, Deferred) or hasattr(result, "__await__"):
-        await result  # type: ignore[misc]
+        await result

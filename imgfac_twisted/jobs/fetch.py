@@ -36,7 +36,7 @@ class TemplateFetcher:
         except (ConnectError, DNSLookupError, ResponseFailed) as error:
             raise InvalidTemplate(f"template at {url} could not be fetched: {error.__class__.__name__}") from None
 
-    def _get(self, url: str) -> Deferred:
+    def _get(self, url: str) -> Deferred[str]:
         return ensureDeferred(self._get_body(url))
 
     async def _get_body(self, url: str) -> str:

@@ -87,11 +87,11 @@ class FakeVirt:
         self.calls: list[dict[str, Any]] = []
         self.cancelled = 0
 
-    def run_install(self, connection: Any, spec: FakeInstallSpec, **kwargs: Any) -> Deferred:
-        def cancel(_: Deferred) -> None:
+    def run_install(self, connection: Any, spec: FakeInstallSpec, **kwargs: Any) -> Deferred[None]:
+        def cancel(_: Deferred[None]) -> None:
             self.cancelled += 1
 
-        running: Deferred = Deferred(cancel)
+        running: Deferred[None] = Deferred(cancel)
         self.calls.append({"connection": connection, "spec": spec, "deferred": running, **kwargs})
         return running
 

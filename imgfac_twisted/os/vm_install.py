@@ -22,7 +22,7 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -39,6 +39,8 @@ from .initrd import copy_and_append
 from .iso import extract_boot_files, file_checksum, is_local, local_iso_path
 from .manifest import ManifestReader
 from .trees import TREEINFO, BootFiles, from_treeinfo
+
+T = TypeVar("T")
 
 #: Progress when the boot files are on disk; the VM's run fills the rest.
 DOWNLOADED = 10
@@ -75,7 +77,7 @@ class _ReactorThreads:
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
 
-    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred:
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args, **kwargs)
 
 
@@ -283,6 +285,7 @@ class VMInstaller:
     async def _verify_iso(self, job: InstallJob, iso: str) -> None:
         """Check the ISO against the template's checksum, when it gives one."""
         install = job.template.tree().find("os/install")
+        assert install is not None, "the TDL schema requires <os><install>"
         for algorithm in CHECKSUMS:
             expected = install.findtext(algorithm)
             if expected:

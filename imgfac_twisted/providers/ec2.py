@@ -129,7 +129,7 @@ class EC2Provider:
 
     def delete(
         self, provider_name: str, identifier: str, details: dict[str, str], credentials: Credentials | None
-    ) -> Deferred:
+    ) -> Deferred[None]:
         """Deregister the AMI ``identifier`` and delete its snapshot (``details['snapshot_id']``); gone is fine."""
         endpoint = self._endpoints.get(provider_name)
         if endpoint is None:

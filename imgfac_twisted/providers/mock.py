@@ -43,9 +43,9 @@ def credential_fields(xml: str, kind: str, names: tuple[str, ...], required: tup
         raise InvalidCredentials(f"credentials must hold a <{kind}> element for this provider")
     values = {}
     for name in names:
-        element = section.find(name)
-        if element is not None and (element.text or "").strip():
-            values[name] = element.text.strip()
+        text = (section.findtext(name) or "").strip()
+        if text:
+            values[name] = text
     missing = [name for name in required if name not in values]
     if missing:
         raise InvalidCredentials(f"<{kind}> lacks {', '.join(f'<{name}>' for name in missing)}")
@@ -95,6 +95,6 @@ class MockProvider:
 
     def delete(
         self, provider_name: str, identifier: str, details: dict[str, str], credentials: Credentials | None
-    ) -> Deferred:
+    ) -> Deferred[None]:
         """Nothing was uploaded, so nothing is to remove (no credentials needed)."""
         return succeed(None)

@@ -27,7 +27,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
@@ -42,6 +42,8 @@ from .archives import Member, Tar, check_members, ova_format
 from .ovf import descriptor
 from .qemu import MIB, ImageCheckFailed, QemuImg, Runner, describe
 from .sparse import copy_hashed
+
+T = TypeVar("T")
 
 #: The base image's install reports 0..50; making the target image, 50..100.
 CONVERT_START = 50
@@ -215,14 +217,14 @@ def on_reactor(reactor: Any, call: Callable[[float], None]) -> Callable[[float],
     return lambda value: reactor.callFromThread(call, value)
 
 
-def stoppable_on_disk(job: BuildJob, fn: Callable[..., Any], *args: Any) -> Deferred:
+def stoppable_on_disk(job: BuildJob, fn: Callable[..., T], *args: Any) -> Deferred[T]:
     """Run ``fn(*args, stop)`` on the disk door; cancelling sets ``stop`` (a threading.Event).
 
     The thread cannot be interrupted: ``fn`` checks ``stop`` between pieces
     of work and ends soon after; the caller stops waiting at once.
     """
     stop = threading.Event()
-    waiting: Deferred = Deferred(lambda _: stop.set())
+    waiting: Deferred[T] = Deferred(lambda _: stop.set())
     job.on_disk(fn, *args, stop).addBoth(lambda result: settle(waiting, result))
     return waiting
 
@@ -269,7 +271,7 @@ def check_fixed_vhd(path: str, size: int) -> None:
 class OvaTarget(DiskImageTarget):
     """An OVA: a tar whose first member is the OVF descriptor, then the streamOptimized vmdk."""
 
-    extension = "ova"  # type: ignore[assignment]
+    extension = "ova"
 
     async def make(self, job: BuildJob, qemu: QemuImg, base: str, size: int, stage: str) -> Artifact:
         stem = safe_name(job.template.name)
@@ -300,7 +302,7 @@ class OvaTarget(DiskImageTarget):
 class GceTarget(DiskImageTarget):
     """A GCE image: a gzipped GNU tar holding one sparse member, ``disk.raw``, the raw disk."""
 
-    extension = "tar.gz"  # type: ignore[assignment]
+    extension = "tar.gz"
 
     async def make(self, job: BuildJob, qemu: QemuImg, base: str, size: int, stage: str) -> Artifact:
         disk = os.path.join(stage, GCE_MEMBER)

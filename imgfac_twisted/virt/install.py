@@ -93,7 +93,7 @@ def run_install(
     log: Callable[[str], None],
     poll_interval: float = 1.0,
     rules: WatchRules | None = None,
-) -> Deferred:
+) -> Deferred[None]:
     """Define and start the domain, watch it until the guest powers itself off (fires None),
     or fail with InstallFailed (no disk activity for inactivity_timeout, whole install past
     total_timeout, libvirt error, domain crashed). progress(0..100) moves while it runs; every
@@ -143,7 +143,7 @@ class _InstallWatch:
         self._report_progress = progress
         self._console_line = console_line
         self.state = InstallState.STARTING
-        self.result: Deferred = Deferred(self._cancel)
+        self.result: Deferred[None] = Deferred(self._cancel)
         self._console = ConsoleTail(CONSOLE_LINES_IN_REASON)
         self._console_cursor = ConsoleCursor()
         self._questions = QuestionSpotter()
@@ -163,7 +163,7 @@ class _InstallWatch:
 
     # --- the states ------------------------------------------------------------------------------------------
 
-    def start(self) -> Deferred:
+    def start(self) -> Deferred[None]:
         _log.info("install {domain}: starting", domain=self._spec.name)
         starting = self._connection.run(thd_define_and_start, self._xml, self._spec.disk_path)
         starting.addCallbacks(self._started, self._start_failed)
@@ -192,16 +192,16 @@ class _InstallWatch:
     def _start_failed(self, failure: Failure) -> None:
         self._finish(_Outcome.FAILED, _failure_reason(failure, "the domain could not be started"))
 
-    def _poll(self) -> Deferred | None:
+    def _poll(self) -> Deferred[None] | None:
         # Returning the Deferred makes the LoopingCall wait for it: a slow
         # libvirt never has two polls of one install queued.
         if self._finishing:
             return None
         observing = self._connection.run(thd_observe, self._spec.name, self._spec.console_log, self._console_cursor)
-        observing.addCallbacks(self._observed, self._observe_failed)
+        judged = observing.addCallbacks(self._observed, self._observe_failed)
         # A LoopingCall stops on its first failure: never hand it one.
-        observing.addErrback(self._internal_error)
-        return observing
+        judged.addErrback(self._internal_error)
+        return judged
 
     def _observed(self, seen: Observation) -> None:
         if self._finishing:
@@ -307,7 +307,7 @@ class _InstallWatch:
             self._holding_result = False
             self.result.unpause()
 
-    def _cancel(self, result: Deferred) -> None:
+    def _cancel(self, result: Deferred[None]) -> None:
         # Deferred.cancel() errbacks with CancelledError as soon as this
         # returns.  Pausing holds that back from the caller's callbacks until
         # the domain is destroyed and undefined, so whoever sees the

@@ -114,7 +114,7 @@ class BasicAuthenticator:
         expires = self._recent.get(key)
         return expires is not None and expires > self._clock.seconds() and user in self._hashes
 
-    def authenticate(self, header: bytes | None) -> Deferred:
+    def authenticate(self, header: bytes | None) -> Deferred[str]:
         """Fire with the user name, or fail with AuthenticationFailed (never saying which part was wrong)."""
         try:
             user, password = parse_basic(header)
