@@ -7,7 +7,7 @@ conformance suites run against them where both exist.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
@@ -15,6 +15,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .doors import IDoor
+
+T = TypeVar("T")
 
 SPEC_TEMPLATE = (
     "<template><name>f14jeos</name><os><name>Fedora</name><version>14</version><arch>x86_64</arch>"
@@ -32,7 +34,7 @@ def template_named(name: str) -> str:
 class InlineDoor:
     """A door that runs the function at once, on the calling thread."""
 
-    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred:
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         try:
             return succeed(fn(*args, **kwargs))
         except BaseException:
@@ -98,11 +100,11 @@ class Stack:
         self.store.thd_close()
 
 
-def result_of(deferred: Deferred) -> Any:
+def result_of(deferred: Deferred[T]) -> T:
     """The result of a Deferred that has already fired; raise its failure if it failed."""
     outcome: list[Any] = []
 
-    def keep(result: Any) -> Any:
+    def keep(result: T | Failure) -> T | None:
         outcome.append(result)
         # A failure is taken here (and raised below); a success stays the result.
         return None if isinstance(result, Failure) else result
@@ -112,7 +114,8 @@ def result_of(deferred: Deferred) -> Any:
         raise AssertionError(f"{deferred!r} has not fired")
     if isinstance(outcome[0], Failure):
         outcome[0].raiseException()
-    return outcome[0]
+    result: T = outcome[0]
+    return result
 
 
 # --- libvirt ---------------------------------------------------------------------------------------------------
@@ -127,7 +130,8 @@ def libvirt_error(message: str, code: int) -> Exception:
     error = libvirt.libvirtError.__new__(libvirt.libvirtError)
     Exception.__init__(error, message)
     error.err = (code, 0, message, 2, None, None, None, 0, 0)
-    return error
+    made: Exception = error
+    return made
 
 
 class FakeDomain:
@@ -241,6 +245,7 @@ class FakeLibvirt:
         if "defineXML" in self.failures:
             raise self.failures.pop("defineXML")
         name = etree.fromstring(xml).findtext("name")
+        assert name is not None, "a domain's XML names it"
         domain = self.domains.get(name) or FakeDomain(self, name, xml)
         domain.xml = xml
         self.domains[name] = domain
@@ -268,13 +273,13 @@ class FakeLibvirtConnection:
     def __init__(self, libvirt: FakeLibvirt | None = None) -> None:
         self.libvirt = libvirt or FakeLibvirt()
         self.hold = False
-        self._held: list[tuple[Deferred, Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+        self._held: list[tuple[Deferred[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
         #: Names of the functions run, in order.
         self.calls: list[str] = []
 
-    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred:
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         if self.hold:
-            waiting: Deferred = Deferred()
+            waiting: Deferred[T] = Deferred()
             self._held.append((waiting, fn, args, kwargs))
             return waiting
         return self._call(fn, args, kwargs)
@@ -286,7 +291,7 @@ class FakeLibvirtConnection:
         for waiting, fn, args, kwargs in held:
             self._call(fn, args, kwargs).chainDeferred(waiting)
 
-    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Deferred:
+    def _call(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Deferred[T]:
         self.calls.append(fn.__name__)
         try:
             return succeed(fn(self.libvirt, *args, **kwargs))

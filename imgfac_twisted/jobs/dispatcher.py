@@ -65,7 +65,7 @@ class StartedBuild:
 
 @dataclass
 class _Running:
-    deferred: Deferred
+    deferred: Deferred[None]
     stop_reason: list[str] = field(default_factory=list)
 
 
@@ -408,7 +408,7 @@ class Dispatcher(Service):
             for builder in map(self._index.get, self._running)
         )
 
-    def _clean_up_after(self, build_id: str, ended: list[Deferred]) -> None:
+    def _clean_up_after(self, build_id: str, ended: list[Deferred[None]]) -> None:
         """Once every target of a build has ended, remove its base image and install files.
 
         Each target image is a file of its own by then; the builders' logs
@@ -416,7 +416,7 @@ class Dispatcher(Service):
         to the next start, which removes every build's work files.
         """
 
-        def clean(_: Any) -> Deferred | None:
+        def clean(_: object) -> Deferred[None] | None:
             if self._build_running(build_id):
                 # Targets added to the build later still need its base image; the last to end cleans up.
                 return None
@@ -438,7 +438,7 @@ class Dispatcher(Service):
 
         return work
 
-    def _install_slot(self, builder: Builder, template: Template) -> Callable[[], Deferred] | None:
+    def _install_slot(self, builder: Builder, template: Template) -> Callable[[], Deferred[None]] | None:
         """For a target made from the base image: wait, PENDING, until the build's install holds a local session."""
         if not self._targets[builder.target].uses_base_image:
             return None
@@ -454,7 +454,7 @@ class Dispatcher(Service):
         slots: DeferredSemaphore,
         active: Status,
         work: Callable[[], Awaitable[dict[str, Any]]],
-        ready: Callable[[], Deferred] | None = None,
+        ready: Callable[[], Deferred[None]] | None = None,
     ) -> None:
         running = _Running(deferred=Deferred())
         self._running[builder.id] = running
@@ -469,7 +469,7 @@ class Dispatcher(Service):
         active: Status,
         work: Callable[[], Awaitable[dict[str, Any]]],
         running: _Running,
-        ready: Callable[[], Deferred] | None,
+        ready: Callable[[], Deferred[None]] | None,
     ) -> None:
         try:
             await self._updater.move(builder_id, Status.PENDING, stage=StageName.WAITING)
@@ -528,7 +528,7 @@ class Dispatcher(Service):
         running.deferred.cancel()
         return True
 
-    def _track(self, builder_id: str, deferred: Deferred) -> None:
+    def _track(self, builder_id: str, deferred: Deferred[None]) -> None:
         """Keep background work until it ends (stopService waits) and log what it fails with."""
         self._background.run_logged(
             deferred, self.log, "background work for builder {builder_id} failed", builder_id=builder_id

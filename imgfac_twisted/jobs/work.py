@@ -17,7 +17,7 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -30,6 +30,12 @@ from ..template import Template
 from .base_images import BaseImages, Follower
 from .logs import BuilderLogs
 
+T = TypeVar("T")
+
+
+def _nothing(_: object) -> None:
+    """Drop a result nobody reads."""
+
 
 @dataclass(frozen=True)
 class _BuilderWork:
@@ -40,12 +46,12 @@ class _BuilderWork:
     work_dir: str
     reactor: Any
     logs: BuilderLogs
-    #: Records the builder's progress (0..100) in its current status.
-    report: Callable[[int], Deferred[None]]
+    #: Records the builder's progress (0..100) in its current status; fires with the moved Builder.
+    report: Callable[[int], Deferred[Builder]]
 
     def progress(self, percent: int) -> Deferred[None]:
         """Record how far the work got (0..100)."""
-        return self.report(percent)
+        return self.report(percent).addCallback(_nothing)
 
     def log(self, message: str) -> Deferred[None]:
         """Add a line to the builder's log."""
@@ -60,7 +66,7 @@ class TargetBuildJob(_BuilderWork):
     base_images: BaseImages
     disk_door: IDoor
     #: Records the stage the builder entered.
-    enter_stage: Callable[[StageName], Deferred[None]]
+    enter_stage: Callable[[StageName], Deferred[Builder]]
 
     def base_image(self) -> Deferred[str]:
         """Fire with the path of the build's raw base image; its install moves progress 0 to 50.
@@ -80,7 +86,7 @@ class TargetBuildJob(_BuilderWork):
         """Remove a file or folder (if there) on the disk door, off the reactor."""
         return self.disk_door.run(discard_path, path)
 
-    def on_disk(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
+    def on_disk(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
         """Run blocking file work ``fn(*args)`` on the disk door, off the reactor."""
         return self.disk_door.run(fn, *args)
 
@@ -122,7 +128,7 @@ def discard_path(path: str) -> None:
             pass
 
 
-def install_progress(report: Callable[[int], Deferred[None]]) -> Callable[[int], None]:
+def install_progress(report: Callable[[int], Deferred[Builder]]) -> Callable[[int], None]:
     """A base image install's progress (0..100) reported as the first half (0..50) of a target builder's."""
 
     def reported(percent: int) -> None:
@@ -133,7 +139,9 @@ def install_progress(report: Callable[[int], Deferred[None]]) -> Callable[[int],
     return reported
 
 
-def follower(report: Callable[[int], Deferred[None]], enter_stage: Callable[[StageName], Deferred[None]]) -> Follower:
+def follower(
+    report: Callable[[int], Deferred[Builder]], enter_stage: Callable[[StageName], Deferred[Builder]]
+) -> Follower:
     """How a target builder follows its build's install: its progress (0..50) and its stages."""
 
     def entered(stage: StageName) -> None:
