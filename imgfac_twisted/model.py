@@ -10,6 +10,7 @@ import enum
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from .errors import InvalidTransition
 
@@ -219,7 +220,7 @@ class Builder:
             return self.stages[-1].name
         return None
 
-    def moved(self, status: Status, completed: int | None = None, *, now: float, **changes: object) -> Builder:
+    def moved(self, status: Status, completed: int | None = None, *, now: float, **changes: Any) -> Builder:
         """Return a copy in ``status``, after checking the move is allowed."""
         check_transition(self.status, status)
         if completed is None:
@@ -228,12 +229,12 @@ class Builder:
             raise ValueError(f"completed must be within 0..100, not {completed}")
         if status.is_final:
             # A builder that ended runs no stage any more.
-            changes = {**changes, "stages": ended_stages(changes.get("stages", self.stages), now)}  # type: ignore[arg-type]
+            changes = {**changes, "stages": ended_stages(changes.get("stages", self.stages), now)}
         return dataclasses.replace(
             self,
             status=status,
             completed=completed,
-            updated=now,  # type: ignore[arg-type]
+            updated=now,
             sequence=self.sequence + 1,
             **changes,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..registry import PluginEnvironment
 from ..template import Template
 from . import preseed
@@ -14,7 +16,7 @@ class DebianFamily(VMInstaller):
 
     answer_file = "preseed.cfg"
 
-    def __init__(self, environment: PluginEnvironment, name: str, **options) -> None:
+    def __init__(self, environment: PluginEnvironment, name: str, **options: Any) -> None:
         super().__init__(environment, **options)
         self.name = name
         self.os_names = (name.lower(),)
@@ -32,11 +34,11 @@ class DebianFamily(VMInstaller):
         return preseed.kernel_arguments(template)
 
 
-def debian(environment: PluginEnvironment, **options) -> DebianFamily:
+def debian(environment: PluginEnvironment, **options: Any) -> DebianFamily:
     """The ``debian`` entry point."""
     return DebianFamily(environment, "Debian", **options)
 
 
-def ubuntu(environment: PluginEnvironment, **options) -> DebianFamily:
+def ubuntu(environment: PluginEnvironment, **options: Any) -> DebianFamily:
     """The ``ubuntu`` entry point."""
     return DebianFamily(environment, "Ubuntu", **options)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..registry import PluginEnvironment
 from ..template import Template
 from . import kickstart
@@ -14,7 +16,7 @@ class RedHatFamily(VMInstaller):
 
     answer_file = "ks.cfg"
 
-    def __init__(self, environment: PluginEnvironment, name: str, os_names: tuple[str, ...], **options) -> None:
+    def __init__(self, environment: PluginEnvironment, name: str, os_names: tuple[str, ...], **options: Any) -> None:
         super().__init__(environment, **options)
         self.name = name
         self.os_names = os_names
@@ -37,16 +39,16 @@ class RedHatFamily(VMInstaller):
         return kickstart.kernel_arguments(template, tree_url)
 
 
-def fedora(environment: PluginEnvironment, **options) -> RedHatFamily:
+def fedora(environment: PluginEnvironment, **options: Any) -> RedHatFamily:
     """The ``fedora`` entry point."""
     return RedHatFamily(environment, "Fedora", ("fedora",), **options)
 
 
-def rhel(environment: PluginEnvironment, **options) -> RedHatFamily:
+def rhel(environment: PluginEnvironment, **options: Any) -> RedHatFamily:
     """The ``rhel`` entry point (``RHEL``, ``RHEL-8``, ``RedHat``...)."""
     return RedHatFamily(environment, "RHEL", ("rhel", "redhat"), **options)
 
 
-def centos(environment: PluginEnvironment, **options) -> RedHatFamily:
+def centos(environment: PluginEnvironment, **options: Any) -> RedHatFamily:
     """The ``centos`` entry point (``CentOS``, ``CentOS-Stream``...)."""
     return RedHatFamily(environment, "CentOS", ("centos", "centos-stream"), **options)

@@ -35,11 +35,12 @@ from .errors import Conflict, error_body, json_body, render_failure
 from .manifests import icicle_xml, spdx_json
 from .oauth import OAuthVerifier
 from .params import provider_credentials, read_params
+from .site import body_cap_exceeded
 
 
 def base_url(request: IRequest) -> str:
     """``scheme://host[:port]`` as the client addressed this daemon."""
-    host = request.getHeader(b"host")
+    host: bytes | None = request.getHeader(b"host")
     if host is None:
         address = request.getHost()
         host = f"{address.host}:{address.port}".encode("ascii")
@@ -191,7 +192,7 @@ class FactoryAPI:
         return self._status(request, found, "builder_status", shapes.builder_path(found.id))
 
     @app.route("/imagefactory/builders/<builder_id>/log", methods=["GET"])
-    def builder_log(self, request: IRequest, builder_id: str) -> Deferred:
+    def builder_log(self, request: IRequest, builder_id: str) -> Deferred[bytes]:
         """The builder's log as text, from byte ``offset`` (a query argument) on.
 
         ``X-Builder-Status`` tells a client following the log when to stop.
@@ -227,7 +228,7 @@ class FactoryAPI:
     @app.route(
         "/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>/raw_image", methods=["GET"]
     )
-    def raw_image(self, request: IRequest, image_id: str, build_id: str, target_image_id: str) -> Resource:
+    def raw_image(self, request: IRequest, image_id: str, build_id: str, target_image_id: str) -> Resource | bytes:
         """The target image file as made, byte for byte (ranges, ETag), once COMPLETED; 404 before."""
         found = self._target_builder(image_id, build_id, target_image_id)
         if found.status != Status.COMPLETED or found.artifact_path is None:
@@ -285,7 +286,7 @@ class FactoryAPI:
         return self._static(request, name)
 
     @app.route("/metrics", methods=["GET"])
-    def metrics(self, request: IRequest) -> Deferred:
+    def metrics(self, request: IRequest) -> Deferred[bytes]:
         """The daemon's metrics in Prometheus' text format."""
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
         return self._metrics.render()
@@ -482,8 +483,9 @@ class FactoryRoot(Resource):
             self._shapes.setdefault(count, []).append((encoded, getattr(api, method), positions))
 
     def render(self, request: IRequest) -> Any:
-        if getattr(request, "too_large", False):
-            return error_body(request, 413, f"request body is larger than {request.max_body_bytes} bytes")
+        cap = body_cap_exceeded(request)
+        if cap is not None:
+            return error_body(request, 413, f"request body is larger than {cap} bytes")
         if request.method in (b"GET", b"HEAD"):
             answer = self._fast_read(request)
             if answer is not None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
+from twisted.web import http
+from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -34,10 +36,10 @@ class CappedRequest(Request):
         if not self.too_large:
             super().handleContentChunk(data)
 
-    _hidden_content_type: list[bytes] | None = None
+    _hidden_content_type: Sequence[bytes] | None = None
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if self.too_large:
+        if self.too_large and self.content is not None:
             # Nothing of the body is kept; parse no arguments out of it.
             self.content.seek(0)
             self.content.truncate()
@@ -56,20 +58,38 @@ class CappedRequest(Request):
         super().process()
 
 
+def body_cap_exceeded(request: IRequest) -> int | None:
+    """The ``max_body_bytes`` a request's body went over (see CappedRequest); None when it did not."""
+    if not getattr(request, "too_large", False):
+        return None
+    cap: int = getattr(request, "max_body_bytes", CappedRequest.max_body_bytes)
+    return cap
+
+
+class _MeteredSite(Site):
+    """A Site that counts every answered request, and writes an access log only when given a file."""
+
+    def __init__(self, root: Resource, access_log: str | None, metrics: Metrics) -> None:
+        super().__init__(root, logPath=access_log)
+        self._access_log = access_log
+        self._metrics = metrics
+
+    def log(self, request: http.Request) -> None:
+        self._metrics.http_request(request.path.split(b"/")[1:], request.method, request.code)
+        # Without a path twisted.web writes an access line per request into the
+        # daemon's log; that costs about a fifth of a poll's time and buries the
+        # build events.  The access_log option names a file for one.
+        if self._access_log is not None:
+            super().log(request)
+
+
 def make_site(root: Resource, max_body_bytes: int, access_log: str | None, metrics: Metrics) -> Site:
     """A Site serving ``root`` with capped request bodies, request metrics and, when asked, an access log."""
-    request_class = type("Request", (CappedRequest,), {"max_body_bytes": max_body_bytes})
-    site = Site(root, logPath=access_log)
-    site.requestFactory = request_class
-    # Without a path twisted.web writes an access line per request into the
-    # daemon's log; that costs about a fifth of a poll's time and buries the
-    # build events.  The access_log option names a file for one.
-    access = site.log if access_log is not None else None
+    cap = max_body_bytes
 
-    def log(request: Any) -> None:
-        metrics.http_request(request.path.split(b"/")[1:], request.method, request.code)
-        if access is not None:
-            access(request)
+    class SiteRequest(CappedRequest):
+        max_body_bytes = cap
 
-    site.log = log
+    site = _MeteredSite(root, access_log, metrics)
+    site.requestFactory = SiteRequest
     return site

@@ -21,6 +21,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from ...errors import PayloadTooLarge
 from ..basic_auth import BasicAuthenticator
+from ..site import body_cap_exceeded
 from .errors import NotAcceptable, render_failure
 
 #: Media ranges a client may accept to get this API's XML.
@@ -69,10 +70,9 @@ class ConductorResource(Resource):
         self._fast_read = fast_read
 
     def render(self, request: IRequest) -> Any:
-        if getattr(request, "too_large", False):
-            return render_failure(
-                request, Failure(PayloadTooLarge(f"request body is larger than {request.max_body_bytes} bytes"))
-            )
+        cap = body_cap_exceeded(request)
+        if cap is not None:
+            return render_failure(request, Failure(PayloadTooLarge(f"request body is larger than {cap} bytes")))
         header = request.getHeader(b"authorization")
         if self._authenticator.recently_checked(header) is not None:
             # A poller's credentials, checked moments ago: answered on this turn, without a Deferred.
@@ -113,7 +113,7 @@ class ConductorResource(Resource):
 
     @staticmethod
     def _finish(request: IRequest, body: bytes) -> None:
-        if getattr(request, "_disconnected", False) or request.finished:
+        if getattr(request, "_disconnected", False) or getattr(request, "finished", False):
             return
         # As twisted.web does for a body returned by render(): a length, not chunks.
         request.setHeader(b"content-length", str(len(body)).encode("ascii"))
