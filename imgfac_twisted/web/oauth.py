@@ -39,6 +39,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from oauthlib.common import CaseInsensitiveDict, Request, urldecode
@@ -174,7 +175,8 @@ class OAuthVerifier:
         self._nonces.remember(request.client_key, request.nonce, expiry)
         if self._spent is not None:
             self._spent(request.client_key, request.nonce, expiry)
-        return request.client_key
+        client_key: str = request.client_key
+        return client_key
 
     # -- helpers ----------------------------------------------------------
 
@@ -186,14 +188,15 @@ class OAuthVerifier:
         body is part of the signature itself and needs no hash, but one
         that carries a hash must match it too.
         """
-        given = dict(request.oauth_params).get("oauth_body_hash")
+        given = _oauth_params(request).get("oauth_body_hash")
         if given is None:
             if self._require_body_hash and body and not is_form:
                 raise AuthenticationFailed(_BODY_HASH_MISSING)
             return
         # Bodies are capped by max_body_bytes (2 MiB by default): hashing one
         # costs about 1 ms at most (measured), on the same turn as the HMAC.
-        digest = _BODY_HASHES[request.signature_method](body or b"").digest()
+        # The signature verified, so its method is one of _BODY_HASHES'.
+        digest = _BODY_HASHES[str(request.signature_method)](body or b"").digest()
         expected = base64.b64encode(digest).decode("ascii")
         if not hmac.compare_digest(given.encode("utf-8"), expected.encode("ascii")):
             raise AuthenticationFailed(_BODY_HASH_MISMATCH)
@@ -238,7 +241,7 @@ class OAuthVerifier:
         return _MISSING_SIGNATURE
 
     @staticmethod
-    def _unusable_reason(uri: str, headers: Mapping[str, str], form_body: str | None) -> str:
+    def _unusable_reason(uri: str, headers: dict[str, str], form_body: str | None) -> str:
         """Say why oauthlib could not build a request from the parameters.
 
         oauthlib only reports "False, None" here; its three causes are no
@@ -293,12 +296,19 @@ class OAuthVerifier:
         ]
         if missing:
             return "incomplete OAuth request: missing " + ", ".join(missing)
-        if request.signature_method not in ALLOWED_METHODS:
-            return f"unsupported signature method {_echo(request.signature_method)} (use HMAC-SHA1 or HMAC-SHA256)"
-        version = request.oauth_params.get("oauth_version", "1.0")
+        # All four are there (checked above): strings.
+        method, timestamp = str(request.signature_method), str(request.timestamp)
+        if method not in ALLOWED_METHODS:
+            return f"unsupported signature method {_echo(method)} (use HMAC-SHA1 or HMAC-SHA256)"
+        version = _oauth_params(request).get("oauth_version", "1.0")
         if version != "1.0":
             return f"unsupported OAuth version {_echo(version)} (use 1.0)"
-        timestamp = request.timestamp
         if len(timestamp) != 10 or not (timestamp.isascii() and timestamp.isdigit()):
             return _BAD_TIMESTAMP_MESSAGE
         return _MALFORMED
+
+
+def _oauth_params(request: Request) -> dict[str, str]:
+    """The OAuth parameters of a request oauthlib's endpoint made: a dict (types-oauthlib says a list)."""
+    params: Any = request.oauth_params
+    return dict(params)

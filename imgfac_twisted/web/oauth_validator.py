@@ -105,7 +105,7 @@ class TwoLeggedValidator(RequestValidator):
         return False
 
     @property
-    def timestamp_lifetime(self) -> float:
+    def timestamp_lifetime(self) -> float:  # type: ignore[override]  # types-oauthlib says int; inf is on purpose
         """Return infinity, which disables oauthlib's own timestamp check.
 
         oauthlib compares the timestamp with ``time.time()``; we compare it
