@@ -13,6 +13,7 @@ import functools
 import importlib.resources
 import re
 import threading
+from typing import Any, TypeAlias
 
 from lxml import etree
 
@@ -42,7 +43,8 @@ def _relaxng() -> etree.RelaxNG:
 
 @functools.cache
 def _define_names() -> frozenset[str]:
-    return frozenset(d.get("name") for d in schema_document().iterfind(f"{{{_RNG_NS}}}define"))
+    names = (d.get("name") for d in schema_document().iterfind(f"{{{_RNG_NS}}}define"))
+    return frozenset(name for name in names if name is not None)
 
 
 @functools.cache
@@ -50,13 +52,19 @@ def _sub_relaxng(define: str) -> etree.RelaxNG:
     """The schema with ``define`` as its start: validates one element alone."""
     grammar = copy.deepcopy(schema_document())
     start = grammar.find(f"{{{_RNG_NS}}}start")
+    if start is None:
+        raise ValueError("the TDL schema has no <start>")
     for child in list(start):
         start.remove(child)
     etree.SubElement(start, f"{{{_RNG_NS}}}ref", name=define)
     return etree.RelaxNG(grammar)
 
 
-def _run(schema: etree.RelaxNG, root: etree._Element) -> list:
+#: An entry of libxml2's error log (lxml-stubs has no type for it).
+LogEntry: TypeAlias = Any
+
+
+def _run(schema: etree.RelaxNG, root: etree._Element) -> list[LogEntry]:
     with _validation_lock:
         if schema.validate(root):
             return []
@@ -115,8 +123,8 @@ _MESSAGE_PATTERNS = {
 _NO_MATCH = re.compile(r"(?!)")
 
 
-def _kind(entry) -> str:
-    return entry.type_name.removeprefix("RELAXNG_ERR_")
+def _kind(entry: LogEntry) -> str:
+    return str(entry.type_name).removeprefix("RELAXNG_ERR_")
 
 
 def _node(root: etree._Element, path: str | None) -> etree._Element | None:
@@ -126,10 +134,10 @@ def _node(root: etree._Element, path: str | None) -> etree._Element | None:
         found = root.getroottree().xpath(path)
     except etree.XPathError:
         return None
-    return found[0] if found and isinstance(found[0], etree._Element) else None
+    return found[0] if isinstance(found, list) and found and isinstance(found[0], etree._Element) else None
 
 
-def _where(node: etree._Element | None, entry, prefix: str, path: str | None) -> tuple[str, str]:
+def _where(node: etree._Element | None, entry: LogEntry, prefix: str, path: str | None) -> tuple[str, str]:
     """``("line N: ", "template/os")`` for an error at ``path``."""
     line = node.sourceline if node is not None else entry.line
     location = (prefix + (path or "")).strip("/") or "template"
@@ -144,7 +152,7 @@ def _define_for(location: str) -> str:
     return ".".join(re.sub(r"\[\d+\]", "", step) for step in location.split("/"))
 
 
-def _explain(root: etree._Element, entries: list, prefix: str) -> list[str]:
+def _explain(root: etree._Element, entries: list[LogEntry], prefix: str) -> list[str]:
     """Turn libxml2's RELAX NG error log into readable problems.
 
     ``prefix`` is the path of the parent of ``root`` when ``root`` is a
@@ -212,10 +220,10 @@ def _explain(root: etree._Element, entries: list, prefix: str) -> list[str]:
         elif kind in ("ELEMEXTRANS", "ELEMWRONGNS", "ELEMNONS"):
             add(f"{line}TDL elements must not be in an XML namespace", location)
         elif kind == "CONTENTVALID" and match:
-            owner_is_node = node is not None and node.tag == match["el"]
-            if owner_is_node and node.tag == "install" and location not in explained:
-                add(_install_problem(node, line, location), location)
-            elif owner_is_node:
+            culprit = node if node is not None and node.tag == match["el"] else None
+            if culprit is not None and culprit.tag == "install" and location not in explained:
+                add(_install_problem(culprit, line, location), location)
+            elif culprit is not None:
                 # Summary of errors reported before; only useful on its own.
                 if not problems:
                     add(f"{line}{location}: invalid content", location)
@@ -273,7 +281,7 @@ def _install_problem(install: etree._Element, line: str, location: str) -> str:
     )
 
 
-def _attribute_problem(node, attribute: str, line: str, location: str) -> str:
+def _attribute_problem(node: etree._Element | None, attribute: str, line: str, location: str) -> str:
     known = _ATTRIBUTES.get(node.tag if node is not None else "", {})
     if attribute in known and node is not None:
         return (
@@ -283,20 +291,20 @@ def _attribute_problem(node, attribute: str, line: str, location: str) -> str:
     return f"{line}{location}: unexpected attribute '{attribute}'"
 
 
-def _missing_attributes(node, line: str, location: str) -> list[str]:
+def _missing_attributes(node: etree._Element | None, line: str, location: str) -> list[str]:
     known = _ATTRIBUTES.get(node.tag if node is not None else "", {})
     missing = [
         f"{line}{location}: missing required attribute '{name}'"
         for name, (required, _) in known.items()
-        if required and node.get(name) is None
+        if required and (node is None or node.get(name) is None)
     ]
     return missing or [f"{line}{location}: invalid attributes"]
 
 
-def _value_problem(node, line: str, location: str) -> str:
+def _value_problem(node: etree._Element | None, line: str, location: str) -> str:
     if node is None:
         return f"{line}{location}: invalid value"
-    value = "".join(node.itertext()).strip()
+    value = "".join(str(piece) for piece in node.itertext()).strip()
     if not value:
         return f"{line}{location} must not be empty"
     if node.tag in _SECRET_ELEMENTS:

@@ -147,9 +147,9 @@ def parse_template(text: str | bytes) -> Template:
 
 
 def _extract(root: etree._Element, xml: str) -> Template:
-    os_ = root.find("os")
-    install = os_.find("install")
-    install_type = install.get("type").strip()
+    os_ = _child(root, "os")
+    install = _child(os_, "install")
+    install_type = _attribute(install, "type")
     rootpw = os_.find("rootpw")
     description = root.find("description")
     size = root.find("disk/size")
@@ -157,19 +157,19 @@ def _extract(root: etree._Element, xml: str) -> Template:
     kernelparam = root.find("kernelparam")
     return Template(
         xml=xml,
-        name=_text(root.find("name")),
+        name=_text(_child(root, "name")),
         description=None if description is None else _text(description),
-        os_name=_text(os_.find("name")),
-        os_version=_text(os_.find("version")),
-        os_arch=_text(os_.find("arch")),
+        os_name=_text(_child(os_, "name")),
+        os_version=_text(_child(os_, "version")),
+        os_arch=_text(_child(os_, "arch")),
         install_type=install_type,
-        install_location=_text(install.find(install_type)),
+        install_location=_text(_child(install, install_type)),
         disk_size_gib=math.ceil(size_bytes / 1024**3),
         disk_size_bytes=size_bytes,
         root_password=None if rootpw is None else _text(rootpw),
-        packages=tuple(p.get("name").strip() for p in root.iterfind("packages/package")),
+        packages=tuple(_attribute(p, "name") for p in root.iterfind("packages/package")),
         repositories=tuple(
-            (r.get("name").strip(), _text(r.find("url"))) for r in root.iterfind("repositories/repository")
+            (_attribute(r, "name"), _text(_child(r, "url"))) for r in root.iterfind("repositories/repository")
         ),
         repository_details=tuple(_repository(r) for r in root.iterfind("repositories/repository")),
         files=tuple(_file(f, i) for i, f in enumerate(root.iterfind("files/file"), 1)),
@@ -185,8 +185,8 @@ def _bool(element: etree._Element | None, default: bool) -> bool:
 
 def _repository(element: etree._Element) -> Repository:
     return Repository(
-        name=element.get("name").strip(),
-        url=_text(element.find("url")),
+        name=_attribute(element, "name"),
+        url=_text(_child(element, "url")),
         signed=_bool(element.find("signed"), False),
         persisted=_bool(element.find("persisted"), True),
         sslverify=_bool(element.find("sslverify"), True),
@@ -205,14 +205,14 @@ def _content(element: etree._Element, location: str) -> bytes:
 
 
 def _file(element: etree._Element, index: int) -> TemplateFile:
-    path = element.get("name").strip()
+    path = _attribute(element, "name")
     return TemplateFile(path=path, content=_content(element, f"template/files/file[{index}] ({path!r})"))
 
 
 def _commands(root: etree._Element, parent: str) -> tuple[Command, ...]:
     commands = []
     for index, element in enumerate(root.iterfind(f"{parent}/command"), 1):
-        name = element.get("name").strip()
+        name = _attribute(element, "name")
         script = _content(element, f"template/{parent}/command[{index}] ({name!r})")
         try:
             text = script.decode("utf-8")
@@ -229,6 +229,22 @@ def _commands(root: etree._Element, parent: str) -> tuple[Command, ...]:
 
 def _text(element: etree._Element) -> str:
     return (element.text or "").strip()
+
+
+def _child(parent: etree._Element, path: str) -> etree._Element:
+    """The element at ``path`` under ``parent``, which the schema requires (checked before extraction)."""
+    found = parent.find(path)
+    if found is None:
+        raise InvalidTemplate(f"template is invalid: <{parent.tag}> has no <{path}>")
+    return found
+
+
+def _attribute(element: etree._Element, name: str) -> str:
+    """An attribute the schema requires, stripped."""
+    value = element.get(name)
+    if value is None:
+        raise InvalidTemplate(f"template is invalid: <{element.tag}> has no {name} attribute")
+    return value.strip()
 
 
 def _disk_size_bytes(size: str) -> int:
@@ -278,7 +294,7 @@ def _secrets_in_raw(text: str | bytes) -> list[str]:
 def _secrets_in_tree(root: etree._Element) -> list[str]:
     found: list[str] = []
     for rootpw in root.iter("rootpw"):
-        found.extend(_secret_variants("".join(rootpw.itertext())))
+        found.extend(_secret_variants("".join(str(piece) for piece in rootpw.itertext())))
     return found
 
 
