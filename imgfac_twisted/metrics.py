@@ -8,7 +8,7 @@ counters and histograms are fed as things happen.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -16,6 +16,9 @@ from prometheus_client.registry import Collector
 from twisted.internet.defer import Deferred, gatherResults
 
 from .model import Builder, Operation, Status
+
+#: What a slow gauge reads: a count or a measure.
+Number = TypeVar("Number", int, float)
 
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, float("inf"))
 ACTIVE = (Status.BUILDING, Status.PUSHING)
@@ -120,7 +123,7 @@ class Metrics:
         """Publish a gauge whose samples ``read`` returns at each scrape."""
         self._gauges.add(name, documentation, labels, read)
 
-    def add_slow_gauge(self, name: str, documentation: str, fetch: Callable[[], Deferred[float]]) -> None:
+    def add_slow_gauge(self, name: str, documentation: str, fetch: Callable[[], Deferred[Number]]) -> None:
         """Publish a gauge whose value needs blocking work (e.g. a store count): fetched before each scrape."""
         gauge = Gauge(name, documentation, registry=self.registry)
         self._refreshers.append(lambda: fetch().addCallback(gauge.set))

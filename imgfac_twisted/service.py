@@ -17,6 +17,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 
@@ -286,6 +287,7 @@ def _web_service(
         root = SiteRoot(root, conductor)
     site = make_site(root, config.max_body_bytes, config.access_log, metrics)
     # Both endpoints take an IPv6 interface too ("::"), despite their names.
+    endpoint: IStreamServerEndpoint
     if config.no_ssl:
         endpoint = TCP4ServerEndpoint(reactor, config.port, interface=config.address)
         scheme = "http"

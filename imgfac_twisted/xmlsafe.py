@@ -23,12 +23,15 @@ call from any thread (e.g. ``deferToThread``) without further thought.
 
 from __future__ import annotations
 
+from typing import Any
+
 from lxml import etree
 
 __all__ = ["parse_xml"]
 
 #: Options of every parser built by this module.  Not to be loosened.
-PARSER_OPTIONS = {
+#: Keyword arguments of etree.XMLParser.
+PARSER_OPTIONS: dict[str, Any] = {
     "resolve_entities": False,
     "no_network": True,
     "load_dtd": False,
@@ -108,7 +111,8 @@ def parse_xml(
 
     # Second line of defence: whatever the scan above may have missed (an
     # encoding it does not know), a parsed DTD is still refused.
-    docinfo = root.getroottree().docinfo
+    # Any: lxml-stubs' DocInfo lacks ``doctype``.
+    docinfo: Any = root.getroottree().docinfo
     if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
         raise error(_doctype_refused(what))
     return root

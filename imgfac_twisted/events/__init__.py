@@ -39,7 +39,8 @@ class Event:
 
     @property
     def event_id(self) -> str:
-        return self.body["event_id"]
+        event_id: str = self.body["event_id"]
+        return event_id
 
     def to_json(self) -> str:
         """The event as one JSON text (what the outbox keeps)."""

@@ -54,7 +54,7 @@ def _item(hardware: etree._Element, fields: dict[str, str]) -> None:
 
 def descriptor(name: str, os_description: str, disk_file: str, disk_file_size: int, capacity: int) -> bytes:
     """The OVF envelope (UTF-8 XML) of a virtual system ``name`` whose disk is ``disk_file``."""
-    envelope = etree.Element(_ovf("Envelope"), nsmap=NAMESPACES)
+    envelope = etree.Element(_ovf("Envelope"), nsmap=NAMESPACES)  # type: ignore[arg-type]  # None: the default namespace
     references = _child(envelope, "References")
     _child(references, "File", href=disk_file, id=FILE_ID, size=str(disk_file_size))
     disks = _child(envelope, "DiskSection")

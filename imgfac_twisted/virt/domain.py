@@ -98,6 +98,6 @@ def _devices(domain: etree._Element, spec: InstallSpec) -> None:
 
 
 def _text(parent: etree._Element, tag: str, text: str, **attributes: str) -> etree._Element:
-    element = etree.SubElement(parent, tag, **attributes)
+    element = etree.SubElement(parent, tag, attributes)
     element.text = text
     return element

@@ -44,7 +44,8 @@ def _thd_remove_leftovers(conn: Any, under: str | None) -> list[str]:
 
 def _uses_files_under(xml: str, directory: str) -> bool:
     domain = parse_xml(xml, max_bytes=4 * 1024 * 1024, what="domain XML")
-    paths = domain.xpath("devices/disk/source/@file | devices/serial/source/@path")
+    found = domain.xpath("devices/disk/source/@file | devices/serial/source/@path")
+    paths = [str(path) for path in found] if isinstance(found, list) else []
     top = os.path.abspath(directory)
     return any(os.path.commonpath([top, os.path.abspath(path)]) == top for path in paths)
 

@@ -85,7 +85,11 @@ def _json_object(body: bytes) -> dict[str, str]:
     wrong = sorted(name for name, value in document.items() if not isinstance(value, str))
     if wrong:
         raise InvalidRequest(f"parameters must be strings: {', '.join(wrong)}")
-    return {_text(name, "request body"): _text(value, "request body") for name, value in document.items()}
+    return {
+        _text(name, "request body"): _text(value, "request body")
+        for name, value in document.items()
+        if isinstance(value, str)
+    }
 
 
 def unwrapped(document: dict[str, object]) -> dict[str, object]:
@@ -129,7 +133,8 @@ def _multipart_fields(content_type: bytes, body: bytes) -> dict[str, str]:
         if not name:
             raise InvalidRequest("every multipart part needs a Content-Disposition name")
         try:
-            fields[str(name)] = (part.get_payload(decode=True) or b"").decode("utf-8")
+            payload = part.get_payload(decode=True)
+            fields[str(name)] = payload.decode("utf-8") if isinstance(payload, bytes) else ""
         except UnicodeDecodeError:
             raise InvalidRequest(f"multipart field {name!r} is not UTF-8 text") from None
     return fields

@@ -24,7 +24,7 @@ import datetime
 import os
 import re
 import socket
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import OpenSSL
 from cryptography import x509
@@ -32,6 +32,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
+    PublicKeyTypes,
 )
 from OpenSSL import SSL, crypto
 from twisted.internet.ssl import CertificateOptions, TLSVersion
@@ -75,9 +76,9 @@ class PemMaterial(NamedTuple):
     chain: list[x509.Certificate]
 
 
-def _public_der(public_key: object) -> bytes:
+def _public_der(public_key: PublicKeyTypes) -> bytes:
     """DER SubjectPublicKeyInfo of a public key, used to compare keys."""
-    return public_key.public_bytes(  # type: ignore[attr-defined]
+    return public_key.public_bytes(
         serialization.Encoding.DER,
         serialization.PublicFormat.SubjectPublicKeyInfo,
     )
@@ -196,8 +197,12 @@ def _pyopenssl_takes_cryptography_objects() -> bool:
     return (major, minor) >= (24, 3)
 
 
-def _for_pyopenssl(obj: object) -> object:
-    """*obj* (cryptography key or certificate) in the form pyOpenSSL wants."""
+def _for_pyopenssl(obj: object) -> Any:
+    """*obj* (cryptography key or certificate) in the form pyOpenSSL wants.
+
+    Any: Twisted's annotations name pyOpenSSL's own types only, which a recent
+    pyOpenSSL takes cryptography's objects in place of.
+    """
     if _pyopenssl_takes_cryptography_objects():
         return obj
     if isinstance(obj, x509.Certificate):
