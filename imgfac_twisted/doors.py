@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -37,7 +38,7 @@ class IDoor(Interface):
 class ThreadDoor(Service):
     """A bounded thread pool, started and stopped with the service tree."""
 
-    def __init__(self, reactor: Any, name: str, threads: int = 1) -> None:
+    def __init__(self, reactor: IReactorFromThreads, name: str, threads: int = 1) -> None:
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=threads, maxthreads=threads, name=name)
         self.setName(f"door-{name}")
@@ -96,7 +97,7 @@ def _deprioritized(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return fn(*args, **kwargs)
 
 
-def cpu_door(reactor: Any) -> ThreadDoor:
+def cpu_door(reactor: IReactorFromThreads) -> ThreadDoor:
     """The door for CPU-bound work on request data (parsing and validating a template).
 
     lxml parses and validates with the GIL released, so the reactor thread

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
 MOCK_STEPS = 10
 
 
 async def advance_in_steps(
-    reactor: Any,
+    reactor: IReactorTime,
     duration: float,
     progress: Callable[[int], Deferred[None]],
     fail_at_step: int | None = None,

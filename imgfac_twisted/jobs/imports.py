@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
 
 from ..errors import InvalidRequest
 from ..model import Build, Builder, Image, Operation, ProviderImage, Status, TargetImage, new_id
@@ -75,7 +76,7 @@ class Importer:
         updater: BuilderUpdater,
         known_targets: Callable[[], list[str]],
         provider: Callable[[str], Provider],
-        clock: Any,
+        clock: IReactorTime,
     ) -> None:
         """``provider(name)`` is the plug-in serving a provider name (InvalidRequest when none does)."""
         self._store = store

@@ -7,9 +7,9 @@ order); the reactor never waits on the disk.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -25,7 +25,7 @@ class BuilderLogs:
 
     log = Logger()
 
-    def __init__(self, state_dir: str, door: IDoor, clock: Any) -> None:
+    def __init__(self, state_dir: str, door: IDoor, clock: IReactorTime) -> None:
         self._state_dir = state_dir
         self._door = door
         self._clock = clock

@@ -13,6 +13,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ..deferreds import observe
@@ -30,7 +31,7 @@ class OutboxRelay(Service):
         self,
         store: IStore,
         bus: IEventBus,
-        clock: Any,
+        clock: IReactorTime,
         batch: int = 200,
         first_retry: float = 0.5,
         max_retry: float = 5.0,

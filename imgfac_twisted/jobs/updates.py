@@ -6,6 +6,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -31,7 +32,13 @@ class BuilderUpdater:
     log = Logger()
 
     def __init__(
-        self, store: IStore, relay: OutboxRelay, index: BuilderIndex, logs: BuilderLogs, metrics: Metrics, clock: Any
+        self,
+        store: IStore,
+        relay: OutboxRelay,
+        index: BuilderIndex,
+        logs: BuilderLogs,
+        metrics: Metrics,
+        clock: IReactorTime,
     ) -> None:
         self._store = store
         self._metrics = metrics

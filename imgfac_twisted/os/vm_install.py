@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 
 from ..errors import ImageFactoryError
@@ -74,7 +75,7 @@ def create_sparse_disk(path: str, size: int) -> None:
 class _ReactorThreads:
     """A door on the reactor's own thread pool, for environments without a disk door."""
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: IReactorThreads) -> None:
         self._reactor = reactor
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:

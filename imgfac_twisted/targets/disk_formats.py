@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -212,7 +213,7 @@ class RawCopyTarget(DiskImageTarget):
         return artifact
 
 
-def on_reactor(reactor: Any, call: Callable[[float], None]) -> Callable[[float], None]:
+def on_reactor(reactor: IReactorFromThreads, call: Callable[[float], None]) -> Callable[[float], None]:
     """``call``, made safe to call from a door's thread: it runs on the reactor."""
     return lambda value: reactor.callFromThread(call, value)
 

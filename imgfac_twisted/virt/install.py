@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -86,7 +87,7 @@ def run_install(
     spec: InstallSpec,
     *,
     domain_type: str,
-    clock: Any,
+    clock: IReactorTime,
     inactivity_timeout: float,
     total_timeout: float,
     progress: Callable[[int], None],
@@ -127,7 +128,7 @@ class _InstallWatch:
         connection: LibvirtConnection,
         spec: InstallSpec,
         domain_type: str,
-        clock: Any,
+        clock: IReactorTime,
         rules: WatchRules,
         total_timeout: float,
         progress: Callable[[int], None],

@@ -18,9 +18,9 @@ import hashlib
 import hmac
 import os
 from collections.abc import Mapping
-from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
 
 from ..doors import IDoor
 from ..errors import AuthenticationFailed
@@ -83,7 +83,7 @@ def _checked(password: bytes, hashed: bytes | None, cost: int) -> bool:
 class BasicAuthenticator:
     """Checks Basic credentials against the configured users' bcrypt hashes, off the reactor."""
 
-    def __init__(self, users: Mapping[str, str], door: IDoor, clock: Any, cache_seconds: float = 60.0) -> None:
+    def __init__(self, users: Mapping[str, str], door: IDoor, clock: IReactorTime, cache_seconds: float = 60.0) -> None:
         self._hashes = {user: _bcrypt_form(hashed) for user, hashed in users.items()}
         costs = [int(hashed[4:6]) for hashed in self._hashes.values() if hashed[4:6].isdigit()]
         self._cost = max(4, min(costs)) if costs else 10
