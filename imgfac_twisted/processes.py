@@ -13,10 +13,11 @@ import signal
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
+from twisted.internet.interfaces import IDelayedCall, IProcessProtocol, IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
@@ -85,8 +86,24 @@ class _LineCollector(ProcessProtocol):
         self._done.errback(ProcessFailed(message))
 
 
+class ProcessReactor(Protocol):
+    """What running a tool needs of the reactor: IReactorProcess to spawn it, IReactorTime for its timeouts."""
+
+    def spawnProcess(
+        self,
+        processProtocol: IProcessProtocol,
+        executable: str,
+        args: list[str],
+        env: dict[str, str] | None = None,
+    ) -> IProcessTransport: ...
+
+    def callLater(self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any) -> IDelayedCall: ...
+
+    def seconds(self) -> float: ...
+
+
 def run_process(
-    reactor: Any,
+    reactor: ProcessReactor,
     argv: Sequence[str],
     *,
     timeout: float,
@@ -128,7 +145,7 @@ def run_process(
     return done.addBoth(finished)
 
 
-def _signal(process: Any, number: int) -> None:
+def _signal(process: IProcessTransport, number: int) -> None:
     try:
         process.signalProcess(number)
     except ProcessExitedAlready:

@@ -20,7 +20,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from ..errors import ImageFactoryError
-from ..processes import ProcessFailed, ProcessResult, run_process
+from ..processes import ProcessFailed, ProcessReactor, ProcessResult, run_process
 
 QEMU_IMG = "qemu-img"
 GIB = 1024**3
@@ -185,7 +185,7 @@ def tool_environment() -> dict[str, str]:
 class Tool:
     """Runs one program's commands through ``run``, logging each command line and its duration."""
 
-    def __init__(self, reactor: Any, log: LogLine, executable: str, run: Runner = run_process) -> None:
+    def __init__(self, reactor: ProcessReactor, log: LogLine, executable: str, run: Runner = run_process) -> None:
         self.reactor = reactor
         self.executable = executable
         self._log = log
@@ -217,7 +217,9 @@ class Tool:
 class QemuImg(Tool):
     """qemu-img's convert, create and info, each a child process."""
 
-    def __init__(self, reactor: Any, log: LogLine, run: Runner = run_process, executable: str | None = None) -> None:
+    def __init__(
+        self, reactor: ProcessReactor, log: LogLine, run: Runner = run_process, executable: str | None = None
+    ) -> None:
         super().__init__(reactor, log, executable or require_tool(QEMU_IMG, "qemu-utils"), run)
 
     async def convert(
