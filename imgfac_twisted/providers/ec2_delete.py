@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
+
 from . import Credentials
 from .ec2_calls import ClientFactory, RetryPolicy, with_retries
 from .ec2_endpoints import Endpoint
@@ -28,7 +30,7 @@ class Ec2Delete:
         endpoint: Endpoint,
         credentials: Credentials,
         door: Any,
-        reactor: Any,
+        reactor: IReactorTime,
         policy: RetryPolicy,
         client_factory: ClientFactory,
     ) -> None:

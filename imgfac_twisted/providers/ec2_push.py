@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
@@ -77,7 +78,7 @@ class Ec2Push:
         job: PushJob,
         credentials: Credentials,
         door: Any,
-        reactor: Any,
+        reactor: IReactorTime,
         settings: Ec2Settings,
         client_factory: ClientFactory,
     ) -> None:

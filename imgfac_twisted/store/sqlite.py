@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
 from zope.interface import implementer
 
 from ..doors import IDoor, ThreadDoor
@@ -167,7 +168,7 @@ class SQLiteStore:
         self._connection: sqlite3.Connection | None = None
 
     @classmethod
-    def on_own_thread(cls, reactor: Any, path: str) -> tuple[SQLiteStore, ThreadDoor]:
+    def on_own_thread(cls, reactor: IReactorFromThreads, path: str) -> tuple[SQLiteStore, ThreadDoor]:
         """A store with its own one-thread door; start the door before the store."""
         door = ThreadDoor(reactor, "sqlite", threads=1)
         return cls(path, door), door

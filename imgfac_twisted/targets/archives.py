@@ -11,9 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from ..processes import run_process
+from ..processes import ProcessReactor, run_process
 from .qemu import ImageCheckFailed, LogLine, Runner, Tool, require_tool, timeout_for
 
 TAR = "tar"
@@ -109,7 +108,9 @@ def check_members(archive_name: str, members: list[Member], expected: list[Membe
 class Tar(Tool):
     """GNU tar's create and list, each a child process."""
 
-    def __init__(self, reactor: Any, log: LogLine, run: Runner = run_process, executable: str | None = None) -> None:
+    def __init__(
+        self, reactor: ProcessReactor, log: LogLine, run: Runner = run_process, executable: str | None = None
+    ) -> None:
         super().__init__(reactor, log, executable or require_tool(TAR, "tar"), run)
 
     async def create(

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 
 from ..doors import ThreadDoor
@@ -33,7 +34,7 @@ class LibvirtConnection(Service):
 
     log = Logger()
 
-    def __init__(self, reactor: Any, uri: str) -> None:
+    def __init__(self, reactor: IReactorFromThreads, uri: str) -> None:
         self.uri = uri
         self._door = ThreadDoor(reactor, "libvirt", threads=1)
         self.setName(f"libvirt {uri}")
