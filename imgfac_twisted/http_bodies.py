@@ -17,7 +17,7 @@ def http_client_on(reactor: IReactorTime) -> HTTPClient:
     The ``treq`` module's own functions use the global reactor: a test
     driving another one, or a Clock, would not see their timers.
     """
-    return HTTPClient(Agent(reactor))  # type: ignore[no-untyped-call]
+    return HTTPClient(Agent(reactor))
 
 
 class BodyTooLarge(Exception):
