@@ -258,3 +258,40 @@ class BuilderChange:
         if self.old is not None and self.old.status == self.new.status:
             return "PERCENTAGE"
         return "STATUS"
+
+
+def build_builder(target_image: TargetImage, now: float, status: Status = Status.NEW, **details: Any) -> Builder:
+    """The builder that makes ``target_image`` (its id is the target image's), in ``status`` (NEW: to be run)."""
+    return Builder(
+        id=target_image.id,
+        operation=Operation.BUILD,
+        status=status,
+        completed=100 if status == Status.COMPLETED else 0,
+        image_id=target_image.image_id,
+        build_id=target_image.build_id,
+        target=target_image.target,
+        created=now,
+        updated=now,
+        **details,
+    )
+
+
+def push_builder(
+    provider_image: ProviderImage, target: str, now: float, status: Status = Status.NEW, **details: Any
+) -> Builder:
+    """The builder that pushes ``provider_image`` (made from a ``target`` image), in ``status``."""
+    return Builder(
+        id=provider_image.id,
+        operation=Operation.PUSH,
+        status=status,
+        completed=100 if status == Status.COMPLETED else 0,
+        image_id=provider_image.image_id,
+        build_id=provider_image.build_id,
+        target=target,
+        provider=provider_image.provider,
+        target_image_id=provider_image.target_image_id,
+        provider_account_identifier=provider_image.provider_account_identifier,
+        created=now,
+        updated=now,
+        **details,
+    )

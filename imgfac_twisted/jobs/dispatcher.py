@@ -31,7 +31,9 @@ from ..model import (
     StageName,
     Status,
     TargetImage,
+    build_builder,
     new_id,
+    push_builder,
 )
 from ..os import Package
 from ..providers import Credentials, Provider
@@ -185,20 +187,7 @@ class Dispatcher(Service):
             TargetImage(id=new_id(), build_id=build.id, image_id=image.id, target=name, created=now)
             for name in target_names
         ]
-        builders = [
-            Builder(
-                id=target_image.id,
-                operation=Operation.BUILD,
-                status=Status.NEW,
-                completed=0,
-                image_id=image.id,
-                build_id=build.id,
-                target=target_image.target,
-                created=now,
-                updated=now,
-            )
-            for target_image in target_images
-        ]
+        builders = [build_builder(target_image, now) for target_image in target_images]
         return target_images, builders
 
     def _start_builders(self, build: Build, builders: list[Builder], template: Template) -> None:
@@ -277,20 +266,7 @@ class Dispatcher(Service):
             provider_account_identifier=credentials.account_identifier,
             created=now,
         )
-        builder = Builder(
-            id=provider_image.id,
-            operation=Operation.PUSH,
-            status=Status.NEW,
-            completed=0,
-            image_id=target_image.image_id,
-            build_id=target_image.build_id,
-            target=target_image.target,
-            provider=provider_name,
-            target_image_id=target_image.id,
-            provider_account_identifier=credentials.account_identifier,
-            created=now,
-            updated=now,
-        )
+        builder = push_builder(provider_image, target_image.target, now)
         await self._updater.record_push(provider_image, builder)
         self._launch(
             builder,

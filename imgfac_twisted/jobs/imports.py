@@ -20,7 +20,18 @@ from dataclasses import dataclass
 from twisted.internet.interfaces import IReactorTime
 
 from ..errors import InvalidRequest
-from ..model import Build, Builder, Image, Operation, ProviderImage, Status, TargetImage, new_id
+from ..model import (
+    Build,
+    Builder,
+    Image,
+    Operation,
+    ProviderImage,
+    Status,
+    TargetImage,
+    build_builder,
+    new_id,
+    push_builder,
+)
 from ..providers import Provider
 from ..store import IStore
 from ..xmlsafe import parse_xml
@@ -115,39 +126,21 @@ class Importer:
             provider_account_identifier=account_identifier,
             created=now,
         )
-        target_builder = Builder(
-            id=target_image.id,
-            operation=Operation.BUILD,
-            status=Status.COMPLETED,
-            completed=100,
-            image_id=image.id,
-            build_id=build.id,
-            target=target,
-            created=now,
-            updated=now,
-        )
-        push_builder = Builder(
-            id=provider_image.id,
-            operation=Operation.PUSH,
-            status=Status.COMPLETED,
-            completed=100,
-            image_id=image.id,
-            build_id=build.id,
-            target=target,
-            provider=provider,
-            target_image_id=target_image.id,
-            provider_account_identifier=account_identifier,
+        target_builder = build_builder(target_image, now, Status.COMPLETED)
+        pushed = push_builder(
+            provider_image,
+            target,
+            now,
+            Status.COMPLETED,
             identifier_on_provider=identifier,
             provider_details=IMPORTED_DETAILS,
-            created=now,
-            updated=now,
         )
-        builders = [target_builder, push_builder]
+        builders = [target_builder, pushed]
         await self._updater.record_created(
             builders,
             lambda events: self._store.record_import(image, build, target_image, provider_image, builders, events),
         )
-        return ImportedImage(image=image, build=build, target_builder=target_builder, push_builder=push_builder)
+        return ImportedImage(image=image, build=build, target_builder=target_builder, push_builder=pushed)
 
     def _check(self, target: str, provider: str, identifier: str) -> None:
         """InvalidRequest naming every parameter that is missing or names nothing known."""

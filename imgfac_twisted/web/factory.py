@@ -28,7 +28,8 @@ from ..jobs.imports import ImportedImage, Importer
 from ..jobs.index import BuilderIndex
 from ..jobs.logs import BuilderLogs
 from ..metrics import Metrics
-from ..model import Builder, Operation, Status
+from ..model import Builder, Image, Operation, Status
+from ..os import Package
 from . import representations as shapes
 from .assets import Assets, wants_html
 from .errors import Conflict, error_body, json_body, render_failure
@@ -243,8 +244,7 @@ class FactoryAPI:
     )
     async def icicle(self, request: IRequest, image_id: str, build_id: str, target_image_id: str) -> bytes:
         """The packages inside a COMPLETED target image, as the original factory's ICICLE XML; 404 before."""
-        found = self._target_builder(image_id, build_id, target_image_id)
-        image, packages = await self._dispatcher.contents(found)
+        _, image, packages = await self._contents(image_id, build_id, target_image_id)
         request.setHeader(b"content-type", b"application/xml; charset=utf-8")
         return icicle_xml(image, packages)
 
@@ -253,8 +253,7 @@ class FactoryAPI:
     )
     async def sbom(self, request: IRequest, image_id: str, build_id: str, target_image_id: str) -> bytes:
         """The packages inside a COMPLETED target image, as an SPDX 2.3 JSON document; 404 before."""
-        found = self._target_builder(image_id, build_id, target_image_id)
-        image, packages = await self._dispatcher.contents(found)
+        found, image, packages = await self._contents(image_id, build_id, target_image_id)
         request.setHeader(b"content-type", b"application/spdx+json")
         return spdx_json(image, found, packages, base_url(request) + shapes.object_path(found) + "/sbom")
 
@@ -318,6 +317,14 @@ class FactoryAPI:
         if found is None:
             raise UnknownObject(f"no builder with id {builder_id!r}")
         return found
+
+    async def _contents(
+        self, image_id: str, build_id: str, target_image_id: str
+    ) -> tuple[Builder, Image, list[Package]]:
+        """A COMPLETED target image's builder, image and packages (UnknownObject before it is COMPLETED)."""
+        found = self._target_builder(image_id, build_id, target_image_id)
+        image, packages = await self._dispatcher.contents(found)
+        return found, image, packages
 
     def _target_builder(self, image_id: str, build_id: str, target_image_id: str) -> Builder:
         found = self._index.get(target_image_id)
