@@ -3,12 +3,12 @@
 All SQL runs on one dedicated thread (``thd_*`` methods), because a SQLite
 connection belongs to the thread that opened it and one writer at a time is
 what SQLite wants anyway.  WAL journaling keeps a killed daemon's database
-intact: what a committed transaction wrote survives ``kill -9``.
+intact: what a committed transaction wrote survives ``kill -9``.  The tables,
+migrations and row mapping are in ``store.sqlite_schema``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
@@ -28,134 +28,30 @@ from ..model import (
     Build,
     Builder,
     Image,
-    Operation,
     ProviderImage,
-    Stage,
-    StageName,
     Status,
     StoredTemplate,
     TargetImage,
     new_id,
 )
 from . import IStore
+from .sqlite_schema import (
+    MIGRATIONS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    TABLES,
+    columns,
+    from_row,
+    insert_sql,
+    migrate_to,
+    outbox_inserts,
+    row_values,
+)
+
+# SCHEMA and SCHEMA_VERSION stay importable from here: the schema is part of what this module stores.
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "SQLiteStore"]
 
 T = TypeVar("T")
-
-#: The first version of the schema, as every installation has it (created when missing).
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS templates (
-    id TEXT PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, xml TEXT NOT NULL, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS images (
-    id TEXT PRIMARY KEY, template_id TEXT NOT NULL REFERENCES templates(id),
-    name TEXT NOT NULL, description TEXT, os_name TEXT NOT NULL, os_version TEXT NOT NULL,
-    os_arch TEXT NOT NULL, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS builds (
-    id TEXT PRIMARY KEY, image_id TEXT NOT NULL REFERENCES images(id),
-    template_id TEXT NOT NULL REFERENCES templates(id), created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS target_images (
-    id TEXT PRIMARY KEY, build_id TEXT NOT NULL REFERENCES builds(id),
-    image_id TEXT NOT NULL REFERENCES images(id), target TEXT NOT NULL, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS provider_images (
-    id TEXT PRIMARY KEY, target_image_id TEXT NOT NULL REFERENCES target_images(id),
-    build_id TEXT NOT NULL, image_id TEXT NOT NULL, provider TEXT NOT NULL,
-    provider_account_identifier TEXT, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS builders (
-    id TEXT PRIMARY KEY, operation TEXT NOT NULL, status TEXT NOT NULL,
-    completed INTEGER NOT NULL, image_id TEXT NOT NULL, build_id TEXT NOT NULL,
-    target TEXT NOT NULL, provider TEXT, target_image_id TEXT,
-    provider_account_identifier TEXT, status_detail TEXT, artifact_path TEXT,
-    artifact_size INTEGER, artifact_sha256 TEXT,
-    identifier_on_provider TEXT, provider_details TEXT, created REAL NOT NULL, updated REAL NOT NULL,
-    sequence INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS builders_status ON builders(status);
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS oauth_nonces (
-    client_key TEXT NOT NULL, nonce TEXT NOT NULL, expiry REAL NOT NULL, PRIMARY KEY (client_key, nonce));
-"""
-
-#: The schema changes since SCHEMA, in order: (version, statements).  A database is
-#: brought to the last version at open, each step in one transaction, and its
-#: version kept in ``PRAGMA user_version``; a later release only appends here.
-MIGRATIONS: list[tuple[int, list[str]]] = [
-    (
-        2,
-        [
-            "ALTER TABLE builders ADD COLUMN stages TEXT",
-            # One package list per build (its base image), as JSON [[name, version, arch], ...].
-            "CREATE TABLE manifests (build_id TEXT PRIMARY KEY, packages TEXT NOT NULL)",
-        ],
-    ),
-]
-SCHEMA_VERSION = MIGRATIONS[-1][0]
-
-_TABLES: dict[type, str] = {
-    StoredTemplate: "templates",
-    Image: "images",
-    Build: "builds",
-    TargetImage: "target_images",
-    ProviderImage: "provider_images",
-    Builder: "builders",
-}
-
-
-def _columns(kind: type) -> list[str]:
-    return [field.name for field in dataclasses.fields(kind)]
-
-
-def _row_values(obj: Any) -> list[Any]:
-    """The column values of a model object, enums stored as their strings, stages as JSON."""
-    values = []
-    for name in _columns(type(obj)):
-        value = getattr(obj, name)
-        if isinstance(value, (Status, Operation)):
-            value = value.value
-        elif name == "stages":
-            value = encode_stages(value)
-        values.append(value)
-    return values
-
-
-def encode_stages(stages: tuple[Stage, ...]) -> str | None:
-    """A builder's stages as stored: JSON ``[[name, started_at, ended_at], ...]`` (None for none)."""
-    if not stages:
-        return None
-    return json.dumps([[stage.name.value, stage.started_at, stage.ended_at] for stage in stages])
-
-
-def decode_stages(text: str | None) -> tuple[Stage, ...]:
-    """The stages ``encode_stages`` wrote."""
-    if not text:
-        return ()
-    return tuple(Stage(StageName(name), started, ended) for name, started, ended in json.loads(text))
-
-
-def _outbox_inserts(events: Sequence[Event]) -> list[tuple[str, list[Any]]]:
-    return [("INSERT INTO outbox (event) VALUES (?)", [event.to_json()]) for event in events]
-
-
-def _from_row(kind: type[T], row: sqlite3.Row) -> T:
-    values = {name: row[name] for name in _columns(kind)}
-    if kind is Builder:
-        values["status"] = Status(values["status"])
-        values["operation"] = Operation(values["operation"])
-        values["stages"] = decode_stages(values["stages"])
-    return kind(**values)
-
-
-def _migrate_to(version: int, statements: list[str], db: sqlite3.Connection) -> None:
-    """One migration step, unless the database has had it (read inside the write transaction:
-    another process opening the same file may have migrated it meanwhile)."""
-    if db.execute("PRAGMA user_version").fetchone()[0] >= version:
-        return
-    for statement in statements:
-        db.execute(statement)
-    db.execute(f"PRAGMA user_version = {int(version)}")
-
-
-def _insert_sql(kind: type) -> str:
-    names = _columns(kind)
-    return f"INSERT INTO {_TABLES[kind]} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
 
 
 @implementer(IStore)
@@ -196,7 +92,7 @@ class SQLiteStore:
     def _migrate(self) -> None:
         """Apply the MIGRATIONS this database has not had, each in one transaction with its new version."""
         for version, statements in MIGRATIONS:
-            self._in_transaction(functools.partial(_migrate_to, version, statements))
+            self._in_transaction(functools.partial(migrate_to, version, statements))
 
     def thd_schema_version(self) -> int:
         """The schema version of the open database."""
@@ -232,13 +128,13 @@ class SQLiteStore:
         self._in_transaction(execute_all)
 
     def _inserts(self, objects: Iterable[Any]) -> list[tuple[str, list[Any]]]:
-        return [(_insert_sql(type(obj)), _row_values(obj)) for obj in objects]
+        return [(insert_sql(type(obj)), row_values(obj)) for obj in objects]
 
     def _get(self, kind: type[T], object_id: str, what: str) -> T:
-        row = self._db().execute(f"SELECT * FROM {_TABLES[kind]} WHERE id = ?", [object_id]).fetchone()
+        row = self._db().execute(f"SELECT * FROM {TABLES[kind]} WHERE id = ?", [object_id]).fetchone()
         if row is None:
             raise UnknownObject(f"no {what} with id {object_id!r}")
-        return _from_row(kind, row)
+        return from_row(kind, row)
 
     # -- IStore ----------------------------------------------------------
 
@@ -256,7 +152,7 @@ class SQLiteStore:
                 [template.id, digest, xml, now],
             )
             return template
-        return _from_row(StoredTemplate, row)
+        return from_row(StoredTemplate, row)
 
     def get_template(self, template_id: str) -> Deferred[StoredTemplate]:
         return self._door.run(self._get, StoredTemplate, template_id, "template")
@@ -271,15 +167,15 @@ class SQLiteStore:
         events: list[Event],
     ) -> Deferred[None]:
         objects = ([image] if new_image else []) + [build, *target_images, *builders]
-        return self._door.run(self._transaction, self._inserts(objects) + _outbox_inserts(events))
+        return self._door.run(self._transaction, self._inserts(objects) + outbox_inserts(events))
 
     def record_push(self, provider_image: ProviderImage, builder: Builder, events: list[Event]) -> Deferred[None]:
-        return self._door.run(self._transaction, self._inserts([provider_image, builder]) + _outbox_inserts(events))
+        return self._door.run(self._transaction, self._inserts([provider_image, builder]) + outbox_inserts(events))
 
     def add_to_build(
         self, target_images: list[TargetImage], builders: list[Builder], events: list[Event]
     ) -> Deferred[None]:
-        return self._door.run(self._transaction, self._inserts([*target_images, *builders]) + _outbox_inserts(events))
+        return self._door.run(self._transaction, self._inserts([*target_images, *builders]) + outbox_inserts(events))
 
     def record_import(
         self,
@@ -291,14 +187,14 @@ class SQLiteStore:
         events: list[Event],
     ) -> Deferred[None]:
         objects = [image, build, target_image, provider_image, *builders]
-        return self._door.run(self._transaction, self._inserts(objects) + _outbox_inserts(events))
+        return self._door.run(self._transaction, self._inserts(objects) + outbox_inserts(events))
 
     def save_builder(self, builder: Builder, expected_status: Status, event: Event) -> Deferred[None]:
         return self._door.run(self.thd_save_builder, builder, expected_status, event)
 
     def thd_save_builder(self, builder: Builder, expected_status: Status, event: Event) -> None:
-        names = [name for name in _columns(Builder) if name != "id"]
-        values = dict(zip(_columns(Builder), _row_values(builder)))
+        names = [name for name in columns(Builder) if name != "id"]
+        values = dict(zip(columns(Builder), row_values(builder)))
 
         def guarded_update(db: sqlite3.Connection) -> None:
             cursor = db.execute(
@@ -309,7 +205,7 @@ class SQLiteStore:
                 raise InvalidTransition(
                     f"builder {builder.id} is no longer {expected_status.value}: another writer moved it"
                 )
-            for sql, row in _outbox_inserts([event]):
+            for sql, row in outbox_inserts([event]):
                 db.execute(sql, row)
 
         self._in_transaction(guarded_update)
@@ -393,7 +289,7 @@ class SQLiteStore:
 
     def _select_builders(self, where: str, values: list[Any]) -> list[Builder]:
         rows = self._db().execute(f"SELECT * FROM builders WHERE {where} ORDER BY created, rowid", values)
-        return [_from_row(Builder, row) for row in rows]
+        return [from_row(Builder, row) for row in rows]
 
     def list_images(self) -> Deferred[list[Image]]:
         return self._door.run(self._select_all, Image)
@@ -402,8 +298,8 @@ class SQLiteStore:
         return self._door.run(self._select_all, Build)
 
     def _select_all(self, kind: type[T]) -> list[T]:
-        rows = self._db().execute(f"SELECT * FROM {_TABLES[kind]} ORDER BY created, rowid")
-        return [_from_row(kind, row) for row in rows]
+        rows = self._db().execute(f"SELECT * FROM {TABLES[kind]} ORDER BY created, rowid")
+        return [from_row(kind, row) for row in rows]
 
     # Children before parents: the foreign keys are enforced.
     def delete_image(self, image_id: str, events: Sequence[Event] = ()) -> Deferred[None]:
@@ -420,7 +316,7 @@ class SQLiteStore:
                     ("images", "id"),
                 )
             ]
-            + _outbox_inserts(events),
+            + outbox_inserts(events),
         )
 
     def delete_build(self, build_id: str, events: Sequence[Event] = ()) -> Deferred[None]:
@@ -436,7 +332,7 @@ class SQLiteStore:
                     ("manifests", "build_id"),
                 )
             ]
-            + _outbox_inserts(events),
+            + outbox_inserts(events),
         )
 
     def delete_target_image(self, target_image_id: str, events: Sequence[Event] = ()) -> Deferred[None]:
@@ -447,7 +343,7 @@ class SQLiteStore:
                 ("DELETE FROM provider_images WHERE target_image_id = ?", [target_image_id]),
                 ("DELETE FROM target_images WHERE id = ?", [target_image_id]),
             ]
-            + _outbox_inserts(events),
+            + outbox_inserts(events),
         )
 
     def delete_provider_image(self, provider_image_id: str, events: Sequence[Event] = ()) -> Deferred[None]:
@@ -457,5 +353,5 @@ class SQLiteStore:
                 ("DELETE FROM builders WHERE id = ?", [provider_image_id]),
                 ("DELETE FROM provider_images WHERE id = ?", [provider_image_id]),
             ]
-            + _outbox_inserts(events),
+            + outbox_inserts(events),
         )

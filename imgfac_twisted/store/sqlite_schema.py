@@ -1,0 +1,165 @@
+"""The SQLite store's schema and row mapping: the tables, the migrations since the first schema,
+and how model objects become rows and rows become model objects.
+
+Plain functions of a ``sqlite3.Connection`` or of values, no thread of their own: the store
+(``store.sqlite``) calls them on its one database thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from ..events import Event
+from ..model import (
+    Build,
+    Builder,
+    Image,
+    Operation,
+    ProviderImage,
+    Stage,
+    StageName,
+    Status,
+    StoredTemplate,
+    TargetImage,
+)
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "TABLES",
+    "columns",
+    "decode_stages",
+    "encode_stages",
+    "from_row",
+    "insert_sql",
+    "migrate_to",
+    "outbox_inserts",
+    "row_values",
+]
+
+T = TypeVar("T")
+
+#: The first version of the schema, as every installation has it (created when missing).
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS templates (
+    id TEXT PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, xml TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id TEXT PRIMARY KEY, template_id TEXT NOT NULL REFERENCES templates(id),
+    name TEXT NOT NULL, description TEXT, os_name TEXT NOT NULL, os_version TEXT NOT NULL,
+    os_arch TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS builds (
+    id TEXT PRIMARY KEY, image_id TEXT NOT NULL REFERENCES images(id),
+    template_id TEXT NOT NULL REFERENCES templates(id), created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS target_images (
+    id TEXT PRIMARY KEY, build_id TEXT NOT NULL REFERENCES builds(id),
+    image_id TEXT NOT NULL REFERENCES images(id), target TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS provider_images (
+    id TEXT PRIMARY KEY, target_image_id TEXT NOT NULL REFERENCES target_images(id),
+    build_id TEXT NOT NULL, image_id TEXT NOT NULL, provider TEXT NOT NULL,
+    provider_account_identifier TEXT, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS builders (
+    id TEXT PRIMARY KEY, operation TEXT NOT NULL, status TEXT NOT NULL,
+    completed INTEGER NOT NULL, image_id TEXT NOT NULL, build_id TEXT NOT NULL,
+    target TEXT NOT NULL, provider TEXT, target_image_id TEXT,
+    provider_account_identifier TEXT, status_detail TEXT, artifact_path TEXT,
+    artifact_size INTEGER, artifact_sha256 TEXT,
+    identifier_on_provider TEXT, provider_details TEXT, created REAL NOT NULL, updated REAL NOT NULL,
+    sequence INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS builders_status ON builders(status);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS oauth_nonces (
+    client_key TEXT NOT NULL, nonce TEXT NOT NULL, expiry REAL NOT NULL, PRIMARY KEY (client_key, nonce));
+"""
+
+#: The schema changes since SCHEMA, in order: (version, statements).  A database is
+#: brought to the last version at open, each step in one transaction, and its
+#: version kept in ``PRAGMA user_version``; a later release only appends here.
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        2,
+        [
+            "ALTER TABLE builders ADD COLUMN stages TEXT",
+            # One package list per build (its base image), as JSON [[name, version, arch], ...].
+            "CREATE TABLE manifests (build_id TEXT PRIMARY KEY, packages TEXT NOT NULL)",
+        ],
+    ),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+TABLES: dict[type, str] = {
+    StoredTemplate: "templates",
+    Image: "images",
+    Build: "builds",
+    TargetImage: "target_images",
+    ProviderImage: "provider_images",
+    Builder: "builders",
+}
+
+
+def columns(kind: type) -> list[str]:
+    """The column names of a model class: its dataclass fields, in order."""
+    return [field.name for field in dataclasses.fields(kind)]
+
+
+def row_values(obj: Any) -> list[Any]:
+    """The column values of a model object, enums stored as their strings, stages as JSON."""
+    values = []
+    for name in columns(type(obj)):
+        value = getattr(obj, name)
+        if isinstance(value, (Status, Operation)):
+            value = value.value
+        elif name == "stages":
+            value = encode_stages(value)
+        values.append(value)
+    return values
+
+
+def encode_stages(stages: tuple[Stage, ...]) -> str | None:
+    """A builder's stages as stored: JSON ``[[name, started_at, ended_at], ...]`` (None for none)."""
+    if not stages:
+        return None
+    return json.dumps([[stage.name.value, stage.started_at, stage.ended_at] for stage in stages])
+
+
+def decode_stages(text: str | None) -> tuple[Stage, ...]:
+    """The stages ``encode_stages`` wrote."""
+    if not text:
+        return ()
+    return tuple(Stage(StageName(name), started, ended) for name, started, ended in json.loads(text))
+
+
+def outbox_inserts(events: Sequence[Event]) -> list[tuple[str, list[Any]]]:
+    """The statements that put ``events`` in the outbox (run in the same transaction as the change)."""
+    return [("INSERT INTO outbox (event) VALUES (?)", [event.to_json()]) for event in events]
+
+
+def from_row(kind: type[T], row: sqlite3.Row) -> T:
+    """The model object of class ``kind`` that a row holds (enums and stages decoded)."""
+    values = {name: row[name] for name in columns(kind)}
+    if kind is Builder:
+        values["status"] = Status(values["status"])
+        values["operation"] = Operation(values["operation"])
+        values["stages"] = decode_stages(values["stages"])
+    return kind(**values)
+
+
+def migrate_to(version: int, statements: list[str], db: sqlite3.Connection) -> None:
+    """One migration step, unless the database has had it (read inside the write transaction:
+    another process opening the same file may have migrated it meanwhile)."""
+    if db.execute("PRAGMA user_version").fetchone()[0] >= version:
+        return
+    for statement in statements:
+        db.execute(statement)
+    db.execute(f"PRAGMA user_version = {int(version)}")
+
+
+def insert_sql(kind: type) -> str:
+    """The INSERT statement for one object of model class ``kind``."""
+    names = columns(kind)
+    return f"INSERT INTO {TABLES[kind]} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
