@@ -18,7 +18,8 @@ a subscription is a live view, not a durable work queue.
 
 URLs are ``amqp://user:password@host:port/vhost``, parsed by ``amqp_url``;
 logs show them through ``redacted_url``: never with the password.  The
-txamqp client, adapted to RabbitMQ, is in ``amqp_wire``.
+txamqp client, adapted to RabbitMQ, is in ``amqp_wire``; the publisher
+confirms are counted in ``amqp_publish``.
 """
 
 from __future__ import annotations
@@ -34,12 +35,12 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txamqp import spec as txamqp_spec
-from txamqp.content import Content
 from txamqp.message import Message
 from txamqp.protocol import AMQChannel
 from zope.interface import implementer
 
 from . import Event, EventCallback, IEventBus, ISubscription
+from .amqp_publish import Confirms
 from .amqp_subscriptions import Subscriptions
 from .amqp_url import DEFAULT_URL, AmqpAddress, parse_amqp_url, redacted_url
 from .amqp_wire import AmqpClient, AmqpClientFactory, BusUnavailable, PublishRejected, describe
@@ -103,8 +104,7 @@ class AmqpBus(Service):
         self._client: AmqpClient | None = None  # set once the handshake is done
         self._connecting: AmqpClient | None = None  # during the handshake
         self._channel: AMQChannel | None = None  # the publishing channel
-        self._unconfirmed: dict[int, Deferred[None]] = {}
-        self._last_tag = 0
+        self._confirms = Confirms(self._exchange_bytes)
         self._subscriptions = Subscriptions(self, exchange, PUBLISH_CHANNEL + 1, self.log)
         self._on_connect: list[Callable[[], object]] = []
         self._waiters: list[tuple[Deferred[None], bool]] = []
@@ -249,7 +249,7 @@ class AmqpBus(Service):
             return
         self._client = client
         self._channel = client.channels[PUBLISH_CHANNEL]
-        self._last_tag = 0
+        self._confirms.new_channel()
         self._subscriptions.new_connection()
         self._retry_delay = self._min_retry_delay
         after = ""
@@ -320,7 +320,7 @@ class AmqpBus(Service):
         self._channel = None
         self._closing = None
         text = describe(reason)
-        unconfirmed, self._unconfirmed = self._unconfirmed, {}
+        unconfirmed = self._confirms.pending
         subscriptions = self._subscriptions.end_all()
         if self._stopping:
             self.log.info("AMQP event bus disconnected from {url}", url=self.url)
@@ -330,14 +330,14 @@ class AmqpBus(Service):
                 "unconfirmed, {subscriptions} subscriptions ended; reconnecting in {delay} s",
                 url=self.url,
                 reason=text,
-                unconfirmed=len(unconfirmed),
+                unconfirmed=unconfirmed,
                 subscriptions=subscriptions,
                 delay=self._min_retry_delay,
             )
             self._retry_delay = self._min_retry_delay
             self._retry_call = self._reactor.callLater(self._min_retry_delay, self._connect)
-        for d in unconfirmed.values():
-            d.errback(BusUnavailable(f"connection to the broker lost before it confirmed the event ({text})"))
+        # Failed last: the publishers' errbacks may call back into the bus (stop it, even).
+        self._confirms.fail_all(BusUnavailable(f"connection to the broker lost before it confirmed the event ({text})"))
 
     def channel_failed(self, client: AmqpClient, channel: AMQChannel, reason: Failure) -> None:
         text = describe(reason)
@@ -358,51 +358,14 @@ class AmqpBus(Service):
         channel = self._channel
         if channel is None or self._client is None or channel.closed:
             return fail(BusUnavailable(f"not connected to the AMQP broker {self.url}"))
-        self._last_tag += 1
-        tag = self._last_tag
-        confirmed: Deferred[None] = Deferred()
-        self._unconfirmed[tag] = confirmed
-        content = Content(
-            event.body_bytes(),
-            properties={
-                "content-type": "application/json",
-                "delivery-mode": 2,
-                "message-id": event.event_id,
-            },
-        )
-        # Names go as bytes: txamqp would size a non-ASCII str in characters.
-        sent = channel.basic_publish(
-            exchange=self._exchange_bytes, routing_key=event.routing_key.encode("utf-8"), content=content
-        )
-        sent.addErrback(self._publish_failed, tag)
-        return confirmed
-
-    def _publish_failed(self, failure: Failure, tag: int) -> None:
-        confirmed = self._unconfirmed.pop(tag, None)
-        if confirmed is not None:
-            confirmed.errback(BusUnavailable(f"could not publish: {describe(failure)}"))
+        return self._confirms.publish(channel, event)
 
     def confirmed(
         self, client: AmqpClient, channel: AMQChannel, tag: int, multiple: bool, error: Exception | None
     ) -> None:
-        if client is not self._client or channel is not self._channel:
-            return
-        if multiple:
-            done = []
-            for pending in self._unconfirmed:  # in publishing (tag) order
-                if pending > tag:
-                    break
-                done.append(pending)
-        else:
-            done = [tag] if tag in self._unconfirmed else []
-        for pending in done:
-            d = self._unconfirmed.pop(pending, None)
-            if d is None:
-                continue  # an earlier callback saw the connection go, which failed the rest
-            if error is None:
-                d.callback(None)
-            else:
-                d.errback(error)
+        """The broker confirmed ``tag`` (see ``Confirms.confirmed``); ignored unless on the current channel."""
+        if client is self._client and channel is self._channel:
+            self._confirms.confirmed(tag, multiple, error)
 
     # -- subscribing --
 
