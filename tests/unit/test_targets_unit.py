@@ -26,9 +26,10 @@ from twisted.python.failure import Failure
 
 from imgfac_twisted.jobs.work import discard_path, file_artifact
 from imgfac_twisted.processes import ProcessFailed, ProcessResult, run_process
-from imgfac_twisted.targets import archives, disk_formats, ovf, qemu
+from imgfac_twisted.targets import archives, disk_archives, disk_image, ovf, qemu
 from imgfac_twisted.targets.archives import Member
-from imgfac_twisted.targets.disk_formats import ProgressBand, make_target
+from imgfac_twisted.targets.disk_formats import make_target
+from imgfac_twisted.targets.disk_image import ProgressBand
 from imgfac_twisted.targets.qemu import ConversionFailed, ImageCheckFailed, ImageInfo, QemuImg
 from imgfac_twisted.template import parse_template
 from imgfac_twisted.testing import result_of
@@ -531,9 +532,9 @@ def test_a_wrong_image_fails_the_build_and_is_removed(tmp_path: Path, target: st
 def test_a_fixed_vhd_must_have_its_footer_only(tmp_path: Path) -> None:
     path = tmp_path / "x.vhd"
     write(str(path), MIB + 512)
-    disk_formats.check_fixed_vhd(str(path), MIB)
+    disk_image.check_fixed_vhd(str(path), MIB)
     with pytest.raises(ImageCheckFailed, match="is 1049088 bytes: a fixed VHD of 2097152 bytes takes 2097664"):
-        disk_formats.check_fixed_vhd(str(path), 2 * MIB)
+        disk_image.check_fixed_vhd(str(path), 2 * MIB)
 
 
 def test_archive_listing() -> None:
@@ -655,7 +656,7 @@ def test_gce_copies_the_base_image_when_it_cannot_link(tmp_path: Path, monkeypat
     def no_link(source: str, target: str) -> None:
         raise OSError(18, "Invalid cross-device link")
 
-    monkeypatch.setattr(disk_formats.os, "link", no_link)
+    monkeypatch.setattr(disk_archives.os, "link", no_link)
     job, tools, plugin = setup(tmp_path, "gce")
     result_of(plugin.build(job))
     assert shapes(tools.calls, tmp_path)[1] == CONVERT + ["-O", "raw", "base.raw", "disk.raw"]
