@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from imgfac_twisted import cli
+from imgfac_twisted import __version__, cli
 
 F14 = (
     "<template><name>f14jeos</name><os><name>Fedora</name> <version>14</version> <arch>x86_64</arch> "
@@ -91,7 +91,7 @@ def test_parse_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--help"]) == 0
     assert "IMAGEFACTORY_SECRET" in capsys.readouterr().out
     assert cli.main(["--version"]) == 0
-    assert capsys.readouterr().out.strip() == f"imagefactory-cli {cli.__version__}"
+    assert capsys.readouterr().out.strip() == f"imagefactory-cli {__version__}"
 
 
 def test_targets_argument() -> None:
