@@ -4,26 +4,28 @@ The push writes up to ``puts_in_flight`` blocks at once, reading the image
 on the cloud door; every SDK call is retried while transient
 (``ec2_calls.with_retries``); whatever a failed or cancelled push made
 (snapshot, AMI) is deleted again before it ends.
+
+How the blocks are written is ``ec2_block_writer``'s; what the AMI is
+(name, architecture, root disk), ``ec2_ami``'s.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
-from twisted.python.failure import Failure
 
-from ..deferreds import InFlight, Wakeup
+from ..deferreds import InFlight
 from ..doors import shielded
 from ..errors import ImageFactoryError
 from ..redaction import scrub
 from . import Credentials, PushJob, PushResult
+from .ec2_ami import ARCHITECTURES, ROOT_DEVICE_NAME, ami_name, architecture_of, machine
+from .ec2_block_writer import BlockWriter
 from .ec2_blocks import Block, BlockReader, volume_size_gib
 from .ec2_calls import ClientFactory, Ec2Error, Ec2ServiceError, Ec2Settings, Problem, RetryPolicy, with_retries
 from .ec2_endpoints import Endpoint
@@ -34,39 +36,10 @@ T = TypeVar("T")
 #: (``mock`` images are tiny raw files: handy in tests.)
 ACCEPTED_TARGETS = ("ec2", "mock")
 
-#: The template's ``<arch>`` to EC2's ``Architecture``.
-ARCHITECTURES = {
-    "x86_64": "x86_64",
-    "amd64": "x86_64",
-    "x64": "x86_64",
-    "aarch64": "arm64",
-    "arm64": "arm64",
-    "i386": "i386",
-    "i486": "i386",
-    "i586": "i386",
-    "i686": "i386",
-    "x86": "i386",
-}
-DEFAULT_ARCHITECTURE = "x86_64"
-ROOT_DEVICE_NAME = "/dev/sda1"
+#: The tag a snapshot carries with the id of the provider image it was made for.
 PROVIDER_IMAGE_TAG = "imagefactory:provider_image"
-
-_AMI_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9()\[\] ./'@_-]+")
 #: At most this many retry lines go to a push's log (the rest are counted).
 MAX_RETRY_LOG_LINES = 20
-
-
-def ami_name(image_name: str | None, builder_id: str) -> str:
-    """A unique AMI name (3..128 of EC2's allowed characters): the image's name and the push's id."""
-    prefix = _AMI_NAME_UNSAFE.sub("-", image_name or "").strip(" -.")[:80] or "imagefactory"
-    return f"{prefix}-{builder_id}"
-
-
-def architecture_of(os_arch: str | None) -> str | None:
-    """EC2's Architecture for a template's arch; None when EC2 has none."""
-    if not os_arch:
-        return DEFAULT_ARCHITECTURE
-    return ARCHITECTURES.get(os_arch.strip().lower())
 
 
 class Ec2Push:
@@ -102,7 +75,6 @@ class Ec2Push:
         self._progress = -1
         self.snapshot_id: str | None = None
         self.image_id: str | None = None
-        self.blocks_written = 0
 
     # -- the whole push ------------------------------------------------------
 
@@ -172,7 +144,9 @@ class Ec2Push:
         # A batch feeds every put in flight, however large the blocks (AWS: 512 KiB).
         batch_bytes = max(settings.max_batch_bytes, settings.puts_in_flight * block_size)
         reader = BlockReader(path, block_size, batch_bytes, settings.max_scan_bytes)
-        written = await self._write_blocks(reader, size)
+        await self._blocking(reader.open)
+        writer = BlockWriter(self._read_batch, self._put, self._report, settings.puts_in_flight)
+        written = await writer.write(reader, size)
         took = max(self._reactor.seconds() - begun, 1e-6)
         await self._log(
             f"wrote {written} blocks ({written * block_size} bytes, "
@@ -198,78 +172,9 @@ class Ec2Push:
 
     # -- blocks ----------------------------------------------------------------
 
-    async def _write_blocks(self, reader: BlockReader, size: int) -> int:
-        """Put every non-zero block, up to ``puts_in_flight`` at once; return how many were put."""
-        await self._blocking(reader.open)
-        queue: deque[Block] = deque()
-        in_flight: dict[int, Deferred[None]] = {}
-        errors: list[BaseException] = []
-        state = Wakeup()
-        reading: list[Deferred[list[Block]]] = []
-        #: Where the read in flight started: no block before it is still unread.
-        read_from = [0]
-        in_flight_limit = max(1, self._settings.puts_in_flight)
-
-        def read_done(result: Any) -> None:
-            reading.clear()
-            if isinstance(result, Failure):
-                errors.append(result.value or Exception("a read failed"))
-            else:
-                queue.extend(result)
-            state.poke()
-
-        def put_done(result: Any, index: int) -> None:
-            in_flight.pop(index, None)
-            if isinstance(result, Failure):
-                if not errors:
-                    errors.append(result.value or Exception("a put failed"))
-            else:
-                self.blocks_written += 1
-            state.poke()
-
-        try:
-            while True:
-                state.clear()
-                if errors:
-                    raise errors[0]
-                if not reading and not reader.exhausted and len(queue) < in_flight_limit:
-                    read_from[0] = reader.position
-                    call = self._door.run(reader.next_batch)
-                    self._track(call)
-                    reading.append(call)
-                    call.addBoth(read_done)
-                while queue and len(in_flight) < in_flight_limit and not errors:
-                    block = queue.popleft()
-                    put = ensureDeferred(self._put(block))
-                    in_flight[block.index] = put
-                    put.addBoth(put_done, block.index)
-                if errors:
-                    continue
-                if not queue and not in_flight and not reading and reader.exhausted:
-                    break
-                position = read_from[0] if reading else reader.position
-                await self._report(self._block_progress(reader.block_size, position, queue, in_flight, size))
-                await state.wait()
-        finally:
-            if reading:
-                # Never close the file under a read running on a door thread.
-                reading[0].addBoth(lambda _: reader.close())
-            else:
-                reader.close()
-        await self._report(90)
-        return self.blocks_written
-
-    @staticmethod
-    def _block_progress(
-        block_size: int, read_position: int, queue: deque[Block], in_flight: dict[int, Deferred[None]], size: int
-    ) -> int:
-        """0..90: how much of the image lies before the first block not yet written."""
-        frontier = read_position
-        if queue:
-            frontier = min(frontier, queue[0].index * block_size)
-        if in_flight:
-            frontier = min(frontier, min(in_flight) * block_size)
-        return 90 * min(frontier, size) // max(size, 1)
+    def _read_batch(self, reader: BlockReader) -> Deferred[list[Block]]:
+        """The next batch of non-zero blocks, read on the door."""
+        return self._track(self._door.run(reader.next_batch))
 
     async def _put(self, block: Block) -> None:
         await self._call(
@@ -359,16 +264,7 @@ class Ec2Push:
                 observe=self._note_image,
                 Name=name,
                 Description=f"Image Factory provider image {job.builder.id} of target image {job.target_builder.id}",
-                Architecture=architecture,
-                VirtualizationType="hvm",
-                EnaSupport=True,
-                RootDeviceName=ROOT_DEVICE_NAME,
-                BlockDeviceMappings=[
-                    {
-                        "DeviceName": ROOT_DEVICE_NAME,
-                        "Ebs": {"SnapshotId": self.snapshot_id, "VolumeSize": gib, "DeleteOnTermination": True},
-                    }
-                ],
+                **machine(architecture, self.snapshot_id, gib),
             )
         except Ec2ServiceError as error:
             # The name holds this push's id: a duplicate is our own attempt

@@ -31,6 +31,7 @@ from imgfac_twisted.doors import IDoor
 from imgfac_twisted.errors import ConfigError, ImageFactoryError, InvalidCredentials
 from imgfac_twisted.model import Builder, Image, Operation, Status
 from imgfac_twisted.providers import Credentials, PushResult
+from imgfac_twisted.providers.ec2_ami import ami_name, architecture_of
 from imgfac_twisted.providers.ec2_blocks import BlockReader, block_checksum, volume_size_gib
 from imgfac_twisted.providers.ec2_calls import (
     Ec2ConnectionError,
@@ -40,10 +41,6 @@ from imgfac_twisted.providers.ec2_calls import (
     failure_for,
 )
 from imgfac_twisted.providers.ec2_endpoints import AWS_REGIONS, load_definitions, parse_definition
-from imgfac_twisted.providers.ec2_push import (
-    ami_name,
-    architecture_of,
-)
 from imgfac_twisted.testing import InlineDoor
 from support.ec2_fakes import FakeCloud, client_error, make_provider
 
