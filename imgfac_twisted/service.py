@@ -44,7 +44,8 @@ from .web import tls
 from .web.basic_auth import BasicAuthenticator
 from .web.conductor.app import ConductorAPI
 from .web.conductor.resource import ConductorResource, SiteRoot
-from .web.factory import FactoryAPI, FactoryRoot
+from .web.factory import FactoryAPI
+from .web.fast_reads import FactoryRoot
 from .web.oauth import OAuthVerifier
 from .web.site import make_site
 

@@ -2,14 +2,13 @@
 
 Routes are thin: check auth and parameters, ask the dispatcher, shape the
 answer.  Reads of builders are answered from the in-memory index; the
-``FactoryRoot`` resource serves those same reads without Klein's routing,
-because clients poll them hard (see ``READ_SHAPES``).
+``fast_reads.FactoryRoot`` resource serves those same reads without Klein's
+routing, because clients poll them hard (see ``fast_reads.READ_SHAPES``).
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -17,14 +16,13 @@ from klein import Klein
 from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
-from twisted.web import http, static
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
 from .. import API_NAME, API_VERSION
 from ..errors import InvalidRequest, UnknownObject
 from ..jobs.dispatcher import Dispatcher
-from ..jobs.imports import ImportedImage, Importer
+from ..jobs.imports import Importer
 from ..jobs.index import BuilderIndex
 from ..jobs.logs import BuilderLogs
 from ..metrics import Metrics
@@ -32,77 +30,11 @@ from ..model import Builder, Image, Operation, Status
 from ..os import Package
 from . import representations as shapes
 from .assets import Assets, wants_html
-from .errors import Conflict, error_body, json_body, render_failure
+from .errors import Conflict, json_body, render_failure
 from .manifests import icicle_xml, spdx_json
 from .oauth import OAuthVerifier
-from .params import provider_credentials, read_params
-from .site import body_cap_exceeded
-
-
-def base_url(request: IRequest) -> str:
-    """``scheme://host[:port]`` as the client addressed this daemon."""
-    host: bytes | None = request.getHeader(b"host")
-    if host is None:
-        address = request.getHost()
-        host = f"{address.host}:{address.port}".encode("ascii")
-    return ("https://" if request.isSecure() else "http://") + host.decode("ascii", "replace")
-
-
-def download(request: IRequest, path: str, sha256: str | None) -> Resource | bytes:
-    """A resource serving the file at ``path`` exactly as it is on disk.
-
-    Its SHA-256, recorded when the image was made, is the strong ETag: a
-    client that already holds this image (``If-None-Match``) gets 304.
-    """
-    if sha256 is not None and request.setETag(f'"{sha256}"'.encode("ascii")) == http.CACHED:
-        return b""
-    served = static.File(path, defaultType="application/octet-stream")
-    # static.File would label a .tar.gz "Content-Encoding: gzip" and clients
-    # would unpack it on the fly: the image must arrive as made.
-    served.contentTypes = {}
-    served.contentEncodings = {}
-    filename = os.path.basename(path).encode("ascii", "replace")
-    request.setHeader(b"content-disposition", b'attachment; filename="' + filename + b'"')
-    return served
-
-
-def required(params: dict[str, str], *names: str) -> list[str]:
-    """The values of ``names``; InvalidRequest naming every one missing or empty."""
-    missing = [name for name in names if not params.get(name, "").strip()]
-    if missing:
-        raise InvalidRequest(f"missing parameter{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
-    return [params[name].strip() for name in names]
-
-
-def imported_image_document(base: str, imported: ImportedImage) -> dict[str, Any]:
-    """The answer to an import: the image, its build, target image and provider image, nested (2011 factory)."""
-    image, build = imported.image, imported.build
-    target, push = imported.target_builder, imported.push_builder
-    assert push.target_image_id is not None
-    return {
-        "_type": "image",
-        "href": base + shapes.image_path(image.id),
-        "id": image.id,
-        "build": {
-            "_type": "build",
-            "href": base + shapes.build_path(image.id, build.id),
-            "id": build.id,
-            "target_images": [
-                {
-                    "_type": "target_image",
-                    "href": base + shapes.target_image_path(image.id, build.id, target.id),
-                    "id": target.id,
-                    "provider_images": [
-                        {
-                            "_type": "provider_image",
-                            "href": base + shapes.provider_image_path(image.id, build.id, target.id, push.id),
-                            "id": push.id,
-                        }
-                    ],
-                }
-            ],
-        },
-    }
+from .params import provider_credentials, read_params, required
+from .responses import base_url, download
 
 
 def signed(handler: Callable[..., Any]) -> Callable[..., Any]:
@@ -384,7 +316,7 @@ class FactoryAPI:
         importing = self._importer.import_image(target, provider, identifier, params.get("image_descriptor", ""))
         base = base_url(request)
         return ensureDeferred(importing).addCallback(
-            lambda imported: json_body(request, 200, imported_image_document(base, imported))
+            lambda imported: json_body(request, 200, shapes.imported_image_document(base, imported))
         )
 
     @app.route(
@@ -449,69 +381,3 @@ class FactoryAPI:
             return json_body(request, 202, {"_type": "provider_image", "id": provider_image.id, "href": base + path})
 
         return ensureDeferred(starting).addCallback(answer)
-
-
-#: The reads ``FactoryRoot`` answers without Klein: (segment count, fixed
-#: segments by position, FactoryAPI method, positions of the arguments).
-READ_SHAPES: tuple[tuple[int, dict[int, str], str, tuple[int, ...]], ...] = (
-    (3, {1: "builders"}, "builder", (2,)),
-    (4, {1: "builders", 3: "status"}, "builder_status", (2,)),
-    (7, {1: "images", 3: "builds", 5: "target_images"}, "target_image", (2, 4, 6)),
-    (8, {1: "images", 3: "builds", 5: "target_images", 7: "status"}, "target_image_status", (2, 4, 6)),
-    (9, {1: "images", 3: "builds", 5: "target_images", 7: "provider_images"}, "provider_image", (2, 4, 6, 8)),
-    (
-        10,
-        {1: "images", 3: "builds", 5: "target_images", 7: "provider_images", 9: "status"},
-        "provider_image_status",
-        (2, 4, 6, 8),
-    ),
-)
-
-
-class FactoryRoot(Resource):
-    """The site's root: builder reads straight from the index, everything else through Klein.
-
-    Clients poll builder status many times a second; Klein's per-request
-    routing roughly halves what twisted.web can serve, so the handful of
-    read shapes in READ_SHAPES are matched here by segment and handed to the
-    very methods Klein would call.  Klein still owns those routes too (for
-    405s and for anything that does not match exactly).
-    """
-
-    isLeaf = True
-
-    def __init__(self, api: FactoryAPI, fallback: Resource) -> None:
-        super().__init__()
-        self._api = api
-        self._fallback = fallback
-        self._shapes: dict[int, list[tuple[dict[int, bytes], Callable[..., bytes], tuple[int, ...]]]] = {}
-        for count, fixed, method, positions in READ_SHAPES:
-            encoded = {index: value.encode("ascii") for index, value in fixed.items()}
-            self._shapes.setdefault(count, []).append((encoded, getattr(api, method), positions))
-
-    def render(self, request: IRequest) -> Any:
-        cap = body_cap_exceeded(request)
-        if cap is not None:
-            return error_body(request, 413, f"request body is larger than {cap} bytes")
-        if request.method in (b"GET", b"HEAD"):
-            answer = self._fast_read(request)
-            if answer is not None:
-                return answer
-        return self._fallback.render(request)
-
-    def _fast_read(self, request: IRequest) -> bytes | None:
-        segments = request.postpath
-        if not segments or segments[0] != b"imagefactory":
-            return None
-        for fixed, method, positions in self._shapes.get(len(segments), ()):
-            if all(segments[index] == value for index, value in fixed.items()):
-                try:
-                    arguments = [segments[index].decode("utf-8") for index in positions]
-                except UnicodeDecodeError:
-                    # No id is anything but UTF-8 text: nothing is there.
-                    return render_failure(request, Failure(UnknownObject("no resource at this path")))
-                try:
-                    return method(request, *arguments)
-                except Exception:
-                    return render_failure(request, Failure())
-        return None

@@ -138,3 +138,11 @@ def _multipart_fields(content_type: bytes, body: bytes) -> dict[str, str]:
         except UnicodeDecodeError:
             raise InvalidRequest(f"multipart field {name!r} is not UTF-8 text") from None
     return fields
+
+
+def required(params: dict[str, str], *names: str) -> list[str]:
+    """The values of ``names``; InvalidRequest naming every one missing or empty."""
+    missing = [name for name in names if not params.get(name, "").strip()]
+    if missing:
+        raise InvalidRequest(f"missing parameter{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
+    return [params[name].strip() for name in names]

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from ..jobs.dispatcher import StartedBuild
+from ..jobs.imports import ImportedImage
 from ..model import Builder, Operation, Stage, iso8601_utc
 
 PREFIX = "/imagefactory"
@@ -108,5 +109,36 @@ def started_build_document(base: str, started: StartedBuild) -> dict[str, Any]:
             "_type": "build",
             "href": base + build_path(image.id, build.id),
             "id": build.id,
+        },
+    }
+
+
+def imported_image_document(base: str, imported: ImportedImage) -> dict[str, Any]:
+    """The answer to an import: the image, its build, target image and provider image, nested (2011 factory)."""
+    image, build = imported.image, imported.build
+    target, push = imported.target_builder, imported.push_builder
+    assert push.target_image_id is not None
+    return {
+        "_type": "image",
+        "href": base + image_path(image.id),
+        "id": image.id,
+        "build": {
+            "_type": "build",
+            "href": base + build_path(image.id, build.id),
+            "id": build.id,
+            "target_images": [
+                {
+                    "_type": "target_image",
+                    "href": base + target_image_path(image.id, build.id, target.id),
+                    "id": target.id,
+                    "provider_images": [
+                        {
+                            "_type": "provider_image",
+                            "href": base + provider_image_path(image.id, build.id, target.id, push.id),
+                            "id": push.id,
+                        }
+                    ],
+                }
+            ],
         },
     }

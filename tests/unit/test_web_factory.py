@@ -9,7 +9,8 @@ from oauthlib.oauth1 import Client
 from treq.testing import StubTreq
 
 from imgfac_twisted.testing import SPEC_TEMPLATE, result_of
-from imgfac_twisted.web.factory import FactoryAPI, FactoryRoot
+from imgfac_twisted.web.factory import FactoryAPI
+from imgfac_twisted.web.fast_reads import FactoryRoot
 from imgfac_twisted.web.oauth import OAuthVerifier
 
 BASE = "http://imgfac-host:8075"

@@ -32,8 +32,8 @@ from ...jobs.imports import ImportedImage, Importer
 from ...jobs.index import BuilderIndex
 from ...model import Build, Builder, Image, Operation
 from ...store import IStore
-from ..factory import base_url
 from ..manifests import icicle_xml
+from ..responses import base_url
 from . import lookups
 from . import representations as xml
 from .bodies import names as _names
