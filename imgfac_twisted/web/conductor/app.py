@@ -1,9 +1,11 @@
 """The Conductor API's routes (Klein), over the same dispatcher, store and index as the factory API.
 
-Routes are thin: read the XML body (``bodies``), check, ask the dispatcher,
-the importer or the deleter (a push: ``pushes``), shape the XML answer
-(``representations``); objects by id come from ``lookups``.  Credentials and Accept are checked
-before routing (``resource.ConductorResource``, which also takes
+Routes are thin: read the XML body (``bodies``), check what it asks for
+(``checks``), ask the dispatcher, the importer or the deleter (a push:
+``pushes``), shape the XML answer (``representations``); objects by id come
+from ``lookups``.  The target and provider image reads pollers hit hardest
+are answered before routing (``fast_reads``).  Credentials and Accept are
+checked before routing (``resource.ConductorResource``, which also takes
 ActiveResource's ``.xml`` off the path); errors become ``<error>`` documents
 in ``errors``.
 
@@ -15,7 +17,7 @@ an image, a build and a target image, ``providers``, ``provider_types`` and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
 
@@ -36,15 +38,12 @@ from ..manifests import icicle_xml
 from ..responses import base_url
 from . import lookups
 from . import representations as xml
-from .bodies import names as _names
 from .bodies import read_body
 from .bodies import text as _text
-from .errors import XML_CONTENT_TYPE, ConductorError, incorrect, insufficient, not_found, render_failure, xml_document
+from .checks import build_asked, import_asked, push_asked
+from .errors import ConductorError, incorrect, not_found, render_failure, xml_document
+from .fast_reads import ConductorReads, pushes_of
 from .pushes import start_pushes
-
-#: Serialized documents kept for the hot reads (one per object polled; dropped all at once beyond this).
-MAX_SERIALIZED = 4096
-ID_PARAMETERS = ("target_image_id", "build_id", "image_id")
 
 
 class ConductorAPI:
@@ -69,70 +68,16 @@ class ConductorAPI:
         self._deleter = deleter
         self._accounts = accounts
         self._max_body_bytes = max_body_bytes
-        #: Build id -> id of the template it was made from.  Builds never change, so a target
-        #: image's read needs the store once per build, not once per request (pollers).
-        self._build_templates: dict[str, str] = {}
-        #: Object id -> (what its document was made from, the serialized document): pollers read
-        #: the same unchanged builder again and again; lxml would rebuild the same bytes each time.
-        self._serialized: dict[str, tuple[tuple[Any, ...], bytes]] = {}
+        self._reads = ConductorReads(store, index)
         self._openapi = (files("imgfac_twisted.web.conductor") / "openapi.json").read_bytes()
 
     @app.handle_errors(Exception)
     def error(self, request: IRequest, failure: Failure) -> bytes:
         return render_failure(request, failure)
 
-    # -- the hot reads, without Klein ----------------------------------------
-
     def fast_read(self, request: IRequest) -> bytes | None:
-        """A target or provider image by id, answered from the index without Klein's routing; None otherwise.
-
-        The Conductor UI polled these every 30 s per user; Klein's routing
-        costs about as much as the answer.  Anything not answered here
-        (unknown ids, a build whose template is not remembered yet, other
-        paths) goes through Klein as before, with the same result.
-        """
-        segments = request.postpath
-        if len(segments) != 4 or segments[1] != b"api" or segments[2] not in (b"target_images", b"provider_images"):
-            return None
-        try:
-            object_id = segments[3].decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-        builder = self._index.get(object_id)
-        if builder is None:
-            return None
-        base = base_url(request)
-        if segments[2] == b"provider_images":
-            if builder.operation != Operation.PUSH:
-                return None
-            return self._serialized_answer(request, (builder, base), lambda: xml.provider_image_element(base, builder))
-        template_id = self._build_templates.get(builder.build_id)
-        if builder.operation != Operation.BUILD or template_id is None:
-            return None
-        pushes = self._pushes_of(builder.id, self._index.all())
-        return self._serialized_answer(
-            request,
-            (builder, base, template_id, *pushes),
-            lambda: xml.target_image_element(base, builder, template_id, pushes),
-        )
-
-    def _serialized_answer(
-        self, request: IRequest, made_from: tuple[Any, ...], element: Callable[[], etree._Element]
-    ) -> bytes:
-        """The 200 XML answer of ``element()``, serialized again only when what it is made from changed.
-
-        ``made_from`` starts with the builder: the index holds a new
-        (immutable) Builder after every change, so identity says "unchanged".
-        """
-        builder = made_from[0]
-        cached = self._serialized.get(builder.id)
-        if cached is None or cached[0][0] is not builder or cached[0][1:] != made_from[1:]:
-            if len(self._serialized) >= MAX_SERIALIZED:
-                self._serialized.clear()
-            cached = self._serialized[builder.id] = (made_from, xml_document(request, 200, element()))
-        request.setResponseCode(200)
-        request.setHeader(b"content-type", XML_CONTENT_TYPE)
-        return cached[1]
+        """A target or provider image by id without Klein's routing (``ConductorReads.fast_read``); None otherwise."""
+        return self._reads.fast_read(request)
 
     # -- images ------------------------------------------------------------
 
@@ -204,21 +149,7 @@ class ConductorAPI:
         root = self._body(request, "image")
         if _text(root, "target_identifier"):
             return await self._import(request, root)
-        targets, template = _text(root, "targets"), _text(root, "tdl")
-        missing = [name for name, value in (("targets", targets), ("tdl", template)) if not value]
-        if missing:
-            raise insufficient(
-                f"<image> needs {' and '.join(f'<{name}>' for name in missing)} "
-                "(a comma-separated list of targets, and the TDL template escaped or in CDATA)"
-            )
-        known = self._dispatcher.known_targets()
-        unknown = [name for name in _names(targets) if name not in known]
-        if unknown:
-            raise not_found(
-                "TargetNotFound",
-                f"unknown target {', '.join(map(repr, unknown))}: known targets are {', '.join(known)}",
-            )
-
+        targets, template = build_asked(root, self._dispatcher.known_targets())
         started = await self._dispatcher.start_build(template, targets)
         base = base_url(request)
         builders = [self._index.get(t.id) for t in started.target_images]
@@ -232,23 +163,9 @@ class ConductorAPI:
         """An image already on a provider: the 2012 form names an account, the 2011 form a target and provider."""
         if self._importer is None:
             raise ConductorError("NotFound", 404, "this daemon does not import images")
-        identifier, descriptor = _text(root, "target_identifier"), _text(root, "image_descriptor")
-        account_name = _text(root, "provider_account_name")
-        if account_name:
-            account = self._accounts.get(account_name)
-            if account is None:
-                raise not_found("ProviderAccountNotFound", f"no provider account {account_name!r}")
-            target, provider = account.provider_type, account.provider
-            account_identifier: str | None = account.credentials.account_identifier
-        else:
-            target, provider, account_identifier = _text(root, "target_name"), _text(root, "provider_name"), None
-            if not (target and provider):
-                raise insufficient(
-                    "an import needs <target_identifier> and either <provider_account_name> "
-                    "or <target_name> and <provider_name>"
-                )
+        asked = import_asked(root, self._accounts)
         try:
-            imported = await self._importer.import_image(target, provider, identifier, descriptor, account_identifier)
+            imported = await self._importer.import_image(*asked)
         except InvalidRequest as error:
             raise incorrect(error.message) from None
         return self._imported_answer(request, imported)
@@ -293,22 +210,15 @@ class ConductorAPI:
 
     @app.route("/conductor/api/builds/<build_id>/target_images", methods=["GET"])
     async def build_target_images(self, request: IRequest, build_id: str) -> bytes:
-        template_id = await self._template_of(build_id)
+        template_id = await self._reads.template_of(build_id)
         base = base_url(request)
         builders = self._index.all()
         members = [
-            xml.target_image_element(base, builder, template_id, self._pushes_of(builder.id, builders))
+            xml.target_image_element(base, builder, template_id, pushes_of(builder.id, builders))
             for builder in builders
             if builder.operation == Operation.BUILD and builder.build_id == build_id
         ]
         return xml_document(request, 200, xml.collection("target_images", members))
-
-    async def _template_of(self, build_id: str) -> str:
-        """The id of the template the build was made from (remembered: builds never change)."""
-        template_id = self._build_templates.get(build_id)
-        if template_id is None:
-            template_id = self._build_templates[build_id] = (await self._get_build(build_id)).template_id
-        return template_id
 
     async def _get_build(self, build_id: str) -> Build:
         return await lookups.build(self._store, build_id)
@@ -322,7 +232,7 @@ class ConductorAPI:
         builders = self._index.all()
         members = [
             xml.target_image_element(
-                base, builder, templates.get(builder.build_id, ""), self._pushes_of(builder.id, builders)
+                base, builder, templates.get(builder.build_id, ""), pushes_of(builder.id, builders)
             )
             for builder in builders
             if builder.operation == Operation.BUILD
@@ -342,8 +252,8 @@ class ConductorAPI:
         element = xml.target_image_element(
             base_url(request),
             builder,
-            await self._template_of(builder.build_id),
-            self._pushes_of(builder.id, self._index.all()),
+            await self._reads.template_of(builder.build_id),
+            pushes_of(builder.id, self._index.all()),
         )
         if deleting:
             contents = self._provider_contents(lambda b: b.target_image_id == target_image_id)
@@ -380,10 +290,6 @@ class ConductorAPI:
 
     def _target_builder(self, target_image_id: str) -> Builder:
         return lookups.target_builder(self._index, target_image_id)
-
-    @staticmethod
-    def _pushes_of(target_image_id: str, builders: Iterable[Builder]) -> list[str]:
-        return [b.id for b in builders if b.operation == Operation.PUSH and b.target_image_id == target_image_id]
 
     def _provider_contents(self, under: Callable[[Builder], bool]) -> list[tuple[str, str]]:
         """(provider, identifier there) of every provider image ``under`` the object being deleted."""
@@ -430,26 +336,7 @@ class ConductorAPI:
     @app.route("/conductor/api/provider_images", methods=["POST"])
     async def push(self, request: IRequest) -> bytes:
         root = self._body(request, "provider_image")
-        given = {name: _text(root, name) for name in ID_PARAMETERS if _text(root, name)}
-        account_names = _names(_text(root, "provider_account"))
-        if not given or not account_names:
-            needs = [] if given else ["one of <target_image_id>, <build_id> or <image_id>"]
-            needs += [] if account_names else ["<provider_account> (a comma-separated list of account names)"]
-            raise insufficient(f"<provider_image> needs {' and '.join(needs)}")
-        if len(given) > 1:
-            raise incorrect(
-                f"<provider_image> must name one of <target_image_id>, <build_id> or <image_id>, "
-                f"not {' and '.join(f'<{name}>' for name in given)}"
-            )
-        unknown = [name for name in account_names if name not in self._accounts]
-        if unknown:
-            raise not_found(
-                "ProviderAccountNotFound",
-                f"no provider account {', '.join(map(repr, unknown))}: "
-                f"known accounts are {', '.join(sorted(self._accounts)) or 'none'}",
-            )
-        accounts = [self._accounts[name] for name in account_names]
-        ((kind, object_id),) = given.items()
+        kind, object_id, accounts = push_asked(root, self._accounts)
         return await self._push(request, kind, object_id, accounts)
 
     async def _push(self, request: IRequest, kind: str, object_id: str, accounts: list[ProviderAccount]) -> bytes:
