@@ -121,10 +121,10 @@ class LibvirtBootTester:
             await self._boot(overlay, work_dir, build_id, log)
             log(f"boot test: passed, a login prompt after {self._reactor.seconds() - started:.0f} s")
         finally:
-            _remove(overlay)
+            await self._door.run(_remove, overlay)
 
     async def _make_overlay(self, image_path: str, overlay: str) -> None:
-        _remove(overlay)
+        # qemu-img create replaces an overlay a killed daemon left behind.
         try:
             await run_process(
                 self._reactor,
