@@ -17,9 +17,8 @@ an image, a build and a target image, ``providers``, ``provider_types`` and
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib.resources import files
-from typing import Any
 
 from klein import Klein
 from lxml import etree
@@ -131,14 +130,13 @@ class ConductorAPI:
         builds = [b.id for b in await self._store.list_builds() if b.image_id == image_id]
         element = xml.image_element(base_url(request), image, builds)
         if deleting:
-            contents = self._provider_contents(lambda b: b.image_id == image_id)
-            await self._deleted(
-                self._deleter.delete_image(image_id),
-                "ImageNotFound",
-                "ImageDeleteFailure",
+            element = await self._deleted(
+                element,
+                lambda b: b.image_id == image_id,
+                lambda: self._deleter.delete_image(image_id),
+                "Image",
                 f"no image with id {image_id!r}",
             )
-            element = xml.marked_deleted(element, contents)
         return xml_document(request, 200, element)
 
     async def _get_image(self, image_id: str) -> Image:
@@ -198,14 +196,13 @@ class ConductorAPI:
         build = await self._get_build(build_id)
         element = xml.build_element(base_url(request), build)
         if deleting:
-            contents = self._provider_contents(lambda b: b.build_id == build_id)
-            await self._deleted(
-                self._deleter.delete_build(build_id),
-                "BuildNotFound",
-                "BuildDeleteFailure",
+            element = await self._deleted(
+                element,
+                lambda b: b.build_id == build_id,
+                lambda: self._deleter.delete_build(build_id),
+                "Build",
                 f"no build with id {build_id!r}",
             )
-            element = xml.marked_deleted(element, contents)
         return xml_document(request, 200, element)
 
     @app.route("/conductor/api/builds/<build_id>/target_images", methods=["GET"])
@@ -256,14 +253,13 @@ class ConductorAPI:
             pushes_of(builder.id, self._index.all()),
         )
         if deleting:
-            contents = self._provider_contents(lambda b: b.target_image_id == target_image_id)
-            await self._deleted(
-                self._deleter.delete_target_image(target_image_id),
-                "TargetImageNotFound",
-                "TargetImageDeleteFailure",
+            element = await self._deleted(
+                element,
+                lambda b: b.target_image_id == target_image_id,
+                lambda: self._deleter.delete_target_image(target_image_id),
+                "TargetImage",
                 f"no target image with id {target_image_id!r}",
             )
-            element = xml.marked_deleted(element, contents)
         return xml_document(request, 200, element)
 
     @app.route("/conductor/api/target_images/<target_image_id>/icicle", methods=["GET"])
@@ -319,16 +315,14 @@ class ConductorAPI:
     @app.route("/conductor/api/provider_images/<provider_image_id>", methods=["DELETE"])
     async def delete_provider_image(self, request: IRequest, provider_image_id: str) -> bytes:
         builder = self._push_builder(provider_image_id)
-        element = xml.provider_image_element(base_url(request), builder)
-        contents = self._provider_contents(lambda b: b.id == provider_image_id)
-
-        await self._deleted(
-            self._deleter.delete_provider_image(provider_image_id),
-            "ProviderImageNotFound",
-            "ProviderImageDeleteFailure",
+        element = await self._deleted(
+            xml.provider_image_element(base_url(request), builder),
+            lambda b: b.id == provider_image_id,
+            lambda: self._deleter.delete_provider_image(provider_image_id),
+            "ProviderImage",
             f"no provider image with id {provider_image_id!r}",
         )
-        return xml_document(request, 200, xml.marked_deleted(element, contents))
+        return xml_document(request, 200, element)
 
     def _push_builder(self, provider_image_id: str) -> Builder:
         return lookups.push_builder(self._index, provider_image_id)
@@ -386,10 +380,21 @@ class ConductorAPI:
     def _body(self, request: IRequest, root_tag: str) -> etree._Element:
         return read_body(request, root_tag, self._max_body_bytes)
 
-    async def _deleted(self, deleting: Any, not_found_code: str, failure_code: str, missing: str) -> None:
+    async def _deleted(
+        self,
+        element: etree._Element,
+        under: Callable[[Builder], bool],
+        delete: Callable[[], Awaitable[object]],
+        kind: str,
+        missing: str,
+    ) -> etree._Element:
+        """Delete the ``kind`` object ``element`` shows; ``element`` marked deleted with the provider contents
+        ``under`` it (read before they go).  Errors: ``<kind>NotFound`` (404), ``<kind>DeleteFailure`` (500)."""
+        contents = self._provider_contents(under)
         try:
-            await deleting
+            await delete()
         except UnknownObject:
-            raise not_found(not_found_code, missing) from None
+            raise not_found(f"{kind}NotFound", missing) from None
         except DeleteFailed as error:
-            raise ConductorError(failure_code, 500, error.message) from None
+            raise ConductorError(f"{kind}DeleteFailure", 500, error.message) from None
+        return xml.marked_deleted(element, contents)
