@@ -24,6 +24,7 @@ import requests
 from requests_oauthlib import OAuth1
 
 from support.daemon import Daemon, DaemonPool, mock_config, oauth
+from support.factory_shapes import BUILDER_KEYS, PUSH_BUILDER_KEYS
 
 # -- fixtures' data -----------------------------------------------------------
 
@@ -57,23 +58,6 @@ def mock_credentials(username: str = "u", password: str = PASSWORD) -> str:
     )
 
 
-#: Keys of the spec's builder / target image examples (we add "status_detail").
-SPEC_BUILDER_KEYS = {
-    "status",
-    "_type",
-    "completed",
-    "provider_account_identifier",
-    "image_id",
-    "href",
-    "operation",
-    "id",
-    "build_id",
-    "target",
-    "provider",
-    "target_image_id",
-}
-BUILDER_KEYS = SPEC_BUILDER_KEYS | {"status_detail", "image_size", "image_sha256", "stage", "stages"}
-PUSH_BUILDER_KEYS = SPEC_BUILDER_KEYS | {"status_detail", "identifier_on_provider", "stage", "stages"}
 STATUS_KEYS = {"status", "_type", "href", "id"}
 #: twistd re-raises the signal it was stopped with after a clean shutdown, so a clean SIGTERM
 #: stop shows as -SIGTERM (older twistd versions exit 0).

@@ -12,28 +12,10 @@ from imgfac_twisted.testing import SPEC_TEMPLATE, result_of
 from imgfac_twisted.web.factory import FactoryAPI
 from imgfac_twisted.web.fast_reads import FactoryRoot
 from imgfac_twisted.web.oauth import OAuthVerifier
+from support.factory_shapes import BUILDER_KEYS
 
 BASE = "http://imgfac-host:8075"
 FORM = {"Content-Type": ["application/x-www-form-urlencoded"]}
-BUILDER_KEYS = {
-    "status",
-    "_type",
-    "completed",
-    "provider_account_identifier",
-    "image_id",
-    "href",
-    "operation",
-    "id",
-    "build_id",
-    "target",
-    "provider",
-    "target_image_id",
-    "status_detail",
-    "image_size",
-    "image_sha256",
-    "stage",
-    "stages",
-}
 
 
 class Client_:
