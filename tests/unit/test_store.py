@@ -102,22 +102,7 @@ def test_unfinished_builders(store):
 def test_record_push(store):
     """A provider image and its push builder are recorded together."""
     image, build, target_image, _ = record_one_build(store)
-    provider_image = ProviderImage("pi", target_image.id, build.id, image.id, "mock", "user", 2.0)
-    builder = Builder(
-        "pi",
-        Operation.PUSH,
-        Status.NEW,
-        0,
-        image.id,
-        build.id,
-        "mock",
-        provider="mock",
-        target_image_id=target_image.id,
-        provider_account_identifier="user",
-        created=2.0,
-        updated=2.0,
-    )
-    result_of(store.record_push(provider_image, builder, [an_event(builder)]))
+    provider_image, builder = record_one_push(store, image, build, target_image)
     assert result_of(store.get_provider_image("pi")) == provider_image
     assert result_of(store.get_builder("pi")) == builder
 
@@ -178,7 +163,7 @@ def record_one_push(store, image, build, target_image, provider_image_id="pi"):
         updated=2.0,
     )
     result_of(store.record_push(provider_image, builder, [an_event(builder)]))
-    return provider_image
+    return provider_image, builder
 
 
 def test_images_and_builds_are_listed_oldest_first(store):
