@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -107,6 +108,17 @@ class Stage:
     def ended(self, now: float) -> Stage:
         """This stage, ended at ``now`` (unchanged when it had ended)."""
         return self if self.ended_at is not None else dataclasses.replace(self, ended_at=now)
+
+    # Status polls show every builder's stages: each time is written as text once per stage, not per read.
+    @functools.cached_property
+    def started_text(self) -> str:
+        """``started_at`` in ISO 8601, UTC."""
+        return iso8601_utc(self.started_at)
+
+    @functools.cached_property
+    def ended_text(self) -> str | None:
+        """``ended_at`` in ISO 8601, UTC; None while the stage runs."""
+        return iso8601_utc(self.ended_at) if self.ended_at is not None else None
 
 
 def entered(stages: tuple[Stage, ...], name: StageName, now: float) -> tuple[Stage, ...]:

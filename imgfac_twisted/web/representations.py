@@ -7,7 +7,7 @@ from typing import Any
 
 from ..jobs.dispatcher import StartedBuild
 from ..jobs.imports import ImportedImage
-from ..model import Builder, Operation, Stage, iso8601_utc
+from ..model import Builder, Operation, Stage
 
 PREFIX = "/imagefactory"
 
@@ -78,11 +78,7 @@ def builder_document(builder: Builder, _type: str, href: str) -> dict[str, Any]:
 
 def stage_document(stage: Stage) -> dict[str, Any]:
     """One stage of a builder's work, with ISO 8601 UTC times (``ended_at`` null while it runs)."""
-    return {
-        "name": stage.name.value,
-        "started_at": iso8601_utc(stage.started_at),
-        "ended_at": iso8601_utc(stage.ended_at) if stage.ended_at is not None else None,
-    }
+    return {"name": stage.name.value, "started_at": stage.started_text, "ended_at": stage.ended_text}
 
 
 def status_document(builder: Builder, _type: str, href: str) -> dict[str, Any]:

@@ -66,3 +66,17 @@ def test_change_kinds():
     assert BuilderChange(None, new).kind == "STATUS"
     assert BuilderChange(building, building.moved(Status.BUILDING, 50, now=3)).kind == "PERCENTAGE"
     assert BuilderChange(building, building.moved(Status.FAILED, now=3)).kind == "FAILURE"
+
+
+def test_a_stage_writes_its_times_as_text_once() -> None:
+    """A stage's ISO 8601 times are made once and kept (status polls show every builder's stages), and
+    equality still compares only the stage's fields."""
+    from imgfac_twisted.model import Stage, StageName, iso8601_utc
+
+    stage = Stage(StageName.INSTALLING, 1_700_000_000.25, None)
+    assert stage.started_text == iso8601_utc(1_700_000_000.25) == "2023-11-14T22:13:20.250Z"
+    assert stage.ended_text is None
+    assert stage.started_text is stage.started_text
+    ended = stage.ended(1_700_000_100.0)
+    assert ended.ended_text == "2023-11-14T22:15:00.000Z"
+    assert stage == Stage(StageName.INSTALLING, 1_700_000_000.25, None)
