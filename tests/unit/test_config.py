@@ -76,3 +76,26 @@ def test_amqp_password_is_redacted():
     config = merge_config({"amqp_url": "amqp://user:pa55word@127.0.0.1:5672/%2F"}, {})
     assert config.redacted()["amqp_url"] == "amqp://user:***@127.0.0.1:5672/%2F"
     assert "pa55word" not in repr(config)
+
+
+def test_a_switch_on_by_default_is_turned_off_with_no_flag(tmp_path):
+    """``boot_test`` is on unless ``--no_boot_test`` is given; a switch off by default keeps its own name
+    (``--rest``); the config file's value stands when the command line says nothing."""
+    from imgfac_twisted.tap import Options
+
+    config_file = tmp_path / "imagefactory.conf"
+    config_file.write_text(json.dumps({"boot_test": False}))
+    empty = tmp_path / "empty.conf"
+    empty.write_text("{}")
+
+    def parsed(*args):
+        options = Options()
+        options.parseOptions(list(args))
+        return options.config
+
+    assert parsed("--config", str(empty)).boot_test is True
+    off = parsed("--config", str(empty), "--no_boot_test", "--rest")
+    assert (off.boot_test, off.rest) == (False, True)
+    assert parsed("--config", str(config_file)).boot_test is False
+    usage_text = str(Options())
+    assert "--no_boot_test " in usage_text and "--boot_test " not in usage_text
