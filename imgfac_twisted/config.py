@@ -164,6 +164,36 @@ class Config:
         secret=True,
     )
     amqp_exchange: str = setting("imagefactory", "Durable topic exchange the events are published on.")
+    store_url: str = setting(
+        "sqlite:",
+        "Where the factory's state lives: 'sqlite:' (a file in state_dir, the default) or "
+        "postgresql://user:password@host:port/db (shared by several nodes; needs amqp_url).",
+        secret=True,
+    )
+    worker: bool = setting(
+        False, "On PostgreSQL: do build and push work (with --rest an API node also works; without, it does none)."
+    )
+    worker_id: str | None = setting(
+        None, "This node's name in claims and builder details (default: host name and pid)."
+    )
+    amqp_work_queue: str = setting(
+        "imagefactory.work", "Durable queue the build and push jobs go through (PostgreSQL)."
+    )
+    worker_heartbeat: float = setting(
+        10.0, "Seconds between a worker's heartbeats on the builders it runs.", minimum=0.1
+    )
+    max_attempts: int = setting(2, "Times a builder is started before a lost worker's builder is failed.", minimum=1)
+    image_store: str | None = setting(
+        None,
+        "Where finished target images are kept: a directory (default: <state_dir>/images; a shared mount "
+        "for several nodes) or s3://bucket/prefix.",
+    )
+    image_store_endpoint: str | None = setting(None, "S3 endpoint URL of an s3:// image_store (default: AWS).")
+    image_store_region: str | None = setting(None, "Region of an s3:// image_store.")
+    image_store_access_key_id: str | None = setting(None, "Access key id of an s3:// image_store.")
+    image_store_secret_access_key: str | None = setting(
+        None, "Secret access key of an s3:// image_store (config file only).", secret=True, cli=False
+    )
     conductor: bool = setting(False, "Also serve the Conductor image API (XML, Basic auth) at /conductor/api/.")
     conductor_users: Mapping[str, str] = setting(
         {},
@@ -179,6 +209,21 @@ class Config:
         cli=False,
     )
 
+    @property
+    def on_postgresql(self) -> bool:
+        """True when the state is shared in PostgreSQL (several nodes; roles apply)."""
+        return self.store_url.startswith(("postgresql://", "postgres://"))
+
+    @property
+    def does_work(self) -> bool:
+        """True when this node runs builders: always on SQLite; on PostgreSQL a worker, or a node without --rest."""
+        return not self.on_postgresql or self.worker or not self.rest
+
+    @property
+    def serves_work_queue(self) -> bool:
+        """True when builds and pushes go through the RabbitMQ work queue (PostgreSQL with a broker)."""
+        return self.on_postgresql and self.amqp_url is not None
+
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict fit for a log: secrets replaced by a count."""
         shown = dataclasses.asdict(self)
@@ -187,7 +232,8 @@ class Config:
             if option.secret and isinstance(value, dict):
                 shown[option.name] = f"<{len(value)} redacted>"
             elif option.secret and isinstance(value, str):
-                shown[option.name] = redact_url(value)
+                # A URL (or sqlite:) keeps all but its password; any other secret is only said to be set.
+                shown[option.name] = redact_url(value) if ":" in value else "<redacted>"
         return shown
 
 
@@ -350,4 +396,19 @@ def merge_config(file_values: Mapping[str, Any], cli_values: Mapping[str, Any], 
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     config = Config(**settings)
+    problems = _combination_problems(config)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return dataclasses.replace(config, state_dir=os.path.abspath(config.state_dir))
+
+
+def _combination_problems(config: Config) -> list[str]:
+    """What is wrong with options that are each valid but do not go together."""
+    problems = []
+    if not config.store_url.startswith(("sqlite:", "postgresql://", "postgres://")):
+        problems.append("option 'store_url' must be 'sqlite:' or postgresql://user:password@host:port/db")
+    if config.on_postgresql and config.amqp_url is None:
+        problems.append(
+            "option 'store_url' on PostgreSQL needs 'amqp_url': build and push work goes through a RabbitMQ queue"
+        )
+    return problems

@@ -224,6 +224,9 @@ class Builder:
     sequence: int = 1
     #: The stages its work ran, in order; the last one runs while ``ended_at`` is None.
     stages: tuple[Stage, ...] = ()
+    #: The ``worker_id`` of the node that runs or ran it (None before a worker claims it).
+    #: Written only by the store's claims (``IWorkStore``), never by ``save_builder``.
+    worker: str | None = None
 
     @property
     def stage(self) -> StageName | None:

@@ -9,11 +9,13 @@ daemons sharing one database cannot both move the same builder.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
     from ..events import Event
@@ -25,6 +27,8 @@ Package = tuple[str, str, str]
 
 class IStore(Interface):
     """Images, builds, target and provider images, builders and templates."""
+
+    keeps_logs = Attribute("True when builders' logs live in the store (``ILogStore``), False when they are files.")
 
     def open() -> Deferred[None]:
         """Open the store and create what is missing."""
@@ -77,10 +81,15 @@ class IStore(Interface):
     ) -> Deferred[None]:
         """In one transaction: an imported image, its build, target image, provider image, builders and events."""
 
-    def save_builder(builder: Builder, expected_status: Status, event: Event) -> Deferred[None]:
+    def save_builder(
+        builder: Builder, expected_status: Status, event: Event, log_lines: Sequence[str] = ()
+    ) -> Deferred[None]:
         """Write ``builder`` and add ``event`` to the outbox, if its stored status is still ``expected_status``.
 
         Fails with InvalidTransition, writing nothing, when another writer moved it first.
+        ``builder.worker`` is not written (only claims set it).  ``log_lines`` (time-stamped
+        text, no newline) are appended to the builder's log in the same transaction when
+        the store ``keeps_logs``, and ignored otherwise (the logs are files then).
         """
 
     def pending_events(limit: int) -> Deferred[list[tuple[int, Event]]]:
@@ -119,6 +128,15 @@ class IStore(Interface):
     def list_builders() -> Deferred[list[Builder]]:
         """Fire with every Builder, oldest first."""
 
+    def list_builders_page(limit: int, marker: str | None) -> Deferred[list[Builder]]:
+        """Fire with up to ``limit`` builders, oldest first, after the builder ``marker`` (from the first without).
+
+        Fails with UnknownObject when ``marker`` names no builder.
+        """
+
+    def count_builders() -> Deferred[dict[tuple[str, str], int]]:
+        """Fire with how many builders there are of each (operation, status) present."""
+
     def list_unfinished_builders() -> Deferred[list[Builder]]:
         """Fire with every Builder whose status is not final."""
 
@@ -140,3 +158,62 @@ class IStore(Interface):
 
     def delete_provider_image(provider_image_id: str, events: Sequence[Event] = ()) -> Deferred[None]:
         """In one transaction: remove the provider image and its builder (+ ``events``)."""
+
+
+class ILogStore(Interface):
+    """Builders' logs kept in the store, so that every node sees them (the PostgreSQL store)."""
+
+    def append_log(builder_id: str, lines: Sequence[str]) -> Deferred[None]:
+        """Append ``lines`` (time-stamped text, no newline) to the builder's log."""
+
+    def read_log(builder_id: str, offset: int, limit: int) -> Deferred[bytes]:
+        """Fire with up to ``limit`` bytes of the log (UTF-8, a newline after each line) from byte ``offset``."""
+
+
+class ClaimOutcome(enum.Enum):
+    """What a worker's claim of a builder found."""
+
+    #: Now this worker's: it was unclaimed, or its worker's heartbeat was stale.
+    CLAIMED = "claimed"
+    #: This worker's already.
+    OURS = "ours"
+    #: Another worker runs it and its heartbeat is fresh.
+    TAKEN = "taken"
+    #: It has ended (COMPLETED or FAILED): nothing to do.
+    FINAL = "final"
+    #: Its worker was lost and it was started ``max_attempts`` times already: to be failed.
+    EXHAUSTED = "exhausted"
+    #: No such builder (deleted).
+    GONE = "gone"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim's outcome for one builder, the builder as stored after it (None when GONE) and its attempts."""
+
+    outcome: ClaimOutcome
+    builder: Builder | None
+    attempts: int
+
+
+class IWorkStore(Interface):
+    """Claims and heartbeats: how workers sharing one database never run the same builder twice."""
+
+    def claim_builders(
+        builder_ids: Sequence[str], worker_id: str, now: float, stale_before: float, max_attempts: int
+    ) -> Deferred[dict[str, Claim]]:
+        """Claim each builder for ``worker_id``, in one transaction (rows locked), and fire with each's Claim.
+
+        A builder is CLAIMED when it is not final and has no worker, or its worker's
+        last heartbeat is older than ``stale_before``; claiming sets ``worker``, the
+        heartbeat to ``now`` and adds one to its attempts.  A builder to be taken over
+        whose attempts already reached ``max_attempts`` is EXHAUSTED instead (left as it
+        is, for the caller to fail).
+        """
+
+    def heartbeat(builder_ids: Sequence[str], worker_id: str, now: float) -> Deferred[list[str]]:
+        """Set the heartbeat of those builders still ``worker_id``'s and not final; fire with the others' ids
+        (ended elsewhere, e.g. cancelled on an API node, or taken over: the worker stops them)."""
+
+    def release_builders(builder_ids: Sequence[str], worker_id: str) -> Deferred[None]:
+        """Hand builders back (a worker stopping): no worker, no heartbeat, one attempt less; their status stays."""

@@ -189,11 +189,17 @@ class SQLiteStore:
         objects = [image, build, target_image, provider_image, *builders]
         return self._door.run(self._transaction, self._inserts(objects) + outbox_inserts(events))
 
-    def save_builder(self, builder: Builder, expected_status: Status, event: Event) -> Deferred[None]:
+    #: The builders' logs are files (``jobs.logs.BuilderLogs``).
+    keeps_logs = False
+
+    def save_builder(
+        self, builder: Builder, expected_status: Status, event: Event, log_lines: Sequence[str] = ()
+    ) -> Deferred[None]:
         return self._door.run(self.thd_save_builder, builder, expected_status, event)
 
     def thd_save_builder(self, builder: Builder, expected_status: Status, event: Event) -> None:
-        names = [name for name in columns(Builder) if name != "id"]
+        # Only a claim sets the worker.
+        names = [name for name in columns(Builder) if name not in ("id", "worker")]
         values = dict(zip(columns(Builder), row_values(builder)))
 
         def guarded_update(db: sqlite3.Connection) -> None:
@@ -283,12 +289,32 @@ class SQLiteStore:
         """Every builder, oldest first (blocking: for start-up, before the reactor runs)."""
         return self._select_builders("1 = 1", [])
 
+    def list_builders_page(self, limit: int, marker: str | None) -> Deferred[list[Builder]]:
+        return self._door.run(self.thd_list_builders_page, limit, marker)
+
+    def thd_list_builders_page(self, limit: int, marker: str | None) -> list[Builder]:
+        if marker is None:
+            return self._select_builders("1 = 1", [], limit)
+        row = self._db().execute("SELECT created, rowid FROM builders WHERE id = ?", [marker]).fetchone()
+        if row is None:
+            raise UnknownObject(f"no builder with id {marker!r}")
+        return self._select_builders("(created, rowid) > (?, ?)", [row[0], row[1]], limit)
+
+    def count_builders(self) -> Deferred[dict[tuple[str, str], int]]:
+        return self._door.run(self.thd_count_builders)
+
+    def thd_count_builders(self) -> dict[tuple[str, str], int]:
+        rows = self._db().execute("SELECT operation, status, COUNT(*) FROM builders GROUP BY operation, status")
+        return {(operation, status): count for operation, status, count in rows}
+
     def list_unfinished_builders(self) -> Deferred[list[Builder]]:
         finals = [status.value for status in FINAL_STATUSES]
         return self._door.run(self._select_builders, "status NOT IN (?, ?)", finals)
 
-    def _select_builders(self, where: str, values: list[Any]) -> list[Builder]:
-        rows = self._db().execute(f"SELECT * FROM builders WHERE {where} ORDER BY created, rowid", values)
+    def _select_builders(self, where: str, values: list[Any], limit: int = -1) -> list[Builder]:
+        rows = self._db().execute(
+            f"SELECT * FROM builders WHERE {where} ORDER BY created, rowid LIMIT ?", [*values, limit]
+        )
         return [from_row(Builder, row) for row in rows]
 
     def list_images(self) -> Deferred[list[Image]]:

@@ -89,6 +89,17 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE TABLE manifests (build_id TEXT PRIMARY KEY, packages TEXT NOT NULL)",
         ],
     ),
+    (
+        3,
+        [
+            # Claims (see store.IWorkStore): the worker running a builder, its last heartbeat, its starts.
+            "ALTER TABLE builders ADD COLUMN worker TEXT",
+            "ALTER TABLE builders ADD COLUMN heartbeat REAL",
+            "ALTER TABLE builders ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+            # Pages of the builders list, oldest first (SQLite adds the rowid to the index itself).
+            "CREATE INDEX builders_created ON builders(created)",
+        ],
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

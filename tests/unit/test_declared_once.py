@@ -21,9 +21,21 @@ def test_options_are_config_fields_in_order_with_their_defaults() -> None:
 
 def test_secret_options_stay_out_of_the_config_repr() -> None:
     """A secret option (OAuth secrets, the AMQP URL) never shows in Config's repr."""
-    config = Config(clients={"key": "s3cret-value"}, amqp_url="amqp://u:pw-in-url@h/%2F")
-    assert {option.name for option in OPTIONS if option.secret} == {"clients", "amqp_url", "conductor_users"}
-    assert "s3cret-value" not in repr(config) and "pw-in-url" not in repr(config)
+    config = Config(
+        clients={"key": "s3cret-value"},
+        amqp_url="amqp://u:pw-in-url@h/%2F",
+        store_url="postgresql://u:pg-pw@h/db",
+        image_store_secret_access_key="s3-secret-key",
+    )
+    assert {option.name for option in OPTIONS if option.secret} == {
+        "clients",
+        "amqp_url",
+        "conductor_users",
+        "store_url",
+        "image_store_secret_access_key",
+    }
+    for secret in ("s3cret-value", "pw-in-url", "pg-pw", "s3-secret-key"):
+        assert secret not in repr(config) and secret not in str(config.redacted())
 
 
 def test_an_option_whose_kind_cannot_be_told_must_name_it() -> None:
