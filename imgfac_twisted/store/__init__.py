@@ -44,6 +44,9 @@ class IStore(Interface):
     def thd_list_builders() -> list[Builder]:
         """Every builder, oldest first, blocking."""
 
+    def thd_list_unfinished_builders() -> list[Builder]:
+        """Every builder not COMPLETED or FAILED, oldest first, blocking."""
+
     def thd_spent_nonces(now: float) -> list[tuple[str, str, float]]:
         """The OAuth nonces (client key, nonce, expiry) spent and not expired at ``now``, blocking."""
 

@@ -308,8 +308,11 @@ class SQLiteStore:
         return {(operation, status): count for operation, status, count in rows}
 
     def list_unfinished_builders(self) -> Deferred[list[Builder]]:
-        finals = [status.value for status in FINAL_STATUSES]
-        return self._door.run(self._select_builders, "status NOT IN (?, ?)", finals)
+        return self._door.run(self.thd_list_unfinished_builders)
+
+    def thd_list_unfinished_builders(self) -> list[Builder]:
+        """Every builder not COMPLETED or FAILED, oldest first (blocking: for start-up, before the reactor runs)."""
+        return self._select_builders("status NOT IN (?, ?)", [status.value for status in FINAL_STATUSES])
 
     def _select_builders(self, where: str, values: list[Any], limit: int = -1) -> list[Builder]:
         rows = self._db().execute(
