@@ -28,6 +28,8 @@ if [ "${1:-}" = "--test" ]; then
     command -v chromium >/dev/null || need_apt+=(chromium)
     # The event tests talk to a real RabbitMQ on 127.0.0.1:5672.
     command -v rabbitmq-server >/dev/null || need_apt+=(rabbitmq-server)
+    # The store tests (and the multi-node ones) use a real PostgreSQL on 127.0.0.1:5432.
+    command -v pg_ctlcluster >/dev/null || need_apt+=(postgresql)
     # The real-Debian end-to-end tests make a Debian 12 root file system with debootstrap.
     command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need_apt+=(debootstrap)
     # The kickstart's package-manifest query runs against a real RPM database of packages built with rpmbuild.
@@ -43,6 +45,22 @@ if [ "${1:-}" = "--test" ] && ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; t
     echo "setup: starting RabbitMQ"
     rabbitmq-server -detached
     rabbitmqctl await_startup >/dev/null
+fi
+
+if [ "${1:-}" = "--test" ]; then
+    # PostgreSQL for the store tests: the first cluster, trust for user postgres on 127.0.0.1, started by hand
+    # (no systemd).  The tests make and drop their own databases.
+    read -r pg_version pg_cluster < <(pg_lsclusters --no-header | awk 'NR == 1 {print $1, $2}')
+    pg_hba="/etc/postgresql/$pg_version/$pg_cluster/pg_hba.conf"
+    if ! grep -Eq '^host[[:space:]]+all[[:space:]]+(all|postgres)[[:space:]]+127\.0\.0\.1/32[[:space:]]+trust' "$pg_hba"; then
+        echo "setup: PostgreSQL trusts user postgres on 127.0.0.1"
+        sed -i '1i host all postgres 127.0.0.1/32 trust' "$pg_hba"
+        pg_ctlcluster --skip-systemctl-redirect "$pg_version" "$pg_cluster" reload 2>/dev/null || true
+    fi
+    if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+        echo "setup: starting PostgreSQL $pg_version/$pg_cluster"
+        pg_ctlcluster --skip-systemctl-redirect "$pg_version" "$pg_cluster" start
+    fi
 fi
 
 if [ "${1:-}" = "--test" ]; then

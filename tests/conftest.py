@@ -14,6 +14,8 @@ Fixtures:
 * ``operator_chain``: an operator's PEM bundle (root CA -> intermediate -> leaf)
   for the TLS tests of both tiers.
 * ``document``: the factory API's OpenAPI document, read by both tiers.
+* ``postgres_url``: the URL of a fresh, empty PostgreSQL database on 127.0.0.1:5432, dropped
+  after the test (tests/support/postgres.py); the test fails when the server is not up.
 
 The integration tier's own fixtures (the daemon, moto, RabbitMQ) are in
 tests/integration/conftest.py.
@@ -30,6 +32,7 @@ import pytest
 from imgfac_twisted.testing import Stack
 from support.openapi_document import load_document
 from support.pem_material import operator_chain as make_operator_chain
+from support.postgres import fresh_database
 
 #: The folder whose tests are the integration tier.
 INTEGRATION = Path(__file__).resolve().parent / "integration"
@@ -69,3 +72,10 @@ def operator_chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | 
 def document() -> dict[str, Any]:
     """The factory API's OpenAPI document as installed (what the daemon serves); a module may override it."""
     return load_document()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database's URL (user postgres, trust), dropped after the test."""
+    with fresh_database() as url:
+        yield url
