@@ -27,5 +27,5 @@ def test_database_is_dropped_after_the_test() -> None:
 
 
 def test_a_server_that_is_down_fails_the_test_with_a_clear_message() -> None:
-    with pytest.raises(pytest.fail.Exception, match=r"PostgreSQL is not reachable at 127\.0\.0\.1:1 .*setup\.sh"):
+    with pytest.raises(pytest.fail.Exception, match=r"(?s)PostgreSQL is not reachable at 127\.0\.0\.1:1 .*setup\.sh"):
         admin_connection("postgresql://postgres@127.0.0.1:1/postgres")
