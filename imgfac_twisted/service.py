@@ -33,7 +33,7 @@ from .jobs.base_images import BUILDS_DIR, BootTester
 from .jobs.deletions import Deleter
 from .jobs.dispatcher import Dispatcher
 from .jobs.imports import Importer
-from .jobs.index import BuilderIndex
+from .jobs.index import BuilderIndex, every_pair
 from .jobs.logs import BuilderLogs
 from .metrics import Metrics
 from .store.sqlite import SQLiteStore
@@ -91,11 +91,11 @@ def make_service(config: Config, reactor: Any) -> IService:
     remove_unfinished_work(config.state_dir)
     root = OrderedServices()
     store, door = SQLiteStore.on_own_thread(reactor, os.path.join(config.state_dir, "imagefactory.sqlite"))
-    # Opened before the reactor runs: the index must be full before the
-    # first request, and a broken database should stop the start.
+    # Opened before the reactor runs: the index must hold the unfinished builders
+    # before the first request (the rest it reads through), and a broken database should stop the start.
     try:
         store.thd_open()
-        index = BuilderIndex(store.thd_list_builders())
+        index = BuilderIndex(store, store.thd_list_unfinished_builders())
     except Exception as error:
         raise ConfigError(f"the store in {config.state_dir} cannot be opened: {error}") from None
     bus = _event_bus(config, reactor)
@@ -208,11 +208,19 @@ def _make_state_dir(path: str) -> None:
 
 def register_gauges(metrics: Metrics, index: BuilderIndex, dispatcher: Dispatcher, store: SQLiteStore) -> None:
     """The gauges: read from the pieces that know, at each scrape."""
+    # The store counts the builders (the index holds only some) before each scrape, every pair listed.
+    counts = every_pair({})
+
+    def count_builders() -> Deferred[int]:
+        def keep(fetched: dict[tuple[str, str], int]) -> int:
+            counts.update(every_pair(fetched))
+            return sum(fetched.values())
+
+        return store.count_builders().addCallback(keep)
+
+    metrics.add_slow_gauge("imagefactory_builders_stored", "Builders in the store, of any kind.", count_builders)
     metrics.add_gauge(
-        "imagefactory_builders",
-        "Builders by operation and status.",
-        ["operation", "status"],
-        lambda: index.counts().items(),
+        "imagefactory_builders", "Builders by operation and status.", ["operation", "status"], counts.items
     )
     metrics.add_gauge(
         "imagefactory_dispatcher_queue_length",

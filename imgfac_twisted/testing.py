@@ -80,7 +80,7 @@ class Stack:
             self.config,
             self.clock,
             store,
-            BuilderIndex(store.thd_list_builders()),
+            BuilderIndex(store, store.thd_list_builders()),
             bus,
             Doors(logs=InlineDoor(), disk=InlineDoor(), cloud=InlineDoor(), cpu=InlineDoor()),
             plugins=mock_plugins,

@@ -111,7 +111,7 @@ class BuilderRuns:
 
     def recover(self) -> None:
         """Fail the builders a previous run of the daemon left unfinished."""
-        for builder in self._index.all():
+        for builder in self._index.unfinished():
             if not builder.status.is_final:
                 reason = RESTART_REASON.format(status=builder.status.value)
                 self._track(builder.id, ensureDeferred(self._fail(builder.id, reason)))
