@@ -1,48 +1,15 @@
-"""The SQLite store's schema and row mapping: the tables, the migrations since the first schema,
-and how model objects become rows and rows become model objects.
+"""The SQLite store's schema: the tables and the migrations since the first schema.
 
-Plain functions of a ``sqlite3.Connection`` or of values, no thread of their own: the store
-(``store.sqlite``) calls them on its one database thread.
+The row mapping both SQL stores share is in ``store.rows``.  Plain functions of a
+``sqlite3.Connection``, no thread of their own: the store (``store.sqlite``) calls them on its
+one database thread.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import sqlite3
-from collections.abc import Sequence
-from typing import Any, TypeVar
 
-from ..events import Event
-from ..model import (
-    Build,
-    Builder,
-    Image,
-    Operation,
-    ProviderImage,
-    Stage,
-    StageName,
-    Status,
-    StoredTemplate,
-    TargetImage,
-)
-
-__all__ = [
-    "MIGRATIONS",
-    "SCHEMA",
-    "SCHEMA_VERSION",
-    "TABLES",
-    "columns",
-    "decode_stages",
-    "encode_stages",
-    "from_row",
-    "insert_sql",
-    "migrate_to",
-    "outbox_inserts",
-    "row_values",
-]
-
-T = TypeVar("T")
+__all__ = ["MIGRATIONS", "SCHEMA", "SCHEMA_VERSION", "migrate_to"]
 
 #: The first version of the schema, as every installation has it (created when missing).
 SCHEMA = """
@@ -103,62 +70,6 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
-TABLES: dict[type, str] = {
-    StoredTemplate: "templates",
-    Image: "images",
-    Build: "builds",
-    TargetImage: "target_images",
-    ProviderImage: "provider_images",
-    Builder: "builders",
-}
-
-
-def columns(kind: type) -> list[str]:
-    """The column names of a model class: its dataclass fields, in order."""
-    return [field.name for field in dataclasses.fields(kind)]
-
-
-def row_values(obj: Any) -> list[Any]:
-    """The column values of a model object, enums stored as their strings, stages as JSON."""
-    values = []
-    for name in columns(type(obj)):
-        value = getattr(obj, name)
-        if isinstance(value, (Status, Operation)):
-            value = value.value
-        elif name == "stages":
-            value = encode_stages(value)
-        values.append(value)
-    return values
-
-
-def encode_stages(stages: tuple[Stage, ...]) -> str | None:
-    """A builder's stages as stored: JSON ``[[name, started_at, ended_at], ...]`` (None for none)."""
-    if not stages:
-        return None
-    return json.dumps([[stage.name.value, stage.started_at, stage.ended_at] for stage in stages])
-
-
-def decode_stages(text: str | None) -> tuple[Stage, ...]:
-    """The stages ``encode_stages`` wrote."""
-    if not text:
-        return ()
-    return tuple(Stage(StageName(name), started, ended) for name, started, ended in json.loads(text))
-
-
-def outbox_inserts(events: Sequence[Event]) -> list[tuple[str, list[Any]]]:
-    """The statements that put ``events`` in the outbox (run in the same transaction as the change)."""
-    return [("INSERT INTO outbox (event) VALUES (?)", [event.to_json()]) for event in events]
-
-
-def from_row(kind: type[T], row: sqlite3.Row) -> T:
-    """The model object of class ``kind`` that a row holds (enums and stages decoded)."""
-    values = {name: row[name] for name in columns(kind)}
-    if kind is Builder:
-        values["status"] = Status(values["status"])
-        values["operation"] = Operation(values["operation"])
-        values["stages"] = decode_stages(values["stages"])
-    return kind(**values)
-
 
 def migrate_to(version: int, statements: list[str], db: sqlite3.Connection) -> None:
     """One migration step, unless the database has had it (read inside the write transaction:
@@ -168,9 +79,3 @@ def migrate_to(version: int, statements: list[str], db: sqlite3.Connection) -> N
     for statement in statements:
         db.execute(statement)
     db.execute(f"PRAGMA user_version = {int(version)}")
-
-
-def insert_sql(kind: type) -> str:
-    """The INSERT statement for one object of model class ``kind``."""
-    names = columns(kind)
-    return f"INSERT INTO {TABLES[kind]} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
