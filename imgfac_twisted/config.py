@@ -8,6 +8,7 @@ All mistakes are collected and reported together in one ConfigError.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 from collections.abc import Callable, Mapping
@@ -183,6 +184,14 @@ class Config:
         10.0, "Seconds between a worker's heartbeats on the builders it runs.", minimum=0.1
     )
     max_attempts: int = setting(2, "Times a builder is started before a lost worker's builder is failed.", minimum=1)
+    job_key: str | None = setting(
+        None,
+        "On PostgreSQL: the Fernet key every node shares; a push's credentials travel to its worker encrypted "
+        "with it (config file only; make one with: python3 -c 'from cryptography.fernet import Fernet; "
+        "print(Fernet.generate_key().decode())').",
+        secret=True,
+        cli=False,
+    )
     image_store: str | None = setting(
         None,
         "Where finished target images are kept: a directory (default: <state_dir>/images; a shared mount "
@@ -411,4 +420,15 @@ def _combination_problems(config: Config) -> list[str]:
         problems.append(
             "option 'store_url' on PostgreSQL needs 'amqp_url': build and push work goes through a RabbitMQ queue"
         )
+    if config.on_postgresql and config.job_key is None:
+        problems.append("option 'store_url' on PostgreSQL needs 'job_key': pushes carry credentials to workers")
+    if config.job_key is not None and not _is_fernet_key(config.job_key):
+        problems.append("option 'job_key' must be a Fernet key: 32 bytes in URL-safe base64 (44 characters)")
     return problems
+
+
+def _is_fernet_key(text: str) -> bool:
+    try:
+        return len(base64.urlsafe_b64decode(text.encode("ascii"))) == 32 and len(text) == 44
+    except (ValueError, UnicodeEncodeError):
+        return False

@@ -55,8 +55,9 @@ FINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED})
 ALLOWED_TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.NEW: frozenset({Status.PENDING, Status.FAILED}),
     Status.PENDING: frozenset({Status.BUILDING, Status.PUSHING, Status.FAILED}),
-    Status.BUILDING: frozenset({Status.COMPLETED, Status.FAILED}),
-    Status.PUSHING: frozenset({Status.COMPLETED, Status.FAILED}),
+    # Back to PENDING: a builder whose worker was lost is started again by another (``jobs.worker``).
+    Status.BUILDING: frozenset({Status.COMPLETED, Status.FAILED, Status.PENDING}),
+    Status.PUSHING: frozenset({Status.COMPLETED, Status.FAILED, Status.PENDING}),
     Status.COMPLETED: frozenset(),
     Status.FAILED: frozenset(),
 }

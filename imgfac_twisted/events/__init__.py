@@ -36,6 +36,9 @@ class Event:
 
     routing_key: str
     body: dict[str, Any]
+    #: The exchange it goes to: None for the bus's event exchange, "" for the default exchange,
+    #: which routes it to the queue named by ``routing_key`` (a job for the work queue).
+    exchange: str | None = None
 
     @property
     def event_id(self) -> str:
@@ -44,13 +47,16 @@ class Event:
 
     def to_json(self) -> str:
         """The event as one JSON text (what the outbox keeps)."""
-        return json.dumps({"routing_key": self.routing_key, "body": self.body})
+        data: dict[str, Any] = {"routing_key": self.routing_key, "body": self.body}
+        if self.exchange is not None:
+            data["exchange"] = self.exchange
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str) -> Event:
         """The event ``to_json`` wrote."""
         data = json.loads(text)
-        return cls(routing_key=data["routing_key"], body=data["body"])
+        return cls(routing_key=data["routing_key"], body=data["body"], exchange=data.get("exchange"))
 
     def body_bytes(self) -> bytes:
         """The message body as published: the JSON object, UTF-8."""

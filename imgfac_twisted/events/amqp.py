@@ -43,7 +43,8 @@ from . import Event, EventCallback, IEventBus, ISubscription
 from .amqp_publish import Confirms
 from .amqp_subscriptions import Subscriptions
 from .amqp_url import DEFAULT_URL, AmqpAddress, parse_amqp_url, redacted_url
-from .amqp_wire import AmqpClient, AmqpClientFactory, BusUnavailable, PublishRejected, describe
+from .amqp_wire import AmqpClient, AmqpClientFactory, BusUnavailable, PublishRejected, close_client, describe
+from .amqp_work import JobHandler, WorkConsumer
 
 #: Public names defined in ``amqp_url`` and ``amqp_wire`` too: the bus's callers import them from here.
 __all__ = [
@@ -87,6 +88,7 @@ class AmqpBus(Service):
         connect_timeout: float = 10.0,
         min_retry_delay: float = 0.5,
         max_retry_delay: float = 5.0,
+        work_queue: str | None = None,
     ) -> None:
         self._reactor = reactor
         self._address = parse_amqp_url(url)
@@ -115,6 +117,9 @@ class AmqpBus(Service):
         self._last_failure = ""
         self._stopping = False
         self._closing: Deferred[None] | None = None
+        #: The durable work queue jobs are published to (declared at every connect), and its consumer if any.
+        self.work_queue = work_queue
+        self._work: WorkConsumer | None = None
 
     # -- the service --
 
@@ -143,25 +148,8 @@ class AmqpBus(Service):
         if self._client is None:
             return succeed(None)
         if self._closing is None:
-            self._closing = ensureDeferred(self._close(self._client))
+            self._closing = ensureDeferred(close_client(self._client, self._reactor, self.log))
         return self._closing
-
-    async def _close(self, client: AmqpClient) -> None:
-        channel0 = await client.channel(0)
-        closed = client.disconnected.wait()
-        replied = channel0.connection_close(reply_code=200, reply_text="Image Factory event bus stopping")
-        timeout = self._reactor.callLater(2.0, replied.cancel)
-        try:
-            await replied
-        except Exception as e:
-            self.log.debug("no clean AMQP close ({reason})", reason=describe(e))
-        finally:
-            if timeout.active():
-                timeout.cancel()
-        client.close()
-        if client.transport is not None:
-            client.transport.loseConnection()
-        await closed
 
     # -- connecting --
 
@@ -233,6 +221,9 @@ class AmqpBus(Service):
             await channel.channel_open()
             await channel.exchange_declare(exchange=self._exchange_bytes, type="topic", durable=True)
             await channel.confirm_select()
+            if self.work_queue is not None:
+                # Declared before any job is published: the default exchange drops a message for no queue.
+                await channel.queue_declare(queue=self.work_queue.encode("utf-8"), durable=True)
         except BaseException:
             if client.transport is not None:
                 client.transport.abortConnection()
@@ -322,6 +313,8 @@ class AmqpBus(Service):
         text = describe(reason)
         unconfirmed = self._confirms.pending
         subscriptions = self._subscriptions.end_all()
+        if self._work is not None:
+            self._work.end()
         if self._stopping:
             self.log.info("AMQP event bus disconnected from {url}", url=self.url)
         else:
@@ -384,7 +377,17 @@ class AmqpBus(Service):
         return client is self._client
 
     def delivered(self, msg: Message) -> None:
-        self._subscriptions.delivered(msg)
+        if self._work is not None and self._work.owns(msg.consumer_tag):
+            self._work.delivered(msg)
+        else:
+            self._subscriptions.delivered(msg)
+
+    def consume_work(self, prefetch: int, handler: JobHandler, retry_delay: float) -> None:
+        """Take jobs from ``work_queue`` (at most ``prefetch`` unacknowledged), on every connection from now on."""
+        if self.work_queue is None:
+            raise ValueError("this bus has no work queue")
+        work = self._work = WorkConsumer(self.work_queue, prefetch, handler, self._reactor, retry_delay)
+        self.when_connected(lambda: work.start(self._client) if self._client is not None else None)
 
     def consumer_cancelled_by_broker(self, consumer_tag: str) -> None:
         self._subscriptions.cancelled_by_broker(consumer_tag)

@@ -48,9 +48,8 @@ class Confirms:
             },
         )
         # Names go as bytes: txamqp would size a non-ASCII str in characters.
-        sent = channel.basic_publish(
-            exchange=self._exchange, routing_key=event.routing_key.encode("utf-8"), content=content
-        )
+        exchange = self._exchange if event.exchange is None else event.exchange.encode("utf-8")
+        sent = channel.basic_publish(exchange=exchange, routing_key=event.routing_key.encode("utf-8"), content=content)
         sent.addErrback(self._publish_failed, tag)
         return confirmed
 

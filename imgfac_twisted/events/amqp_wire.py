@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.protocol import Factory
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txamqp.client import Closed, TwistedDelegate
 from txamqp.codec import Codec
@@ -242,3 +243,22 @@ class AmqpClientFactory(Factory):
 
     def buildProtocol(self, addr: Any) -> AmqpClient:
         return AmqpClient(self.bus, delegate=AmqpDelegate(self.bus), **self._settings)
+
+
+async def close_client(client: AmqpClient, clock: Any, log: Logger) -> None:
+    """Close ``client``'s connection cleanly (``connection.close``, 2 s at most), then drop it; fire once closed."""
+    channel0 = await client.channel(0)
+    closed = client.disconnected.wait()
+    replied = channel0.connection_close(reply_code=200, reply_text="Image Factory event bus stopping")
+    timeout = clock.callLater(2.0, replied.cancel)
+    try:
+        await replied
+    except Exception as e:
+        log.debug("no clean AMQP close ({reason})", reason=describe(e))
+    finally:
+        if timeout.active():
+            timeout.cancel()
+    client.close()
+    if client.transport is not None:
+        client.transport.loseConnection()
+    await closed

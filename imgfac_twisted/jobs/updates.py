@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
@@ -49,20 +49,30 @@ class BuilderUpdater:
         self._locks: dict[str, DeferredLock] = {}
 
     async def record_build(
-        self, image: Image, build: Build, target_images: list[TargetImage], builders: list[Builder], new_image: bool
+        self,
+        image: Image,
+        build: Build,
+        target_images: list[TargetImage],
+        builders: list[Builder],
+        new_image: bool,
+        jobs: Sequence[Event] = (),
     ) -> None:
-        """Record a new build with its NEW builders, and their creation events."""
-        await self._store.record_build(image, build, target_images, builders, new_image, self._creations(builders))
+        """Record a new build with its NEW builders, their creation events and ``jobs`` (work queue messages)."""
+        events = self._creations(builders) + list(jobs)
+        await self._store.record_build(image, build, target_images, builders, new_image, events)
         self._created(builders)
 
-    async def record_push(self, provider_image: ProviderImage, builder: Builder) -> None:
-        """Record a new provider image with its NEW push builder, and its creation event."""
-        await self._store.record_push(provider_image, builder, self._creations([builder]))
+    async def record_push(self, provider_image: ProviderImage, builder: Builder, jobs: Sequence[Event] = ()) -> None:
+        """Record a new provider image with its NEW push builder, its creation event and ``jobs``."""
+        await self._store.record_push(provider_image, builder, self._creations([builder]) + list(jobs))
         self._created([builder])
 
-    async def record_created(self, builders: list[Builder], write: Callable[[list[Event]], Deferred[None]]) -> None:
-        """Record new builders with what ``write(events)`` stores (in one transaction) and their creation events."""
-        await write(self._creations(builders))
+    async def record_created(
+        self, builders: list[Builder], write: Callable[[list[Event]], Deferred[None]], jobs: Sequence[Event] = ()
+    ) -> None:
+        """Record new builders with what ``write(events)`` stores (in one transaction): their creation
+        events and ``jobs``."""
+        await write(self._creations(builders) + list(jobs))
         self._created(builders)
 
     async def delete(self, builders: list[Builder], delete_records: Callable[[list[Event]], Deferred[None]]) -> None:

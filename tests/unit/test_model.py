@@ -22,6 +22,9 @@ def a_builder(status: Status = Status.NEW, completed: int = 0) -> Builder:
         (Status.PUSHING, Status.FAILED),
         (Status.NEW, Status.FAILED),
         (Status.BUILDING, Status.BUILDING),
+        # Started again: its worker was lost.
+        (Status.BUILDING, Status.PENDING),
+        (Status.PUSHING, Status.PENDING),
     ],
 )
 def test_allowed_transitions(old, new):
@@ -35,7 +38,8 @@ def test_allowed_transitions(old, new):
         (Status.COMPLETED, Status.BUILDING),
         (Status.FAILED, Status.COMPLETED),
         (Status.NEW, Status.COMPLETED),
-        (Status.BUILDING, Status.PENDING),
+        (Status.BUILDING, Status.NEW),
+        (Status.PENDING, Status.NEW),
         (Status.COMPLETED, Status.COMPLETED),
         (Status.FAILED, Status.FAILED),
     ],
