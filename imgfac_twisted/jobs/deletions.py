@@ -117,7 +117,7 @@ class Deleter:
         remove_records: Callable[[list[Event]], Any],
         build_ids: list[str],
     ) -> None:
-        builders = [builder for builder in self._index.all() if under(builder)]
+        builders = await self._index.scan(under)
         try:
             await self._stop_running(builders)
             for builder in builders:

@@ -16,7 +16,7 @@ store (``page``, ``count``), which has them all.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from twisted.internet.defer import Deferred
 
@@ -26,6 +26,8 @@ from ..store import IStore
 
 #: Finished builders kept in memory (about 1 KiB each): the rest are read from the store.
 FINISHED_CAPACITY = 20_000
+#: Builders read from the store at a time by ``scan``.
+SCAN_PAGE = 1000
 
 
 class BuilderIndex:
@@ -39,6 +41,10 @@ class BuilderIndex:
         self._unfinished: dict[str, Builder] = {}
         # Oldest use first: the first is the next to go.
         self._finished: OrderedDict[str, Builder] = OrderedDict()
+        # What moves on when a provider image may have come (a push builder first held, by target image)
+        # or gone (any builder removed): see ``pushes_version``.
+        self._pushes_added: dict[str | None, int] = {}
+        self._removals = 0
         for builder in builders:
             self.put(builder)
 
@@ -47,6 +53,9 @@ class BuilderIndex:
         held = self._held(builder.id)
         if held is not None and held.sequence > builder.sequence:
             return
+        if held is None and builder.operation == Operation.PUSH:
+            target = builder.target_image_id
+            self._pushes_added[target] = self._pushes_added.get(target, 0) + 1
         if builder.status.is_final:
             self._unfinished.pop(builder.id, None)
             self._finished[builder.id] = builder
@@ -59,6 +68,7 @@ class BuilderIndex:
 
     def remove(self, builder_ids: Iterable[str]) -> None:
         """Forget deleted builders (their objects are gone: reads answer 404)."""
+        self._removals += 1
         for builder_id in builder_ids:
             self._unfinished.pop(builder_id, None)
             self._finished.pop(builder_id, None)
@@ -86,13 +96,30 @@ class BuilderIndex:
         # A newer state may have been put while the store was read.
         return self.get(builder_id)
 
+    def pushes_version(self, target_image_id: str) -> tuple[int, int]:
+        """Changes when a provider image of ``target_image_id`` may have come or gone: what was read of its
+        pushes (by ``scan``) holds while this stays the same."""
+        return self._removals, self._pushes_added.get(target_image_id, 0)
+
     def unfinished(self) -> list[Builder]:
         """Every builder not yet COMPLETED or FAILED that this index holds (all of them on a single node)."""
         return sorted(self._unfinished.values(), key=lambda builder: builder.created)
 
-    def all(self) -> list[Builder]:
-        """Every builder held, oldest first (going: its readers move to ``page``)."""
-        return sorted([*self._unfinished.values(), *self._finished.values()], key=lambda builder: builder.created)
+    async def scan(self, wanted: Callable[[Builder], bool]) -> list[Builder]:
+        """Every builder ``wanted`` picks, oldest first, read from the store a page at a time (not the hot path)."""
+        found: list[Builder] = []
+        marker: str | None = None
+        while True:
+            try:
+                page = await self.page(SCAN_PAGE, marker)
+            except UnknownObject:
+                # The page's marker was deleted meanwhile: read again from the start.
+                found, marker = [], None
+                continue
+            found.extend(builder for builder in page if wanted(builder))
+            if len(page) < SCAN_PAGE:
+                return found
+            marker = page[-1].id
 
     async def page(self, limit: int, marker: str | None) -> list[Builder]:
         """Up to ``limit`` builders after ``marker`` (the first without), oldest first, from the store.

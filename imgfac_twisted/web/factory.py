@@ -26,15 +26,17 @@ from ..jobs.imports import Importer
 from ..jobs.index import BuilderIndex
 from ..jobs.logs import BuilderLogs
 from ..metrics import Metrics
-from ..model import Builder, Image, Operation, Status
+from ..model import Builder, Image, Status
 from ..os import Package
+from . import builder_list
 from . import representations as shapes
 from .assets import Assets, wants_html
+from .builder_checks import found_builder, found_push, found_target
 from .errors import Conflict, json_body, render_failure
 from .manifests import icicle_xml, spdx_json
 from .oauth import OAuthVerifier
 from .params import provider_credentials, read_params, required
-from .responses import base_url, download
+from .responses import base_url, stored_download
 
 
 def signed(handler: Callable[..., Any]) -> Callable[..., Any]:
@@ -96,41 +98,36 @@ class FactoryAPI:
         return json_body(request, 200, {"version": API_VERSION, "name": API_NAME})
 
     @app.route("/imagefactory/builders", methods=["GET"])
-    def builders(self, request: IRequest) -> bytes:
-        """Every builder: JSON as the spec says, or the live status page for a browser."""
+    def builders(self, request: IRequest) -> bytes | Deferred[bytes]:
+        """Builders (every one, a page, or the unfinished: ``builder_list``), or the live status page for a browser."""
         if wants_html(request.getHeader(b"accept")):
             return self._static(request, "builders.html")
-        base = base_url(request)
-        return json_body(
-            request,
-            200,
-            {
-                "_type": "builders",
-                "href": base + shapes.PREFIX + "/builders",
-                "builders": [
-                    shapes.builder_document(builder, "builder", base + shapes.builder_path(builder.id))
-                    for builder in self._index.all()
-                ],
-            },
-        )
+        wanted = builder_list.asked(request)
+        return ensureDeferred(builder_list.builders_answer(request, self._index, base_url(request), wanted))
 
     @app.route("/imagefactory/builders/<builder_id>", methods=["GET"])
-    def builder(self, request: IRequest, builder_id: str) -> bytes:
-        found = self._builder(builder_id)
-        return self._detail(request, found, "builder", shapes.builder_path(found.id))
+    def builder(self, request: IRequest, builder_id: str) -> bytes | Deferred[bytes]:
+        return self._read(
+            builder_id,
+            lambda found: found_builder(builder_id, found),
+            lambda found: self._detail(request, found, "builder", shapes.builder_path(found.id)),
+        )
 
     @app.route("/imagefactory/builders/<builder_id>/status", methods=["GET"])
-    def builder_status(self, request: IRequest, builder_id: str) -> bytes:
-        found = self._builder(builder_id)
-        return self._status(request, found, "builder_status", shapes.builder_path(found.id))
+    def builder_status(self, request: IRequest, builder_id: str) -> bytes | Deferred[bytes]:
+        return self._read(
+            builder_id,
+            lambda found: found_builder(builder_id, found),
+            lambda found: self._status(request, found, "builder_status", shapes.builder_path(found.id)),
+        )
 
     @app.route("/imagefactory/builders/<builder_id>/log", methods=["GET"])
-    def builder_log(self, request: IRequest, builder_id: str) -> Deferred[bytes]:
+    async def builder_log(self, request: IRequest, builder_id: str) -> bytes:
         """The builder's log as text, from byte ``offset`` (a query argument) on.
 
         ``X-Builder-Status`` tells a client following the log when to stop.
         """
-        found = self._builder(builder_id)
+        found = found_builder(builder_id, await self._index.lookup(builder_id))
         try:
             offset = int(request.args.get(b"offset", [b"0"])[-1])
         except ValueError:
@@ -144,32 +141,45 @@ class FactoryAPI:
             return data
 
         # Read the status before the log, so a final status means the log is whole.
-        return self._logs.read(builder_id, offset).addCallback(answer)
+        return answer(await self._logs.read(builder_id, offset))
 
     @app.route("/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>", methods=["GET"])
-    def target_image(self, request: IRequest, image_id: str, build_id: str, target_image_id: str) -> bytes:
-        found = self._target_builder(image_id, build_id, target_image_id)
-        return self._detail(request, found, "target_image_status", shapes.object_path(found))
+    def target_image(
+        self, request: IRequest, image_id: str, build_id: str, target_image_id: str
+    ) -> bytes | Deferred[bytes]:
+        return self._read(
+            target_image_id,
+            lambda found: found_target(found, image_id, build_id, target_image_id),
+            lambda found: self._detail(request, found, "target_image_status", shapes.object_path(found)),
+        )
 
     @app.route(
         "/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>/status", methods=["GET"]
     )
-    def target_image_status(self, request: IRequest, image_id: str, build_id: str, target_image_id: str) -> bytes:
-        found = self._target_builder(image_id, build_id, target_image_id)
-        return self._status(request, found, "target_image_status", shapes.object_path(found))
+    def target_image_status(
+        self, request: IRequest, image_id: str, build_id: str, target_image_id: str
+    ) -> bytes | Deferred[bytes]:
+        return self._read(
+            target_image_id,
+            lambda found: found_target(found, image_id, build_id, target_image_id),
+            lambda found: self._status(request, found, "target_image_status", shapes.object_path(found)),
+        )
 
     @app.route(
         "/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>/raw_image", methods=["GET"]
     )
-    def raw_image(self, request: IRequest, image_id: str, build_id: str, target_image_id: str) -> Resource | bytes:
-        """The target image file as made, byte for byte (ranges, ETag), once COMPLETED; 404 before."""
-        found = self._target_builder(image_id, build_id, target_image_id)
+    async def raw_image(
+        self, request: IRequest, image_id: str, build_id: str, target_image_id: str
+    ) -> Resource | bytes:
+        """The target image file as made, byte for byte (ranges, ETag), once COMPLETED; 404 before.
+        From an S3 image store: 302 to a presigned URL of the object."""
+        found = await self._target_builder(image_id, build_id, target_image_id)
         if found.status != Status.COMPLETED or found.artifact_path is None:
             # Not there yet (or never made): as the issue asks, 404 until COMPLETED.
             raise UnknownObject(
                 f"target image {target_image_id} is {found.status.value}: its image can be downloaded once COMPLETED"
             )
-        return download(request, found.artifact_path, found.artifact_sha256)
+        return await stored_download(request, found.artifact_path, found.artifact_sha256, self._dispatcher.image_store)
 
     @app.route(
         "/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>/icicle", methods=["GET"]
@@ -196,9 +206,12 @@ class FactoryAPI:
     )
     def provider_image(
         self, request: IRequest, image_id: str, build_id: str, target_image_id: str, provider_image_id: str
-    ) -> bytes:
-        found = self._push_builder(image_id, build_id, target_image_id, provider_image_id)
-        return self._detail(request, found, "provider_image_status", shapes.object_path(found))
+    ) -> bytes | Deferred[bytes]:
+        return self._read(
+            provider_image_id,
+            lambda found: found_push(found, image_id, build_id, target_image_id, provider_image_id),
+            lambda found: self._detail(request, found, "provider_image_status", shapes.object_path(found)),
+        )
 
     @app.route(
         "/imagefactory/images/<image_id>/builds/<build_id>/target_images/<target_image_id>"
@@ -207,9 +220,12 @@ class FactoryAPI:
     )
     def provider_image_status(
         self, request: IRequest, image_id: str, build_id: str, target_image_id: str, provider_image_id: str
-    ) -> bytes:
-        found = self._push_builder(image_id, build_id, target_image_id, provider_image_id)
-        return self._status(request, found, "provider_image_status", shapes.object_path(found))
+    ) -> bytes | Deferred[bytes]:
+        return self._read(
+            provider_image_id,
+            lambda found: found_push(found, image_id, build_id, target_image_id, provider_image_id),
+            lambda found: self._status(request, found, "provider_image_status", shapes.object_path(found)),
+        )
 
     @app.route("/imagefactory/static/<name>", methods=["GET"])
     def static(self, request: IRequest, name: str) -> bytes:
@@ -244,42 +260,26 @@ class FactoryAPI:
     def _status(self, request: IRequest, builder: Builder, _type: str, path: str) -> bytes:
         return json_body(request, 200, shapes.status_document(builder, _type, base_url(request) + path + "/status"))
 
-    def _builder(self, builder_id: str) -> Builder:
-        found = self._index.get(builder_id)
-        if found is None:
-            raise UnknownObject(f"no builder with id {builder_id!r}")
-        return found
+    def _read(
+        self, builder_id: str, check: Callable[[Builder | None], Builder], answer: Callable[[Builder], bytes]
+    ) -> bytes | Deferred[bytes]:
+        """``answer(check(builder))``: at once when the index holds it (the hot path), else once the store is read."""
+        held = self._index.get(builder_id)
+        if held is not None:
+            return answer(check(held))
+        return ensureDeferred(self._index.lookup(builder_id)).addCallback(lambda found: answer(check(found)))
 
     async def _contents(
         self, image_id: str, build_id: str, target_image_id: str
     ) -> tuple[Builder, Image, list[Package]]:
         """A COMPLETED target image's builder, image and packages (UnknownObject before it is COMPLETED)."""
-        found = self._target_builder(image_id, build_id, target_image_id)
+        found = await self._target_builder(image_id, build_id, target_image_id)
         image, packages = await self._dispatcher.contents(found)
         return found, image, packages
 
-    def _target_builder(self, image_id: str, build_id: str, target_image_id: str) -> Builder:
-        found = self._index.get(target_image_id)
-        if (
-            found is None
-            or found.operation != Operation.BUILD
-            or (found.image_id, found.build_id) != (image_id, build_id)
-        ):
-            raise UnknownObject(f"no target image {target_image_id!r} in build {build_id!r} of image {image_id!r}")
-        return found
-
-    def _push_builder(self, image_id: str, build_id: str, target_image_id: str, provider_image_id: str) -> Builder:
-        found = self._index.get(provider_image_id)
-        if (
-            found is None
-            or found.operation != Operation.PUSH
-            or (found.image_id, found.build_id, found.target_image_id) != (image_id, build_id, target_image_id)
-        ):
-            raise UnknownObject(
-                f"no provider image {provider_image_id!r} of target image {target_image_id!r} "
-                f"in build {build_id!r} of image {image_id!r}"
-            )
-        return found
+    async def _target_builder(self, image_id: str, build_id: str, target_image_id: str) -> Builder:
+        found = await self._index.lookup(target_image_id)
+        return found_target(found, image_id, build_id, target_image_id)
 
     # -- writes ----------------------------------------------------------
 
@@ -353,8 +353,8 @@ class FactoryAPI:
 
     @app.route("/imagefactory/builders/<builder_id>", methods=["DELETE"])
     @signed
-    def cancel_builder(self, request: IRequest, builder_id: str) -> bytes:
-        found = self._builder(builder_id)
+    async def cancel_builder(self, request: IRequest, builder_id: str) -> bytes:
+        found = found_builder(builder_id, await self._index.lookup(builder_id))
         if not self._dispatcher.cancel(builder_id):
             raise Conflict(f"builder {builder_id} is {found.status.value}: only a running builder can be cancelled")
         return json_body(

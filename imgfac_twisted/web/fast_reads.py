@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from ..errors import UnknownObject
 from .errors import error_body, render_failure
@@ -54,7 +56,7 @@ class FactoryRoot(Resource):
         super().__init__()
         self._api = api
         self._fallback = fallback
-        self._shapes: dict[int, list[tuple[dict[int, bytes], Callable[..., bytes], tuple[int, ...]]]] = {}
+        self._shapes: dict[int, list[tuple[dict[int, bytes], Callable[..., Any], tuple[int, ...]]]] = {}
         for count, fixed, method, positions in READ_SHAPES:
             encoded = {index: value.encode("ascii") for index, value in fixed.items()}
             self._shapes.setdefault(count, []).append((encoded, getattr(api, method), positions))
@@ -69,7 +71,7 @@ class FactoryRoot(Resource):
                 return answer
         return self._fallback.render(request)
 
-    def _fast_read(self, request: IRequest) -> bytes | None:
+    def _fast_read(self, request: IRequest) -> object:
         segments = request.postpath
         if not segments or segments[0] != b"imagefactory":
             return None
@@ -81,7 +83,23 @@ class FactoryRoot(Resource):
                     # No id is anything but UTF-8 text: nothing is there.
                     return render_failure(request, Failure(UnknownObject("no resource at this path")))
                 try:
-                    return method(request, *arguments)
+                    answer = method(request, *arguments)
                 except Exception:
                     return render_failure(request, Failure())
+                return answer if isinstance(answer, bytes) else _later(request, answer)
         return None
+
+
+def _later(request: IRequest, answer: Deferred[bytes]) -> object:
+    """Finish ``request`` once ``answer`` (a read the index missed, from the store) fires."""
+    gone: list[bool] = []
+    # A client gone before the store answered is not written to.
+    request.notifyFinish().addErrback(lambda _: gone.append(True))  # type: ignore[attr-defined]
+
+    def finish(body: bytes) -> None:
+        if not gone:
+            request.write(body)
+            request.finish()
+
+    answer.addErrback(lambda failure: render_failure(request, failure)).addCallback(finish)
+    return NOT_DONE_YET

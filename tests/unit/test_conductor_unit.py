@@ -409,7 +409,7 @@ def test_delete_of_each_level_answers_deleted_and_removes_what_hangs_under_it(co
     assert deleted.findtext("status") == "DELETED" and deleted.findtext("image") == answer.get("id")
     deleted = conductor.xml("DELETE", f"/images/{answer.get('id')}")
     assert deleted.findtext("status") == "DELETED" and deleted.findtext("name") == "f14jeos"
-    assert len(conductor.xml("GET", "/images")) == 0 and stack.index.all() == []
+    assert len(conductor.xml("GET", "/images")) == 0 and result_of(stack.store.list_builders()) == [] and len(stack.index) == 0
     stack.run_for(0.5)
     deletions = [event.body for event in stack.events if event.body["event"] == "DELETED"]
     assert {(body["id"], body["_type"]) for body in deletions} == {
@@ -524,7 +524,7 @@ def test_every_error_code_a_request_can_cause(conductor, stack, monkeypatch):
     stack.run_for(3)
     monkeypatch.setattr(MockProvider, "delete", lambda *args: fail(RuntimeError("the cloud says no")))
     target_id = answer.find("build/target_images/target_image").get("id")
-    pushed_id = [b.id for b in stack.index.all() if b.operation == Operation.PUSH][0]
+    pushed_id = [b.id for b in result_of(stack.store.list_builders()) if b.operation == Operation.PUSH][0]
     assert e("DELETE", f"/provider_images/{pushed_id}", expect=500) == "ProviderImageDeleteFailure"
     assert e("DELETE", f"/target_images/{target_id}", expect=500) == "TargetImageDeleteFailure"
     assert e("DELETE", f"/builds/{build_id}", expect=500) == "BuildDeleteFailure"

@@ -112,7 +112,7 @@ def test_unknown_target_names_the_known_ones(stack):
     """An unknown target is refused naming it and listing the known targets; nothing is recorded."""
     with pytest.raises(InvalidRequest, match=r"'nope'.*known targets are mock"):
         start_build(stack, targets="mock,nope")
-    assert stack.index.all() == []
+    assert result_of(stack.store.list_builders()) == []
 
 
 def test_repeated_targets_make_one_target_image(stack):
@@ -124,7 +124,7 @@ def test_bad_template_is_refused(stack):
     """An invalid template is refused before anything is recorded."""
     with pytest.raises(InvalidTemplate):
         start_build(stack, template="<template><name>x</name></template>")
-    assert stack.index.all() == []
+    assert result_of(stack.store.list_builders()) == []
 
 
 def test_template_by_image_uuid_and_rebuild(stack):

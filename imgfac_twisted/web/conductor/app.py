@@ -41,7 +41,7 @@ from .bodies import read_body
 from .bodies import text as _text
 from .checks import build_asked, import_asked, push_asked
 from .errors import ConductorError, incorrect, not_found, render_failure, xml_document
-from .fast_reads import ConductorReads, pushes_of
+from .fast_reads import ConductorReads, provider_contents, pushes_of
 from .pushes import start_pushes
 
 
@@ -209,11 +209,11 @@ class ConductorAPI:
     async def build_target_images(self, request: IRequest, build_id: str) -> bytes:
         template_id = await self._reads.template_of(build_id)
         base = base_url(request)
-        builders = self._index.all()
+        builders = await self._index.scan(lambda b: b.build_id == build_id)
         members = [
             xml.target_image_element(base, builder, template_id, pushes_of(builder.id, builders))
             for builder in builders
-            if builder.operation == Operation.BUILD and builder.build_id == build_id
+            if builder.operation == Operation.BUILD
         ]
         return xml_document(request, 200, xml.collection("target_images", members))
 
@@ -226,7 +226,7 @@ class ConductorAPI:
     async def target_images(self, request: IRequest) -> bytes:
         base = base_url(request)
         templates = {build.id: build.template_id for build in await self._store.list_builds()}
-        builders = self._index.all()
+        builders = await self._index.scan(lambda b: True)
         members = [
             xml.target_image_element(
                 base, builder, templates.get(builder.build_id, ""), pushes_of(builder.id, builders)
@@ -245,12 +245,12 @@ class ConductorAPI:
         return await self._target_image_answer(request, target_image_id, deleting=True)
 
     async def _target_image_answer(self, request: IRequest, target_image_id: str, deleting: bool) -> bytes:
-        builder = self._target_builder(target_image_id)
+        builder = await self._target_builder(target_image_id)
         element = xml.target_image_element(
             base_url(request),
             builder,
             await self._reads.template_of(builder.build_id),
-            pushes_of(builder.id, self._index.all()),
+            await self._reads.pushes_of(builder.id),
         )
         if deleting:
             element = await self._deleted(
@@ -265,7 +265,7 @@ class ConductorAPI:
     @app.route("/conductor/api/target_images/<target_image_id>/icicle", methods=["GET"])
     async def target_image_icicle(self, request: IRequest, target_image_id: str) -> bytes:
         """The packages inside a COMPLETED target image (ICICLE XML, as the factory API serves it); 404 before."""
-        builder = self._target_builder(target_image_id)
+        builder = await self._target_builder(target_image_id)
         try:
             image, packages = await self._dispatcher.contents(builder)
         except UnknownObject as error:
@@ -274,47 +274,35 @@ class ConductorAPI:
         return icicle_xml(image, packages)
 
     @app.route("/conductor/api/target_images/<target_image_id>/provider_images", methods=["GET"])
-    def target_image_provider_images(self, request: IRequest, target_image_id: str) -> bytes:
-        self._target_builder(target_image_id)
+    async def target_image_provider_images(self, request: IRequest, target_image_id: str) -> bytes:
+        await self._target_builder(target_image_id)
         base = base_url(request)
-        members = [
-            xml.provider_image_element(base, builder)
-            for builder in self._index.all()
-            if builder.operation == Operation.PUSH and builder.target_image_id == target_image_id
-        ]
+        pushes = await self._index.scan(
+            lambda b: b.operation == Operation.PUSH and b.target_image_id == target_image_id
+        )
+        members = [xml.provider_image_element(base, builder) for builder in pushes]
         return xml_document(request, 200, xml.collection("provider_images", members))
 
-    def _target_builder(self, target_image_id: str) -> Builder:
-        return lookups.target_builder(self._index, target_image_id)
-
-    def _provider_contents(self, under: Callable[[Builder], bool]) -> list[tuple[str, str]]:
-        """(provider, identifier there) of every provider image ``under`` the object being deleted."""
-        return [
-            (b.provider or "", b.identifier_on_provider)
-            for b in self._index.all()
-            if b.operation == Operation.PUSH and b.identifier_on_provider and under(b)
-        ]
+    async def _target_builder(self, target_image_id: str) -> Builder:
+        return await lookups.target_builder(self._index, target_image_id)
 
     # -- provider images ---------------------------------------------------
 
     @app.route("/conductor/api/provider_images", methods=["GET"])
-    def provider_images(self, request: IRequest) -> bytes:
+    async def provider_images(self, request: IRequest) -> bytes:
         base = base_url(request)
-        members = [
-            xml.provider_image_element(base, builder)
-            for builder in self._index.all()
-            if builder.operation == Operation.PUSH
-        ]
+        pushes = await self._index.scan(lambda b: b.operation == Operation.PUSH)
+        members = [xml.provider_image_element(base, builder) for builder in pushes]
         return xml_document(request, 200, xml.collection("provider_images", members))
 
     @app.route("/conductor/api/provider_images/<provider_image_id>", methods=["GET"])
-    def provider_image(self, request: IRequest, provider_image_id: str) -> bytes:
-        builder = self._push_builder(provider_image_id)
+    async def provider_image(self, request: IRequest, provider_image_id: str) -> bytes:
+        builder = await self._push_builder(provider_image_id)
         return xml_document(request, 200, xml.provider_image_element(base_url(request), builder))
 
     @app.route("/conductor/api/provider_images/<provider_image_id>", methods=["DELETE"])
     async def delete_provider_image(self, request: IRequest, provider_image_id: str) -> bytes:
-        builder = self._push_builder(provider_image_id)
+        builder = await self._push_builder(provider_image_id)
         element = await self._deleted(
             xml.provider_image_element(base_url(request), builder),
             lambda b: b.id == provider_image_id,
@@ -324,8 +312,8 @@ class ConductorAPI:
         )
         return xml_document(request, 200, element)
 
-    def _push_builder(self, provider_image_id: str) -> Builder:
-        return lookups.push_builder(self._index, provider_image_id)
+    async def _push_builder(self, provider_image_id: str) -> Builder:
+        return await lookups.push_builder(self._index, provider_image_id)
 
     @app.route("/conductor/api/provider_images", methods=["POST"])
     async def push(self, request: IRequest) -> bytes:
@@ -390,7 +378,7 @@ class ConductorAPI:
     ) -> etree._Element:
         """Delete the ``kind`` object ``element`` shows; ``element`` marked deleted with the provider contents
         ``under`` it (read before they go).  Errors: ``<kind>NotFound`` (404), ``<kind>DeleteFailure`` (500)."""
-        contents = self._provider_contents(under)
+        contents = await provider_contents(self._index, under)
         try:
             await delete()
         except UnknownObject:

@@ -23,7 +23,7 @@ from . import lookups
 from . import representations as xml
 from .errors import XML_CONTENT_TYPE, xml_document
 
-__all__ = ["MAX_SERIALIZED", "ConductorReads", "pushes_of"]
+__all__ = ["MAX_SERIALIZED", "ConductorReads", "provider_contents", "pushes_of"]
 
 #: Serialized documents kept for the hot reads (one per object polled; dropped all at once beyond this).
 MAX_SERIALIZED = 4096
@@ -32,6 +32,12 @@ MAX_SERIALIZED = 4096
 def pushes_of(target_image_id: str, builders: Iterable[Builder]) -> list[str]:
     """The ids of the provider images pushed from target image ``target_image_id``."""
     return [b.id for b in builders if b.operation == Operation.PUSH and b.target_image_id == target_image_id]
+
+
+async def provider_contents(index: BuilderIndex, under: Callable[[Builder], bool]) -> list[tuple[str, str]]:
+    """(provider, identifier there) of every provider image ``under`` an object (read before it is deleted)."""
+    pushes = await index.scan(lambda b: b.operation == Operation.PUSH and under(b))
+    return [(b.provider or "", b.identifier_on_provider) for b in pushes if b.identifier_on_provider]
 
 
 class ConductorReads:
@@ -46,6 +52,27 @@ class ConductorReads:
         #: Object id -> (what its document was made from, the serialized document): pollers read
         #: the same unchanged builder again and again; lxml would rebuild the same bytes each time.
         self._serialized: dict[str, tuple[tuple[Any, ...], bytes]] = {}
+        #: Target image id -> (the index's ``pushes_version`` then, its provider images' ids): read from
+        #: the store once, and again only when a provider image may have come or gone.
+        self._pushes: dict[str, tuple[tuple[int, int], list[str]]] = {}
+
+    async def pushes_of(self, target_image_id: str) -> list[str]:
+        """The ids of the provider images pushed from target image ``target_image_id``, oldest first."""
+        held = self._held_pushes(target_image_id)
+        if held is not None:
+            return held
+        version = self._index.pushes_version(target_image_id)
+        pushes = pushes_of(target_image_id, await self._index.scan(lambda b: b.target_image_id == target_image_id))
+        if len(self._pushes) >= MAX_SERIALIZED:
+            self._pushes.clear()
+        self._pushes[target_image_id] = (version, pushes)
+        return pushes
+
+    def _held_pushes(self, target_image_id: str) -> list[str] | None:
+        held = self._pushes.get(target_image_id)
+        if held is None or held[0] != self._index.pushes_version(target_image_id):
+            return None
+        return held[1]
 
     async def template_of(self, build_id: str) -> str:
         """The id of the template the build was made from (remembered: builds never change)."""
@@ -78,9 +105,9 @@ class ConductorReads:
                 return None
             return self._serialized_answer(request, (builder, base), lambda: xml.provider_image_element(base, builder))
         template_id = self._build_templates.get(builder.build_id)
-        if builder.operation != Operation.BUILD or template_id is None:
+        pushes = self._held_pushes(builder.id)
+        if builder.operation != Operation.BUILD or template_id is None or pushes is None:
             return None
-        pushes = pushes_of(builder.id, self._index.all())
         return self._serialized_answer(
             request,
             (builder, base, template_id, *pushes),

@@ -27,17 +27,17 @@ async def build(store: IStore, build_id: str) -> Build:
     return found
 
 
-def target_builder(index: BuilderIndex, target_image_id: str) -> Builder:
+async def target_builder(index: BuilderIndex, target_image_id: str) -> Builder:
     """The builder of target image ``target_image_id``; TargetImageNotFound when there is none."""
-    found = index.get(target_image_id)
+    found = await index.lookup(target_image_id)
     if found is None or found.operation != Operation.BUILD:
         raise not_found("TargetImageNotFound", f"no target image with id {target_image_id!r}")
     return found
 
 
-def push_builder(index: BuilderIndex, provider_image_id: str) -> Builder:
+async def push_builder(index: BuilderIndex, provider_image_id: str) -> Builder:
     """The builder of provider image ``provider_image_id``; ProviderImageNotFound when there is none."""
-    found = index.get(provider_image_id)
+    found = await index.lookup(provider_image_id)
     if found is None or found.operation != Operation.PUSH:
         raise not_found("ProviderImageNotFound", f"no provider image with id {provider_image_id!r}")
     return found

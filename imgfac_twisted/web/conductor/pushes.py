@@ -51,7 +51,7 @@ async def start_pushes(
                 f"the push of target image {builder.id} to account "
                 f"{account.name!r} could not be started: {reason}{done}",
             ) from error
-        pushed = index.get(provider_image.id)
+        pushed = await index.lookup(provider_image.id)
         if pushed is not None:
             started.append((pushed, account.name))
     return started
@@ -60,7 +60,7 @@ async def start_pushes(
 async def _candidates(store: IStore, index: BuilderIndex, kind: str, object_id: str) -> tuple[list[Builder], str]:
     """The target image builders a push of ``kind`` covers, and a name for them."""
     if kind == "target_image_id":
-        return [lookups.target_builder(index, object_id)], f"target image {object_id}"
+        return [await lookups.target_builder(index, object_id)], f"target image {object_id}"
     if kind == "build_id":
         build = await lookups.build(store, object_id)
     else:
@@ -69,7 +69,7 @@ async def _candidates(store: IStore, index: BuilderIndex, kind: str, object_id: 
         if not builds:
             raise incorrect(f"image {object_id} has no build to push")
         build = max(builds, key=lambda b: b.created)
-    builders = [b for b in index.all() if b.operation == Operation.BUILD and b.build_id == build.id]
+    builders = await index.scan(lambda b: b.operation == Operation.BUILD and b.build_id == build.id)
     return builders, f"build {build.id}"
 
 
