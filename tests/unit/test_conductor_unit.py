@@ -409,7 +409,11 @@ def test_delete_of_each_level_answers_deleted_and_removes_what_hangs_under_it(co
     assert deleted.findtext("status") == "DELETED" and deleted.findtext("image") == answer.get("id")
     deleted = conductor.xml("DELETE", f"/images/{answer.get('id')}")
     assert deleted.findtext("status") == "DELETED" and deleted.findtext("name") == "f14jeos"
-    assert len(conductor.xml("GET", "/images")) == 0 and result_of(stack.store.list_builders()) == [] and len(stack.index) == 0
+    assert (
+        len(conductor.xml("GET", "/images")) == 0
+        and result_of(stack.store.list_builders()) == []
+        and len(stack.index) == 0
+    )
     stack.run_for(0.5)
     deletions = [event.body for event in stack.events if event.body["event"] == "DELETED"]
     assert {(body["id"], body["_type"]) for body in deletions} == {
