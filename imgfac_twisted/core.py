@@ -16,6 +16,7 @@ from typing import Any
 from .config import Config
 from .doors import IDoor
 from .events import IEventBus
+from .imagestore import IImageStore
 from .jobs.base_images import BaseImages, BootTester
 from .jobs.dispatcher import Dispatcher
 from .jobs.fetch import TemplateFetcher
@@ -92,11 +93,13 @@ def build_core(
     libvirt: Any = None,
     boot_tester: BootTester | None = None,
     fetch_timeout: float | None = None,
+    image_store: IImageStore | None = None,
 ) -> Core:
     """The core on an opened ``store`` and the ``index`` of its builders: the relay to ``bus``, the
     builders' updater, the plug-ins and the dispatcher.
 
-    ``fetch_timeout`` overrides ``config.template_fetch_timeout``.
+    ``fetch_timeout`` overrides ``config.template_fetch_timeout``; ``image_store`` is where target images
+    go (default: a directory in the state dir).
     """
     relay = OutboxRelay(store, bus, reactor)
     logs = BuilderLogs(config.state_dir, doors.logs, reactor)
@@ -129,6 +132,7 @@ def build_core(
         build_slots=config.max_concurrent_builds,
         push_slots=config.max_concurrent_pushes,
         cpu_door=doors.cpu,
+        image_store=image_store,
     )
     return Core(
         store=store,

@@ -28,6 +28,7 @@ from .errors import ConfigError
 from .events import IEventBus
 from .events.amqp import AmqpBus
 from .events.inprocess import InProcessBus
+from .imagestore import image_store_from_config
 from .jobs.accounts import ProviderAccount, load_accounts
 from .jobs.base_images import BUILDS_DIR, BootTester
 from .jobs.deletions import Deleter
@@ -117,6 +118,7 @@ def make_service(config: Config, reactor: Any) -> IService:
         doors,
         libvirt=libvirt,
         boot_tester=_boot_tester(config, reactor, libvirt, doors.disk),
+        image_store=image_store_from_config(config, doors.disk, doors.cloud, reactor),
     )
     relay, logs, metrics, dispatcher = core.relay, core.logs, core.metrics, core.dispatcher
     updater, disk_door = core.updater, doors.disk

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 
 from ..doors import IDoor
 from ..errors import InvalidRequest, UnknownObject
+from ..imagestore import IImageStore
 from ..model import (
     Build,
     Builder,
@@ -78,6 +79,7 @@ class Dispatcher(Service):
         build_slots: int,
         push_slots: int,
         cpu_door: IDoor,
+        image_store: IImageStore | None = None,
     ) -> None:
         self._reactor = reactor
         self._store = store
@@ -87,8 +89,20 @@ class Dispatcher(Service):
         self._providers = providers
         self._templates = TemplateSource(store, fetcher, cpu_door)
         self._runs = BuilderRuns(
-            reactor, updater, index, targets, state_dir, logs, base_images, disk_door, build_slots, push_slots
+            reactor,
+            updater,
+            index,
+            targets,
+            state_dir,
+            logs,
+            base_images,
+            disk_door,
+            build_slots,
+            push_slots,
+            image_store,
         )
+        #: Where finished target images are kept (``raw_image`` downloads read from there).
+        self.image_store = self._runs.image_store
 
     # -- requests --------------------------------------------------------
 

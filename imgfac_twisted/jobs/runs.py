@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from ..deferreds import InFlight, observe
 from ..doors import IDoor
 from ..errors import ImageFactoryError
+from ..imagestore import IMAGES_DIR, DirectoryImageStore, IImageStore, image_key
 from ..model import Build, Builder, Image, Operation, StageName, Status
 from ..providers import Credentials, Provider
 from ..targets import Target
@@ -67,8 +68,11 @@ class BuilderRuns:
         disk_door: IDoor,
         build_slots: int,
         push_slots: int,
+        image_store: IImageStore | None = None,
     ) -> None:
         self._reactor = reactor
+        #: Where finished target images go (default: a directory in the state dir).
+        self.image_store = image_store or DirectoryImageStore(os.path.join(state_dir, IMAGES_DIR), disk_door)
         self._updater = updater
         self._index = index
         self._targets = targets
@@ -155,13 +159,18 @@ class BuilderRuns:
             report=lambda percent: self._updater.move(builder.id, Status.PUSHING, percent),
             target_builder=target_builder,
             image=image,
+            image_store=self.image_store,
+            disk_door=self._disk_door,
         )
 
     def _build_work(self, builder: Builder, template: Template) -> Callable[[], Awaitable[dict[str, Any]]]:
         async def work() -> dict[str, Any]:
             target = self._targets[builder.target]
             artifact = await target.build(self._build_job(builder, template))
-            return {"artifact_path": artifact.path, "artifact_size": artifact.size, "artifact_sha256": artifact.sha256}
+            # In the image store (checked, the local file gone) before the builder is COMPLETED.
+            location = await self.image_store.put(artifact.path, image_key(builder.id, artifact.path), artifact.sha256)
+            await self._logs.append(builder.id, f"target image stored at {location}")
+            return {"artifact_path": location, "artifact_size": artifact.size, "artifact_sha256": artifact.sha256}
 
         return work
 
@@ -194,7 +203,11 @@ class BuilderRuns:
         self, builder: Builder, target_builder: Builder, image: Image, provider: Provider, credentials: Credentials
     ) -> Callable[[], Awaitable[dict[str, Any]]]:
         async def work() -> dict[str, Any]:
-            pushed = await provider.push(self._push_job(builder, target_builder, image), credentials)
+            job = self._push_job(builder, target_builder, image)
+            try:
+                pushed = await provider.push(job, credentials)
+            finally:
+                await job.discard_image_file()
             return {
                 "identifier_on_provider": pushed.identifier,
                 "provider_details": json.dumps(pushed.details) if pushed.details else None,

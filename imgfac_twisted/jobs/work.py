@@ -16,13 +16,14 @@ import hashlib
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.logger import Logger
 
 from ..doors import IDoor
+from ..imagestore import IImageStore, ImageStoreError
 from ..model import Builder, Image, StageName
 from ..providers import PushJob
 from ..targets import Artifact, BuildJob
@@ -99,6 +100,31 @@ class ProviderPushJob(_BuilderWork):
     target_builder: Builder
     #: The image the target image was built for (its os_arch, name, ...).
     image: Image
+    #: Where the target image is kept (its builder's ``artifact_path`` is a location there).
+    image_store: IImageStore
+    #: Where fetched copies are removed, off the reactor.
+    disk_door: IDoor
+    #: Files fetched for this push (removed after it by ``discard_image_file``).
+    _fetched: list[str] = field(default_factory=list)
+
+    def image_file(self) -> Deferred[str]:
+        """Fire with the path of a local file holding the target image: the store's own file, or a copy
+        fetched into ``work_dir`` (S3), checked against the target's SHA-256."""
+        location = self.target_builder.artifact_path
+        if not location:
+            return fail(ImageStoreError(f"target image {self.target_builder.id} has no image file to push"))
+
+        def fetched(path: str) -> str:
+            if path != self.image_store.local_path(location):
+                self._fetched.append(path)
+            return path
+
+        return self.image_store.fetch(location, self.work_dir, self.target_builder.artifact_sha256).addCallback(fetched)
+
+    def discard_image_file(self) -> Deferred[None]:
+        """Remove what ``image_file`` fetched (nothing when it read the store's own file)."""
+        fetched, self._fetched[:] = list(self._fetched), []
+        return DeferredList([self.disk_door.run(discard_path, path) for path in fetched]).addCallback(_nothing)
 
 
 def _conforms(build: TargetBuildJob, push: ProviderPushJob) -> tuple[BuildJob, PushJob]:

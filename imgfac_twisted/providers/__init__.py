@@ -70,6 +70,9 @@ class PushJob(Protocol):
     def progress(self, percent: int) -> Deferred[None]:
         """Record how far the push got (0..100)."""
 
+    def image_file(self) -> Deferred[str]:
+        """Fire with the path of a local file holding the target image (read from the image store)."""
+
 
 class Provider(Protocol):
     """What the dispatcher needs of a provider plug-in."""

@@ -96,9 +96,6 @@ class Ec2Push:
                 f"{endpoint.name}: the ec2 providers push the raw images of the 'ec2' target; "
                 f"target image {target_builder.id} was built for {target_builder.target!r}"
             )
-        path = target_builder.artifact_path
-        if not path:
-            raise Ec2Error(f"target image {target_builder.id} has no image file to push")
         image = job.image
         # An imported image's arch is not known here (empty).
         os_arch = image.os_arch or None
@@ -110,6 +107,8 @@ class Ec2Push:
             )
         if os_arch is None:
             await self._log(f"the template's architecture is not known here: registering {architecture}")
+        # From the image store: the file itself, or a copy fetched (S3) into the push's folder.
+        path = await job.image_file()
         where = "AWS" if endpoint.is_aws else endpoint.endpoint_url
         await self._log(
             f"pushing {os.path.basename(path)} to {endpoint.name} ({where}, region {endpoint.region}) "

@@ -87,7 +87,11 @@ class MockProvider:
         failure = None
         if credentials.account_identifier == FAIL_USERNAME:
             failure = MockPushFailed(f"the mock provider fails pushes for user {FAIL_USERNAME} on purpose")
-        await job.log(f"mock push of {job.target_builder.artifact_path} for account {credentials.account_identifier}")
+        path = await job.image_file()
+        await job.log(
+            f"mock push of {job.target_builder.artifact_path} (read from {path}) "
+            f"for account {credentials.account_identifier}"
+        )
         await advance_in_steps(job.reactor, self._duration, job.progress, MOCK_STEPS // 2, failure)
         identifier = f"mock-{uuid.uuid4()}"
         await job.log(f"pushed as {identifier}")

@@ -504,6 +504,10 @@ class FakeJob:
         self.percents.append(percent)
         return succeed(None)
 
+    def image_file(self) -> Deferred:
+        """The target's file as it is (a directory image store's)."""
+        return succeed(self.target_builder.artifact_path)
+
 
 class Setup:
     def __init__(
