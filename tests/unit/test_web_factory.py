@@ -8,11 +8,12 @@ import pytest
 from oauthlib.oauth1 import Client
 from treq.testing import StubTreq
 
-from imgfac_twisted.testing import SPEC_TEMPLATE, result_of
+from imgfac_twisted.testing import SPEC_TEMPLATE, Stack, result_of
 from imgfac_twisted.web.factory import FactoryAPI
 from imgfac_twisted.web.fast_reads import FactoryRoot
 from imgfac_twisted.web.oauth import OAuthVerifier
 from support.factory_shapes import BUILDER_KEYS
+from support.many_builders import fill_sqlite
 
 BASE = "http://imgfac-host:8075"
 FORM = {"Content-Type": ["application/x-www-form-urlencoded"]}
@@ -306,3 +307,82 @@ def test_raw_image_before_completion_is_not_found(client):
     href = build(client)["build"]["target_images"][0]["href"][len(BASE) :]
     error = client.json("GET", href + "/raw_image", expect=404)
     assert "BUILDING" in error["message"]
+
+
+@pytest.fixture
+def many(tmp_path):
+    """A client of a stack whose store already holds 450 builders (the last 3 PENDING), and their ids."""
+    ids = fill_sqlite(str(tmp_path / "many"), 450, unfinished=3)
+    stack = Stack(str(tmp_path / "many"))
+    yield Client_(stack), ids
+    stack.close()
+
+
+def test_pages_follow_next_to_the_end(many):
+    """``limit`` pages oldest first; ``next`` carries the limit and the last id, and is null on the last page."""
+    client, ids = many
+    seen, path, pages = [], "/imagefactory/builders?limit=200", 0
+    while path is not None:
+        page = client.json("GET", path)
+        assert page["_type"] == "builders" and page["href"] == f"{BASE}/imagefactory/builders"
+        assert all(set(b) == BUILDER_KEYS and b["_type"] == "builder" for b in page["builders"])
+        seen += [b["id"] for b in page["builders"]]
+        pages += 1
+        path = page["next"] and page["next"][len(BASE) :]
+        if path is not None:
+            assert path == f"/imagefactory/builders?limit=200&marker={seen[-1]}"
+    assert seen == ids and pages == 3
+    exact = client.json("GET", f"/imagefactory/builders?limit=50&marker={ids[399]}")
+    assert [b["id"] for b in exact["builders"]] == ids[400:] and exact["next"] is None
+
+
+@pytest.mark.parametrize(
+    "query, named",
+    [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=x", "limit"),
+        ("limit=-5", "limit"),
+        ("limit=10&marker=no-such-builder", "marker"),
+        ("marker=", "marker"),
+        ("unfinished=maybe", "unfinished"),
+        ("unfinished=1&limit=10", "unfinished"),
+    ],
+)
+def test_bad_list_arguments_answer_400_naming_them(many, query, named):
+    client, _ = many
+    answer = client.json("GET", f"/imagefactory/builders?{query}", expect=400)
+    assert answer["code"] == 400 and named in answer["message"]
+
+
+def test_the_streamed_full_list_is_the_spec_document_of_every_builder(many):
+    """Without ``limit`` every builder is listed (written a store page at a time), the same bytes as one document."""
+    client, ids = many
+    response, text = client.request("GET", "/imagefactory/builders")
+    assert response.code == 200 and response.headers.getRawHeaders("content-type") == ["application/json"]
+    paged = []
+    for marker in (None, ids[199], ids[399]):
+        query = "limit=200" + (f"&marker={marker}" if marker else "")
+        paged += client.json("GET", f"/imagefactory/builders?{query}")["builders"]
+    expected = {"_type": "builders", "href": f"{BASE}/imagefactory/builders", "builders": paged}
+    assert text == json.dumps(expected) and len(paged) == 450
+    after = json.loads(client.request("GET", f"/imagefactory/builders?marker={ids[99]}")[1])
+    assert [b["id"] for b in after["builders"]] == ids[100:]
+
+
+def test_unfinished_lists_only_the_unfinished(many):
+    client, ids = many
+    answer = client.json("GET", "/imagefactory/builders?unfinished=1")
+    assert [b["id"] for b in answer["builders"]] == ids[-3:]
+    assert {b["status"] for b in answer["builders"]} == {"PENDING"}
+
+
+def test_a_builder_the_index_does_not_hold_is_read_from_the_store(many):
+    """Reads of a finished builder the index let go (or never loaded) answer from the store, 404 when unknown."""
+    client, ids = many
+    client.stack.index.remove(ids[:10])  # as the LRU would, or a daemon loading only the unfinished
+    assert client.json("GET", f"/imagefactory/builders/{ids[5]}")["status"] == "COMPLETED"
+    assert client.stack.index.get(ids[5]) is not None
+    detail = client.json("GET", f"/imagefactory/builders/{ids[6]}/status")
+    assert detail["_type"] == "builder_status"
+    assert client.request("GET", "/imagefactory/builders/no-such-builder")[0].code == 404
