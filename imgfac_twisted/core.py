@@ -21,6 +21,7 @@ from .jobs.base_images import BaseImages, BootTester
 from .jobs.dispatcher import Dispatcher
 from .jobs.fetch import TemplateFetcher
 from .jobs.index import BuilderIndex
+from .jobs.jobs import CredentialSeal, JobMaker
 from .jobs.logs import BuilderLogs
 from .jobs.relay import OutboxRelay
 from .jobs.updates import BuilderUpdater
@@ -28,7 +29,7 @@ from .metrics import Metrics
 from .os import OperatingSystem
 from .providers import Provider
 from .registry import OS_GROUP, PROVIDERS_GROUP, TARGETS_GROUP, PluginEnvironment, load_plugins
-from .store.sqlite import SQLiteStore
+from .store import IStore
 from .targets import Target
 from .template import MAX_TEMPLATE_BYTES
 
@@ -69,7 +70,8 @@ def entry_point_plugins(environment: PluginEnvironment) -> Plugins:
 class Core:
     """The collaborators every daemon has, whatever its web and services around them."""
 
-    store: SQLiteStore
+    #: The SQLite or PostgreSQL store (``store_url``).
+    store: IStore
     index: BuilderIndex
     bus: IEventBus
     relay: OutboxRelay
@@ -84,7 +86,7 @@ class Core:
 def build_core(
     config: Config,
     reactor: Any,
-    store: SQLiteStore,
+    store: IStore,
     index: BuilderIndex,
     bus: IEventBus,
     doors: Doors,
@@ -133,6 +135,9 @@ def build_core(
         push_slots=config.max_concurrent_pushes,
         cpu_door=doors.cpu,
         image_store=image_store,
+        jobs=_job_maker(config),
+        # On PostgreSQL, builders left unfinished come back through the work queue.
+        recover=not config.on_postgresql,
     )
     return Core(
         store=store,
@@ -146,3 +151,10 @@ def build_core(
         base_images=base_images,
         dispatcher=dispatcher,
     )
+
+
+def _job_maker(config: Config) -> JobMaker | None:
+    """What makes the work queue's jobs, when builders go to workers through it (PostgreSQL with a broker)."""
+    if not config.serves_work_queue or config.job_key is None:
+        return None
+    return JobMaker(config.amqp_work_queue, CredentialSeal(config.job_key))

@@ -37,7 +37,8 @@ from .jobs.imports import Importer
 from .jobs.index import BuilderIndex, every_pair
 from .jobs.logs import BuilderLogs
 from .metrics import Metrics
-from .store.sqlite import SQLiteStore
+from .nodes import add_node_services, open_store, store_name
+from .store import IStore
 from .virt.boot import LibvirtBootTester
 from .virt.connection import LibvirtConnection
 from .virt.leftovers import LeftoverDomainsSweep
@@ -78,7 +79,7 @@ class _StoreCloser(Service):
 
     name = "store"
 
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: IStore) -> None:
         self._store = store
 
     def stopService(self) -> Deferred[None]:
@@ -91,14 +92,14 @@ def make_service(config: Config, reactor: Any) -> IService:
     _make_state_dir(config.state_dir)
     remove_unfinished_work(config.state_dir)
     root = OrderedServices()
-    store, door = SQLiteStore.on_own_thread(reactor, os.path.join(config.state_dir, "imagefactory.sqlite"))
+    store, door = open_store(config, reactor)
     # Opened before the reactor runs: the index must hold the unfinished builders
     # before the first request (the rest it reads through), and a broken database should stop the start.
     try:
         store.thd_open()
         index = BuilderIndex(store, store.thd_list_unfinished_builders())
     except Exception as error:
-        raise ConfigError(f"the store in {config.state_dir} cannot be opened: {error}") from None
+        raise ConfigError(f"the store {store_name(config)} cannot be opened: {error}") from None
     bus = _event_bus(config, reactor)
     pools = [
         ThreadDoor(reactor, "builder-logs", threads=1),
@@ -147,6 +148,7 @@ def make_service(config: Config, reactor: Any) -> IService:
         bus.setServiceParent(root)
     relay.setServiceParent(root)
     dispatcher.setServiceParent(root)
+    add_node_services(config, reactor, root, core)
     if config.rest:
         _web_service(
             config,
@@ -182,7 +184,8 @@ def _event_bus(config: Config, reactor: Any) -> IEventBus:
     if config.amqp_url is None:
         return InProcessBus()
     try:
-        bus = AmqpBus(reactor, config.amqp_url, config.amqp_exchange)
+        work_queue = config.amqp_work_queue if config.serves_work_queue else None
+        bus = AmqpBus(reactor, config.amqp_url, config.amqp_exchange, work_queue=work_queue)
     except (ValueError, OSError) as error:
         raise ConfigError(f"amqp_url: {error}") from None
     log.info("events go to exchange {exchange} at {url}", exchange=config.amqp_exchange, url=bus.url)
@@ -208,7 +211,7 @@ def _make_state_dir(path: str) -> None:
         raise ConfigError(f"state directory {path} cannot be created: {error.strerror}") from None
 
 
-def register_gauges(metrics: Metrics, index: BuilderIndex, dispatcher: Dispatcher, store: SQLiteStore) -> None:
+def register_gauges(metrics: Metrics, index: BuilderIndex, dispatcher: Dispatcher, store: IStore) -> None:
     """The gauges: read from the pieces that know, at each scrape."""
     # The store counts the builders (the index holds only some) before each scrape, every pair listed.
     counts = every_pair({})
@@ -239,7 +242,7 @@ def _conductor_resource(
     config: Config,
     reactor: Any,
     dispatcher: Dispatcher,
-    store: SQLiteStore,
+    store: IStore,
     index: BuilderIndex,
     deleter: Deleter,
     accounts: dict[str, ProviderAccount],
@@ -255,7 +258,7 @@ def _conductor_resource(
     )
 
 
-def _oauth_verifier(config: Config, reactor: Any, store: SQLiteStore) -> OAuthVerifier | None:
+def _oauth_verifier(config: Config, reactor: Any, store: IStore) -> OAuthVerifier | None:
     """The OAuth verifier, or None with ``no_oauth``; spent nonces are kept in the store, so they outlive a restart.
 
     The store is written behind the request (off the reactor): a replay

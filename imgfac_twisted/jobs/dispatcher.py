@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.logger import Logger
 
+from ..deferreds import InFlight
 from ..doors import IDoor
-from ..errors import InvalidRequest, UnknownObject
+from ..errors import InvalidRequest, InvalidTransition, UnknownObject
 from ..imagestore import IImageStore
 from ..model import (
     Build,
@@ -38,12 +39,14 @@ from ..os import Package
 from ..providers import Credentials, Provider
 from ..store import IStore
 from ..targets import Target
+from ..template import Template
 from .base_images import BaseImages
 from .fetch import TemplateFetcher
 from .index import BuilderIndex
+from .jobs import JobMaker
 from .logs import BuilderLogs
 from .plugins import plugin_serving, serving
-from .runs import BuilderRuns
+from .runs import CANCEL_REASON, BuilderRuns
 from .templates import UUID_PATTERN, TemplateSource, parse_targets
 from .updates import BuilderUpdater
 
@@ -80,6 +83,8 @@ class Dispatcher(Service):
         push_slots: int,
         cpu_door: IDoor,
         image_store: IImageStore | None = None,
+        jobs: JobMaker | None = None,
+        recover: bool = True,
     ) -> None:
         self._reactor = reactor
         self._store = store
@@ -103,6 +108,12 @@ class Dispatcher(Service):
         )
         #: Where finished target images are kept (``raw_image`` downloads read from there).
         self.image_store = self._runs.image_store
+        #: With a work queue (PostgreSQL), new builders are handed to workers as jobs, not run here.
+        self._jobs = jobs
+        #: On SQLite, builders left unfinished by the last run are failed at start; on PostgreSQL their
+        #: jobs come back to the workers instead.
+        self._recover = recover
+        self._cancels = InFlight()
 
     # -- requests --------------------------------------------------------
 
@@ -142,8 +153,10 @@ class Dispatcher(Service):
             )
         build = Build(id=new_id(), image_id=image.id, template_id=stored.id, created=now)
         target_images, builders = self._new_targets(image, build, target_names, now)
-        await self._updater.record_build(image, build, target_images, builders, new_image)
-        self._runs.start_builds(build, builders, template)
+        jobs = self._jobs.build_jobs(builders) if self._jobs is not None else ()
+        await self._updater.record_build(image, build, target_images, builders, new_image, jobs)
+        if self._jobs is None:
+            self._runs.start_builds(build, builders, template)
         return StartedBuild(image=image, build=build, target_images=target_images)
 
     async def _image_to_rebuild(self, image_id: str | None, template_text: str | None) -> Image | None:
@@ -165,10 +178,12 @@ class Dispatcher(Service):
         image = await self._store.get_image(build.image_id)
         template = await self._templates.parse((await self._store.get_template(build.template_id)).xml)
         target_images, builders = self._new_targets(image, build, target_names, self._reactor.seconds())
+        jobs = self._jobs.build_jobs(builders) if self._jobs is not None else ()
         await self._updater.record_created(
-            builders, lambda events: self._store.add_to_build(target_images, builders, events)
+            builders, lambda events: self._store.add_to_build(target_images, builders, events), jobs
         )
-        self._runs.start_builds(build, builders, template)
+        if self._jobs is None:
+            self._runs.start_builds(build, builders, template)
         return StartedBuild(image=image, build=build, target_images=target_images)
 
     @staticmethod
@@ -249,8 +264,11 @@ class Dispatcher(Service):
             created=now,
         )
         builder = push_builder(provider_image, target_image.target, now)
-        await self._updater.record_push(provider_image, builder)
-        self._runs.start_push(builder, target_builder, image, provider, credentials)
+        if self._jobs is not None:
+            await self._updater.record_push(provider_image, builder, [self._jobs.push_job(builder, credentials)])
+        else:
+            await self._updater.record_push(provider_image, builder)
+            self._runs.start_push(builder, target_builder, image, provider, credentials)
         return provider_image
 
     async def contents(self, target_builder: Builder) -> tuple[Image, list[Package]]:
@@ -278,8 +296,41 @@ class Dispatcher(Service):
         return self._runs.stopped(builder_id)
 
     def cancel(self, builder_id: str) -> bool:
-        """Stop a running builder, which then ends FAILED; False when it is not running."""
-        return self._runs.cancel(builder_id)
+        """Stop a running builder, which then ends FAILED; False when it is not running.
+
+        With a work queue, a builder not running here but unfinished is recorded FAILED in the
+        store; its worker sees that (the events, or its next heartbeat) and stops its work.
+        """
+        if self._runs.cancel(builder_id):
+            return True
+        builder = self._index.get(builder_id)
+        if self._jobs is None or builder is None or builder.status.is_final:
+            return False
+        cancelling = ensureDeferred(self._cancel_elsewhere(builder_id))
+        self._cancels.run_logged(cancelling, self.log, "cancel of {builder_id} failed", builder_id=builder_id)
+        return True
+
+    async def _cancel_elsewhere(self, builder_id: str) -> None:
+        """Record a builder another node runs FAILED (cancelled), from its latest stored state."""
+        for _ in range(5):
+            builder = await self._store.get_builder(builder_id)
+            self._index.put(builder)
+            if builder.status.is_final:
+                return
+            try:
+                await self._updater.move(builder_id, Status.FAILED, status_detail=CANCEL_REASON)
+                return
+            except InvalidTransition:
+                continue  # its worker moved it meanwhile: read it again
+
+    @property
+    def runs(self) -> BuilderRuns:
+        """The builders running on this node (a worker starts the ones it claims there)."""
+        return self._runs
+
+    async def template_of(self, build: Build) -> Template:
+        """The parsed template a build was made from (parsed through the CPU door)."""
+        return await self._templates.parse((await self._store.get_template(build.template_id)).xml)
 
     def queue_lengths(self) -> dict[str, int]:
         """How many builds and pushes wait for a slot."""
@@ -294,13 +345,15 @@ class Dispatcher(Service):
     def startService(self) -> None:
         """Fail the builders a previous run of the daemon left unfinished."""
         super().startService()
-        self._runs.recover()
+        if self._recover:
+            self._runs.recover()
 
     def stopService(self) -> Deferred[None]:
         """Stop every running builder and wait until each is recorded FAILED."""
         super().stopService()
-        # The builders' runs and the FAILED records of the start-up recovery.
-        return self._runs.stop_all()
+        # The builders' runs and the FAILED records of the start-up recovery, and the cancels under way.
+        stopped = gatherResults([self._runs.stop_all(), self._cancels.ended()], consumeErrors=True)
+        return stopped.addCallback(lambda _: None)
 
     def _provider(self, name: str) -> Provider:
         return serving(self._providers, name)

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 
 from ..deferreds import InFlight, observe
 from ..doors import IDoor
-from ..errors import ImageFactoryError
+from ..errors import ImageFactoryError, InvalidTransition
 from ..imagestore import IMAGES_DIR, DirectoryImageStore, IImageStore, image_key
 from ..model import Build, Builder, Image, Operation, StageName, Status
 from ..providers import Credentials, Provider
@@ -49,6 +49,8 @@ class _Running:
 
     deferred: Deferred[None]
     stop_reason: list[str] = field(default_factory=list)
+    #: False once abandoned: its end is not recorded here (another node records or resumes it).
+    record_end: bool = True
 
 
 class BuilderRuns:
@@ -108,6 +110,20 @@ class BuilderRuns:
     def cancel(self, builder_id: str) -> bool:
         """Stop a running builder, which then ends FAILED; False when it is not running."""
         return self._stop(builder_id, CANCEL_REASON)
+
+    def abandon(self, builder_id: str) -> bool:
+        """Stop a running builder without recording its end: it ended elsewhere (cancelled on another
+        node, taken over) or is handed back to the work queue.  False when it is not running."""
+        running = self._running.get(builder_id)
+        if running is None:
+            return False
+        running.record_end = False
+        running.deferred.cancel()
+        return True
+
+    def running_ids(self) -> list[str]:
+        """The ids of the builders running here."""
+        return list(self._running)
 
     def queue_lengths(self) -> dict[str, int]:
         """How many builds and pushes wait for a slot."""
@@ -272,7 +288,12 @@ class BuilderRuns:
             await self._updater.move(builder_id, Status.COMPLETED, 100, **changes)
         except CancelledError:
             await self._wound_down(builder_id)
+            if not running.record_end:
+                return
             await self._fail(builder_id, running.stop_reason[0] if running.stop_reason else CANCEL_REASON)
+        except InvalidTransition as error:
+            # Another node ended it first (a cancel on an API node): its record stands.
+            self.log.info("builder {builder_id} ended elsewhere: {reason}", builder_id=builder_id, reason=error.message)
         except ImageFactoryError as error:
             await self._fail(builder_id, error.message)
         except Exception:

@@ -14,7 +14,18 @@ from ..doors import shielded
 from ..errors import UnknownObject
 from ..events import Event, event_for_change, event_for_deletion
 from ..metrics import Metrics
-from ..model import Build, Builder, BuilderChange, Image, ProviderImage, StageName, Status, TargetImage, entered
+from ..model import (
+    Build,
+    Builder,
+    BuilderChange,
+    Image,
+    ProviderImage,
+    StageName,
+    Status,
+    TargetImage,
+    entered,
+    iso8601_utc,
+)
 from ..store import IStore
 from .index import BuilderIndex
 from .logs import BuilderLogs
@@ -158,21 +169,18 @@ class BuilderUpdater:
         new = old.moved(status, completed, now=now, **changes)
         if new.status == old.status and new.completed == old.completed and not changes:
             return old
-        await self._store.save_builder(new, old.status, event_for_change(BuilderChange(old=old, new=new), now))
+        messages = _log_messages(old, new)
+        # A store that keeps the logs writes these lines with the change: once any node shows
+        # the builder COMPLETED, its log is complete too.
+        lines = [f"{iso8601_utc(now)} {message}" for message in messages]
+        await self._store.save_builder(new, old.status, event_for_change(BuilderChange(old=old, new=new), now), lines)
         self._index.put(new)
         self._metrics.builder_moved(old, new)
         if new.status != old.status:
-            detail = f": {new.status_detail}" if new.status_detail else ""
-            self.log.info(
-                "builder {builder_id} {old_status} -> {status}{detail}",
-                builder_id=builder_id,
-                old_status=old.status.value,
-                status=new.status.value,
-                detail=detail,
-            )
-            await self._logs.append(builder_id, f"{old.status.value} -> {new.status.value}{detail}")
-        if new.stage is not None and new.stage != old.stage:
-            await self._logs.append(builder_id, f"stage: {new.stage.value}")
+            self.log.info("builder {builder_id} {change}", builder_id=builder_id, change=messages[0])
+        if not self._store.keeps_logs:
+            for message in messages:
+                await self._logs.append(builder_id, message)
         self._relay.wake()
         return new
 
@@ -187,3 +195,14 @@ class BuilderUpdater:
             return result
 
         return lock.run(lambda: ensureDeferred(work())).addBoth(release)
+
+
+def _log_messages(old: Builder, new: Builder) -> list[str]:
+    """The builder log's lines for a change: its new status (with the reason), its new stage."""
+    messages = []
+    if new.status != old.status:
+        detail = f": {new.status_detail}" if new.status_detail else ""
+        messages.append(f"{old.status.value} -> {new.status.value}{detail}")
+    if new.stage is not None and new.stage != old.stage:
+        messages.append(f"stage: {new.stage.value}")
+    return messages

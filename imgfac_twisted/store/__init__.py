@@ -41,6 +41,9 @@ class IStore(Interface):
     def thd_open() -> None:
         """Open the store and create what is missing, blocking."""
 
+    def thd_close() -> None:
+        """Close the store, blocking (a test's teardown, on the store's own thread or with an inline door)."""
+
     def thd_list_builders() -> list[Builder]:
         """Every builder, oldest first, blocking."""
 

@@ -63,6 +63,7 @@ def builder_document(builder: Builder, _type: str, href: str) -> dict[str, Any]:
         "status_detail": builder.status_detail,
         "stage": builder.stage.value if builder.stage is not None else None,
         "stages": [stage_document(stage) for stage in builder.stages],
+        "worker": builder.worker,
     }
     if builder.operation == Operation.PUSH:
         document["identifier_on_provider"] = builder.identifier_on_provider

@@ -28,6 +28,8 @@ CLIENT_KEY = "client1"
 CLIENT_SECRET = "our-secret"
 
 READY_TIMEOUT = 30.0
+#: What a worker without --rest logs once it takes jobs (it has no HTTP to poll).
+WORKER_READY = "taking jobs from queue"
 STOP_TIMEOUT = 30.0
 HTTP_TIMEOUT = 10.0
 
@@ -66,6 +68,7 @@ class Daemon:
         port: int | None = None,
         write_config: bool = True,
         use_config: bool = True,
+        rest: bool = True,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -76,6 +79,8 @@ class Daemon:
         self.config = {"clients": dict(CLIENTS), "mock_duration": 0.5} if config is None else dict(config)
         self.extra_args = list(extra_args)
         self.use_config = use_config
+        #: False for a build worker, which serves no HTTP (a node of several on PostgreSQL).
+        self.rest = rest
         self.ssl = ssl
         self.port = port if port is not None else free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -126,11 +131,7 @@ class Daemon:
             "--logfile",
             str(self.log_path),
             "imagefactory",
-            "--rest",
-            "--port",
-            str(self.port),
-            "--address",
-            "127.0.0.1",
+            *(["--rest", "--port", str(self.port), "--address", "127.0.0.1"] if self.rest else []),
             "--state_dir",
             str(self.state_dir),
             *(["--config", str(self.config_path)] if self.use_config else []),
@@ -155,16 +156,19 @@ class Daemon:
         return self.process is not None and self.process.poll() is None
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> Daemon:
-        """Poll GET /imagefactory (TLS verified) until it answers 200; raise with the log tail if not."""
+        """Poll GET /imagefactory (TLS verified) until it answers 200 (a worker: until it takes jobs);
+        raise with the log tail if not."""
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
         while time.monotonic() < deadline:
+            if not self.rest and self.running() and WORKER_READY in self.log_text():
+                return self
             if not self.running():
                 raise DaemonError(
                     f"daemon exited with status {self.process.returncode if self.process else None} "
                     f"before serving\n{self.diagnostics()}"
                 )
-            if not self.ssl or self.pem_path.exists():
+            if self.rest and (not self.ssl or self.pem_path.exists()):
                 try:
                     answer = requests.get(self.url("/imagefactory"), verify=self.verify, timeout=2)
                     if answer.status_code == 200:

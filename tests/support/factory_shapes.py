@@ -15,8 +15,8 @@ SPEC_BUILDER_KEYS = {
     "provider",
     "target_image_id",
 }
-#: What we add to every builder, additively: why it failed, and its stages.
-ADDED_KEYS = {"status_detail", "stage", "stages"}
+#: What we add to every builder, additively: why it failed, its stages, and the worker that runs or ran it.
+ADDED_KEYS = {"status_detail", "stage", "stages", "worker"}
 #: A build builder's keys (with the image's size and hash) and a push builder's (with the id on the provider).
 BUILDER_KEYS = SPEC_BUILDER_KEYS | ADDED_KEYS | {"image_size", "image_sha256"}
 PUSH_BUILDER_KEYS = SPEC_BUILDER_KEYS | ADDED_KEYS | {"identifier_on_provider"}

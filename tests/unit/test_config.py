@@ -99,3 +99,42 @@ def test_a_switch_on_by_default_is_turned_off_with_no_flag(tmp_path):
     assert parsed("--config", str(config_file)).boot_test is False
     usage_text = str(Options())
     assert "--no_boot_test " in usage_text and "--boot_test " not in usage_text
+
+
+PG = "postgresql://factory:pw@db.example:5432/imagefactory"
+FERNET_KEY = "x" * 43 + "="
+
+
+@pytest.mark.parametrize(
+    "values,expected",
+    [
+        ({"store_url": "mysql://x"}, "option 'store_url' must be 'sqlite:' or postgresql://"),
+        ({"store_url": PG, "job_key": FERNET_KEY}, "needs 'amqp_url'"),
+        ({"store_url": PG, "amqp_url": "amqp://g:g@h/"}, "needs 'job_key'"),
+        ({"job_key": "short"}, "option 'job_key' must be a Fernet key"),
+    ],
+)
+def test_options_that_do_not_go_together_are_refused(values: dict[str, str], expected: str) -> None:
+    """PostgreSQL needs a broker (the work queue) and a job key; the store URL and the key are checked."""
+    with pytest.raises(ConfigError) as raised:
+        merge_config(values, {})
+    assert expected in str(raised.value)
+    assert "pw@" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "rest,worker,works",
+    [(True, False, False), (True, True, True), (False, False, True), (False, True, True)],
+)
+def test_roles_on_postgresql(rest: bool, worker: bool, works: bool) -> None:
+    """--rest alone is an API node; --rest --worker also works; without --rest a node is a worker."""
+    config = merge_config(
+        {"store_url": PG, "amqp_url": "amqp://g:g@h/", "job_key": FERNET_KEY, "rest": rest, "worker": worker}, {}
+    )
+    assert (config.on_postgresql, config.serves_work_queue, config.does_work) == (True, True, works)
+
+
+def test_on_sqlite_every_node_does_its_own_work() -> None:
+    """The embedded default: no work queue, and --rest serves the API and does the work."""
+    config = merge_config({"rest": True}, {})
+    assert (config.on_postgresql, config.serves_work_queue, config.does_work) == (False, False, True)

@@ -26,6 +26,7 @@ def test_secret_options_stay_out_of_the_config_repr() -> None:
         amqp_url="amqp://u:pw-in-url@h/%2F",
         store_url="postgresql://u:pg-pw@h/db",
         image_store_secret_access_key="s3-secret-key",
+        job_key="fernet-key-never-shown",
     )
     assert {option.name for option in OPTIONS if option.secret} == {
         "clients",
@@ -33,8 +34,9 @@ def test_secret_options_stay_out_of_the_config_repr() -> None:
         "conductor_users",
         "store_url",
         "image_store_secret_access_key",
+        "job_key",
     }
-    for secret in ("s3cret-value", "pw-in-url", "pg-pw", "s3-secret-key"):
+    for secret in ("s3cret-value", "pw-in-url", "pg-pw", "s3-secret-key", "fernet-key-never-shown"):
         assert secret not in repr(config) and secret not in str(config.redacted())
 
 
