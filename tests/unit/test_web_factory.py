@@ -4,6 +4,7 @@ import json
 import time
 from urllib.parse import urlencode
 
+import jsonschema
 import pytest
 from oauthlib.oauth1 import Client
 from treq.testing import StubTreq
@@ -14,6 +15,7 @@ from imgfac_twisted.web.fast_reads import FactoryRoot
 from imgfac_twisted.web.oauth import OAuthVerifier
 from support.factory_shapes import BUILDER_KEYS
 from support.many_builders import fill_sqlite
+from support.openapi_document import load_document
 
 BASE = "http://imgfac-host:8075"
 FORM = {"Content-Type": ["application/x-www-form-urlencoded"]}
@@ -386,3 +388,20 @@ def test_a_builder_the_index_does_not_hold_is_read_from_the_store(many):
     detail = client.json("GET", f"/imagefactory/builders/{ids[6]}/status")
     assert detail["_type"] == "builder_status"
     assert client.request("GET", "/imagefactory/builders/no-such-builder")[0].code == 404
+
+
+def test_pages_and_the_full_list_match_the_openapi_document(many):
+    """The full list is a BuildersList, a page a BuildersPage, as the OpenAPI document says."""
+    client, ids = many
+    document = load_document()
+    listing = document["paths"]["/imagefactory/builders"]["get"]["responses"]["200"]["content"]["application/json"]
+    schema = {**listing["schema"], "components": document["components"]}
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    for path in (
+        "/imagefactory/builders",
+        "/imagefactory/builders?limit=7",
+        f"/imagefactory/builders?limit=7&marker={ids[-2]}",
+    ):
+        validator.validate(client.json("GET", path))
+    with pytest.raises(jsonschema.ValidationError):
+        validator.validate({**client.json("GET", "/imagefactory/builders?limit=2"), "next": 5})
