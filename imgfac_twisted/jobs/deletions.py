@@ -130,6 +130,8 @@ class Deleter:
         # As they are now: a builder stopped above has ended since the list was made.
         await self._updater.delete([self._index.get(builder.id) or builder for builder in builders], remove_records)
         await self._remove_files(os.path.join(self._state_dir, "builders", builder.id) for builder in builders)
+        stored = [builder.artifact_path for builder in builders if builder.artifact_path]
+        await gatherResults([self._dispatcher.image_store.delete(path) for path in stored], consumeErrors=True)
         await self._remove_files(os.path.join(self._state_dir, "builds", build_id) for build_id in build_ids)
         self.log.info("deleted {what} ({count} builders)", what=what, count=len(builders))
 

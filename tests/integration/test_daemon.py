@@ -96,8 +96,8 @@ def wait_status(daemon: Daemon, href: str, status: str, timeout: float = 30.0) -
 
 
 def mock_image_digest(daemon: Daemon, builder_id: str) -> str:
-    """The template digest the mock target wrote into the builder's image file."""
-    text = (daemon.state_dir / "builders" / builder_id / "mock.img").read_text(encoding="utf-8")
+    """The template digest the mock target wrote into the builder's image file (in the image store)."""
+    text = (daemon.state_dir / "images" / builder_id / "mock.img").read_text(encoding="utf-8")
     match = re.search(r"template-sha256: ([0-9a-f]{64})", text)
     assert match, text
     return match.group(1)

@@ -130,9 +130,9 @@ def data_contains(path: Path, needle: bytes) -> bool:
     return False
 
 
-def builder_files(daemon: Daemon, builder_id: str) -> set[str]:
-    """The names in the builder's work directory."""
-    return set(os.listdir(daemon.state_dir / "builders" / builder_id))
+def builder_files(daemon: Daemon, builder_id: str, under: str = "builders") -> set[str]:
+    """The names in the builder's work directory (or, ``under="images"``, in its image store folder)."""
+    return set(os.listdir(daemon.state_dir / under / builder_id))
 
 
 def start_build(daemon: Daemon, template: str, targets: str) -> dict[str, dict[str, Any]]:
@@ -267,10 +267,12 @@ def test_builder_logs_show_the_work(targets_daemon: Daemon, built: dict[str, Any
 
 
 def test_only_the_finished_image_is_left(targets_daemon: Daemon, built: dict[str, Any]) -> None:
-    """A builder's directory holds its log and its image, named after template and target; no leftovers."""
+    """A builder's directory keeps its log; its image, named after template and target, is in the image store
+    (state_dir/images by default); no leftovers."""
     for name, image in built.items():
         files = builder_files(targets_daemon, image["detail"]["id"])
-        assert files == {"builder.log", IMAGE_NAMES[name]}, (name, files)
+        stored = builder_files(targets_daemon, image["detail"]["id"], under="images")
+        assert (files, stored) == ({"builder.log"}, {IMAGE_NAMES[name]}), name
 
 
 def test_unknown_os_fails_naming_it(targets_daemon: Daemon) -> None:
