@@ -85,3 +85,13 @@ class MotoServer:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
         self._log.close()
+
+
+def s3_client(server: MotoServer) -> Any:
+    """An S3 client of ``server`` (path-style addressing, as the image store uses with an endpoint)."""
+    from botocore.config import Config as BotoConfig
+
+    session = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+    return session.client("s3", endpoint_url=server.url, config=BotoConfig(s3={"addressing_style": "path"}))
