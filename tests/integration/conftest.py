@@ -14,6 +14,8 @@ Peers:
 
 * ``moto``: a ``moto_server`` on a free loopback port, one per test module.
 * ``rabbitmq_url``: a reachable RabbitMQ broker, started here if it is local and down.
+* ``openstack``: a real Keystone and Glance on loopback, one per session (installed once, see
+  support.openstack_peer).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pytest
 from imgfac_twisted.events.amqp import parse_amqp_url
 from support.daemon import Daemon, DaemonPool
 from support.moto_peer import MotoServer
+from support.openstack_peer import OpenStackPeer
 from support.rabbitmq import BROKER_URL, port_open, start_local_broker
 
 
@@ -38,6 +41,17 @@ def rabbitmq_url() -> str:
         if why_not is not None:
             pytest.skip(f"no RabbitMQ broker at {address.host}:{address.port} and {why_not}")
     return BROKER_URL
+
+
+@pytest.fixture(scope="session")
+def openstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenStackPeer]:
+    """Keystone and Glance 33 under gunicorn on loopback, with a test project, user and application credential."""
+    peer = OpenStackPeer(tmp_path_factory.mktemp("openstack"))
+    try:
+        peer.start()
+        yield peer
+    finally:
+        peer.stop()
 
 
 @pytest.fixture(scope="module")
