@@ -1,8 +1,11 @@
 """Durable state behind one interface.
 
 ``IStore`` is what the dispatcher and the web layer use; ``SQLiteStore`` is
-the embedded default.  Every method returns a Deferred and does its blocking
-work through a door, never on the reactor thread.  Methods that change a
+the embedded default, ``PostgresStore`` (``store.postgres``) the one several
+nodes share; both pass one contract suite (tests/integration/test_store_contract.py)
+and share their statements (``store.sql``, ``store.rows``, ``store.claims``).
+Every method returns a Deferred and does its blocking work through a door,
+never on the reactor thread.  Methods that change a
 builder are guarded (``UPDATE ... WHERE status = expected``) so that several
 daemons sharing one database cannot both move the same builder.
 """
@@ -99,7 +102,12 @@ class IStore(Interface):
         """
 
     def pending_events(limit: int) -> Deferred[list[tuple[int, Event]]]:
-        """Fire with up to ``limit`` (outbox id, Event) pairs, oldest first."""
+        """Fire with up to ``limit`` (outbox id, Event) pairs, oldest first.
+
+        A store shared by several nodes claims them for this instance for a lease: another
+        instance is not handed them until they are deleted or the lease lapsed, and this one is
+        handed them again (its relay retries).
+        """
 
     def delete_events(outbox_ids: list[int]) -> Deferred[None]:
         """Remove delivered events from the outbox."""
