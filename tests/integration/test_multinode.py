@@ -181,7 +181,8 @@ def test_a_cancel_on_an_api_node_stops_the_worker(cluster: Cluster) -> None:
         assert done["status_detail"] == "cancelled by a client"
     time.sleep(3)
     assert details(api, builder_id)["completed"] == done["completed"], "completed no longer moves"
-    assert f"builder {builder_id} stopped here" in worker.log_text()
+    # The worker stopped it: told by the events or its heartbeat, or its next progress report was refused.
+    assert any(f"builder {builder_id} {said}" in worker.log_text() for said in ("stopped here", "ended elsewhere"))
 
 
 def test_restarting_the_api_node_fails_nothing_a_worker_runs(cluster: Cluster) -> None:
