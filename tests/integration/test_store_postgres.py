@@ -11,10 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
+import pytest_twisted
 from test_store_contract import record_builders, record_one_build
+from twisted.internet.defer import gatherResults
 
 from imgfac_twisted.events import event_for_change
-from imgfac_twisted.model import Builder, BuilderChange, Operation, Status
+from imgfac_twisted.model import Build, Builder, BuilderChange, Image, Operation, Status
 from imgfac_twisted.store import ClaimOutcome, ILogStore
 from imgfac_twisted.store.postgres import PostgresStore, StoreUnavailable
 from imgfac_twisted.store.postgres_schema import SCHEMA_VERSION, migrate
@@ -239,3 +241,63 @@ def test_pages_of_a_hundred_thousand_builders_are_fast(postgres_url: str) -> Non
         assert [b.id for b in result_of(store.list_builders_page(2, None))] == [first.id, "b000001"]
     finally:
         store.thd_close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_on_its_own_threads_under_the_reactor(postgres_url: str) -> None:
+    """``on_own_threads``: a door of several threads, each with its connection; concurrent calls from the
+    reactor all land, claims included, and closing closes every connection."""
+    from twisted.internet import reactor
+
+    store, door = PostgresStore.on_own_threads(reactor, postgres_url)
+    door.startService()
+    try:
+        await store.open()
+        template = await store.add_template("<t/>", 1.0)
+        image = Image("img", template.id, "n", None, "Fedora", "14", "x86_64", 1.0)
+        build = Build("bld", image.id, template.id, 1.0)
+        many = [
+            Builder(f"b{index:02d}", Operation.BUILD, Status.NEW, 0, image.id, build.id, "mock", created=1.0)
+            for index in range(40)
+        ]
+        await store.record_build(image, build, [], many, True, [])
+        reads = await gatherResults([store.get_builder(b.id) for b in many])
+        assert reads == many
+        claims = await gatherResults(
+            [store.claim_builders([b.id for b in many], f"w{n}", 10.0, 5.0, 2) for n in range(4)]
+        )
+        for builder in many:
+            assert sorted(c[builder.id].outcome.value for c in claims) == ["claimed", "taken", "taken", "taken"]
+        connections = list(store._connections)
+        assert len(connections) >= 2, "several threads, several connections"
+        await store.close()
+        assert all(connection.closed for connection in connections)
+    finally:
+        door.stopService()
+
+
+def test_a_dropped_connection_is_made_again(store_and_url: tuple[PostgresStore, str]) -> None:
+    """After the server dropped the store's connection (a restart), the next call connects again."""
+    store, url = store_and_url
+    record_one_build(store)
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
+    failures = 0
+    for _ in range(2):
+        try:
+            assert result_of(store.get_builder("ti")).id == "ti"
+        except psycopg.OperationalError:
+            failures += 1
+    assert failures <= 1
+    assert result_of(store.get_builder("ti")).id == "ti"
+
+
+@pytest.fixture
+def store_and_url(postgres_url: str) -> Iterator[tuple[PostgresStore, str]]:
+    store = PostgresStore(postgres_url, InlineDoor())
+    store.thd_open()
+    yield store, postgres_url
+    store.thd_close()
