@@ -21,6 +21,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright
 
 from support.daemon import Daemon, DaemonPool, mock_config
+from support.many_builders import fill_sqlite
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -314,7 +315,7 @@ def test_status_page_escapes_data_and_reports_an_unreachable_daemon(slow_daemon:
         else:
             route.abort("connectionrefused")
 
-    page.route(re.compile(r"/imagefactory/builders$"), handle)
+    page.route(re.compile(r"/imagefactory/builders(\?.*)?$"), handle)
     page.goto(slow_daemon.url(PAGE))
     page.wait_for_selector('#rows tr[data-status="FAILED"]')
     assert page.text_content("#rows .reason") == evil
@@ -334,3 +335,32 @@ def test_status_page_escapes_data_and_reports_an_unreachable_daemon(slow_daemon:
     page.wait_for_selector("#banner", state="hidden", timeout=10_000)
     assert page.text_content("#state") == "Live"
     page.wait_for_function("() => !document.querySelector('#rows tr[data-id^=\"x/\"]')")
+
+
+def test_status_page_pages_and_reads_only_what_changes(module_daemon_factory: DaemonPool, tab: Tab) -> None:
+    """With 1 200 builders stored the page reads them in pages (``limit``), shows every one, and then polls only
+    the builders made since (``marker``), the unfinished ones and those that ended: never the whole list again."""
+    daemon = module_daemon_factory.make(mock_config(mock_duration=2.0), name="status-page-many", start=False)
+    ids = fill_sqlite(str(daemon.state_dir), 1200)
+    daemon.start_ready()
+    page = tab.page
+    page.goto(daemon.url(PAGE))
+    page.wait_for_function("n => document.querySelectorAll('#rows tr').length === n", arg=1200, timeout=WAIT_MS)
+    assert row_ids(page)[:3] == ids[::-1][:3] and row_ids(page)[-1] == ids[0]
+    assert summary(page)["ALL"] == 1200 and summary(page)["FAILED"] == 120
+    loaded = len(tab.requests)
+    reads = [urlsplit(url).query for url in tab.requests if urlsplit(url).path == PAGE and urlsplit(url).query]
+    assert reads[0] == "limit=500" and reads[1] == f"limit=500&marker={ids[499]}"
+    assert reads[2] == f"limit=500&marker={ids[999]}"
+
+    answer = daemon.post("/imagefactory/images", data={"targets": "mock", "template": TEMPLATE.format(name="new")})
+    assert answer.status_code == 202, answer.text
+    new_id = answer.json()["build"]["target_images"][0]["id"]
+    page.wait_for_function(f"() => document.querySelector('#rows tr').dataset.id === {json.dumps(new_id)}")
+    page.wait_for_selector(f'#rows tr[data-id="{new_id}"][data-status="COMPLETED"]', timeout=WAIT_MS)
+    assert summary(page)["ALL"] == 1201 and summary(page)["COMPLETED"] == 1081
+
+    later = [urlsplit(url).query for url in tab.requests[loaded:] if urlsplit(url).path == PAGE]
+    assert later and all("marker=" in query or query == "unfinished=1" for query in later), later
+    assert f"{PAGE}/{new_id}" in [urlsplit(url).path for url in tab.requests]  # read once when it ended
+    assert tab.errors == [], tab.errors

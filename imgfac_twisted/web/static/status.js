@@ -1,16 +1,24 @@
 /* The Image Factory status page.
  *
- * Polls GET /imagefactory/builders (JSON) once a second and keeps one table
- * row per builder, newest first, updating rows in place (keyed by builder id)
- * so nothing flickers.  Data reaches the page only through textContent,
- * element properties and attributes: never as markup.
+ * Reads every builder once, a page at a time (GET /imagefactory/builders
+ * ?limit=...), then once a second only what may have changed: the builders
+ * made since (the pages after the last one read, ?marker=), the unfinished
+ * builders (?unfinished=1), and one by one those that were unfinished and are
+ * not any more (they ended, or were deleted).  Finished builders are not read
+ * again; every minute the whole list is read again (deletions of finished
+ * builders show then).  One table row per builder, newest first, updated in
+ * place (keyed by builder id) so nothing flickers.  Data reaches the page
+ * only through textContent, element properties and attributes: never as markup.
  */
 (function () {
   "use strict";
 
   var API = "/imagefactory/builders";
+  var PAGE_LIMIT = 500;
+  var FULL_EVERY = 60;  // polls between two reads of the whole list
   var INTERVAL_MS = 1000;
   var TIMEOUT_MS = 5000;
+  var WHOLE_TIMEOUT_MS = 120000;  // reading every builder of a large installation takes a while
   var STATUSES = ["NEW", "PENDING", "BUILDING", "PUSHING", "COMPLETED", "FAILED"];
   var RUNNING = { BUILDING: true, PUSHING: true };
   var COLUMNS = ["Builder", "Image / build", "Target", "Operation", "Status", "Progress",
@@ -18,7 +26,11 @@
 
   var $ = function (id) { return document.getElementById(id); };
   var tbody = $("rows");
-  var rows = new Map();  // builder id -> {tr, cells}
+  var rows = new Map();  // builder id -> {tr, cells, status}
+  var counts = { ALL: 0 };
+  STATUSES.forEach(function (status) { counts[status] = 0; });
+  var lastMarker = null;  // the id of the newest builder read by paging (null: read the whole list)
+  var polls = 0;
   var lastSuccess = null;
 
   function el(tag, className, text) {
@@ -138,39 +150,39 @@
     setText(row.reason, status === "FAILED" ? builder.status_detail || "(no reason given)" : "");
   }
 
-  function render(builders) {
-    var newestFirst = builders.slice().reverse();
-    var seen = new Set();
-    var counts = { ALL: 0 };
-    STATUSES.forEach(function (status) { counts[status] = 0; });
-
-    newestFirst.forEach(function (builder, index) {
-      var id = String(builder.id);
-      seen.add(id);
-      var row = rows.get(id);
-      if (!row) {
-        row = makeRow(id);
-        rows.set(id, row);
-      }
-      updateRow(row, builder);
-      var there = tbody.children[index];
-      if (there !== row.tr) tbody.insertBefore(row.tr, there || null);
+  /* Show ``builder`` (its row made, at the top, when it is new: builders come oldest first). */
+  function apply(builder) {
+    var id = String(builder.id);
+    var row = rows.get(id);
+    if (!row) {
+      row = makeRow(id);
+      rows.set(id, row);
+      tbody.insertBefore(row.tr, tbody.firstChild);
       counts.ALL += 1;
-      if (builder.status in counts) counts[builder.status] += 1;
-    });
-    rows.forEach(function (row, id) {  // builders deleted since the last poll
-      if (!seen.has(id)) {
-        row.tr.remove();
-        rows.delete(id);
-      }
-    });
+    } else if (row.status in counts) {
+      counts[row.status] -= 1;
+    }
+    row.status = String(builder.status || "");
+    if (row.status in counts) counts[row.status] += 1;
+    updateRow(row, builder);
+  }
 
+  function forget(id) {
+    var row = rows.get(id);
+    if (!row) return;
+    row.tr.remove();
+    rows.delete(id);
+    counts.ALL -= 1;
+    if (row.status in counts) counts[row.status] -= 1;
+  }
+
+  function showCounts() {
     document.querySelectorAll("#summary li").forEach(function (item) {
       var count = counts[item.dataset.status] || 0;
       setText(item.querySelector("strong"), count);
       item.classList.toggle("zero", count === 0);
     });
-    $("empty").hidden = newestFirst.length > 0;
+    $("empty").hidden = rows.size > 0;
     var running = (counts.BUILDING || 0) + (counts.PUSHING || 0);
     var title = (running ? "(" + running + " running) " : "") + "Image Factory builders";
     if (document.title !== title) document.title = title;
@@ -198,23 +210,88 @@
     setState("offline", "Offline");
   }
 
-  function poll() {
-    var controller = new AbortController();
-    var timer = setTimeout(function () { controller.abort(); }, TIMEOUT_MS);
-    fetch(API, {
+  /* GET ``url`` as JSON; rejects with the HTTP status in ``status`` when it is not 2xx. */
+  function getJson(url, signal) {
+    return fetch(url, {
       headers: { Accept: "application/json" },
       cache: "no-store",
       credentials: "same-origin",
-      signal: controller.signal
+      signal: signal
     }).then(function (answer) {
-      if (!answer.ok) throw new Error("HTTP " + answer.status);
+      if (!answer.ok) {
+        var error = new Error("HTTP " + answer.status);
+        error.status = answer.status;
+        throw error;
+      }
       return answer.json();
+    });
+  }
+
+  function listOf(body) {
+    if (!body || !Array.isArray(body.builders)) throw new Error("unexpected answer");
+    return body.builders;
+  }
+
+  /* Every builder after ``marker`` (from the first with null), following ``next``; oldest first. */
+  function pagesAfter(marker, signal) {
+    var found = [];
+    function read(url) {
+      return getJson(url, signal).then(function (body) {
+        found = found.concat(listOf(body));
+        return body.next ? read(body.next) : found;
+      });
+    }
+    return read(API + "?limit=" + PAGE_LIMIT + (marker ? "&marker=" + encodeURIComponent(marker) : ""));
+  }
+
+  /* Read the whole list again: rows of builders gone are removed. */
+  function readAll(signal) {
+    return pagesAfter(null, signal).then(function (builders) {
+      var seen = new Set();
+      builders.forEach(function (builder) { seen.add(String(builder.id)); apply(builder); });
+      Array.from(rows.keys()).forEach(function (id) { if (!seen.has(id)) forget(id); });
+      lastMarker = builders.length ? String(builders[builders.length - 1].id) : null;
+    });
+  }
+
+  /* Read what may have changed: new builders, the unfinished ones, and those no longer unfinished. */
+  function readChanges(signal) {
+    var wasUnfinished = [];
+    rows.forEach(function (row, id) {
+      if (row.status !== "COMPLETED" && row.status !== "FAILED") wasUnfinished.push(id);
+    });
+    return pagesAfter(lastMarker, signal).then(function (builders) {
+      builders.forEach(apply);
+      if (builders.length) lastMarker = String(builders[builders.length - 1].id);
+      return getJson(API + "?unfinished=1", signal);
     }).then(function (body) {
-      if (!body || !Array.isArray(body.builders)) throw new Error("unexpected answer");
-      render(body.builders);
+      var unfinished = new Set();
+      listOf(body).forEach(function (builder) { unfinished.add(String(builder.id)); apply(builder); });
+      var ended = wasUnfinished.filter(function (id) { return !unfinished.has(id) && rows.has(id); });
+      return Promise.all(ended.map(function (id) {
+        return getJson(builderPath(id), signal).then(apply, function (error) {
+          if (error.status === 404) forget(id); else throw error;
+        });
+      }));
+    });
+  }
+
+  function poll() {
+    var controller = new AbortController();
+    var whole = lastMarker === null || polls % FULL_EVERY === 0;
+    var waitMs = whole ? WHOLE_TIMEOUT_MS : TIMEOUT_MS;
+    var timer = setTimeout(function () { controller.abort(); }, waitMs);
+    polls += 1;
+    (whole ? readAll(controller.signal) : readChanges(controller.signal).catch(function (error) {
+      // The marker was deleted (or never existed here): read the whole list again.
+      if (error && error.status === 400) return readAll(controller.signal);
+      throw error;
+    })).then(function () {
+      showCounts();
       online();
     }).catch(function (error) {
-      offline(error && error.name === "AbortError" ? "no answer within " + TIMEOUT_MS / 1000 + " s"
+      showCounts();
+      offline(error && error.name === "AbortError" ? "no answer within " + waitMs / 1000 + " s"
         : (error && error.message) || "unknown error");
     }).then(function () {
       clearTimeout(timer);
