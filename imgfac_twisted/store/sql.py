@@ -49,6 +49,8 @@ class SqlStore:
     LOCK_ROWS: ClassVar[str] = ""
     #: The name of the builders' ordering column after ``created`` (keyset paging).
     TIEBREAK: ClassVar[str]
+    #: Whether builders' logs live in the store (``ILogStore``); deletions then remove them too.
+    keeps_logs: ClassVar[bool] = False
 
     _door: IDoor
 
@@ -263,7 +265,7 @@ class SqlStore:
         return self._select_builders(f"status NOT IN ({marks(len(FINALS))})", list(FINALS))
 
     def _select_builders(self, where: str, values: list[Any], limit: int | None = None) -> list[Builder]:
-        page = "" if limit is None else f" LIMIT {int(limit)}"
+        page = "" if limit is None else f" LIMIT {max(int(limit), 0)}"
         rows = self._db().execute(f"SELECT * FROM builders WHERE {where} ORDER BY {self.ORDER}{page}", values)
         return [from_row(Builder, row) for row in rows.fetchall()]
 
@@ -290,8 +292,6 @@ class SqlStore:
 
     def delete_provider_image(self, provider_image_id: str, events: Sequence[Event] = ()) -> Deferred[None]:
         return self._run(deletions("provider_image", provider_image_id, events, logs=self.keeps_logs))
-
-    keeps_logs: ClassVar[bool] = False
 
     # -- IWorkStore ----------------------------------------------------------------
 

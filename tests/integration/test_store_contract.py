@@ -269,6 +269,7 @@ def test_pages_follow_the_full_list_from_a_marker(store: Store) -> None:
     assert [len(page) for page in pages] == [3, 3, 1]
     assert [b for page in pages for b in page] == builders
     assert store.thd_list_builders_page(100, builders[-1].id) == []
+    assert result_of(store.list_builders_page(0, None)) == [] == result_of(store.list_builders_page(-1, None))
 
 
 def test_a_page_after_an_unknown_marker_fails_with_unknown_object(store: Store) -> None:
