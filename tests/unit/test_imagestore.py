@@ -16,6 +16,9 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from test_dispatcher import start_build
+from treq.testing import StubTreq
+from twisted.internet.defer import succeed
 
 from imgfac_twisted.config import Config
 from imgfac_twisted.errors import ConfigError
@@ -31,6 +34,8 @@ from imgfac_twisted.imagestore import directory as directory_module
 from imgfac_twisted.imagestore.streams import SparseHashingWriter
 from imgfac_twisted.model import Status
 from imgfac_twisted.testing import FakeReactor, InlineDoor, result_of
+from imgfac_twisted.web.factory import FactoryAPI
+from imgfac_twisted.web.fast_reads import FactoryRoot
 
 MIB = 1024 * 1024
 PART = 5 * MIB  # S3's smallest part
@@ -134,8 +139,6 @@ def test_the_config_chooses_the_store(tmp_path: Path) -> None:
 
 def test_a_mock_build_ends_completed_with_its_image_in_the_store(stack: Any) -> None:
     """The builder's artifact_path is in the image store; its work folder no longer holds the image."""
-    from test_dispatcher import start_build
-
     builder_id = start_build(stack).target_images[0].id
     stack.run_for(2)
     done = stack.index.get(builder_id)
@@ -220,3 +223,52 @@ def test_the_sparse_writer_writes_data_and_leaves_holes(tmp_path: Path) -> None:
     assert (tmp_path / "out").read_bytes() == b"".join(chunks)
     assert writer.hexdigest() == hashlib.sha256(b"".join(chunks)).hexdigest()
     assert allocated(str(tmp_path / "out")) < MIB
+
+
+# -- raw_image from either store (the web route, in memory) ------------------------
+
+
+class PresigningStore:
+    """Answers download URLs as an S3 store does; records what was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def download_url(self, location: str) -> Any:
+        self.asked.append(location)
+        return succeed(f"https://bucket.example/{os.path.basename(location)}?X-Amz-Signature=abc")
+
+    def local_path(self, location: str) -> None:
+        return None
+
+
+def completed_target(stack: Any) -> tuple[Any, str, Any]:
+    """A StubTreq client, a COMPLETED mock target's raw_image path and its builder."""
+    api = FactoryAPI(stack.dispatcher, stack.index, stack.logs, stack.metrics, None)
+    started = start_build(stack)
+    stack.run_for(2)
+    target = started.target_images[0]
+    path = f"/imagefactory/images/{started.image.id}/builds/{started.build.id}/target_images/{target.id}/raw_image"
+    return StubTreq(FactoryRoot(api, api.app.resource())), "http://host" + path, stack.index.get(target.id)
+
+
+def test_raw_image_from_a_directory_store_is_not_redirected(stack: Any) -> None:
+    """The directory store gives no URL: a client holding the image gets 304 (the 200 with the bytes is
+    checked through the real daemon in tests/integration/test_downloads.py)."""
+    treq, url, builder = completed_target(stack)
+    assert result_of(stack.dispatcher.image_store.download_url(builder.artifact_path)) is None
+    cached = result_of(treq.get(url, headers={"If-None-Match": f'"{builder.artifact_sha256}"'}))
+    assert cached.code == 304
+
+
+def test_raw_image_from_an_s3_store_redirects_to_the_presigned_url(stack: Any) -> None:
+    """302 with the store's URL in Location, asked for the builder's location; 304 still wins for a cached copy."""
+    treq, url, builder = completed_target(stack)
+    presigning = PresigningStore()
+    stack.dispatcher.image_store = presigning
+    answer = result_of(treq.get(url, allow_redirects=False))
+    assert answer.code == 302
+    assert answer.headers.getRawHeaders("location") == ["https://bucket.example/mock.img?X-Amz-Signature=abc"]
+    assert presigning.asked == [builder.artifact_path]
+    cached = result_of(treq.get(url, headers={"If-None-Match": f'"{builder.artifact_sha256}"'}))
+    assert cached.code == 304 and len(presigning.asked) == 1
