@@ -105,15 +105,18 @@ class BuilderIndex:
         """Every builder not yet COMPLETED or FAILED that this index holds (all of them on a single node)."""
         return sorted(self._unfinished.values(), key=lambda builder: builder.created)
 
-    async def scan(self, wanted: Callable[[Builder], bool]) -> list[Builder]:
-        """Every builder ``wanted`` picks, oldest first, read from the store a page at a time (not the hot path)."""
+    async def scan(self, wanted: Callable[[Builder], bool], after: str | None = None) -> list[Builder]:
+        """Every builder ``wanted`` picks, oldest first, read from the store a page at a time (not the hot path).
+
+        With ``after``, only the builders made after that one are read (e.g. a target image's pushes).
+        """
         found: list[Builder] = []
-        marker: str | None = None
+        marker = after
         while True:
             try:
                 page = await self.page(SCAN_PAGE, marker)
             except UnknownObject:
-                # The page's marker was deleted meanwhile: read again from the start.
+                # The page's marker was deleted meanwhile: read again from the very start.
                 found, marker = [], None
                 continue
             found.extend(builder for builder in page if wanted(builder))

@@ -124,3 +124,12 @@ def test_the_pushes_version_moves_when_a_provider_image_may_have_come_or_gone():
     assert index.pushes_version("t1") == after_push
     index.remove(["b1"])
     assert index.pushes_version("t1") != after_push
+
+
+def test_a_scan_after_a_builder_reads_only_those_made_later_and_from_the_start_when_it_is_gone(tmp_path):
+    store, ids = filled_store(tmp_path, 30)
+    index = BuilderIndex(store)
+    assert [b.id for b in result_of(ensureDeferred(index.scan(lambda b: True, after=ids[24])))] == ids[25:]
+    missing = ensureDeferred(index.scan(lambda b: b.status == Status.FAILED, after="gone"))
+    assert [b.id for b in result_of(missing)] == [ids[9], ids[19], ids[29]]
+    store.thd_close()

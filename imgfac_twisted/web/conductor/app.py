@@ -278,7 +278,7 @@ class ConductorAPI:
         await self._target_builder(target_image_id)
         base = base_url(request)
         pushes = await self._index.scan(
-            lambda b: b.operation == Operation.PUSH and b.target_image_id == target_image_id
+            lambda b: b.operation == Operation.PUSH and b.target_image_id == target_image_id, after=target_image_id
         )
         members = [xml.provider_image_element(base, builder) for builder in pushes]
         return xml_document(request, 200, xml.collection("provider_images", members))

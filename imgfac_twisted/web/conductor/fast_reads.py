@@ -62,7 +62,9 @@ class ConductorReads:
         if held is not None:
             return held
         version = self._index.pushes_version(target_image_id)
-        pushes = pushes_of(target_image_id, await self._index.scan(lambda b: b.target_image_id == target_image_id))
+        # Pushes are made after their target image: the store is read from there on.
+        found = await self._index.scan(lambda b: b.target_image_id == target_image_id, after=target_image_id)
+        pushes = pushes_of(target_image_id, found)
         if len(self._pushes) >= MAX_SERIALIZED:
             self._pushes.clear()
         self._pushes[target_image_id] = (version, pushes)
