@@ -20,12 +20,21 @@ from typing import TYPE_CHECKING
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
+from ..errors import ImageFactoryError
+
 if TYPE_CHECKING:
     from ..events import Event
     from ..model import Build, Builder, Image, ProviderImage, Status, StoredTemplate, TargetImage
 
 #: A package of a base image's manifest: (name, version, arch).
 Package = tuple[str, str, str]
+
+
+class StoreUnavailable(ImageFactoryError):
+    """The store cannot be opened or reached: a database down, or made by a later release.
+
+    The message names the database without its password.
+    """
 
 
 class IStore(Interface):

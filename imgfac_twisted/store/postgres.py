@@ -27,10 +27,9 @@ from twisted.internet.interfaces import IReactorFromThreads
 from zope.interface import implementer
 
 from ..doors import IDoor, ThreadDoor
-from ..errors import ImageFactoryError
 from ..events import Event
 from ..redaction import redact_url, scrub
-from . import ILogStore, IStore, IWorkStore
+from . import ILogStore, IStore, IWorkStore, StoreUnavailable
 from .postgres_schema import LOCK_CLASS_LOG, SCHEMA_VERSION, migrate, schema_version
 from .rows import Db, marks
 from .sql import SqlStore
@@ -44,10 +43,6 @@ THREADS = 4
 
 #: How long an outbox row claimed by one node's relay is left to it before another may take it.
 OUTBOX_LEASE_SECONDS = 30.0
-
-
-class StoreUnavailable(ImageFactoryError):
-    """The database cannot be reached (the message names it without its password)."""
 
 
 class _Statements:
@@ -98,10 +93,14 @@ class PostgresStore(SqlStore):
         """The calling thread's connection, made (again) when there is none or the server dropped it."""
         connection: psycopg.Connection[dict[str, Any]] | None = getattr(self._local, "connection", None)
         if connection is None or connection.closed or connection.broken:
-            connection = self._connect()
+            dropped, connection = connection, self._connect()
             self._local.connection = connection
             with self._guard:
+                if dropped is not None and dropped in self._connections:
+                    self._connections.remove(dropped)
                 self._connections.append(connection)
+            if dropped is not None:
+                dropped.close()
         return connection
 
     def _connect(self) -> psycopg.Connection[dict[str, Any]]:
@@ -131,14 +130,23 @@ class PostgresStore(SqlStore):
         return self._door.run(self.thd_close)
 
     def thd_open(self) -> None:
-        """Connect and migrate, blocking (before the reactor runs, or on the door)."""
+        """Connect and migrate, blocking (before the reactor runs, or on the door).
+
+        Fails with StoreUnavailable when the database cannot be reached, or when a later
+        release made its schema (this one would not know its tables).
+        """
         try:
             with psycopg.connect(self._url, autocommit=True, connect_timeout=10) as connection:
-                migrate(connection)
-        except psycopg.OperationalError as error:
+                before = migrate(connection)
+        except psycopg.Error as error:
             raise StoreUnavailable(
                 f"cannot open the store at {redact_url(self._url)}: {scrub(str(error), self._secrets)}"
             ) from None
+        if before > SCHEMA_VERSION:
+            raise StoreUnavailable(
+                f"the store at {redact_url(self._url)} has schema version {before}, made by a later release "
+                f"(this one knows up to {SCHEMA_VERSION})"
+            )
 
     def thd_schema_version(self) -> int:
         """The schema version of the database."""
@@ -224,7 +232,7 @@ class PostgresStore(SqlStore):
         skip = offset - int(rows[0]["byte_start"])
         return text[skip : skip + limit]
 
-    # -- deletions also remove logs (``keeps_logs``) ---------------------------
+    # -- for the tests -------------------------------------------------------------
 
     def thd_count_logs(self, builder_ids: Sequence[str]) -> int:
         """How many log lines those builders have (for the tests of deletions)."""

@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from ..doors import IDoor, ThreadDoor
 from ..events import Event
-from . import IStore, IWorkStore
+from . import IStore, IWorkStore, StoreUnavailable
 from .sql import SqlStore
 from .sqlite_schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, migrate_to
 
@@ -72,6 +72,13 @@ class SQLiteStore(SqlStore):
         connection.execute("PRAGMA foreign_keys=ON")
         connection.executescript(SCHEMA)
         self._connection = connection
+        found = self.thd_schema_version()
+        if found > SCHEMA_VERSION:
+            self.thd_close()
+            raise StoreUnavailable(
+                f"the store {self._path} has schema version {found}, made by a later release "
+                f"(this one knows up to {SCHEMA_VERSION})"
+            )
         self._migrate()
 
     def _migrate(self) -> None:

@@ -301,3 +301,12 @@ def store_and_url(postgres_url: str) -> Iterator[tuple[PostgresStore, str]]:
     store.thd_open()
     yield store, postgres_url
     store.thd_close()
+
+
+def test_a_schema_made_by_a_later_release_is_refused(store_and_url: tuple[PostgresStore, str]) -> None:
+    """A database whose schema version is newer than this release knows is not opened, and says why."""
+    _, url = store_and_url
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("INSERT INTO schema_version (version) VALUES (%s)", [SCHEMA_VERSION + 1])
+    with pytest.raises(StoreUnavailable, match=f"schema version {SCHEMA_VERSION + 1}, made by a later release"):
+        PostgresStore(url, InlineDoor()).thd_open()

@@ -6,9 +6,11 @@ tests/integration/test_store_contract.py; what is here needs no server.
 
 import sqlite3
 
+import pytest
+
 from imgfac_twisted.model import Build, Builder, Image, Operation, Status, TargetImage
-from imgfac_twisted.store import IStore, IWorkStore
-from imgfac_twisted.store.sqlite import SQLiteStore
+from imgfac_twisted.store import IStore, IWorkStore, StoreUnavailable
+from imgfac_twisted.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from imgfac_twisted.testing import InlineDoor, result_of
 
 
@@ -90,3 +92,13 @@ def test_a_database_of_the_first_schema_is_migrated_keeping_every_record(tmp_pat
         assert result_of(again.get_manifest("bld")) == [("bash", "5.2", "amd64")]
     finally:
         again.thd_close()
+
+
+def test_a_database_of_a_later_release_is_refused(tmp_path):
+    """A file whose schema version is newer than this release knows is not opened, and says why."""
+    path = str(tmp_path / "later.sqlite")
+    later = sqlite3.connect(path)
+    later.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    later.close()
+    with pytest.raises(StoreUnavailable, match=f"schema version {SCHEMA_VERSION + 1}, made by a later release"):
+        SQLiteStore(path, InlineDoor()).thd_open()
