@@ -16,7 +16,7 @@ from ..config import Config
 from ..doors import IDoor
 from ..errors import ConfigError
 from .directory import DirectoryImageStore
-from .interface import S3_SCHEME, IImageStore, ImageStoreError, image_key, is_s3_location
+from .interface import S3_SCHEME, IImageStore, ImageStoreError, image_key, is_s3_location, put_or_clean_up
 from .s3 import S3ImageStore, S3Settings
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "image_key",
     "image_store_from_config",
     "is_s3_location",
+    "put_or_clean_up",
 ]
 
 IMAGES_DIR = "images"

@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
 from zope.interface import Interface
 
+from ..doors import shielded
 from ..errors import ImageFactoryError
 
-__all__ = ["S3_SCHEME", "IImageStore", "ImageStoreError", "image_key", "is_s3_location"]
+__all__ = ["S3_SCHEME", "IImageStore", "ImageStoreError", "image_key", "is_s3_location", "put_or_clean_up"]
 
 S3_SCHEME = "s3://"
 
@@ -62,3 +64,22 @@ class IImageStore(Interface):
 
     def delete(location: str) -> Deferred[None]:
         """Remove a stored image (nothing when it is already gone or not the store's)."""
+
+
+async def put_or_clean_up(store: IImageStore, source: str, key: str, sha256: str) -> str:
+    """``store.put(source, key, sha256)``; when the caller is cancelled mid-put (a cancelled builder), the
+    put still lands (its thread runs on), and the image it stored is deleted again, not left behind."""
+    cancelled: list[bool] = []
+
+    def landed(location: str) -> str:
+        if cancelled:
+            store.delete(location).addErrback(
+                lambda failure: Logger().failure("image {key} of a cancelled builder not removed", failure, key=key)
+            )
+        return location
+
+    try:
+        return await shielded(store.put(source, key, sha256).addCallback(landed))
+    except CancelledError:
+        cancelled.append(True)
+        raise

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from ..deferreds import InFlight, observe
 from ..doors import IDoor
 from ..errors import ImageFactoryError, InvalidTransition
-from ..imagestore import IMAGES_DIR, DirectoryImageStore, IImageStore, image_key
+from ..imagestore import IMAGES_DIR, DirectoryImageStore, IImageStore, image_key, put_or_clean_up
 from ..model import Build, Builder, Image, Operation, StageName, Status
 from ..providers import Credentials, Provider
 from ..targets import Target
@@ -184,7 +184,8 @@ class BuilderRuns:
             target = self._targets[builder.target]
             artifact = await target.build(self._build_job(builder, template))
             # In the image store (checked, the local file gone) before the builder is COMPLETED.
-            location = await self.image_store.put(artifact.path, image_key(builder.id, artifact.path), artifact.sha256)
+            key = image_key(builder.id, artifact.path)
+            location = await put_or_clean_up(self.image_store, artifact.path, key, artifact.sha256)
             await self._logs.append(builder.id, f"target image stored at {location}")
             return {"artifact_path": location, "artifact_size": artifact.size, "artifact_sha256": artifact.sha256}
 

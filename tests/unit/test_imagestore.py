@@ -18,7 +18,7 @@ import pytest
 from moto import mock_aws
 from test_dispatcher import start_build
 from treq.testing import StubTreq
-from twisted.internet.defer import succeed
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
 
 from imgfac_twisted.config import Config
 from imgfac_twisted.errors import ConfigError
@@ -29,6 +29,7 @@ from imgfac_twisted.imagestore import (
     S3Settings,
     image_key,
     image_store_from_config,
+    put_or_clean_up,
 )
 from imgfac_twisted.imagestore import directory as directory_module
 from imgfac_twisted.imagestore.streams import SparseHashingWriter
@@ -272,3 +273,38 @@ def test_raw_image_from_an_s3_store_redirects_to_the_presigned_url(stack: Any) -
     assert presigning.asked == [builder.artifact_path]
     cached = result_of(treq.get(url, headers={"If-None-Match": f'"{builder.artifact_sha256}"'}))
     assert cached.code == 304 and len(presigning.asked) == 1
+
+
+class SlowStore:
+    """A store whose puts land when the test says; records deletions."""
+
+    def __init__(self) -> None:
+        self.putting: Deferred[str] = Deferred()
+        self.deleted: list[str] = []
+
+    def put(self, source: str, key: str, sha256: str) -> Deferred[str]:
+        return self.putting
+
+    def delete(self, location: str) -> Deferred[None]:
+        self.deleted.append(location)
+        return succeed(None)
+
+
+def test_a_put_cancelled_midway_removes_the_image_once_it_lands() -> None:
+    """The builder stops waiting at once; the image stored afterwards is deleted, not left orphaned."""
+    store = SlowStore()
+    waiting = ensureDeferred(put_or_clean_up(store, "/src", "b/x.raw", "0" * 64))
+    waiting.cancel()
+    with pytest.raises(CancelledError):
+        result_of(waiting)
+    assert store.deleted == []
+    store.putting.callback("s3://bucket/b/x.raw")
+    assert store.deleted == ["s3://bucket/b/x.raw"]
+
+
+def test_a_put_not_cancelled_keeps_its_image() -> None:
+    """Without a cancel the location is the put's and nothing is deleted."""
+    store = SlowStore()
+    waiting = ensureDeferred(put_or_clean_up(store, "/src", "b/x.raw", "0" * 64))
+    store.putting.callback("s3://bucket/b/x.raw")
+    assert result_of(waiting) == "s3://bucket/b/x.raw" and store.deleted == []
