@@ -27,7 +27,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
-from ..errors import InvalidTransition
+from ..errors import ImageFactoryError, InvalidTransition
 from ..events.amqp_work import JobHandler
 from ..model import Builder, Status
 from ..store import Claim, ClaimOutcome
@@ -161,15 +161,21 @@ class Worker(Service):
                     await self._logs.append(
                         claim.builder.id,
                         f"started again on worker {self.worker_id} (attempt {claim.attempts} of "
-                        f"{self._max_attempts}): its worker stopped answering",
+                        f"{self._max_attempts}): its last worker stopped or stopped answering",
                     )
                 mine.append(claim.builder)
         if not mine:
             return
-        if job.get("job") == PUSH:
-            await self._start_push(job, mine[0])
-        else:
-            await self._start_build(mine)
+        try:
+            if job.get("job") == PUSH:
+                await self._start_push(job, mine[0])
+            else:
+                await self._start_build(mine)
+        except ImageFactoryError as error:
+            # It can never start (its template or credentials cannot be read here): fail it, saying why,
+            # rather than take the job again and again.
+            for builder in mine:
+                await self._fail(builder.id, f"it cannot start on worker {self.worker_id}: {error.message}")
 
     def _running(self) -> set[str]:
         return set(self._runs.running_ids())
@@ -194,10 +200,13 @@ class Worker(Service):
             f"its worker {claim.builder.worker} stopped answering, and it was started "
             f"{claim.attempts} times (max_attempts {self._max_attempts})"
         )
+        await self._fail(claim.builder.id, reason)
+
+    async def _fail(self, builder_id: str, reason: str) -> None:
         try:
-            await self._updater.move(claim.builder.id, Status.FAILED, status_detail=reason)
+            await self._updater.move(builder_id, Status.FAILED, status_detail=reason)
         except InvalidTransition:
-            self.log.info("builder {builder_id} ended meanwhile", builder_id=claim.builder.id)
+            self.log.info("builder {builder_id} ended meanwhile", builder_id=builder_id)
 
     # -- heartbeats and news from other nodes ----------------------------
 
@@ -205,7 +214,12 @@ class Worker(Service):
         ids = self._runs.running_ids()
         if not ids:
             return
-        lost = await self._store.heartbeat(ids, self.worker_id, self._reactor.seconds())
+        try:
+            lost = await self._store.heartbeat(ids, self.worker_id, self._reactor.seconds())
+        except Exception:
+            # The database is away: beat again next period (the builders run on meanwhile).
+            self.log.failure("heartbeat of {count} builders not recorded", count=len(ids))
+            return
         for builder_id in lost:
             self._stop_lost(builder_id, "it ended on another node or was taken over")
 
