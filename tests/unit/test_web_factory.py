@@ -8,8 +8,10 @@ import jsonschema
 import pytest
 from oauthlib.oauth1 import Client
 from treq.testing import StubTreq
+from twisted.internet.defer import ensureDeferred
 
 from imgfac_twisted.testing import SPEC_TEMPLATE, Stack, result_of
+from imgfac_twisted.web import builder_list
 from imgfac_twisted.web.factory import FactoryAPI
 from imgfac_twisted.web.fast_reads import FactoryRoot
 from imgfac_twisted.web.oauth import OAuthVerifier
@@ -357,9 +359,10 @@ def test_bad_list_arguments_answer_400_naming_them(many, query, named):
     assert answer["code"] == 400 and named in answer["message"]
 
 
-def test_the_streamed_full_list_is_the_spec_document_of_every_builder(many):
+def test_the_streamed_full_list_is_the_spec_document_of_every_builder(many, monkeypatch):
     """Without ``limit`` every builder is listed (written a store page at a time), the same bytes as one document."""
     client, ids = many
+    monkeypatch.setattr(builder_list, "STREAM_PAGE", 200)  # three store pages
     response, text = client.request("GET", "/imagefactory/builders")
     assert response.code == 200 and response.headers.getRawHeaders("content-type") == ["application/json"]
     paged = []
@@ -405,3 +408,15 @@ def test_pages_and_the_full_list_match_the_openapi_document(many):
         validator.validate(client.json("GET", path))
     with pytest.raises(jsonschema.ValidationError):
         validator.validate({**client.json("GET", "/imagefactory/builders?limit=2"), "next": 5})
+
+
+def test_a_stream_goes_on_after_the_last_builder_still_there_when_its_page_s_last_was_deleted(many, monkeypatch):
+    """Builders deleted while the list streams: the next store page starts after the last one of the page left."""
+    client, ids = many
+    monkeypatch.setattr(builder_list, "STREAM_PAGE", 200)
+    index, store = client.stack.index, client.stack.store
+    page = result_of(ensureDeferred(index.page(200, None)))
+    for gone in ids[198:201]:
+        result_of(store.delete_target_image(gone))
+    following, full = result_of(ensureDeferred(builder_list._after(index, page)))
+    assert [b.id for b in following] == ids[201:401] and full
