@@ -22,14 +22,14 @@ from .jobs.dispatcher import Dispatcher
 from .jobs.fetch import TemplateFetcher
 from .jobs.index import BuilderIndex
 from .jobs.jobs import CredentialSeal, JobMaker
-from .jobs.logs import BuilderLogs
+from .jobs.logs import BuilderLogs, IBuilderLogs, StoreLogs
 from .jobs.relay import OutboxRelay
 from .jobs.updates import BuilderUpdater
 from .metrics import Metrics
 from .os import OperatingSystem
 from .providers import Provider
 from .registry import OS_GROUP, PROVIDERS_GROUP, TARGETS_GROUP, PluginEnvironment, load_plugins
-from .store import IStore
+from .store import ILogStore, IStore
 from .targets import Target
 from .template import MAX_TEMPLATE_BYTES
 
@@ -75,7 +75,7 @@ class Core:
     index: BuilderIndex
     bus: IEventBus
     relay: OutboxRelay
-    logs: BuilderLogs
+    logs: IBuilderLogs
     metrics: Metrics
     updater: BuilderUpdater
     environment: PluginEnvironment
@@ -104,7 +104,10 @@ def build_core(
     go (default: a directory in the state dir).
     """
     relay = OutboxRelay(store, bus, reactor)
-    logs = BuilderLogs(config.state_dir, doors.logs, reactor)
+    # On PostgreSQL the logs live in the store, so that every node reads the same ones.
+    logs: IBuilderLogs = (
+        StoreLogs(ILogStore(store), reactor) if store.keeps_logs else BuilderLogs(config.state_dir, doors.logs, reactor)
+    )
     metrics = Metrics()
     updater = BuilderUpdater(store, relay, index, logs, metrics, reactor)
     environment = PluginEnvironment(config, reactor, doors.cloud, disk_door=doors.disk, libvirt=libvirt)

@@ -35,7 +35,7 @@ from .jobs.deletions import Deleter
 from .jobs.dispatcher import Dispatcher
 from .jobs.imports import Importer
 from .jobs.index import BuilderIndex, every_pair
-from .jobs.logs import BuilderLogs
+from .jobs.logs import IBuilderLogs
 from .metrics import Metrics
 from .nodes import add_node_services, open_store, store_name
 from .store import IStore
@@ -287,7 +287,7 @@ def _web_service(
     reactor: Any,
     dispatcher: Dispatcher,
     index: BuilderIndex,
-    logs: BuilderLogs,
+    logs: IBuilderLogs,
     metrics: Metrics,
     verifier: OAuthVerifier | None,
     conductor: Resource | None = None,

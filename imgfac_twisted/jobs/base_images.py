@@ -25,7 +25,7 @@ from ..errors import ImageFactoryError
 from ..model import StageName
 from ..os import OperatingSystem, Package
 from ..template import Template
-from .logs import BuilderLogs
+from .logs import IBuilderLogs
 
 BASE_IMAGE_NAME = "base.raw"
 #: In the state directory: one folder per build, holding its base image and install files.
@@ -69,7 +69,7 @@ class _Install:
     has_slot: bool = False
     running: Deferred[str] | None = None
     outcome: Any = None
-    logs: BuilderLogs | None = None
+    logs: IBuilderLogs | None = None
     #: The stage the install is in, for builders that come to wait later.
     current_stage: StageName | None = None
     #: The installed system's packages, once the OS plug-in has read them.
@@ -106,7 +106,7 @@ class BaseImages:
         reactor: Any,
         systems: dict[str, OperatingSystem],
         state_dir: str,
-        logs: BuilderLogs,
+        logs: IBuilderLogs,
         install_slots: int,
         save_manifest: Callable[[str, list[Package]], Deferred[None]],
         boot_tester: BootTester | None = None,

@@ -44,7 +44,7 @@ from .base_images import BaseImages
 from .fetch import TemplateFetcher
 from .index import BuilderIndex
 from .jobs import JobMaker
-from .logs import BuilderLogs
+from .logs import IBuilderLogs
 from .plugins import plugin_serving, serving
 from .runs import CANCEL_REASON, BuilderRuns
 from .templates import UUID_PATTERN, TemplateSource, parse_targets
@@ -76,7 +76,7 @@ class Dispatcher(Service):
         providers: dict[str, Provider],
         state_dir: str,
         fetcher: TemplateFetcher,
-        logs: BuilderLogs,
+        logs: IBuilderLogs,
         base_images: BaseImages,
         disk_door: IDoor,
         build_slots: int,

@@ -30,7 +30,7 @@ from ..targets import Target
 from ..template import Template
 from .base_images import BUILDS_DIR, BaseImages
 from .index import BuilderIndex
-from .logs import BuilderLogs
+from .logs import IBuilderLogs
 from .updates import BuilderUpdater
 from .work import ProviderPushJob, TargetBuildJob, discard_path, follower
 
@@ -65,7 +65,7 @@ class BuilderRuns:
         index: BuilderIndex,
         targets: dict[str, Target],
         state_dir: str,
-        logs: BuilderLogs,
+        logs: IBuilderLogs,
         base_images: BaseImages,
         disk_door: IDoor,
         build_slots: int,

@@ -24,11 +24,10 @@ from ..model import (
     Status,
     TargetImage,
     entered,
-    iso8601_utc,
 )
 from ..store import IStore
 from .index import BuilderIndex
-from .logs import BuilderLogs
+from .logs import IBuilderLogs
 from .relay import OutboxRelay
 
 
@@ -47,7 +46,7 @@ class BuilderUpdater:
         store: IStore,
         relay: OutboxRelay,
         index: BuilderIndex,
-        logs: BuilderLogs,
+        logs: IBuilderLogs,
         metrics: Metrics,
         clock: IReactorTime,
     ) -> None:
@@ -172,7 +171,7 @@ class BuilderUpdater:
         messages = _log_messages(old, new)
         # A store that keeps the logs writes these lines with the change: once any node shows
         # the builder COMPLETED, its log is complete too.
-        lines = [f"{iso8601_utc(now)} {message}" for message in messages]
+        lines = [self._logs.stamped(message) for message in messages]
         await self._store.save_builder(new, old.status, event_for_change(BuilderChange(old=old, new=new), now), lines)
         self._index.put(new)
         self._metrics.builder_moved(old, new)

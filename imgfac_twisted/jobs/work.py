@@ -29,7 +29,7 @@ from ..providers import PushJob
 from ..targets import Artifact, BuildJob
 from ..template import Template
 from .base_images import BaseImages, Follower
-from .logs import BuilderLogs
+from .logs import IBuilderLogs
 
 T = TypeVar("T")
 
@@ -46,7 +46,7 @@ class _BuilderWork:
     #: A directory of this builder's own, in the state directory.
     work_dir: str
     reactor: Any
-    logs: BuilderLogs
+    logs: IBuilderLogs
     #: Records the builder's progress (0..100) in its current status; fires with the moved Builder.
     report: Callable[[int], Deferred[Builder]]
 

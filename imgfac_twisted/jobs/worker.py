@@ -34,7 +34,7 @@ from ..store import Claim, ClaimOutcome
 from .dispatcher import Dispatcher
 from .index import BuilderIndex
 from .jobs import PUSH, CredentialSeal
-from .logs import BuilderLogs
+from .logs import IBuilderLogs
 from .updates import BuilderUpdater
 
 __all__ = ["Worker"]
@@ -59,7 +59,7 @@ class Worker(Service):
         dispatcher: Dispatcher,
         index: BuilderIndex,
         updater: BuilderUpdater,
-        logs: BuilderLogs,
+        logs: IBuilderLogs,
         seal: CredentialSeal,
         *,
         worker_id: str,

@@ -24,7 +24,7 @@ from ..errors import InvalidRequest, UnknownObject
 from ..jobs.dispatcher import Dispatcher
 from ..jobs.imports import Importer
 from ..jobs.index import BuilderIndex
-from ..jobs.logs import BuilderLogs
+from ..jobs.logs import IBuilderLogs
 from ..metrics import Metrics
 from ..model import Builder, Image, Status
 from ..os import Package
@@ -59,7 +59,7 @@ class FactoryAPI:
         self,
         dispatcher: Dispatcher,
         index: BuilderIndex,
-        logs: BuilderLogs,
+        logs: IBuilderLogs,
         metrics: Metrics,
         verifier: OAuthVerifier | None,
         importer: Importer | None = None,
