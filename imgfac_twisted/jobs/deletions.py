@@ -98,6 +98,7 @@ class Deleter:
             lambda b: target_image_id in (b.id, b.target_image_id),
             lambda events: self._store.delete_target_image(target_image_id, events),
             [],
+            after=target_image_id,
         )
 
     async def delete_provider_image(self, provider_image_id: str) -> None:
@@ -108,6 +109,7 @@ class Deleter:
             lambda b: b.id == provider_image_id,
             lambda events: self._store.delete_provider_image(provider_image_id, events),
             [],
+            after=provider_image_id,
         )
 
     async def _delete(
@@ -116,8 +118,19 @@ class Deleter:
         under: Callable[[Builder], bool],
         remove_records: Callable[[list[Event]], Any],
         build_ids: list[str],
+        after: str | None = None,
     ) -> None:
-        builders = await self._index.scan(under)
+        """Stop, remove from the clouds and delete the builders ``under`` an object, then its records and files.
+
+        With ``after`` (a target or provider image's id) the store is read only from that builder on:
+        it and what hangs under it (pushes) were made after it.
+        """
+        if after is None:
+            builders = await self._index.scan(under)
+        else:
+            first = await self._index.lookup(after)
+            builders = [first] if first is not None and under(first) else []
+            builders += await self._index.scan(under, after=after)
         try:
             await self._stop_running(builders)
             for builder in builders:
