@@ -76,14 +76,16 @@ async def _candidates(store: IStore, index: BuilderIndex, kind: str, object_id: 
 async def _matching(
     dispatcher: Dispatcher, account: ProviderAccount, candidates: list[Builder], what: str
 ) -> list[Builder]:
-    """The candidates ``account`` takes (target = its provider type, or one its plug-in accepts), each checked pushable."""
-    provider = dispatcher.provider(account.provider)
-    # The mock target is accepted everywhere for tests: never picked for a real cloud's account.
-    matching = [
-        b
-        for b in candidates
-        if b.target == account.provider_type or (b.target != "mock" and provider.accepts_target(b.target))
-    ]
+    """The candidates ``account`` takes, each checked pushable.
+
+    Those whose target is the account's provider type (``ec2``); where none
+    is, those its plug-in accepts (``openstack-kvm`` for ``openstack``),
+    never ``mock`` images, which every test plug-in accepts.
+    """
+    matching = [b for b in candidates if b.target == account.provider_type]
+    if not matching:
+        provider = dispatcher.provider(account.provider)
+        matching = [b for b in candidates if b.target != "mock" and provider.accepts_target(b.target)]
     if not matching:
         targets = ", ".join(sorted({b.target for b in candidates})) or "none"
         raise incorrect(
