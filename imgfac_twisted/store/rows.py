@@ -31,6 +31,7 @@ from ..model import (
 __all__ = [
     "FINALS",
     "TABLES",
+    "UNFINISHED",
     "Db",
     "Statement",
     "builder_update",
@@ -52,6 +53,8 @@ Statement = tuple[str, list[Any]]
 
 #: The final statuses' values, as stored.
 FINALS = sorted(status.value for status in FINAL_STATUSES)
+#: The other statuses' values: "unfinished" is asked as ``status IN (...)``, which the status index serves.
+UNFINISHED = sorted(status.value for status in Status if status not in FINAL_STATUSES)
 
 TABLES: dict[type, str] = {
     StoredTemplate: "templates",

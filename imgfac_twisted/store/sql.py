@@ -22,8 +22,8 @@ from ..model import Build, Builder, Image, ProviderImage, Status, StoredTemplate
 from . import Claim
 from .claims import claim_all, heartbeat_all, release_all
 from .rows import (
-    FINALS,
     TABLES,
+    UNFINISHED,
     Db,
     Statement,
     builder_update,
@@ -262,7 +262,7 @@ class SqlStore:
 
     def thd_list_unfinished_builders(self) -> list[Builder]:
         """Every builder whose status is not final, oldest first (blocking: for start-up)."""
-        return self._select_builders(f"status NOT IN ({marks(len(FINALS))})", list(FINALS))
+        return self._select_builders(f"status IN ({marks(len(UNFINISHED))})", list(UNFINISHED))
 
     def _select_builders(self, where: str, values: list[Any], limit: int | None = None) -> list[Builder]:
         page = "" if limit is None else f" LIMIT {max(int(limit), 0)}"
