@@ -50,7 +50,14 @@ fi
 if [ "${1:-}" = "--test" ]; then
     # PostgreSQL for the store tests: the first cluster, trust for user postgres on 127.0.0.1, started by hand
     # (no systemd).  The tests make and drop their own databases.
-    read -r pg_version pg_cluster < <(pg_lsclusters --no-header | awk 'NR == 1 {print $1, $2}')
+    pg_version='' pg_cluster=''
+    read -r pg_version pg_cluster < <(pg_lsclusters --no-header | awk 'NR == 1 {print $1, $2}') || true
+    if [ -z "$pg_version" ]; then
+        # Debian's package makes a cluster when installed; make one if there is none.
+        pg_version=$(ls /usr/lib/postgresql | sort -V | tail -n 1) pg_cluster=main
+        echo "setup: creating the PostgreSQL cluster $pg_version/$pg_cluster"
+        pg_createcluster "$pg_version" "$pg_cluster" >/dev/null
+    fi
     pg_hba="/etc/postgresql/$pg_version/$pg_cluster/pg_hba.conf"
     if ! grep -Eq '^host[[:space:]]+all[[:space:]]+(all|postgres)[[:space:]]+127\.0\.0\.1/32[[:space:]]+trust' "$pg_hba"; then
         echo "setup: PostgreSQL trusts user postgres on 127.0.0.1"
