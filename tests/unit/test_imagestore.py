@@ -16,6 +16,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from test_conductor_unit import Conductor, new_image
 from test_dispatcher import start_build
 from treq.testing import StubTreq
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
@@ -308,3 +309,14 @@ def test_a_put_not_cancelled_keeps_its_image() -> None:
     waiting = ensureDeferred(put_or_clean_up(store, "/src", "b/x.raw", "0" * 64))
     store.putting.callback("s3://bucket/b/x.raw")
     assert result_of(waiting) == "s3://bucket/b/x.raw" and store.deleted == []
+
+
+def test_deleting_a_target_image_removes_it_from_the_store(stack: Any) -> None:
+    """A Conductor DELETE of a COMPLETED target image removes its image and folder from the image store."""
+    conductor = Conductor(stack)
+    target_id = new_image(conductor).find("build/target_images/target_image").get("id")
+    stack.run_for(2)
+    stored = stack.index.get(target_id).artifact_path
+    assert os.path.isfile(stored) and stored.startswith(os.path.join(stack.config.state_dir, "images"))
+    conductor.xml("DELETE", f"/target_images/{target_id}")
+    assert not os.path.exists(os.path.dirname(stored))
