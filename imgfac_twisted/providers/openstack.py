@@ -103,9 +103,7 @@ class OpenStackProvider:
         return ensureDeferred(self._push(cloud, job, credentials))
 
     async def _push(self, cloud: Cloud, job: PushJob, credentials: Credentials) -> PushResult:
-        path = await image_path(job)
-        if not path:
-            raise OpenStackError(f"target image {job.target_builder.id} has no image file to push")
+        path = await job.image_file()
         return await GlancePush(cloud, job, credentials, self._door, self._reactor).run(path)
 
     def delete(
@@ -123,15 +121,6 @@ class OpenStackProvider:
                 )
             )
         return self._door.run(delete_image, cloud, credentials, identifier)
-
-
-async def image_path(job: PushJob) -> str | None:
-    """The local path of the pushed image file (``job.image_file()`` where the job has it)."""
-    image_file: Any = getattr(job, "image_file", None)
-    if image_file is not None:
-        path: str | None = await image_file()
-        return path
-    return job.target_builder.artifact_path
 
 
 def delete_image(cloud: Cloud, credentials: Credentials, identifier: str) -> None:

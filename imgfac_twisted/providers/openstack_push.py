@@ -112,7 +112,7 @@ class GlancePush:
         image = await self._wait_until_active()
         await self._check_hash(image, digest, algorithm, path)
         await self._report(100)
-        return PushResult(identifier=self.image_id or "", details={"os_hash_algo": image.get("os_hash_algo") or ""})
+        return PushResult(identifier=self.image_id or "")
 
     async def _upload(self, path: str, size: int) -> tuple[str, str]:
         """Stream the file to Glance (progress 0..95); the hash computed on the way and its algorithm."""

@@ -209,6 +209,9 @@ class Job:
         self.percents.append(percent)
         return succeed(None)
 
+    def image_file(self) -> Deferred[str]:
+        return succeed(self.target_builder.artifact_path or "")
+
 
 def run_push(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, images: FakeImages, target: str = "openstack-kvm"
