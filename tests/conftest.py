@@ -16,6 +16,8 @@ Fixtures:
 * ``document``: the factory API's OpenAPI document, read by both tiers.
 * ``postgres_url``: the URL of a fresh, empty PostgreSQL database on 127.0.0.1:5432, dropped
   after the test (tests/support/postgres.py); the test fails when the server is not up.
+* ``store_factory``: parametrized over SQLite and PostgreSQL (the store contract): call it to
+  open one more store instance on the test's one database; all are closed after the test.
 
 The integration tier's own fixtures (the daemon, moto, RabbitMQ) are in
 tests/integration/conftest.py.
@@ -23,7 +25,7 @@ tests/integration/conftest.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +81,25 @@ def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database's URL (user postgres, trust), dropped after the test."""
     with fresh_database() as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Any]]:
+    """Open another store (SQLiteStore, then PostgresStore) on the test's one database: a second node."""
+    from imgfac_twisted.store.postgres import PostgresStore
+    from imgfac_twisted.store.sqlite import SQLiteStore
+    from imgfac_twisted.testing import InlineDoor
+
+    made: list[Any] = []
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    path = str(tmp_path / "store.sqlite")
+
+    def opened() -> Any:
+        instance = PostgresStore(url, InlineDoor()) if url else SQLiteStore(path, InlineDoor())
+        instance.thd_open()
+        made.append(instance)
+        return instance
+
+    yield opened
+    for instance in made:
+        instance.thd_close()
