@@ -1,7 +1,7 @@
 """The S3 image store's put and fetch against boto3's own upload_file and download_file, on a moto_server.
 
-Both sides move the same image through the same ``TransferConfig`` (64 MiB
-parts, 4 threads) to the same local ``moto_server``.  The baseline is
+Both sides move the same image in the same parts (16 MiB, 4 threads) to
+the same local ``moto_server``.  The baseline is
 boto3's plain file transfer: seekable, parts read in parallel, nothing
 hashed.  The measured side is ``S3ImageStore``: the put reads a
 non-seekable stream hashed as it is read (so the SHA-256 is of exactly the
@@ -32,7 +32,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
 
 from imgfac_twisted.imagestore import S3ImageStore, S3Settings
-from imgfac_twisted.imagestore.s3 import DEFAULT_PART_SIZE
+from imgfac_twisted.imagestore.s3 import CONCURRENCY, part_size_for
 from imgfac_twisted.jobs.work import file_artifact
 from imgfac_twisted.testing import InlineDoor
 
@@ -91,7 +91,7 @@ def run(url: str, folder: str, size: int, rounds: int) -> None:
         None,
     )
     config = TransferConfig(
-        multipart_threshold=DEFAULT_PART_SIZE, multipart_chunksize=DEFAULT_PART_SIZE, max_concurrency=4
+        multipart_threshold=part_size_for(size), multipart_chunksize=part_size_for(size), max_concurrency=CONCURRENCY
     )
     image = os.path.join(folder, "image.raw")
     make_image(image, size)

@@ -29,10 +29,15 @@ from ..doors import IDoor
 from .interface import S3_SCHEME, IImageStore, ImageStoreError, is_s3_location
 from .streams import HashingReader, SparseHashingWriter
 
-__all__ = ["DEFAULT_PART_SIZE", "S3ImageStore", "S3Settings", "parse_s3_url"]
+__all__ = ["DEFAULT_PART_SIZE", "S3ImageStore", "S3Settings", "parse_s3_url", "part_size_for"]
 
-#: Bytes per uploaded part: 64 MiB parts reach S3's 10,000-part limit at 640 GiB.
-DEFAULT_PART_SIZE = 64 * 1024 * 1024
+MIB = 1024 * 1024
+#: The smallest part uploaded (bigger images get bigger parts: ``part_size_for``).
+DEFAULT_PART_SIZE = 16 * MIB
+#: S3 takes at most 10,000 parts per object; a margin keeps rounding away from it.
+MAX_PARTS = 9000
+#: Parts uploaded at once, each from its own thread of the transfer.
+CONCURRENCY = 4
 #: Seconds a presigned download URL stays valid.
 URL_EXPIRY = 3600
 #: Progress is reported to the reactor at most once per this many bytes.
@@ -48,6 +53,12 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     if not bucket:
         raise ValueError(f"{url!r} names no bucket (s3://bucket/prefix)")
     return bucket, prefix.strip("/")
+
+
+def part_size_for(size: int, smallest: int = DEFAULT_PART_SIZE) -> int:
+    """The part size for an object of ``size`` bytes: ``smallest``, or whole MiBs enough to stay under MAX_PARTS."""
+    needed = -(-size // MAX_PARTS)
+    return max(smallest, -(-needed // MIB) * MIB)
 
 
 @dataclass(frozen=True)
@@ -100,7 +111,7 @@ class S3ImageStore:
                 object_key,
                 ExtraArgs={"Metadata": {SHA256_METADATA: sha256}, "ContentType": "application/octet-stream"},
                 Callback=_Throttled(progress) if progress else None,
-                Config=self._transfer_config(),
+                Config=self._transfer_config(os.path.getsize(source)),
             )
         stored = self._call("HeadObject", client.head_object, Bucket=self.bucket, Key=object_key)
         if reader.hexdigest() != sha256 or stored.get("ContentLength") != reader.size:
@@ -149,7 +160,12 @@ class S3ImageStore:
             with open(temporary, "wb") as stream:
                 writer = SparseHashingWriter(stream.fileno())
                 self._call(
-                    "download", client.download_fileobj, self.bucket, object_key, writer, Config=self._transfer_config()
+                    "download",
+                    client.download_fileobj,
+                    self.bucket,
+                    object_key,
+                    writer,
+                    Config=self._transfer_config(head.get("ContentLength", 0)),
                 )
                 writer.finish()
             if expected and writer.hexdigest() != expected:
@@ -202,9 +218,14 @@ class S3ImageStore:
                 )
             return self._client
 
-    def _transfer_config(self) -> TransferConfig:
-        part = self._settings.part_size
-        return TransferConfig(multipart_threshold=part, multipart_chunksize=part, max_concurrency=4)
+    def _transfer_config(self, size: int) -> TransferConfig:
+        """Parts of ``part_size_for(size)``; the stream is not seekable, so each part is read into memory
+        first: at most one part more than the threads upload is held (the default holds ten)."""
+        part = part_size_for(size, self._settings.part_size)
+        config = TransferConfig(multipart_threshold=part, multipart_chunksize=part, max_concurrency=CONCURRENCY)
+        # s3transfer's own setting, which boto3's constructor does not take.
+        config.max_in_memory_upload_chunks = CONCURRENCY + 1
+        return config
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)``; boto's errors become ImageStoreError naming the bucket, never a credential."""

@@ -33,6 +33,7 @@ from imgfac_twisted.imagestore import (
     put_or_clean_up,
 )
 from imgfac_twisted.imagestore import directory as directory_module
+from imgfac_twisted.imagestore.s3 import part_size_for
 from imgfac_twisted.imagestore.streams import SparseHashingWriter
 from imgfac_twisted.model import Status
 from imgfac_twisted.testing import FakeReactor, InlineDoor, result_of
@@ -320,3 +321,10 @@ def test_deleting_a_target_image_removes_it_from_the_store(stack: Any) -> None:
     assert os.path.isfile(stored) and stored.startswith(os.path.join(stack.config.state_dir, "images"))
     conductor.xml("DELETE", f"/target_images/{target_id}")
     assert not os.path.exists(os.path.dirname(stored))
+
+
+def test_parts_grow_with_the_image_to_stay_under_s3s_part_limit() -> None:
+    """16 MiB parts up to 9,000 of them; beyond, whole MiBs just large enough (a 1 TiB disk: 117 MiB parts)."""
+    assert part_size_for(MIB) == part_size_for(9000 * 16 * MIB) == 16 * MIB
+    assert part_size_for(1024**4) == 117 * MIB and -(-(1024**4) // (117 * MIB)) <= 10_000
+    assert part_size_for(100, PART) == PART
