@@ -30,7 +30,7 @@ from ..doors import IDoor, ThreadDoor
 from ..events import Event
 from ..redaction import redact_url, scrub
 from . import ILogStore, IStore, IWorkStore, StoreUnavailable
-from .postgres_schema import LOCK_CLASS_LOG, SCHEMA_VERSION, migrate, schema_version
+from .postgres_schema import LOCK_CLASS_LOG, LOCK_CLASS_OUTBOX, SCHEMA_VERSION, migrate, schema_version
 from .rows import Db, marks
 from .sql import SqlStore
 
@@ -167,20 +167,25 @@ class PostgresStore(SqlStore):
     def thd_pending_events(self, limit: int) -> list[tuple[int, Event]]:
         """Claim up to ``limit`` outbox rows for this instance (free ones, lapsed ones, or its own), oldest first.
 
-        Rows another relay claims are skipped, not waited for (``SKIP LOCKED``); a claim lapses
-        after OUTBOX_LEASE_SECONDS, so the events of a node that died are published by another.
+        Events must come out in order (a builder's, at least), so a relay never claims a row
+        newer than one another relay holds: the claims take turns (an advisory lock), and the
+        rows claimed stop before the oldest row held elsewhere.  While one node drains, the
+        others wait for its claim to lapse (OUTBOX_LEASE_SECONDS) or its rows to be delivered;
+        the events of a node that died are published by another once its claim lapses.
         """
-        rows = (
-            self._db()
-            .execute(
-                "UPDATE outbox SET claimed_by = ?, claimed_until = now() + make_interval(secs => ?) "
-                "WHERE id IN (SELECT id FROM outbox "
-                "WHERE claimed_until IS NULL OR claimed_until < now() OR claimed_by = ? "
-                "ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING id, event",
-                [self.owner, OUTBOX_LEASE_SECONDS, self.owner, limit],
-            )
-            .fetchall()
-        )
+        return self._in_transaction(lambda db: self._claim_events(db, limit))
+
+    def _claim_events(self, db: Db, limit: int) -> list[tuple[int, Event]]:
+        db.execute("SELECT pg_advisory_xact_lock(?, 0)", [LOCK_CLASS_OUTBOX])
+        rows = db.execute(
+            "UPDATE outbox SET claimed_by = ?, claimed_until = now() + make_interval(secs => ?) "
+            "WHERE id IN (SELECT id FROM outbox "
+            "WHERE (claimed_until IS NULL OR claimed_until < now() OR claimed_by = ?) "
+            "AND id < COALESCE((SELECT min(id) FROM outbox WHERE claimed_by <> ? AND claimed_until >= now()), "
+            "9223372036854775807) "
+            "ORDER BY id LIMIT ?) RETURNING id, event",
+            [self.owner, OUTBOX_LEASE_SECONDS, self.owner, self.owner, limit],
+        ).fetchall()
         return sorted((int(row["id"]), Event.from_json(row["event"])) for row in rows)
 
     # -- logs -------------------------------------------------------------------

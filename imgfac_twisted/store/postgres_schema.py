@@ -15,11 +15,20 @@ from typing import Any
 
 import psycopg
 
-__all__ = ["LOCK_CLASS_LOG", "LOCK_CLASS_MIGRATION", "MIGRATIONS", "SCHEMA_VERSION", "migrate", "schema_version"]
+__all__ = [
+    "LOCK_CLASS_LOG",
+    "LOCK_CLASS_MIGRATION",
+    "LOCK_CLASS_OUTBOX",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "migrate",
+    "schema_version",
+]
 
 #: The first key of the store's advisory locks (the second names what is locked).
 LOCK_CLASS_MIGRATION = 0x1F_AC
 LOCK_CLASS_LOG = 0x1F_AD
+LOCK_CLASS_OUTBOX = 0x1F_AE
 
 #: (version, statements), in order; a later release only appends.  Version 1 is the first
 #: schema of this store; version 2 added claims, heartbeats and the logs.

@@ -78,7 +78,8 @@ class EventQueue:
 
 def assert_whole_story(events: list[dict[str, Any]], final: str) -> None:
     """One builder's events: numbered 1..n without gaps, creation first, the final status last."""
-    assert [event["sequence"] for event in events] == list(range(1, len(events) + 1))
+    story = [(event["sequence"], event["old_status"], event["new_status"], event["completed"]) for event in events]
+    assert [event["sequence"] for event in events] == list(range(1, len(events) + 1)), story
     assert (events[0]["old_status"], events[0]["new_status"]) == (None, "NEW")
     assert events[-1]["new_status"] == final
     for before, after in zip(events, events[1:]):
