@@ -34,7 +34,7 @@ __all__ = ["MAX_LIMIT", "STREAM_PAGE", "ListAsked", "asked", "builders_answer"]
 #: The most builders one page may ask for.
 MAX_LIMIT = 1000
 #: Builders read from the store and written per turn of the reactor when every builder is listed.
-STREAM_PAGE = 500
+STREAM_PAGE = 100
 
 
 @dataclass(frozen=True)
