@@ -103,7 +103,8 @@ def build_core(
     ``fetch_timeout`` overrides ``config.template_fetch_timeout``; ``image_store`` is where target images
     go (default: a directory in the state dir).
     """
-    relay = OutboxRelay(store, bus, reactor)
+    # On PostgreSQL several relays share one outbox: each also looks now and then for what others left.
+    relay = OutboxRelay(store, bus, reactor, poll_every=2.0 if config.on_postgresql else None)
     # On PostgreSQL the logs live in the store, so that every node reads the same ones.
     logs: IBuilderLogs = (
         StoreLogs(ILogStore(store), reactor) if store.keeps_logs else BuilderLogs(config.state_dir, doors.logs, reactor)

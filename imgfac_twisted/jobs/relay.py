@@ -14,6 +14,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ..deferreds import observe
@@ -35,6 +36,7 @@ class OutboxRelay(Service):
         batch: int = 200,
         first_retry: float = 0.5,
         max_retry: float = 5.0,
+        poll_every: float | None = None,
     ) -> None:
         self._store = store
         self._bus = bus
@@ -47,15 +49,25 @@ class OutboxRelay(Service):
         self._draining: Deferred[None] | None = None
         self._woken = False
         self._failing = False
+        #: On a shared store, other nodes' events may wait for this relay (theirs died, or is held
+        #: back behind this one's batch): look at the outbox this often even when not woken.
+        self._poll = LoopingCall(self.wake) if poll_every is not None else None
+        self._poll_every = poll_every
+        if self._poll is not None:
+            self._poll.clock = clock
 
     def startService(self) -> None:
         """Deliver what a previous run left in the outbox."""
         super().startService()
         self.wake()
+        if self._poll is not None and self._poll_every is not None:
+            self._poll.start(self._poll_every, now=False)
 
     def stopService(self) -> Deferred[None]:
         """Stop retrying; wait (briefly) for a drain under way."""
         super().stopService()
+        if self._poll is not None and self._poll.running:
+            self._poll.stop()
         if self._retry_call is not None and self._retry_call.active():
             self._retry_call.cancel()
         if self._draining is None:

@@ -78,3 +78,18 @@ def test_a_restart_delivers_what_the_outbox_holds(tmp_path):
     second = Stack(str(tmp_path))
     assert [e.body["new_status"] for e in second.events][:3] == ["NEW", "PENDING", "BUILDING"]
     second.close()
+
+
+def test_a_relay_on_a_shared_store_looks_at_the_outbox_without_being_woken(stack):
+    """Events another node left in a shared outbox are delivered at the next look (poll_every), unwoken."""
+    stack.relay.stopService()
+    bus = FlakyBus()
+    polling = OutboxRelay(stack.store, bus, stack.clock, poll_every=2.0)
+    polling.startService()
+    # Another node's change: written to the store, this relay not woken.
+    started = result_of(ensureDeferred(stack.dispatcher.start_build(SPEC_TEMPLATE, "mock")))
+    stack.run_for(1.5)
+    assert bus.accepted == []
+    stack.run_for(1.0)
+    assert {event.body["id"] for event in bus.accepted} == {started.target_images[0].id}
+    result_of(polling.stopService())
