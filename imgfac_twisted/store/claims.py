@@ -69,24 +69,37 @@ def claim_all(
     return claims
 
 
-def heartbeat_all(db: Db, builder_ids: Sequence[str], worker_id: str, now: float) -> list[str]:
+def _held(db: Db, lock_rows: str, builder_ids: Sequence[str], worker_id: str) -> list[str]:
+    """The ids of those builders ``worker_id`` holds and that have not ended, their rows locked in id order
+    (as a claim locks them, so that a heartbeat and a claim of the same builders cannot deadlock)."""
+    where = f"id IN ({marks(len(builder_ids))}) AND worker = ? AND status NOT IN ({marks(len(FINALS))})"
+    rows = db.execute(
+        f"SELECT id FROM builders WHERE {where} ORDER BY id{lock_rows}", [*builder_ids, worker_id, *FINALS]
+    )
+    return [row["id"] for row in rows.fetchall()]
+
+
+def heartbeat_all(db: Db, lock_rows: str, builder_ids: Sequence[str], worker_id: str, now: float) -> list[str]:
     """Beat for the builders still ``worker_id``'s and not final; the others' ids, in the order given."""
     if not builder_ids:
         return []
-    where = f"id IN ({marks(len(builder_ids))}) AND worker = ? AND status NOT IN ({marks(len(FINALS))})"
-    values = [*builder_ids, worker_id, *FINALS]
-    held = {row["id"] for row in db.execute(f"SELECT id FROM builders WHERE {where}", values).fetchall()}
-    db.execute(f"UPDATE builders SET heartbeat = ? WHERE {where}", [now, *values])
-    return [builder_id for builder_id in builder_ids if builder_id not in held]
+    held = _held(db, lock_rows, builder_ids, worker_id)
+    if held:
+        db.execute(f"UPDATE builders SET heartbeat = ? WHERE id IN ({marks(len(held))})", [now, *held])
+    beating = set(held)
+    return [builder_id for builder_id in builder_ids if builder_id not in beating]
 
 
-def release_all(db: Db, builder_ids: Sequence[str], worker_id: str) -> None:
-    """Hand ``worker_id``'s builders among ``builder_ids`` back: no worker, no heartbeat, one attempt less."""
+def release_all(db: Db, lock_rows: str, builder_ids: Sequence[str], worker_id: str) -> None:
+    """Hand ``worker_id``'s unfinished builders among ``builder_ids`` back: no worker, no heartbeat, one attempt
+    less.  An ended builder keeps its worker: the node that ran it."""
     if not builder_ids:
         return
-    db.execute(
-        "UPDATE builders SET worker = NULL, heartbeat = NULL, "
-        "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END "
-        f"WHERE id IN ({marks(len(builder_ids))}) AND worker = ?",
-        [*builder_ids, worker_id],
-    )
+    held = _held(db, lock_rows, builder_ids, worker_id)
+    if held:
+        db.execute(
+            "UPDATE builders SET worker = NULL, heartbeat = NULL, "
+            "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END "
+            f"WHERE id IN ({marks(len(held))})",
+            held,
+        )

@@ -186,6 +186,21 @@ class SqlStore:
             ]
         )
 
+    def claim_nonce(self, client_key: str, nonce: str, expiry: float, now: float) -> Deferred[bool]:
+        """Record an OAuth nonce as spent until ``expiry`` unless it is already; fire True when this was its
+        first use (forgetting those expired before ``now``)."""
+        return self._door.run(self._in_transaction, lambda db: self._claim_nonce(db, client_key, nonce, expiry, now))
+
+    @staticmethod
+    def _claim_nonce(db: Db, client_key: str, nonce: str, expiry: float, now: float) -> bool:
+        db.execute("DELETE FROM oauth_nonces WHERE expiry < ?", [now])
+        inserted = db.execute(
+            "INSERT INTO oauth_nonces (client_key, nonce, expiry) VALUES (?, ?, ?) "
+            "ON CONFLICT (client_key, nonce) DO NOTHING RETURNING client_key",
+            [client_key, nonce, expiry],
+        ).fetchone()
+        return inserted is not None
+
     def thd_spent_nonces(self, now: float) -> list[tuple[str, str, float]]:
         """The OAuth nonces spent and not expired at ``now`` (blocking: for start-up, before the reactor runs)."""
         rows = self._db().execute("SELECT client_key, nonce, expiry FROM oauth_nonces WHERE expiry >= ?", [now])
@@ -305,8 +320,8 @@ class SqlStore:
 
     def heartbeat(self, builder_ids: Sequence[str], worker_id: str, now: float) -> Deferred[list[str]]:
         ids = list(builder_ids)
-        return self._door.run(self._in_transaction, lambda db: heartbeat_all(db, ids, worker_id, now))
+        return self._door.run(self._in_transaction, lambda db: heartbeat_all(db, self.LOCK_ROWS, ids, worker_id, now))
 
     def release_builders(self, builder_ids: Sequence[str], worker_id: str) -> Deferred[None]:
         ids = list(builder_ids)
-        return self._door.run(self._in_transaction, lambda db: release_all(db, ids, worker_id))
+        return self._door.run(self._in_transaction, lambda db: release_all(db, self.LOCK_ROWS, ids, worker_id))

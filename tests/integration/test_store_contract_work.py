@@ -105,3 +105,6 @@ def test_released_builders_are_claimed_again_with_their_attempt_given_back(store
     again = result_of(store.claim_builders([builder.id], "w2", 101.0, 0.0, 2))[builder.id]
     assert (again.outcome, again.attempts) == (ClaimOutcome.CLAIMED, 1)
     result_of(store.release_builders([], "w2"))
+    move(store, result_of(store.get_builder(builder.id)), Status.FAILED, status_detail="stopped")
+    result_of(store.release_builders([builder.id], "w2"))
+    assert result_of(store.get_builder(builder.id)).worker == "w2", "an ended builder keeps the worker that ran it"

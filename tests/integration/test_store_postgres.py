@@ -323,3 +323,28 @@ def test_a_schema_made_by_a_later_release_is_refused(store_and_url: tuple[Postgr
         connection.execute("INSERT INTO schema_version (version) VALUES (%s)", [SCHEMA_VERSION + 1])
     with pytest.raises(StoreUnavailable, match=f"schema version {SCHEMA_VERSION + 1}, made by a later release"):
         PostgresStore(url, InlineDoor()).thd_open()
+
+
+def test_heartbeats_claims_and_releases_at_once_never_deadlock(stores: list[PostgresStore]) -> None:
+    """One node beating for and releasing its builders while another claims them over and over: every call
+    returns (rows are locked in one order by all three), none fails with a deadlock."""
+    first, second = stores
+    ids = [b.id for b in record_builders(first, 60)]
+    result_of(first.claim_builders(ids, "w1", 1.0, 0.0, 1000))
+    start = threading.Barrier(2)
+
+    def beat() -> None:
+        start.wait()
+        for round_ in range(30):
+            result_of(first.heartbeat(list(reversed(ids)), "w1", 2.0 + round_))
+            result_of(first.release_builders(ids[::2], "w1"))
+            result_of(first.claim_builders(ids[::-3], "w1", 2.0 + round_, 0.0, 1000))
+
+    def claim() -> None:
+        start.wait()
+        for round_ in range(30):
+            result_of(second.claim_builders(list(reversed(ids)), "w2", 3.0 + round_, 1e9, 1000))
+
+    with ThreadPoolExecutor(2) as pool:
+        for running in [pool.submit(beat), pool.submit(claim)]:
+            running.result()
