@@ -272,13 +272,19 @@ def _oauth_verifier(config: Config, reactor: Any, store: IStore) -> OAuthVerifie
             lambda failure: log.failure("spent OAuth nonce not stored", failure)
         )
 
+    def shared_spend(client_key: str, nonce: str, expiry: float) -> Deferred[bool]:
+        return store.claim_nonce(client_key, nonce, expiry, reactor.seconds())
+
+    # Several nodes: each write waits for its nonce to be spent in the shared store, so that a
+    # request replayed to another node is refused too.
     return OAuthVerifier(
         config.clients,
         reactor,
         config.oauth_timestamp_window,
         known_nonces=store.thd_spent_nonces(reactor.seconds()),
-        spent=spent,
+        spent=None if config.on_postgresql else spent,
         require_body_hash=config.oauth_require_body_hash,
+        shared_spend=shared_spend if config.on_postgresql else None,
     )
 
 

@@ -127,6 +127,10 @@ class IStore(Interface):
     def spend_nonce(client_key: str, nonce: str, expiry: float, now: float) -> Deferred[None]:
         """Record an OAuth nonce as spent until ``expiry``; forget those expired before ``now``."""
 
+    def claim_nonce(client_key: str, nonce: str, expiry: float, now: float) -> Deferred[bool]:
+        """Record an OAuth nonce as spent until ``expiry`` unless it already is; fire True on its first use
+        (several nodes: a request replayed to another node is caught here)."""
+
     def save_manifest(build_id: str, packages: Sequence[Package]) -> Deferred[None]:
         """Keep the package list ``[(name, version, arch), ...]`` of a build's base image."""
 

@@ -44,8 +44,10 @@ def signed(handler: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(handler)
     def check_then_handle(self: FactoryAPI, request: IRequest, *args: Any, **kwargs: Any) -> Any:
-        self.authenticate(request)
-        return handler(self, request, *args, **kwargs)
+        checking = self.authenticate(request)
+        if checking is None:
+            return handler(self, request, *args, **kwargs)
+        return checking.addCallback(lambda _: handler(self, request, *args, **kwargs))
 
     return check_then_handle
 
@@ -72,10 +74,14 @@ class FactoryAPI:
         self._verifier = verifier
         self._assets = Assets()
 
-    def authenticate(self, request: IRequest) -> None:
-        """Raise AuthenticationFailed unless OAuth is off or the request is correctly signed."""
+    def authenticate(self, request: IRequest) -> Deferred[str] | None:
+        """Raise AuthenticationFailed unless OAuth is off or the request is correctly signed.
+
+        With nonces shared by several nodes, fire once the nonce is spent in the store (or fail
+        if another node had spent it); otherwise return None, the request checked.
+        """
         if self._verifier is None:
-            return
+            return None
         request.content.seek(0)
         body = request.content.read()
         headers = {
@@ -83,7 +89,11 @@ class FactoryAPI:
             for name, values in request.requestHeaders.getAllRawHeaders()
         }
         uri = base_url(request) + request.uri.decode("ascii", "replace")
-        self._verifier.verify(request.method.decode("ascii"), uri, headers, body)
+        method = request.method.decode("ascii")
+        if self._verifier.shares_nonces:
+            return ensureDeferred(self._verifier.verify_shared(method, uri, headers, body))
+        self._verifier.verify(method, uri, headers, body)
+        return None
 
     # -- errors ----------------------------------------------------------
 

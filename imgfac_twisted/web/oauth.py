@@ -50,6 +50,7 @@ from oauthlib.oauth1 import (
 )
 from oauthlib.oauth1.rfc5849 import signature as oauth_signature
 from oauthlib.oauth1.rfc5849 import utils as oauth_utils
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from imgfac_twisted.errors import AuthenticationFailed
@@ -114,6 +115,7 @@ class OAuthVerifier:
         known_nonces: Iterable[tuple[str, str, float]] = (),
         spent: Callable[[str, str, float], object] | None = None,
         require_body_hash: bool = False,
+        shared_spend: Callable[[str, str, float], Deferred[bool]] | None = None,
     ) -> None:
         """Verify against ``clients`` (consumer key -> shared secret).
 
@@ -124,12 +126,16 @@ class OAuthVerifier:
         ``known_nonces`` are (consumer key, nonce, expiry) already spent;
         ``spent(key, nonce, expiry)`` is told of each newly spent one.
         With ``require_body_hash``, a signed request whose body is not a
-        form must carry ``oauth_body_hash``.
+        form must carry ``oauth_body_hash``.  ``shared_spend(key, nonce, expiry)``
+        (several nodes on one store) records a nonce in the store every node
+        shares and fires False when another node had spent it: ``verify_shared``
+        then refuses the request as a replay.
         """
         self._clock = clock
         self._require_body_hash = require_body_hash
         self._window = timestamp_window
         self._spent = spent
+        self._shared_spend = shared_spend
         self._nonces = NonceMemory()
         for client_key, nonce, expiry in known_nonces:
             self._nonces.remember(client_key, nonce, expiry)
@@ -140,6 +146,18 @@ class OAuthVerifier:
         """Return how many used nonces are currently remembered."""
         return len(self._nonces)
 
+    @property
+    def shares_nonces(self) -> bool:
+        """True when spent nonces are checked against the store shared by several nodes (``verify_shared``)."""
+        return self._shared_spend is not None
+
+    async def verify_shared(self, method: str, uri: str, headers: Mapping[str, str], body: bytes | None) -> str:
+        """``verify``, then spend the nonce in the shared store: a request replayed to another node is refused."""
+        client_key, nonce, expiry = self._verified(method, uri, headers, body)
+        if self._shared_spend is not None and not await self._shared_spend(client_key, nonce, expiry):
+            raise AuthenticationFailed(_REPLAYED)
+        return client_key
+
     def verify(
         self,
         method: str,
@@ -148,6 +166,12 @@ class OAuthVerifier:
         body: bytes | None,
     ) -> str:
         """Return the consumer key of a correctly signed request; raise AuthenticationFailed(message) otherwise."""
+        return self._verified(method, uri, headers, body)[0]
+
+    def _verified(
+        self, method: str, uri: str, headers: Mapping[str, str], body: bytes | None
+    ) -> tuple[str, str, float]:
+        """The consumer key, nonce and nonce expiry of a correctly signed request (its nonce now spent here)."""
         # Pruning here keeps memory bounded without a timer: the work is
         # proportional to what expired since the previous request.
         self._nonces.forget_expired(self._clock.seconds())
@@ -176,7 +200,7 @@ class OAuthVerifier:
         if self._spent is not None:
             self._spent(request.client_key, request.nonce, expiry)
         client_key: str = request.client_key
-        return client_key
+        return client_key, str(request.nonce), expiry
 
     # -- helpers ----------------------------------------------------------
 

@@ -19,9 +19,10 @@ from typing import Any
 
 import pika
 import pytest
+import requests
 from cryptography.fernet import Fernet
 
-from support.daemon import Daemon, DaemonPool, mock_config
+from support.daemon import Daemon, DaemonPool, mock_config, oauth
 from support.event_queue import BROKER, EventQueue, assert_whole_story
 
 TEMPLATE = (
@@ -226,3 +227,20 @@ def test_a_worker_serves_no_http_and_an_api_node_does_no_work(cluster: Cluster) 
     assert "REST API on" not in worker.log_text()
     assert api.wait_final(f"/imagefactory/builders/{builder_id}", timeout=60)["worker"] == "late"
     worker.stop(signal.SIGTERM)
+
+
+def test_a_signed_request_replayed_to_another_api_node_is_refused(cluster: Cluster) -> None:
+    """Nonces are spent in the shared store: the same signed POST sent to a second node answers 401."""
+    api, api2 = cluster.api(), cluster.api("api2")
+    prepared = requests.Request(
+        "POST", api.url("/imagefactory/images"), data={"targets": TARGET, "template": TEMPLATE}, auth=oauth()
+    ).prepare()
+    with requests.Session() as session:
+        first = session.send(prepared, verify=api.verify, timeout=10)
+        assert first.status_code == 202, first.text
+        # The same bytes to the other node, addressed as the first (behind one load balancer, they share a name).
+        prepared.url = api2.url("/imagefactory/images")
+        prepared.headers["Host"] = api.host
+        replayed = session.send(prepared, verify=False, timeout=10)
+    assert replayed.status_code == 401, replayed.text
+    assert "nonce already used" in replayed.text

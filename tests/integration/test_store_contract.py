@@ -332,6 +332,15 @@ def test_spent_nonces_are_kept_until_they_expire(store_factory: MakeStore) -> No
     assert ("client1", "n-1", 100.0) not in rows and len(rows) == 2, "expired nonces are deleted as new ones come"
 
 
+def test_a_nonce_is_claimed_once_whichever_instance_claims_it(store_factory: MakeStore) -> None:
+    """claim_nonce fires True on a nonce's first use only, on any instance; once expired it may be used again."""
+    store, other = store_factory(), store_factory()
+    assert result_of(store.claim_nonce("client1", "n-1", 100.0, 50.0)) is True
+    assert result_of(other.claim_nonce("client1", "n-1", 100.0, 51.0)) is False, "a replay on another node"
+    assert result_of(other.claim_nonce("weird key/é", "n-1", 100.0, 51.0)) is True, "nonces are per client"
+    assert result_of(other.claim_nonce("client1", "n-1", 300.0, 150.0)) is True, "expired, then forgotten"
+
+
 def test_stages_read_back(store: Store) -> None:
     """A builder's stages (names, starts, ends; the last one running) are stored and read back as they were."""
     *_, builder = record_one_build(store)
