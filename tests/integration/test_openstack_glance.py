@@ -16,10 +16,14 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import bcrypt
@@ -27,7 +31,7 @@ import pytest
 import requests
 from lxml import etree
 
-from support.daemon import Daemon, DaemonPool, free_port, mock_config
+from support.daemon import CLIENT_KEY, CLIENT_SECRET, Daemon, DaemonPool, free_port, mock_config
 from support.openstack_peer import PASSWORD, PROJECT, REGION, USER, OpenStackPeer
 
 TEMPLATE = (
@@ -39,6 +43,7 @@ BUILD_TIMEOUT = 240.0
 PUSH_TIMEOUT = 120.0
 #: The issue's bound for a refused password or an unreachable endpoint.
 FAILURE_BOUND = 180.0
+CLI = Path(sys.executable).parent / "imagefactory-cli"
 CONDUCTOR_USER, CONDUCTOR_PASSWORD = "admin", "conductor pass"
 XML = {"Accept": "application/xml", "Content-Type": "application/xml"}
 
@@ -347,6 +352,30 @@ def test_conductor_pushes_to_two_accounts_and_delete_removes_the_glance_image(
     assert deleted.findtext("status") == "DELETED" and deleted.findtext("target_identifier") == glance_id
     assert openstack.image(glance_id) is None, "the DELETE removed the image from Glance"
     assert openstack.image(done[kept]["identifier_on_provider"]) is not None
+
+
+def test_the_cli_pushes_to_an_openstack_provider(
+    glance_daemon: Daemon, openstack: OpenStackPeer, target_image: dict[str, Any], tmp_path: Path
+) -> None:
+    """``imagefactory-cli push --provider os-lab --credentials FILE --wait`` lands the image; no secret printed."""
+    (tmp_path / "os.xml").write_text(password_credentials())
+    env = {name: value for name, value in os.environ.items() if not name.startswith("IMAGEFACTORY_")}
+    env.update(HOME=str(tmp_path), IMAGEFACTORY_KEY=CLIENT_KEY, IMAGEFACTORY_SECRET=CLIENT_SECRET)
+    connection = ["--url", glance_daemon.base_url, "--ca-file", str(glance_daemon.pem_path)]
+    result = subprocess.run(
+        [str(CLI), "push", *connection, "--provider", "os-lab", "--credentials", str(tmp_path / "os.xml")]
+        + ["--wait", "--json", target_image["id"]],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=PUSH_TIMEOUT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert PASSWORD not in result.stdout + result.stderr
+    (done,) = json.loads(result.stdout)
+    assert done["provider"] == "os-lab"
+    assert_landed(openstack, done, target_image)
 
 
 def test_no_secret_anywhere(glance_daemon: Daemon, openstack: OpenStackPeer) -> None:
