@@ -244,3 +244,10 @@ def test_a_signed_request_replayed_to_another_api_node_is_refused(cluster: Clust
         replayed = session.send(prepared, verify=False, timeout=10)
     assert replayed.status_code == 401, replayed.text
     assert "nonce already used" in replayed.text
+
+
+def test_an_api_node_with_worker_on_builds_too(cluster: Cluster) -> None:
+    """--rest --worker (here "worker": true): one node serves the API and takes the jobs itself."""
+    api = cluster.api(worker=True, worker_id="api-and-worker")
+    builder_id = start_build(api)
+    assert api.wait_final(f"/imagefactory/builders/{builder_id}", timeout=60)["worker"] == "api-and-worker"
