@@ -33,8 +33,9 @@ PROGRESS_EVERY = 0.5
 #: How long Glance may take to make an uploaded image active (seconds), and the pause between looks.
 ACTIVE_WAIT = 600.0
 ACTIVE_POLL = 0.5
-#: How long a stopped upload's thread may take to return before the image is deleted anyway.
-SETTLE_WAIT = 30.0
+#: How long a stopped upload's thread may take to return before the image is deleted anyway
+#: (a thread stuck in a socket write cannot be stopped; Glance refuses the rest of a deleted image's data).
+SETTLE_WAIT = 5.0
 
 
 def image_properties(job: PushJob, disk_format: str) -> dict[str, str]:
