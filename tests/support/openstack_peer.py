@@ -15,6 +15,7 @@ test session.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import shutil
@@ -51,7 +52,17 @@ def say(message: str) -> None:
 
 
 def ensure_installed() -> Path:
-    """The peer's virtualenv, made (pip install from PyPI, about 2.5 min the first time) unless there."""
+    """The peer's virtualenv, made (pip install from PyPI, about 2.5 min the first time) unless there.
+
+    A lock file keeps two test runs from installing into the same folder at once.
+    """
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / "openstack-glance33.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _install()
+
+
+def _install() -> Path:
     marker = VENV / "installed.txt"
     wanted = "\n".join(PACKAGES)
     if marker.exists() and marker.read_text() == wanted:
@@ -59,7 +70,6 @@ def ensure_installed() -> Path:
     say(f"installing Keystone and Glance 33 from PyPI into {VENV} (once; a few minutes)")
     begun = time.monotonic()
     shutil.rmtree(VENV, ignore_errors=True)
-    CACHE.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
     pip = [str(VENV / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar=off"]
     process = subprocess.Popen([*pip, *PACKAGES], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
