@@ -19,9 +19,10 @@ The ratio large/baseline is printed per figure.  The issue's figures before
 this work, for 20 000 builders: the full list 0.68 s serialised on the
 reactor (so a poll waited as long), a restart 1.9 s.
 
-``--store postgres`` is the hook for a PostgreSQL-backed run beside the SQLite
-one: it needs a way to fill a PostgreSQL store (``fill_postgres``), not yet
-written (the PostgreSQL store is landing beside this work); it says so.
+``--store`` ``sqlite``, ``postgres`` or ``both`` (the default): on PostgreSQL
+(the server at 127.0.0.1:5432, user postgres, a fresh database per store
+size, dropped after) the daemon is an API node (``store_url``; RabbitMQ at
+127.0.0.1:5672 for its work queue, unused here).
 
 This is a benchmark, not a test: it exits 0 whatever the figures, non-zero
 only when something broke.  Usage:
@@ -49,7 +50,8 @@ from benchlib import BenchError, free_port, percentile, start, stop, tail
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
-from support.many_builders import fill_sqlite  # noqa: E402
+from support.many_builders import fill_postgres, fill_sqlite  # noqa: E402
+from support.postgres import fresh_database  # noqa: E402
 
 SINGLE_READS = 2000
 PAGE_READS = 300
@@ -66,7 +68,7 @@ def twistd_path() -> str:
 class Node:
     """One daemon on a state directory: started, measured, stopped."""
 
-    def __init__(self, work: str) -> None:
+    def __init__(self, work: str, settings: dict[str, Any] | None = None) -> None:
         self.work = work
         self.port = free_port()
         self.base = f"https://127.0.0.1:{self.port}"
@@ -74,7 +76,8 @@ class Node:
         self.ca: str | None = None
         self.process: Any = None
         with open(os.path.join(work, "imagefactory.conf"), "w", encoding="utf-8") as stream:
-            json.dump({"clients": {"bench": "bench-secret-not-for-production"}, "mock_duration": 1.0}, stream)
+            config = {"clients": {"bench": "bench-secret-not-for-production"}, "mock_duration": 1.0}
+            json.dump({**config, **(settings or {})}, stream)
 
     def start(self, timeout: float = 120.0) -> float:
         """Start the daemon; seconds until it answers ``GET /imagefactory``."""
@@ -192,9 +195,10 @@ class _Discarding:
         self.written += len(data)
 
 
-def reactor_stall(state_dir: str) -> dict[str, float]:
+def reactor_stall(where: str) -> dict[str, float]:
     """In this process (run once: a reactor runs once): the longest gap between 5 ms ticks of a LoopingCall
-    while the full list is made from the store as the daemon makes it, and for 1 s before with nothing to do."""
+    while the full list is made from the store (a state dir's SQLite file, or a PostgreSQL URL) as the daemon
+    makes it, and for 1 s before with nothing to do."""
     from twisted.internet import reactor, task
     from twisted.internet.defer import ensureDeferred
 
@@ -202,7 +206,13 @@ def reactor_stall(state_dir: str) -> dict[str, float]:
     from imgfac_twisted.store.sqlite import SQLiteStore
     from imgfac_twisted.web.builder_list import ListAsked, builders_answer
 
-    store, door = SQLiteStore.on_own_thread(reactor, os.path.join(state_dir, "imagefactory.sqlite"))
+    store: Any
+    if where.startswith("postgresql://"):
+        from imgfac_twisted.store.postgres import PostgresStore
+
+        store, door = PostgresStore.on_own_threads(reactor, where)
+    else:
+        store, door = SQLiteStore.on_own_thread(reactor, os.path.join(where, "imagefactory.sqlite"))
     door.startService()
     store.thd_open()
     index = BuilderIndex(store, store.thd_list_unfinished_builders())
@@ -239,14 +249,18 @@ def reactor_stall(state_dir: str) -> dict[str, float]:
     return figures
 
 
-def measure(count: int, root: str) -> dict[str, float]:
-    """Every figure for a store of ``count`` builders."""
-    work = os.path.join(root, f"store-{count}")
+def measure(count: int, root: str, postgres_url: str | None = None) -> dict[str, float]:
+    """Every figure for a store of ``count`` builders: the state dir's SQLite file, or the database at
+    ``postgres_url`` (an API node then, with RabbitMQ at 127.0.0.1 for its work queue)."""
+    work = os.path.join(root, f"{'postgres' if postgres_url else 'sqlite'}-{count}")
     os.makedirs(work)
     began = time.monotonic()
-    ids = fill_sqlite(os.path.join(work, "state"), count)
+    if postgres_url is None:
+        ids, settings, where = fill_sqlite(os.path.join(work, "state"), count), {}, os.path.join(work, "state")
+    else:
+        ids, settings, where = fill_postgres(postgres_url, count), postgres_settings(postgres_url), postgres_url
     figures = {"fill_s": time.monotonic() - began}
-    node = Node(work)
+    node = Node(work, settings)
     node.start()  # the first start makes the certificate
     node.stop()
     figures["restart_s"] = node.start()
@@ -269,17 +283,42 @@ def measure(count: int, root: str) -> dict[str, float]:
             raise BenchError(f"the full list had {figures['listed']:g} builders, not {count}")
     finally:
         node.stop()
-    stall = subprocess.run(
-        [sys.executable, __file__, "--stall", os.path.join(work, "state")], capture_output=True, text=True, timeout=600
-    )
+    stall = subprocess.run([sys.executable, __file__, "--stall", where], capture_output=True, text=True, timeout=600)
     if stall.returncode != 0:
         raise BenchError(f"the in-process stall run failed: {stall.stderr[-1000:]}")
     figures.update(json.loads(stall.stdout.splitlines()[-1]))
     return figures
 
 
+def postgres_settings(url: str) -> dict[str, Any]:
+    """An API node's settings on the PostgreSQL database ``url`` (its own exchange and work queue)."""
+    from cryptography.fernet import Fernet
+
+    tag = os.urandom(6).hex()
+    return {
+        "store_url": url,
+        "amqp_url": "amqp://guest:guest@127.0.0.1:5672/",
+        "amqp_exchange": f"bench-large-{tag}",
+        "amqp_work_queue": f"bench-large-{tag}",
+        "job_key": Fernet.generate_key().decode(),
+    }
+
+
+def run(options: argparse.Namespace, root: str, store: str) -> None:
+    """Measure the baseline and the large store on ``store`` and print them side by side."""
+    if store == "sqlite":
+        base, big = measure(options.baseline, root), measure(options.count, root)
+    else:
+        with fresh_database() as url:
+            base = measure(options.baseline, root, url)
+        with fresh_database() as url:
+            big = measure(options.count, root, url)
+    print(f"\n== {store} ==")
+    report(options.baseline, options.count, base, big)
+
+
 def report(baseline: int, large: int, base: dict[str, float], big: dict[str, float]) -> None:
-    print(f"\n{'figure':<20}{baseline:>14,}{large:>14,}{'ratio':>10}")
+    print(f"{'figure':<20}{baseline:>14,}{large:>14,}{'ratio':>10}")
     for name in base:
         ratio = big[name] / base[name] if base[name] else float("nan")
         print(f"{name:<20}{base[name]:>14.2f}{big[name]:>14.2f}{ratio:>10.2f}")
@@ -296,21 +335,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=100_000, help="builders in the large store")
     parser.add_argument("--baseline", type=int, default=20_000, help="builders in the baseline store")
-    parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--store", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--stall", metavar="STATE_DIR", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.stall:
         print(json.dumps(reactor_stall(options.stall)))
         return 0
-    if options.store == "postgres":
-        print("--store postgres: not written yet (no fill_postgres); run with --store sqlite", file=sys.stderr)
-        return 2
     root = tempfile.mkdtemp(prefix="bench-large-")
     try:
-        base = measure(options.baseline, root)
-        big = measure(options.count, root)
-        report(options.baseline, options.count, base, big)
+        for store in ("sqlite", "postgres") if options.store == "both" else (options.store,):
+            run(options, root, store)
     except BenchError as error:
         print(f"bench_large: {error}", file=sys.stderr)
         return 1

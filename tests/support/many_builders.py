@@ -24,7 +24,20 @@ def fill_sqlite(state_dir: str, count: int, unfinished: int = 0, start: float = 
     Every builder is COMPLETED (one in 10 FAILED) except the last ``unfinished``, left PENDING.
     """
     os.makedirs(state_dir, exist_ok=True)
-    store = SQLiteStore(os.path.join(state_dir, "imagefactory.sqlite"), InlineDoor())
+    return fill_store(
+        SQLiteStore(os.path.join(state_dir, "imagefactory.sqlite"), InlineDoor()), count, unfinished, start
+    )
+
+
+def fill_postgres(url: str, count: int, unfinished: int = 0, start: float = 1.7e9) -> list[str]:
+    """``fill_sqlite`` for the PostgreSQL database at ``url``."""
+    from imgfac_twisted.store.postgres import PostgresStore
+
+    return fill_store(PostgresStore(url, InlineDoor()), count, unfinished, start)
+
+
+def fill_store(store: Any, count: int, unfinished: int = 0, start: float = 1.7e9) -> list[str]:
+    """``fill_sqlite`` for any store (on an inline door, not yet open): opened, filled and closed here."""
     store.thd_open()
     template = result_of(store.add_template("<template><name>many</name></template>", start))
     ids: list[str] = []
@@ -64,7 +77,7 @@ def _builder(number: int, unfinished: bool, start: float) -> Builder:
     )
 
 
-def _record(store: SQLiteStore, template_id: str, builders: list[Builder], created: float) -> None:
+def _record(store: Any, template_id: str, builders: list[Builder], created: float) -> None:
     image = Image(new_id(), template_id, "many", None, "Mock", "1", "x86_64", created)
     build = Build(new_id(), image.id, template_id, created)
     builders = [_placed(builder, image.id, build.id) for builder in builders]
