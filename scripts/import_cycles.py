@@ -125,10 +125,10 @@ def strongly_connected(graph: Graph) -> list[list[str]]:
 #: are the bottom: small helpers every layer may use.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("tap", "cli", "client", "events.consumer"),
-    ("service", "core", "testing"),
+    ("service", "core", "nodes", "testing"),
     ("web",),
     ("jobs",),
-    ("os", "targets", "providers", "registry"),
+    ("os", "targets", "providers", "registry", "imagestore"),
     ("virt",),
     ("store",),
     ("events", "metrics"),
