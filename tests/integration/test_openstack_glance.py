@@ -319,6 +319,44 @@ def test_a_cancelled_push_deletes_its_image(
     assert openstack.image(made[0]["id"]) is None, "the cancelled push deleted its image"
 
 
+def test_an_unknown_provider_a_wrong_target_and_bad_credentials_are_400(
+    glance_daemon: Daemon, openstack: OpenStackPeer, target_image: dict[str, Any]
+) -> None:
+    """Refused at once, saying why: an unknown provider, a target Glance does not take, credentials lacking a part."""
+    answer = glance_daemon.post(
+        target_image["href"] + "/provider_images", data={"provider": "os-moon", "credentials": password_credentials()}
+    )
+    assert answer.status_code == 400 and "os-moon" in answer.json()["message"], answer.text
+    built = glance_daemon.post("/imagefactory/images", data={"targets": "mock", "template": TEMPLATE})
+    mock_href = built.json()["build"]["target_images"][0]["href"]
+    assert glance_daemon.wait_final(mock_href, timeout=BUILD_TIMEOUT)["status"] == "COMPLETED"
+    answer = glance_daemon.post(
+        mock_href + "/provider_images", data={"provider": "os-lab", "credentials": password_credentials()}
+    )
+    assert answer.status_code == 400 and "cannot take 'mock' images" in answer.json()["message"], answer.text
+    answer = glance_daemon.post(
+        target_image["href"] + "/provider_images",
+        data={"provider": "os-lab", "credentials": password_credentials().replace(f"<username>{USER}</username>", "")},
+    )
+    assert answer.status_code == 400 and "lacks <username>" in answer.json()["message"], answer.text
+    assert PASSWORD not in answer.text
+
+
+def test_a_bad_openstack_provider_file_stops_the_daemon_at_start(daemon_factory: DaemonPool, tmp_path: Path) -> None:
+    """A provider file of type openstack with a wrong interface: the daemon does not start, naming the file."""
+    folder = tmp_path / "providers"
+    folder.mkdir()
+    bad = {"name": "os-bad", "type": "openstack", "auth_url": "http://127.0.0.1:5000/v3", "interface": "private"}
+    (folder / "bad.json").write_text(json.dumps(bad))
+    daemon = daemon_factory(mock_config(provider_dir=str(folder)), start=False)
+    daemon.start()
+    assert daemon.process is not None
+    daemon.process.wait(timeout=60)
+    assert daemon.process.returncode != 0
+    said = daemon.output_text() + daemon.log_text()
+    assert f"provider definition {folder / 'bad.json'}: interface 'private' must be one of" in said, said[-2000:]
+
+
 def conductor_call(daemon: Daemon, method: str, path: str, body: str | None = None) -> etree._Element:
     answer = daemon.request(
         method, "/conductor/api" + path, auth=(CONDUCTOR_USER, CONDUCTOR_PASSWORD), headers=XML, data=body, timeout=60
