@@ -110,6 +110,8 @@ def describe(error: BaseException) -> str:
 
     if isinstance(error, auth_errors.Unauthorized):
         return "Keystone refused the credentials (HTTP 401)"
+    if isinstance(error, auth_errors.EndpointNotFound):
+        return f"not in Keystone's catalog: {_first_line(error)}"
     if isinstance(error, auth_errors.ConnectFailure | glance_errors.CommunicationError | glance_errors.InvalidEndpoint):
         return f"cannot reach the endpoint: {_first_line(error)}"
     if isinstance(error, auth_errors.HttpError):

@@ -74,7 +74,7 @@ class GlancePush:
     async def run(self, path: str) -> PushResult:
         try:
             return await self._run(path)
-        except BaseException as error:  # CancelledError too: clean up, then let it go on
+        except Exception as error:  # CancelledError too: clean up, then let it go on
             note = await self._clean_up()
             if note and isinstance(error, ImageFactoryError):
                 raise OpenStackError(f"{error.message}; {note}") from error

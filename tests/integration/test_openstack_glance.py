@@ -151,6 +151,7 @@ def glance_daemon(
         "os-proxied": {"auth_url": openstack.auth_url, "image_endpoint": proxy.url},
         "os-closed": {"auth_url": f"http://127.0.0.1:{free_port()}/v3"},
         "os-nowhere": {"auth_url": "http://no-such-host.invalid:5000/v3"},
+        "os-elsewhere": {"auth_url": openstack.auth_url, "region": "RegionTwo"},
     }
     for name, settings in definitions.items():
         (providers / f"{name}.json").write_text(json.dumps({"name": name, "type": "openstack", **settings}))
@@ -276,6 +277,20 @@ def test_an_unreachable_keystone_fails_within_three_minutes(
         assert took < FAILURE_BOUND, took
         assert done["status_detail"].startswith(f"{name}: authenticate failed: cannot reach the endpoint: "), done
         print(f"{name}: FAILED after {took:.1f} s: {done['status_detail']}")
+
+
+def test_a_region_without_glance_in_the_catalog_fails_saying_so(
+    glance_daemon: Daemon, openstack: OpenStackPeer, target_image: dict[str, Any]
+) -> None:
+    """Keystone accepts the password, but its catalog has no Glance in the region: FAILED naming the region."""
+    started = push(glance_daemon, target_image, "os-elsewhere", password_credentials())
+    done = glance_daemon.wait_final(started["href"], timeout=PUSH_TIMEOUT)
+    assert done["status"] == "FAILED", done
+    assert done["status_detail"] == (
+        "os-elsewhere: authenticate failed: not in Keystone's catalog: "
+        "public endpoint for image service in RegionTwo region not found"
+    )
+    assert glance_images_of(openstack, started["id"]) == []
 
 
 def test_a_failed_upload_deletes_the_half_made_image(

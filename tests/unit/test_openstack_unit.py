@@ -23,6 +23,7 @@ from imgfac_twisted.config import Config
 from imgfac_twisted.errors import ConfigError, InvalidCredentials
 from imgfac_twisted.model import Builder, Image, Operation, Status
 from imgfac_twisted.providers import PushResult, openstack_push
+from imgfac_twisted.providers import openstack as openstack_module
 from imgfac_twisted.providers.openstack import OpenStackProvider
 from imgfac_twisted.providers.openstack_calls import (
     Connection,
@@ -328,3 +329,51 @@ def test_the_reader_hashes_what_it_hands_out_and_stops_when_told(tmp_path: Path)
     with pytest.raises(UploadStopped):
         reader.read(10)
     reader.close()
+
+
+# -- deleting a pushed image ------------------------------------------------------------
+
+
+def deletion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, images: FakeImages, with_credentials: bool = True) -> Any:
+    monkeypatch.setattr(
+        openstack_module, "connect", lambda cloud, credentials: Connection(FakeGlance(images), "http://g")
+    )
+    provider = make_provider(tmp_path)
+    credentials = provider.parse_credentials(password_xml()) if with_credentials else None
+    found: list[Any] = []
+    provider.delete("os-lab", "img-1", {}, credentials).addBoth(found.append)
+    return found[0]
+
+
+def test_delete_removes_the_glance_image_and_an_image_already_gone_is_fine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = FakeImages()
+    images.create(name="x")
+    assert deletion(tmp_path, monkeypatch, images) is None
+    assert images.deleted == ["img-1"] and images.images == {}
+
+    def gone(image_id: str) -> None:
+        raise glance_errors.HTTPNotFound(details="No image found")
+
+    images.delete = gone  # type: ignore[method-assign]
+    assert deletion(tmp_path, monkeypatch, images) is None
+
+
+def test_delete_without_the_accounts_credentials_fails_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = deletion(tmp_path, monkeypatch, FakeImages(), with_credentials=False)
+    assert isinstance(result, Failure) and "no provider account of this daemon" in result.value.message
+
+
+def test_delete_refused_by_glance_fails_with_its_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    images = FakeImages()
+
+    def refused(image_id: str) -> None:
+        raise glance_errors.HTTPForbidden(details="Image is protected")
+
+    images.delete = refused  # type: ignore[method-assign]
+    result = deletion(tmp_path, monkeypatch, images)
+    assert isinstance(result, Failure)
+    assert result.value.message == "os-lab: delete image failed: HTTP 403: Image is protected"
