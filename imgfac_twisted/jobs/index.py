@@ -41,6 +41,9 @@ class BuilderIndex:
         self._unfinished: dict[str, Builder] = {}
         # Oldest use first: the first is the next to go.
         self._finished: OrderedDict[str, Builder] = OrderedDict()
+        # Ids removed lately (oldest first): a late event or a store read begun before the
+        # deletion must not bring a deleted builder back (ids are never reused).
+        self._removed: OrderedDict[str, None] = OrderedDict()
         # What moves on when a provider image may have come (a push builder first held, by target image)
         # or gone (any builder removed): see ``pushes_version``.
         self._pushes_added: dict[str | None, int] = {}
@@ -49,7 +52,10 @@ class BuilderIndex:
             self.put(builder)
 
     def put(self, builder: Builder) -> None:
-        """Remember the latest state of ``builder``, unless a newer one (higher ``sequence``) is held."""
+        """Remember the latest state of ``builder``, unless a newer one (higher ``sequence``) is held
+        or it was removed."""
+        if builder.id in self._removed:
+            return
         held = self._held(builder.id)
         if held is not None and held.sequence > builder.sequence:
             return
@@ -72,6 +78,9 @@ class BuilderIndex:
         for builder_id in builder_ids:
             self._unfinished.pop(builder_id, None)
             self._finished.pop(builder_id, None)
+            self._removed[builder_id] = None
+        while len(self._removed) > self._capacity:
+            self._removed.popitem(last=False)
 
     def get(self, builder_id: str) -> Builder | None:
         """The builder so named if it is held, or None (the hot path: no store read)."""

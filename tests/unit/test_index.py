@@ -70,12 +70,15 @@ def test_an_older_state_does_not_replace_a_newer_one():
     assert index.get("b1").status_detail == "later"
 
 
-def test_removed_builders_are_gone():
+def test_removed_builders_are_gone_and_stay_gone():
+    """A late event (or a store read begun before the deletion) does not bring a removed builder back."""
     index = BuilderIndex(None)
     index.put(a_builder(1, Status.PENDING, sequence=1))
     index.put(a_builder(2))
     index.remove(["b1", "b2", "nope"])
     assert index.get("b1") is None and index.get("b2") is None and len(index) == 0
+    index.put(a_builder(1, Status.BUILDING, sequence=2))
+    assert index.get("b1") is None and index.unfinished() == []
 
 
 def test_a_miss_reads_the_store_and_keeps_what_it_found(tmp_path):

@@ -10,6 +10,7 @@ from oauthlib.oauth1 import Client
 from treq.testing import StubTreq
 from twisted.internet.defer import ensureDeferred
 
+from imgfac_twisted.jobs.index import BuilderIndex
 from imgfac_twisted.testing import SPEC_TEMPLATE, Stack, result_of
 from imgfac_twisted.web import builder_list
 from imgfac_twisted.web.factory import FactoryAPI
@@ -385,12 +386,19 @@ def test_unfinished_lists_only_the_unfinished(many):
 def test_a_builder_the_index_does_not_hold_is_read_from_the_store(many):
     """Reads of a finished builder the index let go (or never loaded) answer from the store, 404 when unknown."""
     client, ids = many
-    client.stack.index.remove(ids[:10])  # as the LRU would, or a daemon loading only the unfinished
+    stack = client.stack
+    # As the daemon starts: the index holds only the unfinished builders.
+    stack.index = BuilderIndex(stack.store, stack.store.thd_list_unfinished_builders())
+    client = Client_(stack)
+    assert stack.index.get(ids[5]) is None
     assert client.json("GET", f"/imagefactory/builders/{ids[5]}")["status"] == "COMPLETED"
-    assert client.stack.index.get(ids[5]) is not None
+    assert stack.index.get(ids[5]) is not None
     detail = client.json("GET", f"/imagefactory/builders/{ids[6]}/status")
     assert detail["_type"] == "builder_status"
     assert client.request("GET", "/imagefactory/builders/no-such-builder")[0].code == 404
+    # A deleted builder is not brought back by a read begun before the deletion.
+    stack.index.remove([ids[5]])
+    assert client.request("GET", f"/imagefactory/builders/{ids[5]}")[0].code == 404
 
 
 def test_pages_and_the_full_list_match_the_openapi_document(many):
