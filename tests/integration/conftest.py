@@ -16,6 +16,8 @@ Peers:
 * ``rabbitmq_url``: a reachable RabbitMQ broker, started here if it is local and down.
 * ``openstack``: a real Keystone and Glance on loopback, one per session (installed once, see
   support.openstack_peer).
+* ``vcsim``: VMware's vCenter simulator on loopback behind a proxy that hashes disk uploads, one per
+  session (built once, see support.vcsim_peer).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from support.daemon import Daemon, DaemonPool
 from support.moto_peer import MotoServer
 from support.openstack_peer import OpenStackPeer
 from support.rabbitmq import BROKER_URL, port_open, start_local_broker
+from support.vcsim_peer import VcsimPeer
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +50,17 @@ def rabbitmq_url() -> str:
 def openstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenStackPeer]:
     """Keystone and Glance 33 under gunicorn on loopback, with a test project, user and application credential."""
     peer = OpenStackPeer(tmp_path_factory.mktemp("openstack"))
+    try:
+        peer.start()
+        yield peer
+    finally:
+        peer.stop()
+
+
+@pytest.fixture(scope="session")
+def vcsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VcsimPeer]:
+    """vcsim (TLS, one user) and the proxy in front of it that hashes the disks uploaded to /nfc/."""
+    peer = VcsimPeer(tmp_path_factory.mktemp("vcsim"))
     try:
         peer.start()
         yield peer
