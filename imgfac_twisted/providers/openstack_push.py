@@ -106,8 +106,10 @@ class GlancePush:
         self._connection = await self._call("authenticate", connect, cloud, self._credentials)
         await self._log(f"authenticated; Glance at {self._connection.endpoint}")
         glance = self._connection.glance
-        created = await self._call("create image", glance.images.create, **image_properties(job, disk_format))
-        self.image_id = created["id"]
+        properties = image_properties(job, disk_format)
+        creating = self._door.run(call, cloud.name, "create image", self._secrets, glance.images.create, **properties)
+        # Noted as soon as Glance answers, even when the push was cancelled meanwhile: the clean-up deletes it.
+        created = await shielded(self._calls.add(creating.addCallback(self._note_image)))
         await self._log(f"created Glance image {self.image_id} ({created['name']})")
         digest, algorithm = await self._upload(path, size)
         image = await self._wait_until_active()
@@ -168,6 +170,10 @@ class GlancePush:
                 f"the image file has {digest[:16]}...: the upload was corrupted"
             )
         await self._log(f"Glance image {self.image_id} is active; its {reported} matches the image file")
+
+    def _note_image(self, created: Any) -> Any:
+        self.image_id = created["id"]
+        return created
 
     # -- cleaning up -----------------------------------------------------------
 

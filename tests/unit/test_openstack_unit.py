@@ -377,3 +377,61 @@ def test_delete_refused_by_glance_fails_with_its_words(tmp_path: Path, monkeypat
     result = deletion(tmp_path, monkeypatch, images)
     assert isinstance(result, Failure)
     assert result.value.message == "os-lab: delete image failed: HTTP 403: Image is protected"
+
+
+class HeldDoor:
+    """A door whose calls wait until the test releases them (so a push can be cancelled between them)."""
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[Any, tuple[Any, ...], dict[str, Any], Deferred[Any]]] = []
+
+    def run(self, fn: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        deferred: Deferred[Any] = Deferred()
+        self.waiting.append((fn, args, kwargs, deferred))
+        return deferred
+
+    def actions(self) -> list[str]:
+        return [args[1] for fn, args, _, _ in self.waiting if fn is call]
+
+    def release(self) -> None:
+        batch, self.waiting = self.waiting, []
+        for fn, args, kwargs, deferred in batch:
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException:
+                deferred.errback(Failure())
+            else:
+                deferred.callback(result)
+
+
+def test_a_push_cancelled_while_glance_creates_the_image_deletes_it_once_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The create's answer comes after the cancel: the image it names is still deleted."""
+    images = FakeImages()
+    monkeypatch.setattr(
+        openstack_push, "connect", lambda cloud, credentials: Connection(FakeGlance(images), "http://g")
+    )
+    path = tmp_path / "disk.qcow2"
+    path.write_bytes(b"qcow2 data")
+    clock, door = Clock(), HeldDoor()
+    folder = tmp_path / "providers"
+    folder.mkdir()
+    (folder / "os-lab.json").write_text(json.dumps(CLOUD))
+    provider = OpenStackProvider(PluginEnvironment(Config(provider_dir=str(folder)), clock, door))
+    pushing = provider.push(Job(str(path), clock), provider.parse_credentials(password_xml()))
+    for _ in range(10):
+        if "create image" in door.actions():
+            break
+        door.release()
+    assert door.actions() == ["create image"]
+    found: list[Any] = []
+    pushing.addBoth(found.append)
+    pushing.cancel()
+    assert not found, "the push waits for the create's answer (a thread cannot be stopped)"
+    door.release()
+    assert door.actions() == ["delete image"]
+    door.release()
+    (result,) = found
+    assert isinstance(result, Failure)
+    assert images.deleted == ["img-1"] and images.images == {}
