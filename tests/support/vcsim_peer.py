@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -173,19 +174,18 @@ class NfcProxy:
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, name="vcsim-proxy", daemon=True).start()
 
-    def hashed(self, method: str, path: str, stream: Any, length: int) -> bytes:
-        """Read an upload's body, recording its size and SHA-256 (vcsim itself discards it)."""
-        digest, pieces, left = hashlib.sha256(), [], length
+    def hashed(self, method: str, path: str, stream: Any, length: int) -> Iterator[bytes]:
+        """An upload's body, passed on piece by piece, its size and SHA-256 recorded at its end."""
+        digest, size, left = hashlib.sha256(), 0, length
         while left:
             piece = stream.read(min(PIECE, left))
             if not piece:
                 break
             digest.update(piece)
-            pieces.append(piece)
+            size += len(piece)
             left -= len(piece)
-        body = b"".join(pieces)
-        self.uploads.append(Upload(method, path, len(body), digest.hexdigest()))
-        return body
+            yield piece
+        self.uploads.append(Upload(method, path, size, digest.hexdigest()))
 
     def stop(self) -> None:
         self.release.set()
