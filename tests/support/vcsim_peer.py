@@ -61,7 +61,11 @@ def ensure_built() -> Path:
     if not (GOVMOMI.is_dir() and shutil.which("go")):
         say(f"apt-get installing {' '.join(APT_PACKAGES)}")
         environment = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "install", "-y", "-q", *APT_PACKAGES], check=True, env=environment)
+        install = ["apt-get", "install", "-y", "-q", *APT_PACKAGES]
+        if subprocess.run(install, env=environment).returncode != 0:
+            # A fresh machine's package lists may be empty.
+            subprocess.run(["apt-get", "update", "-q"], check=True, env=environment)
+            subprocess.run(install, check=True, env=environment)
     version = subprocess.run(
         ["dpkg-query", "-W", "-f=${Version}", APT_PACKAGES[1]], capture_output=True, text=True, check=True
     ).stdout

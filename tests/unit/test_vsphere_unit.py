@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from pyVmomi import vim, vmodl
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
@@ -447,3 +447,41 @@ def test_delete_without_credentials_fails_saying_why(tmp_path: Path) -> None:
     found: list[Any] = []
     make_provider(tmp_path).delete("vc-lab", "vm-70", {}, None).addBoth(found.append)
     assert isinstance(found[0], Failure) and "cannot be destroyed" in found[0].value.message
+
+
+class StallingDoor(InlineDoor):
+    """Runs calls inline, except the disk's upload, which never returns (a stuck host)."""
+
+    def __init__(self) -> None:
+        self.stalled: list[Deferred[Any]] = []
+
+    def run(self, fn: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        if len(args) > 1 and args[1] == "upload the disk":
+            self.stalled.append(Deferred())
+            return self.stalled[-1]
+        return super().run(fn, *args, **kwargs)
+
+
+def test_a_cancelled_push_stops_the_upload_aborts_the_lease_and_destroys_the_vm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled mid-upload: the upload is told to stop, and after a short wait the lease and VM are cleaned up."""
+    vcenter, clock, door = FakeVCenter(), Clock(), StallingDoor()
+    vcenter.install(monkeypatch, FakeConnection())
+    stops: list[bool] = []
+    monkeypatch.setattr(DiskUpload, "stop", lambda upload: stops.append(True))
+    path = tmp_path / "disk.vmdk"
+    path.write_bytes(vmdk_bytes(1024**3, b"z" * 4096))
+    folder = tmp_path / "providers"
+    folder.mkdir()
+    (folder / "vc-lab.json").write_text(json.dumps(SITE))
+    provider = VSphereProvider(PluginEnvironment(Config(provider_dir=str(folder)), clock, door))
+    found: list[Any] = []
+    pushing = provider.push(Job(str(path), clock), provider.parse_credentials(credentials_xml()))
+    pushing.addBoth(found.append)
+    assert door.stalled and not found, "the push waits on its upload"
+    pushing.cancel()
+    assert stops == [True] and not found, "the upload's thread is given a moment to return"
+    clock.advance(vsphere_push.SETTLE_WAIT + 1)
+    assert isinstance(found[0], Failure) and found[0].check(CancelledError)
+    assert vcenter.calls[-3:] == ["abort_lease: the push was cancelled", "destroy_vm vm-70", "disconnect"]
