@@ -18,14 +18,11 @@ ConfigError, so the daemon does not start with a half-read folder.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-from ..errors import ConfigError
+from . import definitions
 
 #: The commercial AWS regions (partition ``aws``), as of botocore 1.44.
 AWS_REGIONS: tuple[str, ...] = (
@@ -68,7 +65,6 @@ AWS_REGIONS: tuple[str, ...] = (
 AWS_PREFIX = "ec2-"
 DEFINITION_TYPE = "ec2"
 #: A definition file is a few hundred bytes; anything much bigger is a mistake.
-MAX_DEFINITION_BYTES = 64 * 1024
 #: Provider names other plug-ins own.
 RESERVED_NAMES = frozenset({"mock"})
 
@@ -105,60 +101,16 @@ def aws_endpoints() -> dict[str, Endpoint]:
 def load_definitions(provider_dir: str) -> dict[str, Endpoint]:
     """The EC2 endpoints defined by ``*.json`` files in ``provider_dir`` (none if it does not exist).
 
-    Raises ConfigError naming every bad file and what is wrong with it.
+    Raises ConfigError naming every bad file and what is wrong with it; this plug-in also
+    reports the files that are not JSON at all.
     """
-    try:
-        names = sorted(os.listdir(provider_dir))
-    except FileNotFoundError:
-        return {}
-    except NotADirectoryError:
-        raise ConfigError(f"provider_dir {provider_dir} is not a folder") from None
-    except OSError as error:
-        raise ConfigError(f"provider_dir {provider_dir} cannot be read: {error.strerror}") from None
-    problems: list[str] = []
-    found: dict[str, Endpoint] = {}
     builtin = aws_endpoints()
-    for file_name in names:
-        if not file_name.endswith(".json") or file_name.startswith("."):
-            continue
-        path = os.path.join(provider_dir, file_name)
-        if not os.path.isfile(path):
-            continue
-        try:
-            endpoint = parse_definition(_read(path), path)
-        except ValueError as error:
-            problems.append(f"provider definition {path}: {error}")
-            continue
-        if endpoint is None:
-            continue
-        if endpoint.name in builtin or endpoint.name in RESERVED_NAMES:
-            problems.append(f"provider definition {path}: name {endpoint.name!r} is a built-in provider's name")
-        elif endpoint.name in found:
-            problems.append(
-                f"provider definition {path}: name {endpoint.name!r} is already defined by "
-                f"{found[endpoint.name].source}"
-            )
-        else:
-            found[endpoint.name] = endpoint
-    if problems:
-        raise ConfigError("; ".join(problems))
-    return found
-
-
-def _read(path: str) -> Any:
-    try:
-        with open(path, "rb") as stream:
-            raw = stream.read(MAX_DEFINITION_BYTES + 1)
-    except OSError as error:
-        raise ValueError(f"cannot be read: {error.strerror}") from None
-    if len(raw) > MAX_DEFINITION_BYTES:
-        raise ValueError(f"is larger than {MAX_DEFINITION_BYTES} bytes")
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ValueError("is not UTF-8 text") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}") from None
+    return definitions.load_definitions(
+        provider_dir,
+        parse_definition,
+        reserved=lambda name: name in builtin or name in RESERVED_NAMES,
+        report_unparsable=True,
+    )
 
 
 def parse_definition(document: Any, source: str | None = None) -> Endpoint | None:
@@ -172,16 +124,7 @@ def parse_definition(document: Any, source: str | None = None) -> Endpoint | Non
         raise ValueError('"type" must be a string')
     if kind != DEFINITION_TYPE:
         return None
-    mistakes = []
-    missing = [key for key in _REQUIRED if key not in document]
-    if missing:
-        mistakes.append(f"lacks {', '.join(repr(key) for key in missing)}")
-    unknown = sorted(key for key in document if key not in _REQUIRED + _OPTIONAL and not key.startswith("_"))
-    if unknown:
-        mistakes.append(f"unknown key(s) {', '.join(map(repr, unknown))} (known: {', '.join(_REQUIRED + _OPTIONAL)})")
-    for key in _REQUIRED + _OPTIONAL:
-        if key in document and not isinstance(document[key], str):
-            mistakes.append(f"{key!r} must be a string")
+    mistakes = definitions.key_mistakes(document, _REQUIRED, _OPTIONAL)
     if mistakes:
         raise ValueError("; ".join(mistakes))
     name, region = document["name"], document["region"]
@@ -191,15 +134,8 @@ def parse_definition(document: Any, source: str | None = None) -> Endpoint | Non
         )
     if not _REGION.match(region):
         mistakes.append(f"region {region!r} must be lower-case letters, digits and '-' (e.g. us-east-1)")
-    for key in ("endpoint_url", "ebs_endpoint_url"):
-        if key in document:
-            problem = _url_problem(document[key])
-            if problem:
-                # A URL with user info is not echoed: it may hold a password.
-                shown = "" if "@" in document[key] else f" {document[key]!r}"
-                mistakes.append(f"{key}{shown} {problem}")
-    if "ca_bundle" in document and not os.path.isfile(document["ca_bundle"]):
-        mistakes.append(f"ca_bundle {document['ca_bundle']!r} is not a file")
+    mistakes += definitions.url_mistakes(document, ("endpoint_url", "ebs_endpoint_url"))
+    mistakes += definitions.ca_bundle_mistakes(document)
     if mistakes:
         raise ValueError("; ".join(mistakes))
     return Endpoint(
@@ -210,18 +146,3 @@ def parse_definition(document: Any, source: str | None = None) -> Endpoint | Non
         ca_bundle=document.get("ca_bundle"),
         source=source,
     )
-
-
-def _url_problem(url: str) -> str | None:
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 -- raises on a bad port
-    except ValueError:
-        return "is not a valid URL"
-    if parts.scheme not in ("http", "https"):
-        return "must be an http:// or https:// URL"
-    if not parts.hostname:
-        return "names no host"
-    if parts.username or parts.password:
-        return "must not hold credentials (they go in the push request's credentials XML)"
-    return None
