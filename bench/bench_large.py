@@ -304,8 +304,8 @@ def postgres_settings(url: str) -> dict[str, Any]:
     }
 
 
-def run(options: argparse.Namespace, root: str, store: str) -> None:
-    """Measure the baseline and the large store on ``store`` and print them side by side."""
+def run(options: argparse.Namespace, root: str, store: str) -> dict[str, float]:
+    """Measure the baseline and the large store on ``store``, print them side by side; the large one's figures."""
     if store == "sqlite":
         base, big = measure(options.baseline, root), measure(options.count, root)
     else:
@@ -315,6 +315,16 @@ def run(options: argparse.Namespace, root: str, store: str) -> None:
             big = measure(options.count, root, url)
     print(f"\n== {store} ==")
     report(options.baseline, options.count, base, big)
+    return big
+
+
+def compare_stores(large: int, sqlite: dict[str, float], postgres: dict[str, float]) -> None:
+    """The large store's figures on PostgreSQL (an API node of several) beside the embedded SQLite one's."""
+    print(f"\n== {large:,} builders: PostgreSQL API node against the SQLite daemon ==")
+    print(f"{'figure':<20}{'sqlite':>14}{'postgres':>14}{'ratio':>10}")
+    for name in sqlite:
+        ratio = postgres[name] / sqlite[name] if sqlite[name] else float("nan")
+        print(f"{name:<20}{sqlite[name]:>14.2f}{postgres[name]:>14.2f}{ratio:>10.2f}")
 
 
 def report(baseline: int, large: int, base: dict[str, float], big: dict[str, float]) -> None:
@@ -344,8 +354,12 @@ def main() -> int:
         return 0
     root = tempfile.mkdtemp(prefix="bench-large-")
     try:
-        for store in ("sqlite", "postgres") if options.store == "both" else (options.store,):
-            run(options, root, store)
+        measured = {
+            store: run(options, root, store)
+            for store in (("sqlite", "postgres") if options.store == "both" else (options.store,))
+        }
+        if len(measured) == 2:
+            compare_stores(options.count, measured["sqlite"], measured["postgres"])
     except BenchError as error:
         print(f"bench_large: {error}", file=sys.stderr)
         return 1
