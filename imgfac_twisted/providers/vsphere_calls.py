@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import http.client
 import ssl
 import time
 from collections.abc import Callable
@@ -32,6 +33,8 @@ CALL_TIMEOUT = 60.0
 #: How long a lease may stay ``initializing`` (seconds), and the pause between looks.
 LEASE_READY_WAIT = 120.0
 LEASE_POLL = 0.2
+#: The version list is a few hundred bytes.
+MAX_PROBE_BYTES = 64 * 1024
 
 
 class VSphereError(ImageFactoryError):
@@ -79,6 +82,7 @@ def connect(site: Site, credentials: Credentials, timeout: float = CALL_TIMEOUT)
     vim = sdk().vim
     parts = urlsplit(site.url)
     context = tls_context(site)
+    probe(site, context, timeout)
     service = sdk().connect.SmartConnect(
         protocol=parts.scheme,
         host=site.host,
@@ -110,6 +114,25 @@ def connect(site: Site, credentials: Credentials, timeout: float = CALL_TIMEOUT)
         if network is None:
             raise VSphereError(f"{site.name}: datacenter {site.datacenter} has no network {site.network!r}")
     return Inventory(service, cluster.resourcePool, datastore, folder, network, context)
+
+
+def probe(site: Site, context: ssl.SSLContext | None, timeout: float) -> None:
+    """GET the SDK's version list within ``timeout``: SmartConnect's own first request has no timeout.
+
+    A host that takes the connection and never answers would otherwise hold
+    the door's thread for ever.  Any answer will do (SmartConnect reads it again).
+    """
+    path = (urlsplit(site.url).path or "/sdk").rstrip("/") + "/vimServiceVersions.xml"
+    connection: http.client.HTTPConnection
+    if context is not None:
+        connection = http.client.HTTPSConnection(site.host, site.port, timeout=timeout, context=context)
+    else:
+        connection = http.client.HTTPConnection(site.host, site.port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        connection.getresponse().read(MAX_PROBE_BYTES)
+    finally:
+        connection.close()
 
 
 def _named(objects: Any, name: str) -> Any | None:

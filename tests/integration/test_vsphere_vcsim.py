@@ -17,10 +17,13 @@ import hashlib
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import tarfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +62,31 @@ def credentials(password: str = PASSWORD) -> str:
 
 
 @pytest.fixture(scope="module")
-def vc_daemon(module_daemon_factory: DaemonPool, vcsim: VcsimPeer, tmp_path_factory: pytest.TempPathFactory) -> Daemon:
+def silent_port() -> Iterator[int]:
+    """A loopback port that takes connections and never says a word (a hung vCenter)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, name="silent-vcenter", daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        for connection in held:
+            connection.close()
+
+
+@pytest.fixture(scope="module")
+def vc_daemon(
+    module_daemon_factory: DaemonPool, vcsim: VcsimPeer, silent_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Daemon:
     folder = tmp_path_factory.mktemp("vsphere")
     providers = folder / "providers"
     providers.mkdir()
@@ -67,6 +94,7 @@ def vc_daemon(module_daemon_factory: DaemonPool, vcsim: VcsimPeer, tmp_path_fact
         "vc-lab": {"url": vcsim.url, "ca_bundle": str(vcsim.ca)},
         "vc-closed": {"url": f"https://127.0.0.1:{free_port()}/sdk"},
         "vc-nowhere": {"url": "https://no-such-host.invalid/sdk"},
+        "vc-silent": {"url": f"https://127.0.0.1:{silent_port}/sdk"},
     }
     for name, settings in definitions.items():
         document = {"name": name, "type": "vsphere", **SITE, **settings}
@@ -182,9 +210,10 @@ def test_a_wrong_password_fails_with_vcenters_refusal(
 
 
 def test_an_unreachable_vcenter_fails_within_three_minutes(vc_daemon: Daemon, vmdk_image: dict[str, Any]) -> None:
-    """A refused connection and an unresolvable host both end FAILED with a reason within 3 minutes."""
+    """A refused connection, an unresolvable host and a silent one all end FAILED with a reason within 3 minutes."""
     begun = time.monotonic()
-    started = {name: push(vc_daemon, vmdk_image, name, credentials()) for name in ("vc-closed", "vc-nowhere")}
+    names = ("vc-closed", "vc-nowhere", "vc-silent")
+    started = {name: push(vc_daemon, vmdk_image, name, credentials()) for name in names}
     for name, pushed in started.items():
         done = vc_daemon.wait_final(pushed["href"], timeout=FAILURE_BOUND + 10)
         took = time.monotonic() - begun
