@@ -15,7 +15,7 @@ import http.client
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -59,6 +59,8 @@ class Inventory:
     folder: Any
     network: Any | None
     context: ssl.SSLContext | None
+    #: The session's cookie (sent with the disk to the vCenter's own host, as govmomi's cookie jar does).
+    cookie: str = field(default="", repr=False)
 
 
 def sdk() -> Any:
@@ -113,7 +115,8 @@ def connect(site: Site, credentials: Credentials, timeout: float = CALL_TIMEOUT)
         network = _named(datacenter.network, site.network)
         if network is None:
             raise VSphereError(f"{site.name}: datacenter {site.datacenter} has no network {site.network!r}")
-    return Inventory(service, cluster.resourcePool, datastore, folder, network, context)
+    cookie = str(getattr(service._stub, "cookie", "") or "")
+    return Inventory(service, cluster.resourcePool, datastore, folder, network, context, cookie)
 
 
 def probe(site: Site, context: ssl.SSLContext | None, timeout: float) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -104,7 +105,9 @@ class VSpherePush:
         self.vm_id = str(vm._moId)
         url, create = await self._call("read the import lease", device_url, self._lease, site)
         await self._log(f"created VM {self.vm_id}; sending the disk to {url}")
-        upload = self._upload = DiskUpload(source, url, create, inventory.context, self._keep_alive)
+        # The session's cookie goes only to the vCenter itself, never to another host.
+        cookie = inventory.cookie if urlsplit(url).hostname == site.host else ""
+        upload = self._upload = DiskUpload(source, url, create, inventory.context, self._keep_alive, cookie=cookie)
         await self._send(upload)
         moid = await self._call("complete the import", finish_import, self._lease, vm)
         self._lease = None

@@ -40,6 +40,7 @@ class DiskUpload:
         context: ssl.SSLContext | None,
         keep_alive: Callable[[int], None],
         timeout: float = CALL_TIMEOUT,
+        cookie: str = "",
     ) -> None:
         self._source = source
         self._url = urlsplit(url)
@@ -48,6 +49,7 @@ class DiskUpload:
         self._context = context
         self._keep_alive = keep_alive
         self._timeout = timeout
+        self._cookie = cookie
         self._connection: http.client.HTTPConnection | None = None
         #: Bytes sent so far (read by the reactor thread for progress; an int is safe to share).
         self.sent = 0
@@ -60,6 +62,8 @@ class DiskUpload:
             connection.putrequest(self._method, self._url.path + (f"?{self._url.query}" if self._url.query else ""))
             connection.putheader("Content-Type", STREAM_VMDK)
             connection.putheader("Content-Length", str(self._source.size))
+            if self._cookie:
+                connection.putheader("Cookie", self._cookie)
             connection.endheaders()
             self._send_body(connection)
             answer = connection.getresponse()

@@ -164,6 +164,7 @@ def assert_landed(peer: VcsimPeer, done: dict[str, Any], target: dict[str, Any],
     assert peer.proxy is not None
     uploads = peer.proxy.uploads[uploads_before:]
     assert [(u.size, u.sha256) for u in uploads] == [(target["disk_size"], target["disk_sha256"])], uploads
+    assert uploads[0].session, "the disk went up with the vCenter session's cookie"
 
 
 def builder_log(daemon: Daemon, builder_id: str) -> str:

@@ -112,6 +112,8 @@ class Upload:
     path: str
     size: int
     sha256: str
+    #: Whether the vCenter session's cookie came with it.
+    session: bool = False
 
 
 class NfcProxy:
@@ -137,7 +139,8 @@ class NfcProxy:
                     if proxy.mode:
                         self._refuse(length)
                         return
-                    body: Any = proxy.hashed(self.command, self.path, self.rfile, length)
+                    session = "vmware_soap_session=" in (self.headers.get("Cookie") or "")
+                    body: Any = proxy.hashed(self.command, self.path, self.rfile, length, session)
                 else:
                     body = self.rfile.read(length) if length else None
                 upstream = http.client.HTTPSConnection("127.0.0.1", upstream_port, timeout=60, context=upstream_tls)
@@ -178,7 +181,7 @@ class NfcProxy:
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, name="vcsim-proxy", daemon=True).start()
 
-    def hashed(self, method: str, path: str, stream: Any, length: int) -> Iterator[bytes]:
+    def hashed(self, method: str, path: str, stream: Any, length: int, session: bool) -> Iterator[bytes]:
         """An upload's body, passed on piece by piece, its size and SHA-256 recorded at its end."""
         digest, size, left = hashlib.sha256(), 0, length
         while left:
@@ -189,7 +192,7 @@ class NfcProxy:
             size += len(piece)
             left -= len(piece)
             yield piece
-        self.uploads.append(Upload(method, path, size, digest.hexdigest()))
+        self.uploads.append(Upload(method, path, size, digest.hexdigest(), session))
 
     def stop(self) -> None:
         self.release.set()

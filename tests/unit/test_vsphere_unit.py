@@ -331,7 +331,7 @@ class FakeVCenter:
         return result
 
     def install(self, monkeypatch: pytest.MonkeyPatch, connection: FakeConnection) -> None:
-        inventory = Inventory(service="si", pool=None, datastore=None, folder=None, network=None, context=None)
+        inventory = Inventory("si", None, None, None, None, None, cookie='vmware_soap_session="s1"; Path=/')
         patches = {
             "connect": lambda site, credentials: self.step("connect", inventory),
             "import_spec": lambda inventory, text, name: self.step(f"import_spec {name}", "spec"),
@@ -404,6 +404,7 @@ def test_a_push_imports_uploads_completes_and_makes_a_template(tmp_path: Path, m
     assert isinstance(result, PushResult) and result.identifier == "vm-70", result
     assert vcenter.calls == ["connect", "import_spec f14jeos-0a1b2c3d", "start_import", "finish_import", "disconnect"]
     assert connection.request == ("POST", "/nfc/lease-1/disk-0.vmdk") and bytes(connection.body) == disk
+    assert connection.headers["Cookie"] == 'vmware_soap_session="s1"; Path=/', "the session goes to the vCenter"
     assert job.percents[-2:] == [95, 100] and job.percents == sorted(job.percents)
     assert "created VM vm-70; sending the disk to https://vcenter.example:443/nfc/lease-1/disk-0.vmdk" in job.logs
     assert all(SECRET not in line for line in job.logs)
