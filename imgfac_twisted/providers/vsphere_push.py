@@ -104,7 +104,8 @@ class VSpherePush:
         vm = await self._call("read the import lease", lease_vm, self._lease)
         self.vm_id = str(vm._moId)
         url, create = await self._call("read the import lease", device_url, self._lease, site)
-        await self._log(f"created VM {self.vm_id}; sending the disk to {url}")
+        # Only the host: the URL's path names the lease, which lets anyone upload while it lasts.
+        await self._log(f"created VM {self.vm_id}; sending the disk to {urlsplit(url).netloc}")
         # The session's cookie goes only to the vCenter itself, never to another host.
         cookie = inventory.cookie if urlsplit(url).hostname == site.host else ""
         upload = self._upload = DiskUpload(source, url, create, inventory.context, self._keep_alive, cookie=cookie)

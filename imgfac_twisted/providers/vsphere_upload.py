@@ -65,8 +65,15 @@ class DiskUpload:
             if self._cookie:
                 connection.putheader("Cookie", self._cookie)
             connection.endheaders()
-            self._send_body(connection)
-            answer = connection.getresponse()
+            try:
+                self._send_body(connection)
+            except OSError as error:
+                if self.stopped:
+                    raise
+                # A host that refuses early answers before it has read everything: its words say more.
+                answer = _answer_after(connection, error)
+            else:
+                answer = connection.getresponse()
             said = answer.read(500).decode("utf-8", "replace").strip()
         except OSError as error:
             if self.stopped:
@@ -117,3 +124,11 @@ class DiskUpload:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def _answer_after(connection: http.client.HTTPConnection, error: OSError) -> http.client.HTTPResponse:
+    """The answer a host sent before it stopped reading; ``error`` again when there is none."""
+    try:
+        return connection.getresponse()
+    except (OSError, http.client.HTTPException):
+        raise error from None

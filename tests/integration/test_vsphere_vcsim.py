@@ -327,8 +327,8 @@ def test_the_cli_pushes_to_a_vsphere_provider(
     assert_landed(vcsim, done, vmdk_image, before)
 
 
-def test_no_secret_anywhere(vc_daemon: Daemon) -> None:
-    """Last: the daemon's log, output, state files and answers never hold the password."""
+def test_no_secret_anywhere(vc_daemon: Daemon, vcsim: VcsimPeer) -> None:
+    """Last: the daemon's log, output, state files and answers hold neither the password nor a lease's URL."""
     said = vc_daemon.log_text() + vc_daemon.output_text()
     assert said
     for path in vc_daemon.state_dir.rglob("*"):
@@ -343,3 +343,6 @@ def test_no_secret_anywhere(vc_daemon: Daemon) -> None:
         timeout=30,
     ).text
     assert PASSWORD not in said
+    assert vcsim.proxy is not None and vcsim.proxy.uploads
+    for upload in vcsim.proxy.uploads:
+        assert upload.path not in said, "a lease's URL lets anyone upload while it lasts"

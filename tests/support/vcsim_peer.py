@@ -163,6 +163,11 @@ class NfcProxy:
                 if proxy.mode == "stall":
                     proxy.stalled += 1
                     proxy.release.wait(60)
+                else:
+                    # Read first, as a host refusing a corrupt disk does: the answer then always arrives.
+                    for _ in proxy.hashed(self.command, self.path, self.rfile, length, False):
+                        pass
+                    proxy.uploads.pop()
                 self.send_response(500)
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", "8")

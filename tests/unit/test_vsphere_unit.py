@@ -301,6 +301,22 @@ def test_a_refused_upload_says_the_hosts_words(tmp_path: Path, monkeypatch: pyte
         upload.run()
 
 
+def test_a_host_that_stops_reading_is_heard_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken pipe mid-body: the host's answer when it sent one, else the broken pipe."""
+    source, _ = source_in(tmp_path, 3 * 1024 * 1024)
+    upload = DiskUpload(source, "https://h/nfc/1/d", True, None, lambda percent: None)
+    monkeypatch.setattr(upload, "_connect", lambda: FakeConnection(status=403, fail_after=1024 * 1024))
+    with pytest.raises(Exception, match="the host refused the disk: HTTP 403"):
+        upload.run()
+
+    silent = FakeConnection(fail_after=0)
+    monkeypatch.setattr(silent, "getresponse", lambda: (_ for _ in ()).throw(ConnectionResetError(104, "reset")))
+    upload = DiskUpload(source, "https://h/nfc/1/d", True, None, lambda percent: None)
+    monkeypatch.setattr(upload, "_connect", lambda: silent)
+    with pytest.raises(Exception, match=r"cannot send the disk to h: \[Errno 32\] Broken pipe"):
+        upload.run()
+
+
 def test_a_stopped_upload_sends_nothing_more(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source, _ = source_in(tmp_path, 3 * 1024 * 1024)
     connection = FakeConnection()
@@ -406,7 +422,8 @@ def test_a_push_imports_uploads_completes_and_makes_a_template(tmp_path: Path, m
     assert connection.request == ("POST", "/nfc/lease-1/disk-0.vmdk") and bytes(connection.body) == disk
     assert connection.headers["Cookie"] == 'vmware_soap_session="s1"; Path=/', "the session goes to the vCenter"
     assert job.percents[-2:] == [95, 100] and job.percents == sorted(job.percents)
-    assert "created VM vm-70; sending the disk to https://vcenter.example:443/nfc/lease-1/disk-0.vmdk" in job.logs
+    assert "created VM vm-70; sending the disk to vcenter.example:443" in job.logs
+    assert all("lease-1" not in line for line in job.logs), "the lease's URL is not shown"
     assert all(SECRET not in line for line in job.logs)
 
 
