@@ -107,18 +107,6 @@ def direct_push(peer: VcsimPeer, path: str, mib: int, round_number: int) -> tupl
         Disconnect(service)
 
 
-def destroy(peer: VcsimPeer, moid: str) -> None:
-    from pyVim.connect import Disconnect
-    from pyVim.task import WaitForTask
-    from pyVmomi import vim
-
-    service = peer.connect()
-    try:
-        WaitForTask(vim.VirtualMachine(moid, service._stub).Destroy_Task())
-    finally:
-        Disconnect(service)
-
-
 def daemon_push(api: Api, target_href: str) -> tuple[float, str]:
     begun = time.monotonic()
     answer = api.post(target_href + "/provider_images", {"provider": PROVIDER, "credentials": CREDENTIALS})
@@ -192,7 +180,7 @@ def run(args: argparse.Namespace, work: str) -> None:
                     took, vm_id = direct_push(peer, artifact, args.image_mib, round_number)
                 if not peer.vms().get(vm_id, {}).get("template"):
                     raise BenchError(f"VM {vm_id} is not a template in vcsim")
-                destroy(peer, vm_id)
+                peer.destroy(vm_id)
                 rates[which].append(mb / took)
                 print(f"bench: {which:6s} {took:7.2f} s  {mb / took:7.1f} MB/s  {extra}", flush=True)
         daemon_rate, direct_rate = statistics.median(rates["daemon"]), statistics.median(rates["direct"])

@@ -278,7 +278,7 @@ def conductor_call(daemon: Daemon, method: str, path: str, body: str | None = No
 def test_conductor_pushes_to_two_accounts_and_delete_destroys_the_vm(
     vc_daemon: Daemon, vcsim: VcsimPeer, vmdk_image: dict[str, Any]
 ) -> None:
-    """A multi-push to both accounts makes two templates; the Conductor DELETE of one destroys its VM."""
+    """A multi-push to both accounts makes two templates; the Conductor DELETE destroys a VM (or finds it gone)."""
     started = conductor_call(
         vc_daemon,
         "POST",
@@ -300,6 +300,9 @@ def test_conductor_pushes_to_two_accounts_and_delete_destroys_the_vm(
     vms = vcsim.vms()
     assert vm_id not in vms, "the DELETE destroyed the VM"
     assert done[kept]["identifier_on_provider"] in vms
+    vcsim.destroy(done[kept]["identifier_on_provider"])
+    deleted = conductor_call(vc_daemon, "DELETE", f"/provider_images/{kept}")
+    assert deleted.findtext("status") == "DELETED", "a VM already destroyed by hand is deleted all the same"
 
 
 def test_the_cli_pushes_to_a_vsphere_provider(

@@ -286,3 +286,15 @@ class VcsimPeer:
     def vms_named(self, fragment: str) -> list[dict[str, Any]]:
         """The VMs whose name holds ``fragment`` (a push's VM holds its id's first 8 characters)."""
         return [dict(vm, id=moid) for moid, vm in self.vms().items() if fragment in vm["name"]]
+
+    def destroy(self, moid: str) -> None:
+        """Destroy a VM behind the factory's back (as an operator might)."""
+        from pyVim.connect import Disconnect
+        from pyVim.task import WaitForTask
+        from pyVmomi import vim
+
+        service = self.connect()
+        try:
+            WaitForTask(vim.VirtualMachine(moid, service._stub).Destroy_Task())
+        finally:
+            Disconnect(service)
