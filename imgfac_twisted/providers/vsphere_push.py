@@ -98,7 +98,7 @@ class VSpherePush:
             f"datacenter {site.datacenter}, cluster {site.cluster}, datastore {site.datastore}, folder {site.folder}, "
             f"for account {self._credentials.account_identifier}"
         )
-        inventory = self._inventory = await self._call("log in", connect, site, self._credentials)
+        inventory = await self._call("log in", connect, site, self._credentials, keep=self._keep_inventory)
         spec = await self._call("create the import spec", import_spec, inventory, source.descriptor, name)
         await self._call("import the vApp", start_import, inventory, spec, keep=self._keep_lease)
         vm = await self._call("read the import lease", lease_vm, self._lease)
@@ -186,6 +186,11 @@ class VSpherePush:
         if keep is not None:
             running.addCallback(keep)
         return await shielded(self._calls.add(running))
+
+    def _keep_inventory(self, inventory: Inventory) -> Inventory:
+        # Kept even when the push was cancelled while logging in: the session is then logged out.
+        self._inventory = inventory
+        return inventory
 
     def _keep_lease(self, lease: Any) -> Any:
         # Kept even when the push was cancelled during ImportVApp: the clean-up then destroys its VM.
