@@ -18,17 +18,14 @@ Every mistake of every file is reported together in one ConfigError.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import ConfigError
+from . import definitions
 
 DEFINITION_TYPE = "vsphere"
-MAX_DEFINITION_BYTES = 64 * 1024
 #: Names other plug-ins own.
 RESERVED_NAMES = frozenset({"mock"})
 RESERVED_PREFIXES = ("ec2-",)
@@ -66,67 +63,14 @@ class Site:
 
 def load_sites(provider_dir: str) -> dict[str, Site]:
     """The vSphere providers defined by ``*.json`` files in ``provider_dir`` (none if it does not exist)."""
-    try:
-        names = sorted(os.listdir(provider_dir))
-    except FileNotFoundError:
-        return {}
-    except OSError as error:
-        raise ConfigError(f"provider_dir {provider_dir} cannot be read: {error.strerror}") from None
-    problems: list[str] = []
-    found: dict[str, Site] = {}
-    for file_name in names:
-        path = os.path.join(provider_dir, file_name)
-        if not file_name.endswith(".json") or file_name.startswith(".") or not os.path.isfile(path):
-            continue
-        try:
-            site = parse_site(_read(path), path)
-        except ValueError as error:
-            problems.append(f"provider definition {path}: {error}")
-            continue
-        if site is None:
-            continue
-        if site.name in found:
-            problems.append(
-                f"provider definition {path}: name {site.name!r} is already defined by {found[site.name].source}"
-            )
-        else:
-            found[site.name] = site
-    if problems:
-        raise ConfigError("; ".join(problems))
-    return found
-
-
-def _read(path: str) -> Any:
-    try:
-        with open(path, "rb") as stream:
-            raw = stream.read(MAX_DEFINITION_BYTES + 1)
-    except OSError as error:
-        raise ValueError(f"cannot be read: {error.strerror}") from None
-    if len(raw) > MAX_DEFINITION_BYTES:
-        raise ValueError(f"is larger than {MAX_DEFINITION_BYTES} bytes")
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        # Not ours to report: the ec2 plug-in reads the same folder and names the parse error.
-        return None
+    return definitions.load_definitions(provider_dir, parse_site)
 
 
 def parse_site(document: Any, source: str | None = None) -> Site | None:
     """The Site a definition describes; None for another plug-in's type; ValueError saying what is wrong."""
     if not isinstance(document, dict) or document.get("type") != DEFINITION_TYPE:
         return None
-    mistakes = []
-    missing = [key for key in _REQUIRED if key not in document]
-    if missing:
-        mistakes.append(f"lacks {', '.join(repr(key) for key in missing)}")
-    unknown = sorted(key for key in document if key not in _REQUIRED + _OPTIONAL and not key.startswith("_"))
-    if unknown:
-        mistakes.append(f"unknown key(s) {', '.join(map(repr, unknown))} (known: {', '.join(_REQUIRED + _OPTIONAL)})")
-    mistakes += [
-        f"{key!r} must be a string" for key in _REQUIRED + _OPTIONAL if not isinstance(document.get(key, ""), str)
-    ]
-    if not mistakes:
-        mistakes = _value_mistakes(document)
+    mistakes = definitions.key_mistakes(document, _REQUIRED, _OPTIONAL) or _value_mistakes(document)
     if mistakes:
         raise ValueError("; ".join(mistakes))
     return Site(
@@ -155,25 +99,6 @@ def _value_mistakes(document: dict[str, str]) -> list[str]:
         value = document.get(key)
         if value is not None and (not value.strip() or len(value) > MAX_INVENTORY_NAME or not value.isprintable()):
             mistakes.append(f"{key} must be a printable name of 1 to {MAX_INVENTORY_NAME} characters")
-    problem = _url_problem(document["url"])
-    if problem:
-        shown = "" if "@" in document["url"] else f" {document['url']!r}"
-        mistakes.append(f"url{shown} {problem}")
-    if "ca_bundle" in document and not os.path.isfile(document["ca_bundle"]):
-        mistakes.append(f"ca_bundle {document['ca_bundle']!r} is not a file")
+    mistakes += definitions.url_mistakes(document, ("url",))
+    mistakes += definitions.ca_bundle_mistakes(document)
     return mistakes
-
-
-def _url_problem(url: str) -> str | None:
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 -- raises on a bad port
-    except ValueError:
-        return "is not a valid URL"
-    if parts.scheme not in ("http", "https"):
-        return "must be an https:// (or http://) URL"
-    if not parts.hostname:
-        return "names no host"
-    if parts.username or parts.password:
-        return "must not hold credentials (they go in the push request's credentials XML)"
-    return None

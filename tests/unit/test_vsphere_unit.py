@@ -116,7 +116,7 @@ def test_a_site_file_gives_the_provider_its_defaults(tmp_path: Path) -> None:
     [
         ({"datastore": None}, "lacks 'datastore'"),
         ({"colour": "blue"}, "unknown key(s) 'colour'"),
-        ({"url": "ftp://vc/sdk"}, "must be an https:// (or http://) URL"),
+        ({"url": "ftp://vc/sdk"}, "must be an http:// or https:// URL"),
         ({"url": "https://root:pw@vc/sdk"}, "must not hold credentials"),
         ({"name": "ec2-east"}, "is a built-in provider's name"),
         ({"ca_bundle": "/no/such/file.pem"}, "is not a file"),
