@@ -9,6 +9,7 @@ routing, because clients poll them hard (see ``fast_reads.READ_SHAPES``).
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -47,7 +48,13 @@ def signed(handler: Callable[..., Any]) -> Callable[..., Any]:
         checking = self.authenticate(request)
         if checking is None:
             return handler(self, request, *args, **kwargs)
-        return checking.addCallback(lambda _: handler(self, request, *args, **kwargs))
+
+        def handle(_: object) -> Any:
+            answer = handler(self, request, *args, **kwargs)
+            # An async handler's coroutine: Klein would await it, a Deferred's callback does not.
+            return ensureDeferred(answer) if inspect.iscoroutine(answer) else answer
+
+        return checking.addCallback(handle)
 
     return check_then_handle
 
