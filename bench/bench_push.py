@@ -39,29 +39,32 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import json
 import os
 import random
 import re
-import shutil
-import socket
-import sqlite3
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
-import requests
-from benchlib import BenchError, free_port, start, stop, tail
+import pushlib
+from benchlib import BenchError, free_port, start, stop
 from botocore.config import Config
-from requests_oauthlib import OAuth1
+from pushlib import (
+    MIB,
+    Api,
+    alternating,
+    artifact_path,
+    proc_status,
+    push_document,
+    report_ratio,
+    reset_peak,
+    start_daemon,
+    wait_port,
+    with_peak,
+)
 
-CLIENT_KEY = "bench"
-CLIENT_SECRET = "bench-secret-not-for-production"
 PROVIDER = "moto-bench"
 TEMPLATE = (
     "<template><name>benchpush</name><os><name>Mock</name><version>1</version><arch>x86_64</arch>"
@@ -73,73 +76,8 @@ CREDENTIALS = (
     "<access_key>AKIABENCH</access_key><secret_access_key>bench-not-secret</secret_access_key>"
     "</ec2_credentials></provider_credentials>"
 )
-MIB = 1024 * 1024
 RUN_BYTES = 256 * 1024
 IN_FLIGHT = 8
-
-
-def wait_port(port: int, process: subprocess.Popen, log: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"{process.args[0]} exited with {process.returncode}:\n{tail(log)}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise BenchError(f"nothing listens on {port} after {timeout:g} s:\n{tail(log)}")
-
-
-def proc_status(pid: int, field: str) -> int:
-    """A ``kB`` field of /proc/<pid>/status, in bytes."""
-    with open(f"/proc/{pid}/status", encoding="ascii") as stream:
-        for line in stream:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise BenchError(f"no {field} in /proc/{pid}/status")
-
-
-def reset_peak(pid: int) -> bool:
-    """Reset the process's VmHWM to its current RSS (Linux >= 4.0; needs the right to write clear_refs)."""
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w", encoding="ascii") as stream:
-            stream.write("5")
-        return True
-    except OSError:
-        return False
-
-
-class Api:
-    """The daemon's REST API, signed like any client."""
-
-    def __init__(self, base: str, ca: str) -> None:
-        self.base, self.ca = base, ca
-        self.auth = OAuth1(CLIENT_KEY, CLIENT_SECRET)
-
-    def post(self, path: str, data: dict[str, str]) -> requests.Response:
-        return requests.post(self.url(path), data=data, auth=self.auth, verify=self.ca, timeout=30)
-
-    def get(self, path: str) -> Any:
-        answer = requests.get(self.url(path), verify=self.ca, timeout=30)
-        if answer.status_code != 200:
-            raise BenchError(f"GET {path}: {answer.status_code} {answer.text[:300]}")
-        return answer.json()
-
-    def text(self, path: str) -> str:
-        return requests.get(self.url(path), verify=self.ca, timeout=30).text
-
-    def url(self, path: str) -> str:
-        return path if path.startswith("https://") else self.base + path
-
-    def wait_final(self, href: str, timeout: float, interval: float = 0.1) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            document = self.get(href)
-            if document["status"] in ("COMPLETED", "FAILED"):
-                return document
-            if time.monotonic() > deadline:
-                raise BenchError(f"{href} not final after {timeout:g} s: {document}")
-            time.sleep(interval)
 
 
 def make_image(path: str, image_bytes: int, data_bytes: int, seed: int = 6) -> dict[int, bytes]:
@@ -223,10 +161,7 @@ def count_blocks(url: str, snapshot_id: str) -> int:
 def daemon_push(api: Api, target_href: str, timeout: float) -> tuple[float, dict[str, Any], str]:
     """Push through the daemon; (seconds from request to COMPLETED, final document, builder log)."""
     begun = time.monotonic()
-    answer = api.post(target_href + "/provider_images", {"provider": PROVIDER, "credentials": CREDENTIALS})
-    if answer.status_code != 202:
-        raise BenchError(f"push refused: {answer.status_code} {answer.text[:300]}")
-    document = api.wait_final(answer.json()["href"], timeout)
+    document = push_document(api, target_href, PROVIDER, CREDENTIALS, timeout)
     took = time.monotonic() - begun
     log = api.text(f"/imagefactory/builders/{document['id']}/log")
     if document["status"] != "COMPLETED":
@@ -245,40 +180,15 @@ def run(args: argparse.Namespace, work: str) -> None:
     for tool in (twistd, moto_server):
         if not os.access(tool, os.X_OK):
             raise BenchError(f"{tool} not found: run with the project's venv Python (pip install 'moto[server]')")
-    moto_port, daemon_port = free_port(), free_port()
+    moto_port = free_port()
     moto_url = f"http://127.0.0.1:{moto_port}"
-    providers = os.path.join(work, "providers")
-    os.makedirs(providers)
-    with open(os.path.join(providers, f"{PROVIDER}.json"), "w", encoding="utf-8") as stream:
-        json.dump({"name": PROVIDER, "type": "ec2", "region": "us-east-1", "endpoint_url": moto_url}, stream)
-    with open(os.path.join(work, "imagefactory.conf"), "w", encoding="utf-8") as stream:
-        json.dump({"clients": {CLIENT_KEY: CLIENT_SECRET}, "provider_dir": providers, "mock_duration": 0.2}, stream)
-    moto_log, daemon_log = os.path.join(work, "moto.log"), os.path.join(work, "daemon.log")
+    moto_log = os.path.join(work, "moto.log")
     moto = daemon = None
     try:
         moto = start([moto_server, "-H", "127.0.0.1", "-p", str(moto_port)], moto_log, work)
         wait_port(moto_port, moto, moto_log)
-        daemon = start(
-            [
-                twistd,
-                "-n",
-                "imagefactory",
-                "--rest",
-                "--config",
-                "imagefactory.conf",
-                "--state_dir",
-                "state",
-                "--port",
-                str(daemon_port),
-                "--address",
-                "127.0.0.1",
-            ],
-            daemon_log,
-            work,
-        )
-        wait_port(daemon_port, daemon, daemon_log)
-        pem = os.path.join(work, "state", "tls", "imagefactory.pem")
-        api = Api(f"https://127.0.0.1:{daemon_port}", pem)
+        provider = {"name": PROVIDER, "type": "ec2", "region": "us-east-1", "endpoint_url": moto_url}
+        daemon, api = start_daemon(work, provider)
         print(f"bench: moto (pid {moto.pid}) on {moto_url}; daemon (pid {daemon.pid}) on {api.base}", flush=True)
 
         target = "ec2"
@@ -303,11 +213,7 @@ def run(args: argparse.Namespace, work: str) -> None:
             flush=True,
         )
 
-        db = sqlite3.connect(f"file:{os.path.join(work, 'state', 'imagefactory.sqlite')}?mode=ro", uri=True)
-        try:
-            ((artifact,),) = db.execute("SELECT artifact_path FROM builders WHERE id = ?", (target_image["id"],))
-        finally:
-            db.close()
+        artifact = artifact_path(work, target_image["id"])
         blocks = make_image(artifact, args.image_mib * MIB, args.data_mib * MIB)
         data_mb = len(blocks) * 512 / 1e6
         print(
@@ -319,15 +225,10 @@ def run(args: argparse.Namespace, work: str) -> None:
         rss_before = proc_status(daemon.pid, "VmRSS")
         peaks: list[int] = []
         rows: list[tuple[str, float, str]] = []
-        order = []
-        for round_number in range(args.rounds):
-            order += ["daemon", "direct"] if round_number % 2 == 0 else ["direct", "daemon"]
-        for which in order:
+        for which in alternating(args.rounds):
             if which == "daemon":
-                rss = proc_status(daemon.pid, "VmRSS")
-                reset_peak(daemon.pid)
-                took, document, log = daemon_push(api, target_image["href"], 1800)
-                push_peak = proc_status(daemon.pid, "VmHWM")
+                push = with_peak(daemon.pid, lambda: daemon_push(api, target_image["href"], 1800))
+                (took, document, log), rss, push_peak = push
                 peaks.append(push_peak)
                 snapshot_id = document.get("snapshot_id") or re.search(r"started snapshot (\S+)", log).group(1)
                 extra = (
@@ -349,16 +250,12 @@ def run(args: argparse.Namespace, work: str) -> None:
 
         daemon_rates = [data_mb / took for which, took, _ in rows if which == "daemon"]
         direct_rates = [data_mb / took for which, took, _ in rows if which == "direct"]
-        daemon_rate = statistics.median(daemon_rates)
-        direct_rate = statistics.median(direct_rates)
         print()
         print(
             f"image {args.image_mib} MiB, data {args.data_mib} MiB = {len(blocks)} blocks of 512 bytes "
             f"(moto's block size), {IN_FLIGHT} puts in flight, moto server on loopback"
         )
-        print(f"daemon push (request to COMPLETED): {daemon_rate:.3f} MB/s (median of {len(daemon_rates)})")
-        print(f"boto3 direct (same blocks):         {direct_rate:.3f} MB/s (median of {len(direct_rates)})")
-        print(f"ratio daemon/direct: {daemon_rate / direct_rate:.2f}")
+        report_ratio(daemon_rates, direct_rates, "boto3 direct (same blocks)", digits=3)
         print(
             f"daemon memory: RSS {rss_idle / MIB:.1f} MiB after the build; peak (VmHWM) during the push of the "
             f"{built['image_size'] / MIB:.0f} MiB Mock-OS image (few blocks) "
@@ -376,22 +273,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=1, help="rounds of (daemon, direct), alternating order")
     parser.add_argument("--image-mib", type=int, default=256)
     parser.add_argument("--data-mib", type=int, default=16)
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    args = parser.parse_args(argv)
-    work = tempfile.mkdtemp(prefix="bench-push-")
-    failed = False
-    try:
-        run(args, work)
-    except BenchError as error:
-        failed = True
-        print(f"bench: FAILED: {error}", file=sys.stderr)
-        return 1
-    finally:
-        if args.keep or failed:
-            print(f"bench: files kept in {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return pushlib.main(parser, argv, "bench-push-", run)
 
 
 if __name__ == "__main__":

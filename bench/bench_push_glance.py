@@ -21,19 +21,14 @@ A benchmark, not a test: exits 0 whatever the figures, non-zero when something b
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import sqlite3
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from bench_push import CLIENT_KEY, CLIENT_SECRET, Api, proc_status, reset_peak, wait_port
-from benchlib import BenchError, free_port, start, stop
+import pushlib
+from benchlib import BenchError, stop
+from pushlib import MIB, alternating, built_target, daemon_push, random_image, report_ratio, start_daemon, with_peak
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -50,19 +45,11 @@ CREDENTIALS = (
     f"<username>{USER}</username><password>{PASSWORD}</password><project_name>{PROJECT}</project_name>"
     "</openstack_credentials></provider_credentials>"
 )
-MIB = 1024 * 1024
 
 
 def make_qcow2(path: str, mib: int) -> int:
     """A qcow2 holding ``mib`` MiB of random data at ``path`` (via a raw file); its size in bytes."""
-    raw = path + ".raw"
-    with open(raw, "wb") as stream:
-        for _ in range(mib):
-            stream.write(os.urandom(MIB))
-    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, path + ".partial"], check=True)
-    os.remove(raw)
-    os.replace(path + ".partial", path)
-    return os.path.getsize(path)
+    return random_image(path, mib, ["-O", "qcow2"])
 
 
 def direct_push(peer: OpenStackPeer, path: str) -> tuple[float, str]:
@@ -90,87 +77,39 @@ def direct_push(peer: OpenStackPeer, path: str) -> tuple[float, str]:
     return time.monotonic() - begun, image["id"]
 
 
-def daemon_push(api: Api, target_href: str) -> tuple[float, str]:
-    begun = time.monotonic()
-    answer = api.post(target_href + "/provider_images", {"provider": PROVIDER, "credentials": CREDENTIALS})
-    if answer.status_code != 202:
-        raise BenchError(f"push refused: {answer.status_code} {answer.text[:300]}")
-    document = api.wait_final(answer.json()["href"], 1800)
-    took = time.monotonic() - begun
-    if document["status"] != "COMPLETED":
-        raise BenchError(f"the push FAILED: {document.get('status_detail')}")
-    return took, document["identifier_on_provider"]
-
-
-def start_daemon(work: str, peer: OpenStackPeer) -> tuple[subprocess.Popen[bytes], Api]:
-    providers = os.path.join(work, "providers")
-    os.makedirs(providers)
-    with open(os.path.join(providers, f"{PROVIDER}.json"), "w", encoding="utf-8") as stream:
-        json.dump({"name": PROVIDER, "type": "openstack", "auth_url": peer.auth_url, "region": REGION}, stream)
-    with open(os.path.join(work, "imagefactory.conf"), "w", encoding="utf-8") as stream:
-        json.dump({"clients": {CLIENT_KEY: CLIENT_SECRET}, "provider_dir": providers, "mock_duration": 0.2}, stream)
-    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-    port = free_port()
-    log = os.path.join(work, "daemon.log")
-    argv = [twistd, "-n", "imagefactory", "--rest", "--config", "imagefactory.conf", "--state_dir", "state"]
-    daemon = start([*argv, "--port", str(port), "--address", "127.0.0.1"], log, work)
-    wait_port(port, daemon, log)
-    return daemon, Api(f"https://127.0.0.1:{port}", os.path.join(work, "state", "tls", "imagefactory.pem"))
-
-
-def built_target(api: Api, work: str) -> tuple[str, str]:
-    """A COMPLETED Mock-OS openstack-kvm target image: its href and its file's path."""
-    answer = api.post("/imagefactory/images", {"targets": "openstack-kvm", "template": TEMPLATE})
-    if answer.status_code != 202:
-        raise BenchError(f"build refused: {answer.status_code} {answer.text[:300]}")
-    target = answer.json()["build"]["target_images"][0]
-    built = api.wait_final(target["href"], 300)
-    if built["status"] != "COMPLETED":
-        raise BenchError(f"the build FAILED: {built.get('status_detail')}")
-    db = sqlite3.connect(f"file:{os.path.join(work, 'state', 'imagefactory.sqlite')}?mode=ro", uri=True)
-    try:
-        ((artifact,),) = db.execute("SELECT artifact_path FROM builders WHERE id = ?", (target["id"],))
-    finally:
-        db.close()
-    return target["href"], artifact
-
-
 def run(args: argparse.Namespace, work: str) -> None:
     peer = OpenStackPeer(Path(work) / "openstack")
     daemon = None
     try:
         peer.workdir.mkdir()
         peer.start()
-        daemon, api = start_daemon(work, peer)
-        href, artifact = built_target(api, work)
+        provider = {"name": PROVIDER, "type": "openstack", "auth_url": peer.auth_url, "region": REGION}
+        daemon, api = start_daemon(work, provider)
+        href, artifact = built_target(api, work, "openstack-kvm", TEMPLATE)
         size = make_qcow2(artifact, args.image_mib)
         mb = size / 1e6
         print(f"bench: {artifact} replaced by a qcow2 of {size / MIB:.0f} MiB of random data", flush=True)
         rates: dict[str, list[float]] = {"daemon": [], "direct": []}
         peaks: list[int] = []
-        for round_number in range(args.rounds):
-            for which in ("daemon", "direct") if round_number % 2 == 0 else ("direct", "daemon"):
-                extra = ""
-                if which == "daemon":
-                    rss = proc_status(daemon.pid, "VmRSS")
-                    reset_peak(daemon.pid)
-                    took, image_id = daemon_push(api, href)
-                    peaks.append(proc_status(daemon.pid, "VmHWM"))
-                    extra = f"RSS before {rss / MIB:.1f} MiB, peak {peaks[-1] / MIB:.1f} MiB"
-                else:
-                    took, image_id = direct_push(peer, artifact)
-                uploaded = peer.image(image_id)
-                if uploaded is None or uploaded["size"] != size:
-                    raise BenchError(f"Glance image {image_id} is not the {size}-byte file: {uploaded}")
-                peer.glance("DELETE", f"/v2/images/{image_id}")
-                rates[which].append(mb / took)
-                print(f"bench: {which:6s} {took:7.2f} s  {mb / took:7.1f} MB/s  {extra}", flush=True)
-        daemon_rate, direct_rate = statistics.median(rates["daemon"]), statistics.median(rates["direct"])
+        for which in alternating(args.rounds):
+            extra = ""
+            if which == "daemon":
+                (took, image_id), rss, peak = with_peak(
+                    daemon.pid, lambda: daemon_push(api, href, PROVIDER, CREDENTIALS)
+                )
+                peaks.append(peak)
+                extra = f"RSS before {rss / MIB:.1f} MiB, peak {peak / MIB:.1f} MiB"
+            else:
+                took, image_id = direct_push(peer, artifact)
+            uploaded = peer.image(image_id)
+            if uploaded is None or uploaded["size"] != size:
+                raise BenchError(f"Glance image {image_id} is not the {size}-byte file: {uploaded}")
+            peer.glance("DELETE", f"/v2/images/{image_id}")
+            rates[which].append(mb / took)
+            print(f"bench: {which:6s} {took:7.2f} s  {mb / took:7.1f} MB/s  {extra}", flush=True)
         print()
         print(f"qcow2 of {size / MIB:.0f} MiB pushed to Glance 33 (file store) on loopback, Keystone password auth")
-        print(f"daemon push (request to COMPLETED): {daemon_rate:.1f} MB/s (median of {len(rates['daemon'])})")
-        print(f"glanceclient direct (same file):    {direct_rate:.1f} MB/s (median of {len(rates['direct'])})")
-        print(f"ratio daemon/direct: {daemon_rate / direct_rate:.2f}")
+        report_ratio(rates["daemon"], rates["direct"], "glanceclient direct (same file)")
         print(f"daemon peak RSS (VmHWM) during a push: {max(peaks) / MIB:.1f} MiB")
     finally:
         stop(daemon)
@@ -181,22 +120,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2, help="rounds of (daemon, direct), alternating order")
     parser.add_argument("--image-mib", type=int, default=1024)
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    args = parser.parse_args(argv)
-    work = tempfile.mkdtemp(prefix="bench-glance-")
-    failed = False
-    try:
-        run(args, work)
-    except BenchError as error:
-        failed = True
-        print(f"bench: FAILED: {error}", file=sys.stderr)
-        return 1
-    finally:
-        if args.keep or failed:
-            print(f"bench: files kept in {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return pushlib.main(parser, argv, "bench-glance-", run)
 
 
 if __name__ == "__main__":
