@@ -153,7 +153,7 @@ class Config:
     cloud_threads: int = setting(8, "Threads for blocking cloud SDK calls.", minimum=1)
     provider_dir: str = setting(
         "/etc/imagefactory/providers",
-        "Folder of provider definition files (one JSON file per EC2-compatible endpoint).",
+        "Folder of provider definition files (one JSON file per EC2-compatible endpoint, OpenStack cloud or vCenter).",
         kind="path",
     )
     mock_duration: float = setting(3.0, "Seconds a mock build or push takes.", minimum=0)
