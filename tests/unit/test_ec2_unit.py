@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import tracemalloc
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,14 +21,12 @@ from botocore.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from imgfac_twisted.doors import IDoor
 from imgfac_twisted.errors import ConfigError, ImageFactoryError, InvalidCredentials
-from imgfac_twisted.model import Builder, Image, Operation, Status
+from imgfac_twisted.model import Builder, Image
 from imgfac_twisted.providers import Credentials, PushResult
 from imgfac_twisted.providers.ec2_ami import ami_name, architecture_of
 from imgfac_twisted.providers.ec2_blocks import BlockReader, block_checksum, volume_size_gib
@@ -43,6 +40,7 @@ from imgfac_twisted.providers.ec2_calls import (
 from imgfac_twisted.providers.ec2_endpoints import AWS_REGIONS, load_definitions, parse_definition
 from imgfac_twisted.testing import InlineDoor
 from support.ec2_fakes import FakeCloud, client_error, make_provider
+from support.push_fakes import HeldDoor, PushJob
 
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCY-DISTINCTIVE"
 ACCESS = "AKIDEXAMPLE1234"
@@ -422,91 +420,22 @@ def test_backoff_grows_to_a_cap_within_attempts_and_budget():
 # -- whole pushes on a fake cloud ---------------------------------------------
 
 
-@implementer(IDoor)
-class HeldDoor:
-    """A door whose calls wait until the test releases them (to see calls in flight)."""
-
-    def __init__(self) -> None:
-        self.waiting: list[tuple[Callable[..., Any], tuple, dict, Deferred]] = []
-
-    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred:
-        deferred: Deferred = Deferred()
-        self.waiting.append((fn, args, kwargs, deferred))
-        return deferred
-
-    def release(self, count: int | None = None) -> int:
-        """Run the first ``count`` waiting calls (all by default); how many ran."""
-        batch = self.waiting[:count] if count is not None else list(self.waiting)
-        del self.waiting[: len(batch)]
-        for fn, args, kwargs, deferred in batch:
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException:
-                deferred.errback(Failure())
-            else:
-                deferred.callback(result)
-        return len(batch)
-
-
-class FakeJob:
-    """What the dispatcher hands a provider, recording logs and progress."""
-
-    def __init__(
-        self,
-        tmp_path,
-        image_path: str,
-        os_arch: str | None = "x86_64",
-        target: str = "ec2",
-        provider: str = "moto-east",
-    ) -> None:
-        self.builder = Builder(
-            id="6f1c1b8e-0000-4000-8000-000000000001",
-            operation=Operation.PUSH,
-            status=Status.PUSHING,
-            completed=0,
-            image_id="i",
-            build_id="b",
-            target=target,
-            provider=provider,
-            target_image_id="t",
-        )
-        self.target_builder = Builder(
-            id="t",
-            operation=Operation.BUILD,
-            status=Status.COMPLETED,
-            completed=100,
-            image_id="i",
-            build_id="b",
-            target=target,
-            artifact_path=image_path,
-        )
-        # No os_arch: the image's arch is not known (an imported image's is empty).
-        self.image = Image(
-            id="i",
-            template_id="tpl",
-            name="f14jeos",
-            description=None,
-            os_name="Mock",
-            os_version="1",
-            os_arch=os_arch or "",
-            created=0.0,
-        )
-        self.work_dir = str(tmp_path)
-        self.reactor: Any = None
-        self.logs: list[str] = []
-        self.percents: list[int] = []
-
-    def log(self, message: str) -> Deferred:
-        self.logs.append(message)
-        return succeed(None)
-
-    def progress(self, percent: int) -> Deferred:
-        self.percents.append(percent)
-        return succeed(None)
-
-    def image_file(self) -> Deferred:
-        """The target's file as it is (a directory image store's)."""
-        return succeed(self.target_builder.artifact_path)
+def FakeJob(
+    tmp_path: Any,
+    image_path: str,
+    os_arch: str | None = "x86_64",
+    target: str = "ec2",
+    provider: str = "moto-east",
+) -> PushJob:
+    """What the dispatcher hands a push; no os_arch: the image's arch is not known (an imported image's is empty)."""
+    image = Image(
+        id="i", template_id="tpl", name="f14jeos", description=None, os_name="Mock", os_version="1",
+        os_arch=os_arch or "", created=0.0,
+    )  # fmt: skip
+    return PushJob(
+        image_path, target, provider, builder_id="6f1c1b8e-0000-4000-8000-000000000001", image=image,
+        work_dir=str(tmp_path),
+    )  # fmt: skip
 
 
 class Setup:

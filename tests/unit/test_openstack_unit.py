@@ -15,13 +15,11 @@ from typing import Any
 import pytest
 from glanceclient import exc as glance_errors
 from keystoneauth1 import exceptions as auth_errors
-from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from imgfac_twisted.config import Config
 from imgfac_twisted.errors import ConfigError, InvalidCredentials
-from imgfac_twisted.model import Builder, Image, Operation, Status
 from imgfac_twisted.providers import PushResult, openstack_push
 from imgfac_twisted.providers import openstack as openstack_module
 from imgfac_twisted.providers.openstack import OpenStackProvider
@@ -36,6 +34,8 @@ from imgfac_twisted.providers.openstack_calls import (
 from imgfac_twisted.providers.openstack_clouds import load_clouds, parse_cloud
 from imgfac_twisted.registry import PluginEnvironment
 from imgfac_twisted.testing import InlineDoor
+from support import push_fakes
+from support.push_fakes import PushJob
 
 SECRET = "s3cr3t-Distinctive-9f2e"
 CLOUD = {"name": "os-lab", "type": "openstack", "auth_url": "https://keystone.example:5000/v3", "region": "RegionOne"}
@@ -181,37 +181,9 @@ class FakeGlance:
         self.images = images
 
 
-class Job:
-    """What the dispatcher hands a provider, recording logs and progress."""
-
-    def __init__(self, path: str, clock: Clock, target: str = "openstack-kvm") -> None:
-        self.builder = Builder(
-            id="prov-1", operation=Operation.PUSH, status=Status.PUSHING, completed=0, image_id="i",
-            build_id="b", target=target, provider="os-lab", target_image_id="t",
-        )  # fmt: skip
-        self.target_builder = Builder(
-            id="t", operation=Operation.BUILD, status=Status.COMPLETED, completed=100, image_id="i",
-            build_id="b", target=target, artifact_path=path,
-        )  # fmt: skip
-        self.image = Image(
-            id="i", template_id="tpl", name="f14jeos", description=None, os_name="Fedora", os_version="14",
-            os_arch="x86_64", created=0.0,
-        )  # fmt: skip
-        self.work_dir = os.path.dirname(path)
-        self.reactor = clock
-        self.logs: list[str] = []
-        self.percents: list[int] = []
-
-    def log(self, message: str) -> Deferred[None]:
-        self.logs.append(message)
-        return succeed(None)
-
-    def progress(self, percent: int) -> Deferred[None]:
-        self.percents.append(percent)
-        return succeed(None)
-
-    def image_file(self) -> Deferred[str]:
-        return succeed(self.target_builder.artifact_path or "")
+def Job(path: str, clock: Clock, target: str = "openstack-kvm") -> PushJob:
+    """What the dispatcher hands a push to os-lab."""
+    return PushJob(path, target, "os-lab", reactor=clock)
 
 
 def run_push(
@@ -379,29 +351,10 @@ def test_delete_refused_by_glance_fails_with_its_words(tmp_path: Path, monkeypat
     assert result.value.message == "os-lab: delete image failed: HTTP 403: Image is protected"
 
 
-class HeldDoor:
-    """A door whose calls wait until the test releases them (so a push can be cancelled between them)."""
-
-    def __init__(self) -> None:
-        self.waiting: list[tuple[Any, tuple[Any, ...], dict[str, Any], Deferred[Any]]] = []
-
-    def run(self, fn: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
-        deferred: Deferred[Any] = Deferred()
-        self.waiting.append((fn, args, kwargs, deferred))
-        return deferred
-
+class HeldDoor(push_fakes.HeldDoor):
     def actions(self) -> list[str]:
+        """The Glance actions waiting."""
         return [args[1] for fn, args, _, _ in self.waiting if fn is call]
-
-    def release(self) -> None:
-        batch, self.waiting = self.waiting, []
-        for fn, args, kwargs, deferred in batch:
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException:
-                deferred.errback(Failure())
-            else:
-                deferred.callback(result)
 
 
 def test_a_push_cancelled_while_glance_creates_the_image_deletes_it_once_made(

@@ -19,13 +19,12 @@ from typing import Any
 
 import pytest
 from pyVmomi import vim, vmodl
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from imgfac_twisted.config import Config
 from imgfac_twisted.errors import ConfigError, InvalidCredentials
-from imgfac_twisted.model import Builder, Image, Operation, Status
 from imgfac_twisted.providers import PushResult, vsphere_push, vsphere_upload
 from imgfac_twisted.providers.vsphere import VSphereProvider
 from imgfac_twisted.providers.vsphere_calls import Inventory, VSphereError, call, describe, device_url
@@ -35,6 +34,7 @@ from imgfac_twisted.providers.vsphere_upload import DiskUpload
 from imgfac_twisted.registry import PluginEnvironment
 from imgfac_twisted.targets.ovf import descriptor
 from imgfac_twisted.testing import InlineDoor
+from support.push_fakes import IMAGE, PushJob
 
 SECRET = "vc-s3cr3t-Distinctive-4b1d"
 SITE = {
@@ -45,10 +45,6 @@ SITE = {
     "datastore": "LocalDS_0",
     "cluster": "DC0_C0",
 }
-IMAGE = Image(
-    id="i", template_id="tpl", name="f14jeos", description=None, os_name="Fedora", os_version="14",
-    os_arch="x86_64", created=0.0,
-)  # fmt: skip
 
 
 def credentials_xml(**fields: str | None) -> str:
@@ -363,34 +359,9 @@ class FakeVCenter:
         monkeypatch.setattr(DiskUpload, "_connect", lambda upload: connection)
 
 
-class Job:
-    """What the dispatcher hands a provider, recording logs and progress."""
-
-    def __init__(self, path: str, clock: Clock, target: str = "vsphere") -> None:
-        self.builder = Builder(
-            id="0a1b2c3d-prov", operation=Operation.PUSH, status=Status.PUSHING, completed=0, image_id="i",
-            build_id="b", target=target, provider="vc-lab", target_image_id="t",
-        )  # fmt: skip
-        self.target_builder = Builder(
-            id="t", operation=Operation.BUILD, status=Status.COMPLETED, completed=100, image_id="i",
-            build_id="b", target=target, artifact_path=path,
-        )  # fmt: skip
-        self.image = IMAGE
-        self.work_dir = os.path.dirname(path)
-        self.reactor = clock
-        self.logs: list[str] = []
-        self.percents: list[int] = []
-
-    def log(self, message: str) -> Deferred[None]:
-        self.logs.append(message)
-        return succeed(None)
-
-    def progress(self, percent: int) -> Deferred[None]:
-        self.percents.append(percent)
-        return succeed(None)
-
-    def image_file(self) -> Deferred[str]:
-        return succeed(self.target_builder.artifact_path or "")
+def Job(path: str, clock: Clock, target: str = "vsphere") -> PushJob:
+    """What the dispatcher hands a push to vc-lab."""
+    return PushJob(path, target, "vc-lab", builder_id="0a1b2c3d-prov", reactor=clock)
 
 
 def run_push(
