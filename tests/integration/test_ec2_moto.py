@@ -21,14 +21,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from support import pushes
 from support.daemon import Daemon, DaemonPool, free_port, mock_config
 from support.moto_peer import ACCESS_KEY, ACCOUNT, EC2_TEMPLATE, SECRET, MotoServer, credentials
+from support.proxying import relay, serve
+from support.pushes import builder_log, everything_said, refused_at_start, write_providers
 
 TAG = "imagefactory:provider_image"
 BUILD_TIMEOUT = 240.0
@@ -77,34 +80,13 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(rule.body)
                     return
-                upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
-                try:
-                    headers = {
-                        name: value
-                        for name, value in self.headers.items()
-                        if name.lower() not in ("connection", "keep-alive", "proxy-connection")
-                    }
-                    upstream.request(self.command, self.path, body=body, headers=headers)
-                    answer = upstream.getresponse()
-                    data = answer.read()
-                    self.send_response(answer.status)
-                    for name, value in answer.getheaders():
-                        if name.lower() not in ("connection", "transfer-encoding", "content-length", "keep-alive"):
-                            self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                finally:
-                    upstream.close()
+                relay(self, http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60), body)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = handle_any
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = serve(Handler, "fault-proxy")
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, name="fault-proxy", daemon=True)
-        self.thread.start()
 
     def rule_for(self, method: str, path: str, body: bytes) -> Rule | None:
         with self.lock:
@@ -184,10 +166,9 @@ def ec2_daemon(
         "moto-closed": f"http://127.0.0.1:{closed_port}",
         "moto-nowhere": "http://no-such-host.invalid:5000",
     }
-    for name, url in definitions.items():
-        (folder / f"{name}.json").write_text(
-            json.dumps({"name": name, "type": "ec2", "region": "us-east-1", "endpoint_url": url})
-        )
+    write_providers(
+        folder, "ec2", {name: {"region": "us-east-1", "endpoint_url": url} for name, url in definitions.items()}
+    )
     return module_daemon_factory.make(mock_config(provider_dir=str(folder)), name="ec2")
 
 
@@ -233,11 +214,7 @@ def nonzero_blocks(daemon: Daemon, href: str, block_size: int) -> tuple[dict[int
 
 
 def push(daemon: Daemon, target: dict[str, Any], provider: str, creds: str | None = None) -> dict[str, Any]:
-    answer = daemon.post(
-        target["href"] + "/provider_images", data={"provider": provider, "credentials": creds or credentials()}
-    )
-    assert answer.status_code == 202, answer.text
-    return answer.json()
+    return pushes.push(daemon, target, provider, creds or credentials())
 
 
 def snapshots_of(moto: MotoServer, provider_image_id: str) -> list[dict[str, Any]]:
@@ -267,12 +244,6 @@ def snapshot_blocks(moto: MotoServer, snapshot_id: str) -> tuple[dict[int, bytes
         assert answer["Checksum"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
         blocks[entry["BlockIndex"]] = data
     return blocks, block_size
-
-
-def builder_log(daemon: Daemon, builder_id: str) -> str:
-    answer = daemon.get(f"/imagefactory/builders/{builder_id}/log")
-    assert answer.status_code == 200
-    return answer.text
 
 
 # -- tests ---------------------------------------------------------------------
@@ -426,23 +397,11 @@ def test_a_bad_provider_definition_stops_the_daemon_at_start(daemon_factory: Dae
     folder = tmp_path / "providers"
     folder.mkdir()
     (folder / "broken.json").write_text('{"name": "x", "type": "ec2", "region": "us-east-1"')
-    daemon = daemon_factory(mock_config(provider_dir=str(folder)), start=False)
-    daemon.start()
-    assert daemon.process is not None
-    daemon.process.wait(timeout=60)
-    assert daemon.process.returncode != 0
-    said = daemon.output_text() + daemon.log_text()
+    said = refused_at_start(daemon_factory, folder)
     assert f"provider definition {folder / 'broken.json'}: is not valid JSON" in said, said[-2000:]
 
 
 def test_no_secret_key_anywhere(ec2_daemon: Daemon) -> None:
     """Last: the daemon's log and output, its store, its state files and its answers hold no secret key."""
-    said = ec2_daemon.log_text() + ec2_daemon.output_text()
-    assert said, "the daemon logged something"
-    assert SECRET not in said
     assert ec2_daemon.sqlite_path.exists()
-    for path in ec2_daemon.state_dir.rglob("*"):
-        # Image files (a GiB, sparse) cannot hold it; everything else is read.
-        if path.is_file() and path.stat().st_size < 64 * 1024 * 1024:
-            assert SECRET.encode() not in path.read_bytes(), f"secret found in {path}"
-    assert SECRET not in ec2_daemon.get("/imagefactory/builders").text
+    assert SECRET not in everything_said(ec2_daemon, conductor=False)

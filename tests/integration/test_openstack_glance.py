@@ -16,23 +16,28 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import os
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 import pytest
-import requests
 from lxml import etree
 
-from support.daemon import CLIENT_KEY, CLIENT_SECRET, Daemon, DaemonPool, free_port, mock_config
+from support.daemon import Daemon, DaemonPool, free_port, mock_config
 from support.openstack_peer import PASSWORD, PROJECT, REGION, USER, OpenStackPeer
+from support.proxying import injected_failure, relay, serve
+from support.pushes import (
+    builder_log,
+    cli_push,
+    conductor_call,
+    conductor_users,
+    everything_said,
+    push,
+    refused_at_start,
+    write_providers,
+)
 
 TEMPLATE = (
     "<template><name>glancepush</name><os><name>Mock</name><version>1</version><arch>x86_64</arch>"
@@ -43,9 +48,6 @@ BUILD_TIMEOUT = 240.0
 PUSH_TIMEOUT = 120.0
 #: The issue's bound for a refused password or an unreachable endpoint.
 FAILURE_BOUND = 180.0
-CLI = Path(sys.executable).parent / "imagefactory-cli"
-CONDUCTOR_USER, CONDUCTOR_PASSWORD = "admin", "conductor pass"
-XML = {"Accept": "application/xml", "Content-Type": "application/xml"}
 
 
 def password_credentials(password: str = PASSWORD) -> str:
@@ -86,38 +88,16 @@ class UploadProxy:
                     proxy.uploads += 1
                     if proxy.mode == "stall":
                         time.sleep(20)
-                    self.send_response(500)
-                    self.send_header("Content-Type", "text/plain")
-                    self.send_header("Content-Length", "8")
-                    self.send_header("Connection", "close")
-                    self.end_headers()
-                    self.wfile.write(b"injected")
-                    self.close_connection = True
+                    injected_failure(self)
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
-                try:
-                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")}
-                    upstream.request(self.command, self.path, body=body, headers=headers)
-                    answer = upstream.getresponse()
-                    data = answer.read()
-                    self.send_response(answer.status)
-                    for name, value in answer.getheaders():
-                        if name.lower() not in ("connection", "transfer-encoding", "content-length", "keep-alive"):
-                            self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                finally:
-                    upstream.close()
+                relay(self, http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60), body)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = handle_any
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = serve(Handler, "glance-proxy")
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, name="glance-proxy", daemon=True).start()
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -145,7 +125,6 @@ def glance_daemon(
 ) -> Daemon:
     folder = tmp_path_factory.mktemp("openstack")
     providers = folder / "providers"
-    providers.mkdir()
     definitions = {
         "os-lab": {"auth_url": openstack.auth_url, "region": REGION, "interface": "public"},
         "os-proxied": {"auth_url": openstack.auth_url, "image_endpoint": proxy.url},
@@ -153,15 +132,13 @@ def glance_daemon(
         "os-nowhere": {"auth_url": "http://no-such-host.invalid:5000/v3"},
         "os-elsewhere": {"auth_url": openstack.auth_url, "region": "RegionTwo"},
     }
-    for name, settings in definitions.items():
-        (providers / f"{name}.json").write_text(json.dumps({"name": name, "type": "openstack", **settings}))
+    write_providers(providers, "openstack", definitions)
     (folder / "password.xml").write_text(password_credentials())
     (folder / "appcred.xml").write_text(application_credentials(openstack))
-    hashed = bcrypt.hashpw(CONDUCTOR_PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode().replace("$2b$", "$2y$", 1)
     config = mock_config(
         provider_dir=str(providers),
         conductor=True,
-        conductor_users={CONDUCTOR_USER: hashed},
+        conductor_users=conductor_users(),
         provider_accounts={
             "os-password": {"provider": "os-lab", "credentials": str(folder / "password.xml")},
             "os-appcred": {"provider": "os-lab", "credentials": str(folder / "appcred.xml")},
@@ -187,12 +164,6 @@ def target_image(glance_daemon: Daemon) -> dict[str, Any]:
     return {"href": href, "id": detail["id"], "build_id": build["id"], "sha512": digest.hexdigest()}
 
 
-def push(daemon: Daemon, target: dict[str, Any], provider: str, creds: str) -> dict[str, Any]:
-    answer = daemon.post(target["href"] + "/provider_images", data={"provider": provider, "credentials": creds})
-    assert answer.status_code == 202, answer.text
-    return answer.json()
-
-
 def glance_images_of(peer: OpenStackPeer, provider_image_id: str) -> list[dict[str, Any]]:
     """The Glance images a push made (their name holds the provider image id)."""
     return [image for image in peer.images() if provider_image_id in (image.get("name") or "")]
@@ -216,12 +187,6 @@ def assert_landed(peer: OpenStackPeer, done: dict[str, Any], target: dict[str, A
     assert downloaded.status_code == 200
     assert hashlib.sha512(downloaded.content).hexdigest() == target["sha512"], "Glance holds the image file's bytes"
     return image
-
-
-def builder_log(daemon: Daemon, builder_id: str) -> str:
-    answer = daemon.get(f"/imagefactory/builders/{builder_id}/log")
-    assert answer.status_code == 200
-    return answer.text
 
 
 # -- tests ---------------------------------------------------------------------
@@ -363,21 +328,8 @@ def test_a_bad_openstack_provider_file_stops_the_daemon_at_start(daemon_factory:
     folder.mkdir()
     bad = {"name": "os-bad", "type": "openstack", "auth_url": "http://127.0.0.1:5000/v3", "interface": "private"}
     (folder / "bad.json").write_text(json.dumps(bad))
-    daemon = daemon_factory(mock_config(provider_dir=str(folder)), start=False)
-    daemon.start()
-    assert daemon.process is not None
-    daemon.process.wait(timeout=60)
-    assert daemon.process.returncode != 0
-    said = daemon.output_text() + daemon.log_text()
+    said = refused_at_start(daemon_factory, folder)
     assert f"provider definition {folder / 'bad.json'}: interface 'private' must be one of" in said, said[-2000:]
-
-
-def conductor_call(daemon: Daemon, method: str, path: str, body: str | None = None) -> etree._Element:
-    answer = daemon.request(
-        method, "/conductor/api" + path, auth=(CONDUCTOR_USER, CONDUCTOR_PASSWORD), headers=XML, data=body, timeout=60
-    )
-    assert answer.status_code in (200, 201), answer.text
-    return etree.fromstring(answer.content)
 
 
 def test_conductor_pushes_to_two_accounts_and_delete_removes_the_glance_image(
@@ -412,18 +364,7 @@ def test_the_cli_pushes_to_an_openstack_provider(
 ) -> None:
     """``imagefactory-cli push --provider os-lab --credentials FILE --wait`` lands the image; no secret printed."""
     (tmp_path / "os.xml").write_text(password_credentials())
-    env = {name: value for name, value in os.environ.items() if not name.startswith("IMAGEFACTORY_")}
-    env.update(HOME=str(tmp_path), IMAGEFACTORY_KEY=CLIENT_KEY, IMAGEFACTORY_SECRET=CLIENT_SECRET)
-    connection = ["--url", glance_daemon.base_url, "--ca-file", str(glance_daemon.pem_path)]
-    result = subprocess.run(
-        [str(CLI), "push", *connection, "--provider", "os-lab", "--credentials", str(tmp_path / "os.xml")]
-        + ["--wait", "--json", target_image["id"]],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=PUSH_TIMEOUT,
-    )
+    result = cli_push(glance_daemon, tmp_path, "os-lab", tmp_path / "os.xml", target_image["id"], PUSH_TIMEOUT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert PASSWORD not in result.stdout + result.stderr
     (done,) = json.loads(result.stdout)
@@ -434,18 +375,6 @@ def test_the_cli_pushes_to_an_openstack_provider(
 def test_no_secret_anywhere(glance_daemon: Daemon, openstack: OpenStackPeer) -> None:
     """Last: the daemon's log, output, state files and answers hold neither the password nor the credential secret."""
     secrets = (PASSWORD, openstack.application_credential.secret)
-    said = glance_daemon.log_text() + glance_daemon.output_text()
-    assert said
-    for path in glance_daemon.state_dir.rglob("*"):
-        if path.is_file() and path.stat().st_size < 64 * 1024 * 1024:
-            said += path.read_bytes().decode("utf-8", "replace")
-    said += glance_daemon.get("/imagefactory/builders").text
-    said += requests.get(
-        glance_daemon.url("/conductor/api/provider_images"),
-        auth=(CONDUCTOR_USER, CONDUCTOR_PASSWORD),
-        headers=XML,
-        verify=glance_daemon.verify,
-        timeout=30,
-    ).text
+    said = everything_said(glance_daemon)
     for secret in secrets:
         assert secret not in said

@@ -16,10 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import socket
-import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -27,12 +24,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 import pytest
-import requests
 from lxml import etree
 
-from support.daemon import CLIENT_KEY, CLIENT_SECRET, Daemon, DaemonPool, free_port, mock_config
+from support.daemon import Daemon, DaemonPool, free_port, mock_config
+from support.pushes import (
+    builder_log,
+    cli_push,
+    conductor_call,
+    conductor_users,
+    everything_said,
+    push,
+    write_providers,
+)
 from support.vcsim_peer import PASSWORD, USER, VcsimPeer
 
 TEMPLATE = (
@@ -44,9 +48,6 @@ BUILD_TIMEOUT = 240.0
 PUSH_TIMEOUT = 120.0
 #: The issue's bound for a refused password or an unreachable vCenter.
 FAILURE_BOUND = 180.0
-CLI = Path(sys.executable).parent / "imagefactory-cli"
-CONDUCTOR_USER, CONDUCTOR_PASSWORD = "admin", "conductor pass"
-XML = {"Accept": "application/xml", "Content-Type": "application/xml"}
 SITE = {"datacenter": "DC0", "datastore": "LocalDS_0", "cluster": "DC0_C0", "folder": "vm", "network": "VM Network"}
 
 
@@ -89,22 +90,18 @@ def vc_daemon(
 ) -> Daemon:
     folder = tmp_path_factory.mktemp("vsphere")
     providers = folder / "providers"
-    providers.mkdir()
     definitions = {
         "vc-lab": {"url": vcsim.url, "ca_bundle": str(vcsim.ca)},
         "vc-closed": {"url": f"https://127.0.0.1:{free_port()}/sdk"},
         "vc-nowhere": {"url": "https://no-such-host.invalid/sdk"},
         "vc-silent": {"url": f"https://127.0.0.1:{silent_port}/sdk"},
     }
-    for name, settings in definitions.items():
-        document = {"name": name, "type": "vsphere", **SITE, **settings}
-        (providers / f"{name}.json").write_text(json.dumps(document))
+    write_providers(providers, "vsphere", {name: {**SITE, **settings} for name, settings in definitions.items()})
     (folder / "vc.xml").write_text(credentials())
-    hashed = bcrypt.hashpw(CONDUCTOR_PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode().replace("$2b$", "$2y$", 1)
     config = mock_config(
         provider_dir=str(providers),
         conductor=True,
-        conductor_users={CONDUCTOR_USER: hashed},
+        conductor_users=conductor_users(),
         provider_accounts={
             "vc-one": {"provider": "vc-lab", "credentials": str(folder / "vc.xml")},
             "vc-two": {"provider": "vc-lab", "credentials": str(folder / "vc.xml")},
@@ -146,12 +143,6 @@ def ova_image(vc_daemon: Daemon) -> dict[str, Any]:
     return dict(image, disk_sha256=hashlib.sha256(disk).hexdigest(), disk_size=len(disk))
 
 
-def push(daemon: Daemon, target: dict[str, Any], provider: str, creds: str) -> dict[str, Any]:
-    answer = daemon.post(target["href"] + "/provider_images", data={"provider": provider, "credentials": creds})
-    assert answer.status_code == 202, answer.text
-    return answer.json()
-
-
 def assert_landed(peer: VcsimPeer, done: dict[str, Any], target: dict[str, Any], uploads_before: int) -> None:
     """The VM is a template in the folder, named after the template and the push; vcsim got the image's bytes."""
     assert done["status"] == "COMPLETED", done
@@ -165,12 +156,6 @@ def assert_landed(peer: VcsimPeer, done: dict[str, Any], target: dict[str, Any],
     uploads = peer.proxy.uploads[uploads_before:]
     assert [(u.size, u.sha256) for u in uploads] == [(target["disk_size"], target["disk_sha256"])], uploads
     assert uploads[0].session, "the disk went up with the vCenter session's cookie"
-
-
-def builder_log(daemon: Daemon, builder_id: str) -> str:
-    answer = daemon.get(f"/imagefactory/builders/{builder_id}/log")
-    assert answer.status_code == 200
-    return answer.text
 
 
 def uploads(peer: VcsimPeer) -> int:
@@ -267,14 +252,6 @@ def test_a_cancelled_push_destroys_its_vm(vc_daemon: Daemon, vcsim: VcsimPeer, v
     assert vcsim.vms_named(started["id"][:8]) == [], "the cancelled push destroyed its VM"
 
 
-def conductor_call(daemon: Daemon, method: str, path: str, body: str | None = None) -> etree._Element:
-    answer = daemon.request(
-        method, "/conductor/api" + path, auth=(CONDUCTOR_USER, CONDUCTOR_PASSWORD), headers=XML, data=body, timeout=60
-    )
-    assert answer.status_code in (200, 201), answer.text
-    return etree.fromstring(answer.content)
-
-
 def test_conductor_pushes_to_two_accounts_and_delete_destroys_the_vm(
     vc_daemon: Daemon, vcsim: VcsimPeer, vmdk_image: dict[str, Any]
 ) -> None:
@@ -310,19 +287,8 @@ def test_the_cli_pushes_to_a_vsphere_provider(
 ) -> None:
     """``imagefactory-cli push --provider vc-lab --credentials FILE --wait`` makes the template; no secret printed."""
     (tmp_path / "vc.xml").write_text(credentials())
-    env = {name: value for name, value in os.environ.items() if not name.startswith("IMAGEFACTORY_")}
-    env.update(HOME=str(tmp_path), IMAGEFACTORY_KEY=CLIENT_KEY, IMAGEFACTORY_SECRET=CLIENT_SECRET)
-    connection = ["--url", vc_daemon.base_url, "--ca-file", str(vc_daemon.pem_path)]
     before = uploads(vcsim)
-    result = subprocess.run(
-        [str(CLI), "push", *connection, "--provider", "vc-lab", "--credentials", str(tmp_path / "vc.xml")]
-        + ["--wait", "--json", vmdk_image["id"]],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=PUSH_TIMEOUT,
-    )
+    result = cli_push(vc_daemon, tmp_path, "vc-lab", tmp_path / "vc.xml", vmdk_image["id"], PUSH_TIMEOUT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert PASSWORD not in result.stdout + result.stderr
     (done,) = json.loads(result.stdout)
@@ -332,19 +298,7 @@ def test_the_cli_pushes_to_a_vsphere_provider(
 
 def test_no_secret_anywhere(vc_daemon: Daemon, vcsim: VcsimPeer) -> None:
     """Last: the daemon's log, output, state files and answers hold neither the password nor a lease's URL."""
-    said = vc_daemon.log_text() + vc_daemon.output_text()
-    assert said
-    for path in vc_daemon.state_dir.rglob("*"):
-        if path.is_file() and path.stat().st_size < 64 * 1024 * 1024:
-            said += path.read_bytes().decode("utf-8", "replace")
-    said += vc_daemon.get("/imagefactory/builders").text
-    said += requests.get(
-        vc_daemon.url("/conductor/api/provider_images"),
-        auth=(CONDUCTOR_USER, CONDUCTOR_PASSWORD),
-        headers=XML,
-        verify=vc_daemon.verify,
-        timeout=30,
-    ).text
+    said = everything_said(vc_daemon)
     assert PASSWORD not in said
     assert vcsim.proxy is not None and vcsim.proxy.uploads
     for upload in vcsim.proxy.uploads:

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from .daemon import free_port
 from .pem_material import cert_pem, key_pem, make_cert
+from .proxying import injected_failure, relay, serve
 
 CACHE = Path(os.environ.get("IMGFAC_TEST_CACHE", Path.home() / ".cache" / "imgfac-test"))
 MAIN_GO = Path(__file__).resolve().parent / "vcsim" / "main.go"
@@ -144,20 +145,7 @@ class NfcProxy:
                 else:
                     body = self.rfile.read(length) if length else None
                 upstream = http.client.HTTPSConnection("127.0.0.1", upstream_port, timeout=60, context=upstream_tls)
-                try:
-                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")}
-                    upstream.request(self.command, self.path, body=body, headers=headers)
-                    answer = upstream.getresponse()
-                    data = answer.read()
-                    self.send_response(answer.status)
-                    for name, value in answer.getheaders():
-                        if name.lower() not in ("connection", "transfer-encoding", "content-length", "keep-alive"):
-                            self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                finally:
-                    upstream.close()
+                relay(self, upstream, body)
 
             def _refuse(self, length: int) -> None:
                 if proxy.mode == "stall":
@@ -168,23 +156,14 @@ class NfcProxy:
                     for _ in proxy.hashed(self.command, self.path, self.rfile, length, False):
                         pass
                     proxy.uploads.pop()
-                self.send_response(500)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", "8")
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.wfile.write(b"injected")
-                self.close_connection = True
+                injected_failure(self)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = handle_any
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(cert), str(key))
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.server = serve(Handler, "vcsim-proxy", context)
         self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, name="vcsim-proxy", daemon=True).start()
 
     def hashed(self, method: str, path: str, stream: Any, length: int, session: bool) -> Iterator[bytes]:
         """An upload's body, passed on piece by piece, its size and SHA-256 recorded at its end."""
