@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pushlib
 from benchlib import BenchError, stop
-from pushlib import MIB, alternating, built_target, daemon_push, random_image, report_ratio, start_daemon, with_peak
+from pushlib import MIB, built_target, daemon_push, measure, random_image, report_ratio, start_daemon
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -77,6 +77,14 @@ def direct_push(peer: OpenStackPeer, path: str) -> tuple[float, str]:
     return time.monotonic() - begun, image["id"]
 
 
+def landed(peer: OpenStackPeer, image_id: str, size: int) -> None:
+    """Glance holds image ``image_id`` of ``size`` bytes; it is deleted."""
+    uploaded = peer.image(image_id)
+    if uploaded is None or uploaded["size"] != size:
+        raise BenchError(f"Glance image {image_id} is not the {size}-byte file: {uploaded}")
+    peer.glance("DELETE", f"/v2/images/{image_id}")
+
+
 def run(args: argparse.Namespace, work: str) -> None:
     peer = OpenStackPeer(Path(work) / "openstack")
     daemon = None
@@ -89,24 +97,14 @@ def run(args: argparse.Namespace, work: str) -> None:
         size = make_qcow2(artifact, args.image_mib)
         mb = size / 1e6
         print(f"bench: {artifact} replaced by a qcow2 of {size / MIB:.0f} MiB of random data", flush=True)
-        rates: dict[str, list[float]] = {"daemon": [], "direct": []}
-        peaks: list[int] = []
-        for which in alternating(args.rounds):
-            extra = ""
-            if which == "daemon":
-                (took, image_id), rss, peak = with_peak(
-                    daemon.pid, lambda: daemon_push(api, href, PROVIDER, CREDENTIALS)
-                )
-                peaks.append(peak)
-                extra = f"RSS before {rss / MIB:.1f} MiB, peak {peak / MIB:.1f} MiB"
-            else:
-                took, image_id = direct_push(peer, artifact)
-            uploaded = peer.image(image_id)
-            if uploaded is None or uploaded["size"] != size:
-                raise BenchError(f"Glance image {image_id} is not the {size}-byte file: {uploaded}")
-            peer.glance("DELETE", f"/v2/images/{image_id}")
-            rates[which].append(mb / took)
-            print(f"bench: {which:6s} {took:7.2f} s  {mb / took:7.1f} MB/s  {extra}", flush=True)
+        rates, peaks = measure(
+            args.rounds,
+            daemon.pid,
+            lambda: daemon_push(api, href, PROVIDER, CREDENTIALS),
+            lambda number: direct_push(peer, artifact),
+            lambda image_id: landed(peer, image_id, size),
+            mb,
+        )
         print()
         print(f"qcow2 of {size / MIB:.0f} MiB pushed to Glance 33 (file store) on loopback, Keystone password auth")
         report_ratio(rates["daemon"], rates["direct"], "glanceclient direct (same file)")

@@ -31,7 +31,7 @@ from typing import Any
 import pushlib
 import requests
 from benchlib import BenchError, stop
-from pushlib import MIB, alternating, built_target, daemon_push, random_image, report_ratio, start_daemon, with_peak
+from pushlib import MIB, built_target, daemon_push, measure, random_image, report_ratio, start_daemon
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -93,6 +93,13 @@ def direct_push(peer: VcsimPeer, path: str, mib: int, round_number: int) -> tupl
         Disconnect(service)
 
 
+def landed(peer: VcsimPeer, vm_id: str) -> None:
+    """vcsim holds VM ``vm_id``, a template; it is destroyed."""
+    if not peer.vms().get(vm_id, {}).get("template"):
+        raise BenchError(f"VM {vm_id} is not a template in vcsim")
+    peer.destroy(vm_id)
+
+
 def run(args: argparse.Namespace, work: str) -> None:
     (Path(work) / "vcsim").mkdir()
     peer = VcsimPeer(Path(work) / "vcsim")
@@ -106,21 +113,14 @@ def run(args: argparse.Namespace, work: str) -> None:
         size = make_vmdk(artifact, args.image_mib)
         mb = size / 1e6
         print(f"bench: {artifact} replaced by a vmdk of {size / MIB:.0f} MiB of random data", flush=True)
-        rates: dict[str, list[float]] = {"daemon": [], "direct": []}
-        peaks: list[int] = []
-        for number, which in enumerate(alternating(args.rounds)):
-            extra = ""
-            if which == "daemon":
-                (took, vm_id), rss, peak = with_peak(daemon.pid, lambda: daemon_push(api, href, PROVIDER, CREDENTIALS))
-                peaks.append(peak)
-                extra = f"RSS before {rss / MIB:.1f} MiB, peak {peak / MIB:.1f} MiB"
-            else:
-                took, vm_id = direct_push(peer, artifact, args.image_mib, number)
-            if not peer.vms().get(vm_id, {}).get("template"):
-                raise BenchError(f"VM {vm_id} is not a template in vcsim")
-            peer.destroy(vm_id)
-            rates[which].append(mb / took)
-            print(f"bench: {which:6s} {took:7.2f} s  {mb / took:7.1f} MB/s  {extra}", flush=True)
+        rates, peaks = measure(
+            args.rounds,
+            daemon.pid,
+            lambda: daemon_push(api, href, PROVIDER, CREDENTIALS),
+            lambda number: direct_push(peer, artifact, args.image_mib, number),
+            lambda vm_id: landed(peer, vm_id),
+            mb,
+        )
         print()
         print(f"vmdk of {size / MIB:.0f} MiB imported into vcsim on loopback (TLS), OVF import lease")
         report_ratio(rates["daemon"], rates["direct"], "pyVmomi + requests direct (same)")

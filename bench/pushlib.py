@@ -207,3 +207,33 @@ def main(parser: argparse.ArgumentParser, argv: list[str], prefix: str, run: Cal
         else:
             shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def measure(
+    rounds: int,
+    pid: int,
+    daemon: Callable[[], tuple[float, str]],
+    direct: Callable[[int], tuple[float, str]],
+    landed: Callable[[str], None],
+    mb: float,
+) -> tuple[dict[str, list[float]], list[int]]:
+    """Push ``mb`` MB ``rounds`` times each way, alternating; each upload checked by ``landed`` (then removed).
+
+    ``daemon`` pushes through the daemon (process ``pid``, its VmHWM reset first), ``direct`` (given the
+    push's number) from here; both answer (seconds, identifier on the provider).  The MB/s of each way,
+    and the daemon's peaks.
+    """
+    rates: dict[str, list[float]] = {"daemon": [], "direct": []}
+    peaks: list[int] = []
+    for number, which in enumerate(alternating(rounds)):
+        extra = ""
+        if which == "daemon":
+            (took, identifier), rss, peak = with_peak(pid, daemon)
+            peaks.append(peak)
+            extra = f"RSS before {rss / MIB:.1f} MiB, peak {peak / MIB:.1f} MiB"
+        else:
+            took, identifier = direct(number)
+        landed(identifier)
+        rates[which].append(mb / took)
+        print(f"bench: {which:6s} {took:7.2f} s  {mb / took:7.1f} MB/s  {extra}", flush=True)
+    return rates, peaks
