@@ -19,9 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
-from ..deferreds import InFlight
 from ..doors import shielded
-from ..errors import ImageFactoryError
 from ..redaction import scrub
 from . import Credentials, PushJob, PushResult
 from .ec2_ami import ARCHITECTURES, ROOT_DEVICE_NAME, ami_name, architecture_of, machine
@@ -29,6 +27,7 @@ from .ec2_block_writer import BlockWriter
 from .ec2_blocks import Block, BlockReader, volume_size_gib
 from .ec2_calls import ClientFactory, Ec2Error, Ec2ServiceError, Ec2Settings, Problem, RetryPolicy, with_retries
 from .ec2_endpoints import Endpoint
+from .pushing import PushSteps, message_of
 
 T = TypeVar("T")
 
@@ -42,8 +41,10 @@ PROVIDER_IMAGE_TAG = "imagefactory:provider_image"
 MAX_RETRY_LOG_LINES = 20
 
 
-class Ec2Push:
+class Ec2Push(PushSteps):
     """One push: snapshot, blocks, AMI; cleanup when anything fails or the push is cancelled."""
+
+    error_type = Ec2Error
 
     def __init__(
         self,
@@ -55,38 +56,25 @@ class Ec2Push:
         settings: Ec2Settings,
         client_factory: ClientFactory,
     ) -> None:
+        super().__init__(job, reactor, (credentials.secrets["secret_access_key"],))
         self._endpoint = endpoint
-        self._job = job
         self._door = door
-        self._reactor = reactor
         self._settings = settings
         self._client_factory = client_factory
         self._access_key = credentials.secrets["access_key"]
         self._secret_key = credentials.secrets["secret_access_key"]
-        self._secrets = (self._secret_key,)
         self._account = credentials.account_identifier
         self._ec2: Any = None
         self._ebs: Any = None
         self._stopping = False
-        #: Door calls not yet settled (waited for, bounded, before cleaning up).
-        #: The door calls still running (a thread cannot be stopped half-way).
-        self._calls = InFlight()
         self._retry_lines = 0
-        self._progress = -1
         self.snapshot_id: str | None = None
         self.image_id: str | None = None
 
     # -- the whole push ------------------------------------------------------
 
     async def run(self) -> PushResult:
-        try:
-            return await self._run()
-        except Exception as error:  # CancelledError too: clean up, then let it go on
-            self._stopping = True
-            note = await self._clean_up()
-            if note and isinstance(error, ImageFactoryError):
-                raise Ec2Error(f"{error.message}; {note}") from error
-            raise
+        return await self._cleaning_up(self._run())
 
     async def _run(self) -> PushResult:
         job, endpoint, settings = self._job, self._endpoint, self._settings
@@ -283,8 +271,9 @@ class Ec2Push:
 
     # -- cleaning up -----------------------------------------------------------
 
-    async def _clean_up(self) -> str | None:
+    async def _clean_up(self, cause: BaseException) -> str | None:
         """Delete the AMI and the snapshot this push made (best effort); a note of what remains, if any."""
+        self._stopping = True
         await self._settle(self._settings.settle_wait)
         notes = []
         if self._ec2 is None:
@@ -297,7 +286,7 @@ class Ec2Push:
                 )
                 await self._log(f"deregistered AMI {self.image_id}")
             except Exception as error:
-                notes.append(f"AMI {self.image_id} could not be deregistered ({_message(error)}): remove it by hand")
+                notes.append(f"AMI {self.image_id} could not be deregistered ({message_of(error)}): remove it by hand")
         if self.snapshot_id:
             try:
                 await self._call(
@@ -310,16 +299,12 @@ class Ec2Push:
                 )
                 await self._log(f"deleted snapshot {self.snapshot_id}")
             except Exception as error:
-                notes.append(f"snapshot {self.snapshot_id} could not be deleted ({_message(error)}): delete it by hand")
+                notes.append(
+                    f"snapshot {self.snapshot_id} could not be deleted ({message_of(error)}): delete it by hand"
+                )
         for note in notes:
             await self._log(note)
         return "; ".join(notes) or None
-
-    async def _settle(self, timeout: float) -> None:
-        """Wait (at most ``timeout`` s) until the door calls still running have returned."""
-        if not self._calls:
-            return
-        await self._calls.ended().addTimeout(timeout, self._reactor, onTimeoutCancel=lambda *_: None)
 
     # -- calls -----------------------------------------------------------------
 
@@ -380,17 +365,3 @@ class Ec2Push:
             stopping=lambda: stoppable and self._stopping,
             on_retry=log_retry,
         )
-
-    # -- the job ---------------------------------------------------------------
-
-    async def _log(self, message: str) -> None:
-        await shielded(self._job.log(scrub(message, self._secrets)))
-
-    async def _report(self, percent: int) -> None:
-        if percent > self._progress:
-            self._progress = percent
-            await shielded(self._job.progress(percent))
-
-
-def _message(error: BaseException) -> str:
-    return error.message if isinstance(error, ImageFactoryError) else (str(error) or type(error).__name__)

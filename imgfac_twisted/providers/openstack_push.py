@@ -13,18 +13,15 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall, deferLater
 
-from ..deferreds import InFlight
 from ..doors import shielded
-from ..errors import ImageFactoryError
 from ..model import Image
-from ..redaction import scrub
 from . import Credentials, PushJob, PushResult
 from .openstack_calls import Connection, OpenStackError, StreamingReader, call, connect, file_hash, secret_values
 from .openstack_clouds import Cloud
+from .pushing import PushSteps, message_of
 
 #: Targets whose images Glance takes, and the disk format each is.
 DISK_FORMATS = {"openstack-kvm": "qcow2"}
@@ -55,30 +52,23 @@ def image_properties(job: PushJob, disk_format: str) -> dict[str, str]:
     return properties
 
 
-class GlancePush:
+class GlancePush(PushSteps):
     """Creates the Glance image, uploads the data, waits for ``active`` and checks the hash; cleans up."""
 
+    error_type = OpenStackError
+
     def __init__(self, cloud: Cloud, job: PushJob, credentials: Credentials, door: Any, reactor: IReactorTime) -> None:
+        super().__init__(job, reactor, secret_values(credentials))
         self._cloud = cloud
-        self._job = job
         self._credentials = credentials
         self._door = door
-        self._reactor = reactor
-        self._secrets = secret_values(credentials)
-        self._calls = InFlight()
         self._connection: Connection | None = None
         self._reader: StreamingReader | None = None
-        self._progress = -1
         self.image_id: str | None = None
 
     async def run(self, path: str) -> PushResult:
         try:
-            return await self._run(path)
-        except Exception as error:  # CancelledError too: clean up, then let it go on
-            note = await self._clean_up()
-            if note and isinstance(error, ImageFactoryError):
-                raise OpenStackError(f"{error.message}; {note}") from error
-            raise
+            return await self._cleaning_up(self._run(path))
         finally:
             if self._reader is not None:
                 # After the clean-up: the upload's thread has returned (or been given up on).
@@ -177,18 +167,17 @@ class GlancePush:
 
     # -- cleaning up -----------------------------------------------------------
 
-    async def _clean_up(self) -> str | None:
+    async def _clean_up(self, cause: BaseException) -> str | None:
         """Stop the upload and delete the image this push made (best effort); a note if it remains."""
         if self._reader is not None:
             self._reader.stop()
-        if self._calls:
-            await self._calls.ended().addTimeout(SETTLE_WAIT, self._reactor, onTimeoutCancel=lambda *_: None)
+        await self._settle(SETTLE_WAIT)
         if self.image_id is None or self._connection is None:
             return None
         try:
             await self._call("delete image", self._connection.glance.images.delete, self.image_id)
         except Exception as error:
-            note = f"Glance image {self.image_id} could not be deleted ({_message(error)}): delete it by hand"
+            note = f"Glance image {self.image_id} could not be deleted ({message_of(error)}): delete it by hand"
             await self._log(note)
             return note
         await self._log(f"deleted Glance image {self.image_id}")
@@ -205,16 +194,3 @@ class GlancePush:
         return await shielded(
             self._calls.add(self._door.run(call, self._cloud.name, action, self._secrets, fn, *args, **kwargs))
         )
-
-    async def _log(self, message: str) -> None:
-        await shielded(self._job.log(scrub(message, self._secrets)))
-
-    def _report(self, percent: int) -> Deferred[None]:
-        if percent <= self._progress:
-            return succeed(None)
-        self._progress = percent
-        return shielded(self._job.progress(percent))
-
-
-def _message(error: BaseException) -> str:
-    return error.message if isinstance(error, ImageFactoryError) else (str(error) or type(error).__name__)

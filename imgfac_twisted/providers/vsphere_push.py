@@ -17,15 +17,13 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
-from ..deferreds import InFlight
 from ..doors import shielded
 from ..errors import ImageFactoryError
-from ..redaction import scrub
 from . import Credentials, PushJob, PushResult
+from .pushing import PushSteps, message_of
 from .vsphere_calls import (
     Inventory,
     VSphereError,
@@ -59,31 +57,25 @@ def vm_name(job: PushJob) -> str:
     return f"{job.image.name or 'imagefactory'}-{job.builder.id[:8]}"
 
 
-class VSpherePush:
+class VSpherePush(PushSteps):
     """Imports the image as a template VM; on failure or cancel, aborts the lease and destroys the VM."""
 
+    error_type = VSphereError
+    cleaned_on = BaseException
+
     def __init__(self, site: Site, job: PushJob, credentials: Credentials, door: Any, reactor: IReactorTime) -> None:
+        super().__init__(job, reactor, secret_values(credentials))
         self._site = site
-        self._job = job
         self._credentials = credentials
         self._door = door
-        self._reactor = reactor
-        self._secrets = secret_values(credentials)
-        self._calls = InFlight()
         self._inventory: Inventory | None = None
         self._lease: Any = None
         self._upload: DiskUpload | None = None
-        self._progress = -1
         self.vm_id: str | None = None
 
     async def run(self, path: str) -> PushResult:
         try:
-            return await self._run(path)
-        except BaseException as error:  # CancelledError too: clean up, then let it go on
-            note = await self._clean_up(error)
-            if note and isinstance(error, ImageFactoryError):
-                raise VSphereError(f"{error.message}; {note}") from error
-            raise
+            return await self._cleaning_up(self._run(path))
         finally:
             if self._inventory is not None:
                 await shielded(self._door.run(disconnect, self._inventory))
@@ -147,27 +139,26 @@ class VSpherePush:
         """Stop the upload, abort the lease, destroy the VM this push made (best effort); a note if it remains."""
         if self._upload is not None:
             self._upload.stop()
-        if self._calls:
-            await self._calls.ended().addTimeout(SETTLE_WAIT, self._reactor, onTimeoutCancel=lambda *_: None)
+        await self._settle(SETTLE_WAIT)
         if self._inventory is None:
             return None
         if self.vm_id is None and self._lease is not None:
             try:
                 self.vm_id = str((await self._call("read the import lease", lease_vm, self._lease))._moId)
             except Exception as failure:
-                await self._log(f"the import lease names no VM: {_message(failure)}")
+                await self._log(f"the import lease names no VM: {message_of(failure)}")
         if self._lease is not None:
             reason = error.message if isinstance(error, ImageFactoryError) else "the push was cancelled"
             try:
                 await self._call("abort the import lease", abort_lease, self._lease, reason)
             except Exception as failure:
-                await self._log(f"the import lease could not be aborted: {_message(failure)}")
+                await self._log(f"the import lease could not be aborted: {message_of(failure)}")
         if self.vm_id is None:
             return None
         try:
             await self._call("destroy the VM", destroy_vm, self._inventory.service, self.vm_id)
         except Exception as failure:
-            note = f"VM {self.vm_id} could not be destroyed ({_message(failure)}): destroy it by hand"
+            note = f"VM {self.vm_id} could not be destroyed ({message_of(failure)}): destroy it by hand"
             await self._log(note)
             return note
         await self._log(f"destroyed VM {self.vm_id}")
@@ -196,16 +187,3 @@ class VSpherePush:
         # Kept even when the push was cancelled during ImportVApp: the clean-up then destroys its VM.
         self._lease = lease
         return lease
-
-    async def _log(self, message: str) -> None:
-        await shielded(self._job.log(scrub(message, self._secrets)))
-
-    def _report(self, percent: int) -> Deferred[None]:
-        if percent <= self._progress:
-            return succeed(None)
-        self._progress = percent
-        return shielded(self._job.progress(percent))
-
-
-def _message(error: BaseException) -> str:
-    return error.message if isinstance(error, ImageFactoryError) else (str(error) or type(error).__name__)
