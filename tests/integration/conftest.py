@@ -23,7 +23,7 @@ Peers:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -33,6 +33,24 @@ from support.moto_peer import MotoServer
 from support.openstack_peer import OpenStackPeer
 from support.rabbitmq import BROKER_URL, port_open, start_local_broker
 from support.vcsim_peer import VcsimPeer
+
+
+class Peer(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+P = TypeVar("P", bound=Peer)
+
+
+def running(peer: P) -> Iterator[P]:
+    """Start ``peer``, hand it over, stop it at the end (a half-started one too)."""
+    try:
+        peer.start()
+        yield peer
+    finally:
+        peer.stop()
 
 
 @pytest.fixture(scope="session")
@@ -49,23 +67,13 @@ def rabbitmq_url() -> str:
 @pytest.fixture(scope="session")
 def openstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenStackPeer]:
     """Keystone and Glance 33 under gunicorn on loopback, with a test project, user and application credential."""
-    peer = OpenStackPeer(tmp_path_factory.mktemp("openstack"))
-    try:
-        peer.start()
-        yield peer
-    finally:
-        peer.stop()
+    yield from running(OpenStackPeer(tmp_path_factory.mktemp("openstack")))
 
 
 @pytest.fixture(scope="session")
 def vcsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VcsimPeer]:
     """vcsim (TLS, one user) and the proxy in front of it that hashes the disks uploaded to /nfc/."""
-    peer = VcsimPeer(tmp_path_factory.mktemp("vcsim"))
-    try:
-        peer.start()
-        yield peer
-    finally:
-        peer.stop()
+    yield from running(VcsimPeer(tmp_path_factory.mktemp("vcsim")))
 
 
 @pytest.fixture(scope="module")
