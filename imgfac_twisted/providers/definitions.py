@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -23,11 +24,17 @@ __all__ = [
     "ca_bundle_mistakes",
     "key_mistakes",
     "load_definitions",
+    "name_mistakes",
     "read_definition",
     "url_mistakes",
 ]
 
 MAX_DEFINITION_BYTES = 64 * 1024
+#: Names other plug-ins own: the mock provider's, and the ec2 plug-in's built-in ``ec2-<region>``.
+RESERVED_NAMES = frozenset({"mock"})
+RESERVED_PREFIXES = ("ec2-",)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class Definition(Protocol):
@@ -159,4 +166,13 @@ def ca_bundle_mistakes(document: dict[str, str]) -> list[str]:
     """A ``ca_bundle`` that is not a file."""
     if "ca_bundle" in document and not os.path.isfile(document["ca_bundle"]):
         return [f"ca_bundle {document['ca_bundle']!r} is not a file"]
+    return []
+
+
+def name_mistakes(name: str, reserved: bool = True) -> list[str]:
+    """What is wrong with a provider's ``name``: its form, and (with ``reserved``) another plug-in's name."""
+    if not _NAME.match(name):
+        return [f"name {name!r} must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"]
+    if reserved and (name in RESERVED_NAMES or name.startswith(RESERVED_PREFIXES)):
+        return [f"name {name!r} is a built-in provider's name (or prefix)"]
     return []

@@ -68,7 +68,6 @@ DEFINITION_TYPE = "ec2"
 #: Provider names other plug-ins own.
 RESERVED_NAMES = frozenset({"mock"})
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _REQUIRED = ("name", "type", "region", "endpoint_url")
 _OPTIONAL = ("ebs_endpoint_url", "ca_bundle")
@@ -128,10 +127,8 @@ def parse_definition(document: Any, source: str | None = None) -> Endpoint | Non
     if mistakes:
         raise ValueError("; ".join(mistakes))
     name, region = document["name"], document["region"]
-    if not _NAME.match(name):
-        mistakes.append(
-            f"name {name!r} must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
+    # Its reserved names are checked with the built-in ones, when all files are read.
+    mistakes += definitions.name_mistakes(name, reserved=False)
     if not _REGION.match(region):
         mistakes.append(f"region {region!r} must be lower-case letters, digits and '-' (e.g. us-east-1)")
     mistakes += definitions.url_mistakes(document, ("endpoint_url", "ebs_endpoint_url"))

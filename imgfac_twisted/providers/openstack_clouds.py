@@ -24,11 +24,6 @@ from . import definitions
 
 DEFINITION_TYPE = "openstack"
 INTERFACES = ("public", "internal", "admin")
-#: Names other plug-ins own.
-RESERVED_NAMES = frozenset({"mock"})
-RESERVED_PREFIXES = ("ec2-",)
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _REGION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 _REQUIRED = ("name", "type", "auth_url")
 _OPTIONAL = ("region", "interface", "ca_bundle", "image_endpoint")
@@ -74,14 +69,7 @@ def parse_cloud(document: Any, source: str | None = None) -> Cloud | None:
 
 
 def _value_mistakes(document: dict[str, str]) -> list[str]:
-    mistakes = []
-    name = document["name"]
-    if not _NAME.match(name):
-        mistakes.append(
-            f"name {name!r} must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
-    elif name in RESERVED_NAMES or name.startswith(RESERVED_PREFIXES):
-        mistakes.append(f"name {name!r} is a built-in provider's name (or prefix)")
+    mistakes = definitions.name_mistakes(document["name"])
     if "region" in document and not _REGION.match(document["region"]):
         mistakes.append(f"region {document['region']!r} must be letters, digits, '.', '_' or '-' (e.g. RegionOne)")
     if document.get("interface", "public") not in INTERFACES:

@@ -18,7 +18,6 @@ Every mistake of every file is reported together in one ConfigError.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,11 +25,6 @@ from urllib.parse import urlsplit
 from . import definitions
 
 DEFINITION_TYPE = "vsphere"
-#: Names other plug-ins own.
-RESERVED_NAMES = frozenset({"mock"})
-RESERVED_PREFIXES = ("ec2-",)
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _REQUIRED = ("name", "type", "url", "datacenter", "datastore", "cluster")
 _OPTIONAL = ("folder", "network", "ca_bundle")
 #: Inventory names vCenter allows are long; these bound what a file may hold.
@@ -87,14 +81,7 @@ def parse_site(document: Any, source: str | None = None) -> Site | None:
 
 
 def _value_mistakes(document: dict[str, str]) -> list[str]:
-    mistakes = []
-    name = document["name"]
-    if not _NAME.match(name):
-        mistakes.append(
-            f"name {name!r} must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
-    elif name in RESERVED_NAMES or name.startswith(RESERVED_PREFIXES):
-        mistakes.append(f"name {name!r} is a built-in provider's name (or prefix)")
+    mistakes = definitions.name_mistakes(document["name"])
     for key in ("datacenter", "datastore", "cluster", "folder", "network"):
         value = document.get(key)
         if value is not None and (not value.strip() or len(value) > MAX_INVENTORY_NAME or not value.isprintable()):
