@@ -56,9 +56,8 @@ class Ec2Push(PushSteps):
         settings: Ec2Settings,
         client_factory: ClientFactory,
     ) -> None:
-        super().__init__(job, reactor, (credentials.secrets["secret_access_key"],))
+        super().__init__(job, door, reactor, (credentials.secrets["secret_access_key"],))
         self._endpoint = endpoint
-        self._door = door
         self._settings = settings
         self._client_factory = client_factory
         self._access_key = credentials.secrets["access_key"]
@@ -102,12 +101,7 @@ class Ec2Push(PushSteps):
             f"pushing {os.path.basename(path)} to {endpoint.name} ({where}, region {endpoint.region}) "
             f"for account {self._account}"
         )
-        try:
-            size = await self._blocking(os.path.getsize, path)
-        except OSError as error:
-            raise Ec2Error(
-                f"the image file of target image {target_builder.id} cannot be read: {error.strerror}"
-            ) from None
+        size = await self._image_size(path)
         self._ec2, self._ebs = await self._blocking(
             self._client_factory, endpoint, self._access_key, self._secret_key, settings.puts_in_flight + 2
         )
@@ -318,10 +312,6 @@ class Ec2Push(PushSteps):
 
     def _track(self, call: Deferred[T]) -> Deferred[T]:
         return self._calls.add(call)
-
-    async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run a blocking function on the door, once."""
-        return await shielded(self._track(self._door.run(fn, *args)))
 
     async def _call(
         self,

@@ -58,10 +58,9 @@ class GlancePush(PushSteps):
     error_type = OpenStackError
 
     def __init__(self, cloud: Cloud, job: PushJob, credentials: Credentials, door: Any, reactor: IReactorTime) -> None:
-        super().__init__(job, reactor, secret_values(credentials))
+        super().__init__(job, door, reactor, secret_values(credentials))
         self._cloud = cloud
         self._credentials = credentials
-        self._door = door
         self._connection: Connection | None = None
         self._reader: StreamingReader | None = None
         self.image_id: str | None = None
@@ -72,7 +71,7 @@ class GlancePush(PushSteps):
         finally:
             if self._reader is not None:
                 # After the clean-up: the upload's thread has returned (or been given up on).
-                await self._local(self._reader.close)
+                await self._blocking(self._reader.close)
 
     async def _run(self, path: str) -> PushResult:
         job, cloud = self._job, self._cloud
@@ -83,12 +82,7 @@ class GlancePush(PushSteps):
                 f"{cloud.name}: the openstack providers take {', '.join(DISK_FORMATS)} images; "
                 f"target image {target.id} was built for {target.target!r}"
             )
-        try:
-            size = await self._local(os.path.getsize, path)
-        except OSError as error:
-            raise OpenStackError(
-                f"the image file of target image {target.id} cannot be read: {error.strerror}"
-            ) from None
+        size = await self._image_size(path)
         await self._log(
             f"pushing {os.path.basename(path)} ({size} bytes) to {cloud.name} (Keystone {cloud.auth_url}) "
             f"for account {self._credentials.account_identifier}"
@@ -109,7 +103,7 @@ class GlancePush(PushSteps):
 
     async def _upload(self, path: str, size: int) -> tuple[str, str]:
         """Stream the file to Glance (progress 0..95); the hash computed on the way and its algorithm."""
-        reader = self._reader = await self._local(StreamingReader, path)
+        reader = self._reader = await self._blocking(StreamingReader, path)
         ticker = LoopingCall(self._tick, reader, size)
         ticker.clock = self._reactor
         ticker.start(PROGRESS_EVERY).addErrback(lambda _: None)
@@ -153,7 +147,7 @@ class GlancePush(PushSteps):
             return
         if reported != algorithm:
             # A Glance set to hash otherwise: read the file once more in its algorithm.
-            digest = await self._local(file_hash, path, reported)
+            digest = await self._blocking(file_hash, path, reported)
         if value != digest:
             raise OpenStackError(
                 f"{self._cloud.name}: Glance image {self.image_id} has {reported} {value[:16]}..., "
@@ -184,10 +178,6 @@ class GlancePush(PushSteps):
         return None
 
     # -- calls -----------------------------------------------------------------
-
-    async def _local(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run blocking file work on the door."""
-        return await shielded(self._calls.add(self._door.run(fn, *args)))
 
     async def _call(self, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a client call on the door; its errors become OpenStackErrors naming ``action``."""

@@ -8,8 +8,9 @@ left on the provider) added to the error, and the error let go on.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable
-from typing import TypeVar
+import os
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -36,8 +37,9 @@ class PushSteps:
     #: What sets the clean-up off (CancelledError is an Exception).
     cleaned_on: type[BaseException] = Exception
 
-    def __init__(self, job: PushJob, reactor: IReactorTime, secrets: Iterable[str]) -> None:
+    def __init__(self, job: PushJob, door: Any, reactor: IReactorTime, secrets: Iterable[str]) -> None:
         self._job = job
+        self._door = door
         self._reactor = reactor
         self._secrets = tuple(secrets)
         #: The door calls still running (a thread cannot be stopped half-way).
@@ -57,6 +59,19 @@ class PushSteps:
     async def _clean_up(self, error: BaseException) -> str | None:
         """Remove what the push made (best effort); a note of what remains, if anything does."""
         raise NotImplementedError
+
+    async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run blocking work (a file, a client made) on the door, among the calls in flight."""
+        return await shielded(self._calls.add(self._door.run(fn, *args)))
+
+    async def _image_size(self, path: str) -> int:
+        """The size of the image file at ``path``; the provider's error if it cannot be read."""
+        try:
+            size: int = await self._blocking(os.path.getsize, path)
+        except OSError as error:
+            target = self._job.target_builder.id
+            raise self.error_type(f"the image file of target image {target} cannot be read: {error.strerror}") from None
+        return size
 
     async def _settle(self, timeout: float) -> None:
         """Wait (at most ``timeout`` s) until the door calls still running have returned."""

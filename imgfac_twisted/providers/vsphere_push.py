@@ -64,10 +64,9 @@ class VSpherePush(PushSteps):
     cleaned_on = BaseException
 
     def __init__(self, site: Site, job: PushJob, credentials: Credentials, door: Any, reactor: IReactorTime) -> None:
-        super().__init__(job, reactor, secret_values(credentials))
+        super().__init__(job, door, reactor, secret_values(credentials))
         self._site = site
         self._credentials = credentials
-        self._door = door
         self._inventory: Inventory | None = None
         self._lease: Any = None
         self._upload: DiskUpload | None = None
