@@ -244,7 +244,7 @@ def test_a_signed_request_replayed_to_another_api_node_is_refused(cluster: Clust
         # The same bytes to the other node, addressed as the first (behind one load balancer, they share a name).
         prepared.url = api2.url("/imagefactory/images")
         prepared.headers["Host"] = api.host
-        replayed = session.send(prepared, verify=False, timeout=10)
+        replayed = session.send(prepared, verify=api2.verify, timeout=10)
     assert replayed.status_code == 401, replayed.text
     assert "nonce already used" in replayed.text
 
