@@ -7,8 +7,9 @@ the store (the event tells what changed, the store is the truth) and put in
 the index; a deleted builder is forgotten.  A worker running a builder that
 another node ended (a cancel on an API node) is told, and stops it.
 
-The subscription is made again on every reconnect; events missed while the
-broker was away are caught up by the index's read-through to the store.
+The subscription is made again on every reconnect, and then the index
+catches up with what was missed meanwhile: every unfinished builder is read
+from the store again, so that none is left showing a state it has left.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -61,7 +62,19 @@ class IndexFeed(Service):
             self._unregister()
 
     def _subscribe(self) -> Deferred[Any]:
-        return self._bus.subscribe("#", self.seen)
+        subscribed = self._bus.subscribe("#", self.seen)
+        return subscribed.addCallback(lambda _: ensureDeferred(self.catch_up()))
+
+    async def catch_up(self) -> None:
+        """Bring the index up to the store for what the events may not have said (the broker was away):
+        the unfinished builders, new ones included, and those held unfinished that have ended or gone."""
+        stored = await self._store.list_unfinished_builders()
+        for builder in stored:
+            self._read(builder)
+        still = {builder.id for builder in stored}
+        for held in self._index.unfinished():
+            if held.id not in still:
+                self._store.get_builder(held.id).addCallbacks(self._read, self._not_read, errbackArgs=(held.id,))
 
     def seen(self, event: Event) -> None:
         """One builder event from any node: bring the index up to it."""
