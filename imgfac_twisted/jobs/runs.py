@@ -125,6 +125,10 @@ class BuilderRuns:
         """The ids of the builders running here."""
         return list(self._running)
 
+    def is_running(self, builder_id: str) -> bool:
+        """Whether the builder runs here."""
+        return builder_id in self._running
+
     def queue_lengths(self) -> dict[str, int]:
         """How many builds and pushes wait for a slot."""
         return {"build": len(self._build_slots.waiting), "push": len(self._push_slots.waiting)}

@@ -155,7 +155,9 @@ class Worker(Service):
                 continue
             if claim.outcome == ClaimOutcome.EXHAUSTED:
                 await self._give_up(claim)
-            elif claim.outcome in (ClaimOutcome.CLAIMED, ClaimOutcome.OURS) and claim.builder.id not in self._running():
+            elif claim.outcome in (ClaimOutcome.CLAIMED, ClaimOutcome.OURS) and not self._runs.is_running(
+                claim.builder.id
+            ):
                 self._index.put(claim.builder)
                 if claim.attempts > 1 or claim.builder.status != Status.NEW:
                     await self._logs.append(
@@ -176,9 +178,6 @@ class Worker(Service):
             # rather than take the job again and again.
             for builder in mine:
                 await self._fail(builder.id, f"it cannot start on worker {self.worker_id}: {error.message}")
-
-    def _running(self) -> set[str]:
-        return set(self._runs.running_ids())
 
     async def _start_build(self, builders: list[Builder]) -> None:
         build = await self._store.get_build(builders[0].build_id)
@@ -225,7 +224,7 @@ class Worker(Service):
 
     def ended_elsewhere(self, builder: Builder) -> None:
         """Another node recorded ``builder`` (seen in the events): stop running it here if it ended."""
-        if builder.status.is_final and builder.id in self._running():
+        if builder.status.is_final and self._runs.is_running(builder.id):
             self._stop_lost(builder.id, f"it ended elsewhere ({builder.status.value})")
 
     def _stop_lost(self, builder_id: str, why: str) -> None:
