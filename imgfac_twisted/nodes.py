@@ -24,6 +24,7 @@ from .jobs.feed import IndexFeed
 from .jobs.jobs import CredentialSeal
 from .jobs.worker import Worker
 from .redaction import redact_url
+from .store.postgres import PostgresStore
 from .store.sqlite import SQLiteStore
 
 __all__ = ["add_node_services", "default_worker_id", "open_store", "store_name"]
@@ -34,11 +35,9 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def open_store(config: Config, reactor: Any) -> tuple[Any, ThreadDoor]:
+def open_store(config: Config, reactor: Any) -> tuple[SQLiteStore | PostgresStore, ThreadDoor]:
     """The store ``store_url`` names, unopened, and the door its calls go through (start it first)."""
     if config.on_postgresql:
-        from .store.postgres import PostgresStore
-
         return PostgresStore.on_own_threads(reactor, config.store_url)
     return SQLiteStore.on_own_thread(reactor, os.path.join(config.state_dir, "imagefactory.sqlite"))
 
