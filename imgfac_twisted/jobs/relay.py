@@ -51,22 +51,21 @@ class OutboxRelay(Service):
         self._failing = False
         #: On a shared store, other nodes' events may wait for this relay (theirs died, or is held
         #: back behind this one's batch): look at the outbox this often even when not woken.
-        self._poll = LoopingCall(self.wake) if poll_every is not None else None
         self._poll_every = poll_every
-        if self._poll is not None:
-            self._poll.clock = clock
+        self._poll = LoopingCall(self.wake)
+        self._poll.clock = clock
 
     def startService(self) -> None:
         """Deliver what a previous run left in the outbox."""
         super().startService()
         self.wake()
-        if self._poll is not None and self._poll_every is not None:
+        if self._poll_every is not None:
             self._poll.start(self._poll_every, now=False)
 
     def stopService(self) -> Deferred[None]:
         """Stop retrying; wait (briefly) for a drain under way."""
         super().stopService()
-        if self._poll is not None and self._poll.running:
+        if self._poll.running:
             self._poll.stop()
         if self._retry_call is not None and self._retry_call.active():
             self._retry_call.cancel()
