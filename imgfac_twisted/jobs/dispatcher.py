@@ -134,7 +134,7 @@ class Dispatcher(Service):
         if template_text is None or not template_text.strip():
             if image is None:
                 raise InvalidRequest("parameter 'template' is missing (give TDL XML, an image UUID or a URL)")
-            template = await self._templates.parse((await self._store.get_template(image.template_id)).xml)
+            template = await self._stored_template(image.template_id)
         else:
             template = await self._templates.resolve(template_text.strip())
         now = self._reactor.seconds()
@@ -176,7 +176,7 @@ class Dispatcher(Service):
         if image_id is not None and build.image_id != image_id:
             raise UnknownObject(f"no build {build_id!r} of image {image_id!r}")
         image = await self._store.get_image(build.image_id)
-        template = await self._templates.parse((await self._store.get_template(build.template_id)).xml)
+        template = await self.template_of(build)
         target_images, builders = self._new_targets(image, build, target_names, self._reactor.seconds())
         jobs = self._jobs.build_jobs(builders) if self._jobs is not None else ()
         await self._updater.record_created(
@@ -330,7 +330,10 @@ class Dispatcher(Service):
 
     async def template_of(self, build: Build) -> Template:
         """The parsed template a build was made from (parsed through the CPU door)."""
-        return await self._templates.parse((await self._store.get_template(build.template_id)).xml)
+        return await self._stored_template(build.template_id)
+
+    async def _stored_template(self, template_id: str) -> Template:
+        return await self._templates.parse((await self._store.get_template(template_id)).xml)
 
     def queue_lengths(self) -> dict[str, int]:
         """How many builds and pushes wait for a slot."""
