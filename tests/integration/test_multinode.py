@@ -276,3 +276,22 @@ def test_a_push_runs_on_a_worker_with_its_credentials_never_in_clear(cluster: Cl
     assert (pushed["status"], pushed["worker"], pushed["provider_account_identifier"]) == ("COMPLETED", "w1", "pusher")
     for node in (api, worker):
         assert password not in node.log_text()
+
+
+def test_a_database_that_cannot_be_reached_stops_the_start_without_its_password(
+    daemon_factory: DaemonPool, rabbitmq_url: str
+) -> None:
+    """A store_url nobody answers: the node does not start, names the store, and never shows the password."""
+    config = mock_config(
+        store_url="postgresql://factory:pg-SECRET-pw@127.0.0.1:1/imagefactory",
+        amqp_url=BROKER,
+        job_key=Fernet.generate_key().decode(),
+    )
+    node = daemon_factory.make(config, start=False)
+    node.start()
+    assert node.process is not None
+    node.process.wait(timeout=60)
+    assert node.process.returncode != 0
+    said = node.output_text() + node.log_text()
+    assert "the store postgresql://factory:***@127.0.0.1:1/imagefactory cannot be opened" in said
+    assert "pg-SECRET-pw" not in said
